@@ -1,0 +1,212 @@
+"""Queue commands: load-queue, status, purge, release-all, dead-letters, redrive."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from taskfleet.cli import cli
+from taskfleet.queues import open_queue
+from taskfleet.redact import redact
+from taskfleet.tasks import Task, iter_tasks
+
+out = Console(highlight=False)
+
+queue_option = click.option(
+    "--queue",
+    "queue_url",
+    envvar="TASKFLEET_QUEUE",
+    required=True,
+    metavar="URL",
+    help="Queue URL: sqlite:///path.db, redis://host:6379/0?name=JOB, sqs://NAME?region=R "
+    "[env TASKFLEET_QUEUE].",
+)
+
+
+@cli.command("load-queue")
+@queue_option
+@click.option(
+    "--task-file", required=True, metavar="PATH|URL|-", help="JSON, JSONL or YAML task file."
+)
+@click.option("--skip", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--limit", default=None, type=click.IntRange(min=0), help="Load at most N tasks.")
+@click.option(
+    "--max-attempts",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Attempts before a task is dead-lettered; fixed when the queue is created "
+    "(default 3).",
+)
+def load_queue(
+    queue_url: str, task_file: str, skip: int, limit: int | None, max_attempts: int | None
+) -> None:
+    """Load tasks from a task file into a queue. Loading the same file twice is safe: tasks
+    already present are skipped and counted.
+
+    \b
+    Example:
+      taskfleet load-queue --queue sqlite:///job.db --task-file tasks.jsonl
+    """
+    queue = open_queue(queue_url, max_attempts=max_attempts)
+    try:
+        if max_attempts is not None and queue.max_attempts != max_attempts:
+            click.echo(
+                f"note: the queue already exists with max attempts {queue.max_attempts}; "
+                f"--max-attempts {max_attempts} applies only to a new queue",
+                err=True,
+            )
+        progress = Progress(
+            TextColumn("loading"),
+            BarColumn(bar_width=None),
+            TextColumn("{task.completed:,} tasks"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        with progress:
+            bar = progress.add_task("load", total=limit)
+
+            def counted(tasks: Iterator[Task]) -> Iterator[Task]:
+                n = 0
+                for task in tasks:
+                    n += 1
+                    if n % 5000 == 0:
+                        progress.update(bar, completed=n)
+                    yield task
+                progress.update(bar, completed=n)
+
+            result = queue.send(counted(iter_tasks(task_file, skip=skip, limit=limit)))
+        out.print(f"inserted {result.inserted:,}, already present {result.already_present:,}")
+    finally:
+        queue.close()
+
+
+@cli.command("status")
+@queue_option
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def status(queue_url: str, as_json: bool) -> None:
+    """Show how many tasks are visible, leased, delayed, done and dead.
+
+    \b
+    Example:
+      taskfleet status --queue sqlite:///job.db --json
+    """
+    queue = open_queue(queue_url)
+    try:
+        stats = queue.stats()
+    finally:
+        queue.close()
+    if as_json:
+        click.echo(json.dumps({"queue": redact(queue_url), **stats.as_dict()}))
+        return
+    table = Table(title=f"{redact(queue_url)}" + (" (approximate)" if stats.approximate else ""))
+    table.add_column("state")
+    table.add_column("tasks", justify="right")
+    for key, value in stats.as_dict().items():
+        if key == "approximate":
+            continue
+        table.add_row(key, "-" if value is None else f"{value:,}")
+    out.print(table)
+
+
+@cli.command("purge")
+@queue_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def purge(queue_url: str, yes: bool) -> None:
+    """Delete every task and dead letter of a queue.
+
+    \b
+    Example:
+      taskfleet purge --queue sqlite:///job.db --yes
+    """
+    if not yes:
+        click.confirm(f"Delete every task in {redact(queue_url)}?", abort=True)
+    queue = open_queue(queue_url)
+    try:
+        queue.purge()
+    finally:
+        queue.close()
+    out.print(f"purged {redact(queue_url)}")
+
+
+@cli.command("release-all")
+@queue_option
+def release_all(queue_url: str) -> None:
+    """Make every leased task visible again at once (after workers were killed), without
+    counting the attempt. Only for queues whose workers are all stopped.
+
+    \b
+    Example:
+      taskfleet release-all --queue sqlite:///job.db
+    """
+    queue = open_queue(queue_url)
+    try:
+        if not hasattr(queue, "release_all"):
+            raise click.UsageError(
+                "this kind of queue cannot list its leases; they return by themselves when "
+                "they expire"
+            )
+        released = queue.release_all()
+    finally:
+        queue.close()
+    out.print(f"released {released:,} leased tasks")
+
+
+@cli.command("dead-letters")
+@queue_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per dead letter.")
+def dead_letters(queue_url: str, as_json: bool) -> None:
+    """List tasks whose attempts were spent, with their last error.
+
+    \b
+    Example:
+      taskfleet dead-letters --queue sqlite:///job.db
+    """
+    queue = open_queue(queue_url)
+    try:
+        letters = list(queue.dead_letters())
+    finally:
+        queue.close()
+    if as_json:
+        for letter in letters:
+            click.echo(
+                json.dumps(
+                    {
+                        "id": letter.task.id,
+                        "data": letter.task.data,
+                        "attempts": letter.attempts,
+                        "error": letter.error,
+                    }
+                )
+            )
+        return
+    table = Table(title=f"{len(letters):,} dead letters")
+    table.add_column("task id")
+    table.add_column("attempts", justify="right")
+    table.add_column("last error", overflow="fold")
+    for letter in letters:
+        table.add_row(letter.task.id, str(letter.attempts), letter.error or "")
+    out.print(table)
+
+
+@cli.command("redrive")
+@queue_option
+@click.option("--id", "ids", multiple=True, metavar="TASK_ID", help="Redrive only these ids.")
+def redrive(queue_url: str, ids: tuple[str, ...]) -> None:
+    """Put dead letters back in the queue with fresh attempts (all, or those given by --id).
+
+    \b
+    Example:
+      taskfleet redrive --queue sqlite:///job.db --id addition-task-000042
+    """
+    queue = open_queue(queue_url)
+    try:
+        moved = queue.redrive(list(ids) if ids else None)
+    finally:
+        queue.close()
+    out.print(f"redrove {moved:,} tasks")

@@ -1,0 +1,163 @@
+"""The one queue protocol that every backend speaks.
+
+The worker runtime, the CLI and the monitor talk only to `Queue`; the backend is chosen by the
+URL scheme (see `taskfleet.queues.open_queue`). Delivery is at least once: a message leased by
+`receive` is invisible to other consumers until its lease expires, and becomes visible again if
+the consumer dies. Each delivery counts one attempt; when a queue's `max_attempts` are spent the
+task moves to the dead letters with its last error, where `redrive` can put it back.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from taskfleet.tasks import Task
+
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One leased delivery of a task.
+
+    `receipt` is the backend's handle for this delivery (an SQS receipt handle, a Redis stream
+    entry id, a SQLite row and lease token); `attempt` counts deliveries, starting at 1.
+    """
+
+    task: Task
+    receipt: str
+    attempt: int
+
+    @property
+    def task_id(self) -> str:
+        return self.task.id
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Counts of a queue's tasks by state.
+
+    `approximate` is True for backends whose counts are estimates (SQS, Pub/Sub). Counts a
+    backend cannot know are None (SQS does not remember completed tasks, for instance).
+    """
+
+    visible: int
+    leased: int
+    delayed: int
+    dead: int
+    inserted: int | None = None
+    completed: int | None = None
+    duplicates_skipped: int | None = None
+    approximate: bool = False
+
+    @property
+    def remaining(self) -> int:
+        """Tasks not yet completed or dead-lettered."""
+        return self.visible + self.leased + self.delayed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "visible": self.visible,
+            "leased": self.leased,
+            "delayed": self.delayed,
+            "dead": self.dead,
+            "inserted": self.inserted,
+            "completed": self.completed,
+            "duplicates_skipped": self.duplicates_skipped,
+            "remaining": self.remaining,
+            "approximate": self.approximate,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A task whose attempts were spent (or that failed without retry), with its last error."""
+
+    task: Task
+    attempts: int
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class SendResult:
+    """What `send` did: how many tasks were inserted and how many were already present."""
+
+    inserted: int = 0
+    already_present: int = 0
+    ids_seen: int = field(default=0)
+
+    def __iadd__(self, other: SendResult) -> SendResult:
+        self.inserted += other.inserted
+        self.already_present += other.already_present
+        self.ids_seen += other.ids_seen
+        return self
+
+
+def backoff_delay(
+    attempt: int, base: float = 1.0, cap: float = 300.0, rng: random.Random | None = None
+) -> float:
+    """Delay before the next attempt: exponential in the attempt, capped, with full jitter.
+
+    Full jitter (uniform between half and all of the exponential delay) keeps many workers that
+    failed together from retrying in lockstep, while still guaranteeing a minimum wait so a
+    failing task never spins in a hot loop.
+    """
+    exponential = min(cap, base * (2 ** max(0, attempt - 1)))
+    r = (rng or random).random()
+    return exponential * (0.5 + 0.5 * r)
+
+
+@runtime_checkable
+class Queue(Protocol):
+    """The protocol. Batch methods take sequences so that no backend does per-message trips."""
+
+    url: str
+    max_attempts: int
+
+    def send(self, tasks: Iterable[Task], batch_size: int = ...) -> SendResult:
+        """Insert tasks; an id already queued, leased, done or dead is skipped and counted."""
+        ...
+
+    def receive(
+        self, max_messages: int, lease_seconds: float, wait_seconds: float = 0
+    ) -> list[Message]:
+        """Lease up to `max_messages` visible tasks for `lease_seconds`."""
+        ...
+
+    def ack(self, messages: Sequence[Message]) -> None:
+        """The tasks are done: remove them for good."""
+        ...
+
+    def retry(self, message: Message, delay_seconds: float = 0, error: str | None = None) -> bool:
+        """Make the task visible again after `delay_seconds`, or dead-letter it when its
+        attempts are spent. Returns True if it will be retried, False if it was dead-lettered."""
+        ...
+
+    def dead_letter(self, message: Message, error: str | None = None) -> None:
+        """Move the task to the dead letters now (it failed and must not be retried)."""
+        ...
+
+    def release(self, messages: Sequence[Message]) -> None:
+        """Give messages back at once, without counting the attempt (shutdown, prefetch)."""
+        ...
+
+    def extend(self, messages: Sequence[Message], lease_seconds: float) -> None:
+        """Renew the leases of running tasks to `lease_seconds` from now."""
+        ...
+
+    def stats(self) -> QueueStats: ...
+
+    def dead_letters(self) -> Iterator[DeadLetter]: ...
+
+    def redrive(self, ids: Iterable[str] | None = None) -> int:
+        """Put dead letters (all, or the given ids) back in the queue with fresh attempts."""
+        ...
+
+    def purge(self) -> None:
+        """Delete every task, dead letter and counter of this queue."""
+        ...
+
+    def close(self) -> None: ...

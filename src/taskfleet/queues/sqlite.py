@@ -1,0 +1,501 @@
+"""The embedded queue: one SQLite file, nothing to install, durable across crashes.
+
+Many processes on one machine may share the file. WAL mode lets readers run beside the single
+writer; every state change is one short `BEGIN IMMEDIATE` transaction (the write lock is taken
+up front, so two processes never lease the same row), with a busy timeout and retries when the
+file is locked.
+
+One table per queue holds every task ever inserted, with its state (waiting, leased, done,
+dead), the time it becomes visible, its attempt count and a lease token. A partial index over
+the not-finished rows, ordered by visible time, serves `receive`; waiting rows are visible at 0,
+so they come out in insertion order. Counters kept in the same transactions make `stats` O(1)
+apart from a range scan over rows visible in the future (delayed retries and live leases, which
+are few).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import orjson
+
+from taskfleet.errors import QueueURLError
+from taskfleet.queues.base import (
+    DEFAULT_MAX_ATTEMPTS,
+    DeadLetter,
+    Message,
+    QueueStats,
+    SendResult,
+)
+from taskfleet.tasks import Task
+
+WAITING, LEASED, DONE, DEAD = 0, 1, 2, 3
+DEFAULT_QUEUE_NAME = "tasks"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_BUSY_RETRIES = 20
+
+
+def parse_sqlite_url(url: str) -> tuple[Path, str, dict[str, list[str]]]:
+    """`sqlite:///rel/path.db` (three slashes: relative), `sqlite:////abs/path.db` (four:
+    absolute), as in SQLAlchemy; a bare `path.db` works too. `?name=` picks a queue in the file."""
+    if "://" not in url:
+        path_text, query = url, ""
+        if "?" in url:
+            path_text, query = url.split("?", 1)
+    else:
+        parts = urlsplit(url)
+        if parts.netloc:
+            raise QueueURLError(
+                f"{url!r}: a SQLite queue URL has no host; write sqlite:///relative/path.db "
+                "or sqlite:////absolute/path.db"
+            )
+        path_text, query = unquote(parts.path), parts.query
+        if path_text.startswith("/"):
+            path_text = path_text[1:]
+    if not path_text:
+        raise QueueURLError(f"{url!r}: the SQLite queue URL names no file")
+    options = parse_qs(query)
+    name = options.pop("name", [DEFAULT_QUEUE_NAME])[-1]
+    if not _NAME_RE.match(name):
+        raise QueueURLError(
+            f"{url!r}: queue name {name!r} may hold only letters, digits, '_', '-' and '.'"
+        )
+    return Path(path_text), name, options
+
+
+class SQLiteQueue:
+    """A queue stored in a SQLite file; see the module docstring for the design."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        name: str = DEFAULT_QUEUE_NAME,
+        *,
+        max_attempts: int | None = None,
+        url: str | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.name = name
+        self.url = url or f"sqlite:///{self.path}" + (
+            f"?name={name}" if name != DEFAULT_QUEUE_NAME else ""
+        )
+        self._table = f'"q_{name}"'
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = self._connect()
+        self.max_attempts = self._ensure_schema(max_attempts)
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_url(cls, url: str, *, max_attempts: int | None = None) -> SQLiteQueue:
+        path, name, options = parse_sqlite_url(url)
+        if max_attempts is None and "max_attempts" in options:
+            try:
+                max_attempts = int(options.pop("max_attempts")[-1])
+            except ValueError:
+                raise QueueURLError(f"{url!r}: max_attempts must be a whole number") from None
+        options.pop("max_attempts", None)
+        if options:
+            raise QueueURLError(
+                f"{url!r}: unknown option(s) {', '.join(sorted(options))}; "
+                "a SQLite queue URL takes name= and max_attempts="
+            )
+        return cls(path, name, max_attempts=max_attempts, url=url)
+
+    @staticmethod
+    def event_queue_url(url: str) -> str:
+        path, name, _ = parse_sqlite_url(url)
+        base = url.split("?", 1)[0] if "://" in url else f"sqlite:///{path}"
+        return f"{base}?name={name}-events"
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=60.0, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA cache_size=-65536")
+        return conn
+
+    def _ensure_schema(self, max_attempts: int | None) -> int:
+        if max_attempts is not None and max_attempts < 1:
+            raise QueueURLError(f"max_attempts must be at least 1, not {max_attempts}")
+        t = self._table
+        with self._write() as c:
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS taskfleet_queues (name TEXT PRIMARY KEY, "
+                "max_attempts INTEGER NOT NULL, created REAL NOT NULL, "
+                "inserted INTEGER NOT NULL DEFAULT 0, duplicates INTEGER NOT NULL DEFAULT 0, "
+                "waiting INTEGER NOT NULL DEFAULT 0, leased INTEGER NOT NULL DEFAULT 0, "
+                "done INTEGER NOT NULL DEFAULT 0, dead INTEGER NOT NULL DEFAULT 0)"
+            )
+            c.execute(
+                f"CREATE TABLE IF NOT EXISTS {t} (seq INTEGER PRIMARY KEY, "
+                "task_id TEXT NOT NULL UNIQUE, body BLOB NOT NULL, "
+                "state INTEGER NOT NULL DEFAULT 0, visible_at REAL NOT NULL DEFAULT 0, "
+                "attempts INTEGER NOT NULL DEFAULT 0, lease INTEGER NOT NULL DEFAULT 0, "
+                "error TEXT)"
+            )
+            c.execute(
+                f'CREATE INDEX IF NOT EXISTS "q_{self.name}_pending" ON {t}(visible_at) '
+                "WHERE state < 2"
+            )
+            c.execute(
+                f'CREATE INDEX IF NOT EXISTS "q_{self.name}_dead" ON {t}(seq) WHERE state = 3'
+            )
+            c.execute(
+                "INSERT OR IGNORE INTO taskfleet_queues(name, max_attempts, created) "
+                "VALUES (?, ?, ?)",
+                (self.name, max_attempts or DEFAULT_MAX_ATTEMPTS, time.time()),
+            )
+            (stored,) = c.execute(
+                "SELECT max_attempts FROM taskfleet_queues WHERE name = ?", (self.name,)
+            ).fetchone()
+        return int(stored)
+
+    # -- transactions ---------------------------------------------------------------------
+
+    def _write(self) -> _WriteTransaction:
+        return _WriteTransaction(self)
+
+    def _counters(self, c: sqlite3.Connection, **deltas: int) -> None:
+        deltas = {k: v for k, v in deltas.items() if v}
+        if not deltas:
+            return
+        assignments = ", ".join(f"{k} = {k} + ?" for k in deltas)
+        c.execute(
+            f"UPDATE taskfleet_queues SET {assignments} WHERE name = ?",
+            (*deltas.values(), self.name),
+        )
+
+    # -- protocol -------------------------------------------------------------------------
+
+    def send(self, tasks: Iterable[Task], batch_size: int = 0) -> SendResult:
+        """Insert all tasks in one transaction: a bad task in the iterable inserts nothing.
+
+        `executemany` consumes the iterable lazily, so memory stays bounded for millions of
+        tasks. Ids already present (in any state) are skipped and counted.
+        """
+        seen = 0
+
+        def rows() -> Iterator[tuple[str, bytes]]:
+            nonlocal seen
+            for task in tasks:
+                seen += 1
+                yield task.id, task.to_json()
+
+        with self._write() as c:
+            before = self._conn.total_changes
+            c.executemany(f"INSERT OR IGNORE INTO {self._table}(task_id, body) VALUES (?, ?)", rows())
+            inserted = self._conn.total_changes - before
+            self._counters(
+                c, inserted=inserted, waiting=inserted, duplicates=seen - inserted
+            )
+        return SendResult(inserted=inserted, already_present=seen - inserted, ids_seen=seen)
+
+    def receive(
+        self, max_messages: int, lease_seconds: float, wait_seconds: float = 0
+    ) -> list[Message]:
+        deadline = time.monotonic() + wait_seconds
+        pause = 0.01
+        while True:
+            messages = self._receive_now(max_messages, lease_seconds)
+            if messages or time.monotonic() >= deadline:
+                return messages
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.25)
+
+    def _receive_now(self, max_messages: int, lease_seconds: float) -> list[Message]:
+        if max_messages <= 0:
+            return []
+        t = self._table
+        messages: list[Message] = []
+        with self._write() as c:
+            now = time.time()
+            while len(messages) < max_messages:
+                rows = c.execute(
+                    f"SELECT seq, body, state, attempts, lease FROM {t} "
+                    "WHERE state < 2 AND visible_at <= ? ORDER BY visible_at LIMIT ?",
+                    (now, max_messages - len(messages)),
+                ).fetchall()
+                if not rows:
+                    break
+                lease_rows, dead_rows = [], []
+                from_waiting = from_leased = dead_from_leased = 0
+                for seq, body, state, attempts, lease in rows:
+                    if state == LEASED and attempts >= self.max_attempts:
+                        dead_rows.append(
+                            (
+                                f"lease expired on attempt {attempts} of {self.max_attempts} "
+                                "(the worker died or was killed)",
+                                seq,
+                            )
+                        )
+                        dead_from_leased += 1
+                        continue
+                    if state == WAITING:
+                        from_waiting += 1
+                    else:
+                        from_leased += 1
+                    lease_rows.append((now + lease_seconds, seq))
+                    messages.append(
+                        Message(Task.from_json(body), f"{seq}:{lease + 1}", attempts + 1)
+                    )
+                if lease_rows:
+                    c.executemany(
+                        f"UPDATE {t} SET state = 1, visible_at = ?, attempts = attempts + 1, "
+                        "lease = lease + 1 WHERE seq = ?",
+                        lease_rows,
+                    )
+                if dead_rows:
+                    c.executemany(f"UPDATE {t} SET state = 3, error = ? WHERE seq = ?", dead_rows)
+                self._counters(
+                    c,
+                    waiting=-from_waiting,
+                    leased=from_waiting - dead_from_leased,
+                    dead=dead_from_leased,
+                )
+        return messages
+
+    @staticmethod
+    def _receipt(message: Message) -> tuple[int, int]:
+        seq, lease = message.receipt.split(":")
+        return int(seq), int(lease)
+
+    def ack(self, messages: Sequence[Message]) -> None:
+        """Mark tasks done. A completion is accepted even if the lease has since passed to
+        another consumer: the work is done, and that consumer's own ack becomes a no-op."""
+        if not messages:
+            return
+        seqs = orjson.dumps([self._receipt(m)[0] for m in messages])
+        t = self._table
+        with self._write() as c:
+            counts = {}
+            for state in (LEASED, WAITING):
+                cur = c.execute(
+                    f"UPDATE {t} SET state = 2, error = NULL WHERE state = ? AND "
+                    "seq IN (SELECT value FROM json_each(?))",
+                    (state, seqs),
+                )
+                counts[state] = cur.rowcount
+            self._counters(
+                c, leased=-counts[LEASED], waiting=-counts[WAITING], done=sum(counts.values())
+            )
+
+    def retry(self, message: Message, delay_seconds: float = 0, error: str | None = None) -> bool:
+        seq, lease = self._receipt(message)
+        t = self._table
+        with self._write() as c:
+            row = c.execute(
+                f"SELECT attempts FROM {t} WHERE seq = ? AND state = 1 AND lease = ?", (seq, lease)
+            ).fetchone()
+            if row is None:
+                return True  # the lease has passed on; the task is someone else's now
+            if row[0] >= self.max_attempts:
+                c.execute(f"UPDATE {t} SET state = 3, error = ? WHERE seq = ?", (error, seq))
+                self._counters(c, leased=-1, dead=1)
+                return False
+            c.execute(
+                f"UPDATE {t} SET state = 0, visible_at = ?, error = ? WHERE seq = ?",
+                (time.time() + max(0.0, delay_seconds), error, seq),
+            )
+            self._counters(c, leased=-1, waiting=1)
+            return True
+
+    def dead_letter(self, message: Message, error: str | None = None) -> None:
+        seq, lease = self._receipt(message)
+        with self._write() as c:
+            cur = c.execute(
+                f"UPDATE {self._table} SET state = 3, error = ? WHERE seq = ? AND state = 1 "
+                "AND lease = ?",
+                (error, seq, lease),
+            )
+            if cur.rowcount:
+                self._counters(c, leased=-1, dead=1)
+
+    def release(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        rows = [(seq, lease) for seq, lease in map(self._receipt, messages)]
+        with self._write() as c:
+            before = self._conn.total_changes
+            c.executemany(
+                f"UPDATE {self._table} SET state = 0, visible_at = 0, "
+                "attempts = max(attempts - 1, 0) WHERE seq = ? AND state = 1 AND lease = ?",
+                rows,
+            )
+            released = self._conn.total_changes - before
+            self._counters(c, leased=-released, waiting=released)
+
+    def release_all(self) -> int:
+        """Give back every leased task at once, without counting the attempt.
+
+        For recovering after a crash when no other consumer can be holding a lease (the local
+        runner holds an exclusive lock on its state file): waiting for the leases to expire
+        would only delay the resumed run.
+        """
+        with self._write() as c:
+            cur = c.execute(
+                f"UPDATE {self._table} SET state = 0, visible_at = 0, "
+                "attempts = max(attempts - 1, 0) WHERE state = 1"
+            )
+            released = cur.rowcount
+            self._counters(c, leased=-released, waiting=released)
+        return released
+
+    def leased_ids(self) -> list[str]:
+        """Ids of the tasks currently leased (live or expired)."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT task_id FROM {self._table} WHERE state = 1"
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def ack_ids(self, ids: Iterable[str]) -> int:
+        """Mark leased or waiting tasks done by id (for resume: their outcome was recorded)."""
+        payload = orjson.dumps(list(ids))
+        t = self._table
+        with self._write() as c:
+            counts = {}
+            for state in (LEASED, WAITING):
+                cur = c.execute(
+                    f"UPDATE {t} SET state = 2 WHERE state = ? AND "
+                    "task_id IN (SELECT value FROM json_each(?))",
+                    (state, payload),
+                )
+                counts[state] = cur.rowcount
+            self._counters(
+                c, leased=-counts[LEASED], waiting=-counts[WAITING], done=sum(counts.values())
+            )
+        return sum(counts.values())
+
+    def extend(self, messages: Sequence[Message], lease_seconds: float) -> None:
+        if not messages:
+            return
+        until = time.time() + lease_seconds
+        rows = [(until, seq, lease) for seq, lease in map(self._receipt, messages)]
+        with self._write() as c:
+            c.executemany(
+                f"UPDATE {self._table} SET visible_at = ? WHERE seq = ? AND state = 1 "
+                "AND lease = ?",
+                rows,
+            )
+
+    def stats(self) -> QueueStats:
+        with self._lock:
+            c = self._conn
+            row = c.execute(
+                "SELECT inserted, duplicates, waiting, leased, done, dead FROM taskfleet_queues "
+                "WHERE name = ?",
+                (self.name,),
+            ).fetchone()
+            inserted, duplicates, waiting, leased, done, dead = row
+            future = dict(
+                c.execute(
+                    f"SELECT state, count(*) FROM {self._table} WHERE state < 2 AND "
+                    "visible_at > ? GROUP BY state",
+                    (time.time(),),
+                ).fetchall()
+            )
+        delayed = future.get(WAITING, 0)
+        live_leases = future.get(LEASED, 0)
+        return QueueStats(
+            visible=(waiting - delayed) + (leased - live_leases),
+            leased=live_leases,
+            delayed=delayed,
+            dead=dead,
+            inserted=inserted,
+            completed=done,
+            duplicates_skipped=duplicates,
+        )
+
+    def dead_letters(self) -> Iterator[DeadLetter]:
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT body, attempts, error FROM {self._table} WHERE state = 3 ORDER BY seq"
+            ).fetchall()
+        for body, attempts, error in rows:
+            yield DeadLetter(Task.from_json(body), attempts, error)
+
+    def redrive(self, ids: Iterable[str] | None = None) -> int:
+        t = self._table
+        with self._write() as c:
+            if ids is None:
+                cur = c.execute(
+                    f"UPDATE {t} SET state = 0, visible_at = 0, attempts = 0 WHERE state = 3"
+                )
+            else:
+                cur = c.execute(
+                    f"UPDATE {t} SET state = 0, visible_at = 0, attempts = 0 WHERE state = 3 "
+                    "AND task_id IN (SELECT value FROM json_each(?))",
+                    (orjson.dumps(list(ids)),),
+                )
+            moved = cur.rowcount
+            self._counters(c, dead=-moved, waiting=moved)
+        return moved
+
+    def purge(self) -> None:
+        with self._write() as c:
+            c.execute(f"DELETE FROM {self._table}")
+            c.execute(
+                "UPDATE taskfleet_queues SET inserted = 0, duplicates = 0, waiting = 0, "
+                "leased = 0, done = 0, dead = 0 WHERE name = ?",
+                (self.name,),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> SQLiteQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteQueue({str(self.path)!r}, name={self.name!r})"
+
+
+class _WriteTransaction:
+    """`BEGIN IMMEDIATE` ... `COMMIT`, retried while another process holds the write lock."""
+
+    def __init__(self, queue: SQLiteQueue) -> None:
+        self._queue = queue
+
+    def __enter__(self) -> sqlite3.Connection:
+        q = self._queue
+        q._lock.acquire()
+        conn = q._conn
+        for attempt in range(_BUSY_RETRIES):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return conn
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    q._lock.release()
+                    raise
+                time.sleep(min(0.05 * (attempt + 1), 1.0))
+        q._lock.release()
+        raise sqlite3.OperationalError(f"{q.path}: the queue file stayed locked; giving up")
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        conn = self._queue._conn
+        try:
+            if exc_type is None:
+                conn.execute("COMMIT")
+            else:
+                conn.execute("ROLLBACK")
+        finally:
+            self._queue._lock.release()
