@@ -1,0 +1,111 @@
+"""The loop that runs inside each child process. User code runs only here.
+
+A child reads tasks as JSON lines from its input pipe and writes one JSON line per outcome to
+its output pipe. Before starting a task it records, under its slot's lock, which task it starts
+and when, in shared memory: the supervisor reads that to enforce deadlines and to know, after a
+crash, which task was running and which were never started, without a message per task.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from taskfleet.worker.shared import ChildSlot
+
+ProcessTask = Callable[[str, Any, Any], Any]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _outcome_line(n: int, returned: object, elapsed: float) -> bytes:
+    if not (isinstance(returned, tuple) and len(returned) == 2):
+        return _exception_line(
+            n,
+            f"TypeError: process_task must return a tuple (retry, result), not {returned!r:.200}",
+            "",
+            elapsed,
+        )
+    retry, result = returned
+    try:
+        return orjson.dumps(
+            {"n": n, "retry": bool(retry), "result": result, "elapsed": elapsed},
+            option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS,
+        )
+    except TypeError as exc:
+        return _exception_line(
+            n,
+            f"TypeError: the result of process_task is not JSON-serialisable ({exc}): "
+            f"{result!r:.200}",
+            "",
+            elapsed,
+        )
+
+
+def _exception_line(n: int, exception: str, stack_trace: str, elapsed: float) -> bytes:
+    return orjson.dumps(
+        {"n": n, "exception": exception, "stack_trace": stack_trace, "elapsed": elapsed},
+        option=orjson.OPT_APPEND_NEWLINE,
+    )
+
+
+def _describe(exc: BaseException, memory_limit_bytes: int | None) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if isinstance(exc, MemoryError) and memory_limit_bytes:
+        text += f" (the task reached --max-memory-per-task, {memory_limit_bytes / 1024**3:g} GB)"
+    return text
+
+
+def child_main(
+    process_task: ProcessTask,
+    worker_data: Any,
+    in_fd: int,
+    out_fd: int,
+    slot: ChildSlot,
+    max_tasks: int | None,
+    memory_limit_bytes: int | None,
+) -> None:
+    """Run tasks until the input pipe closes, the task quota is used, or the slot says stop."""
+    try:
+        os.setpgid(0, 0)  # own process group: a timeout kill reaches the task's grandchildren
+    except OSError:
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when tasks stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if memory_limit_bytes:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+    done = 0
+    with os.fdopen(in_fd, "rb", buffering=1 << 16) as reader:
+        for line in reader:
+            n, task_id, data, attempt = orjson.loads(line)
+            if not slot.begin(n):
+                break
+            worker_data._attempt = attempt
+            start = time.perf_counter()
+            try:
+                returned = process_task(task_id, data, worker_data)
+                out = _outcome_line(n, returned, time.perf_counter() - start)
+            except Exception as exc:  # includes MemoryError under the memory cap
+                elapsed = time.perf_counter() - start
+                try:
+                    stack = traceback.format_exc()
+                except MemoryError:
+                    stack = ""
+                out = _exception_line(n, _describe(exc, memory_limit_bytes), stack, elapsed)
+            _write_all(out_fd, out)
+            done += 1
+            if max_tasks is not None and done >= max_tasks:
+                break

@@ -1,0 +1,112 @@
+"""The embedded queue behind a `--task-file` run, which makes local runs resumable.
+
+The task file is loaded idempotently into a SQLite queue kept beside the event log, so running
+the same command again skips tasks already done. One run at a time owns the state file (an
+exclusive lock), which lets a new run take back, at once, the leases an interrupted run left
+behind: no other consumer can hold them. Leased tasks whose outcome the interrupted run had
+already written to the event log are acknowledged instead of being run again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from taskfleet.errors import TaskfleetError
+from taskfleet.queues.sqlite import SQLiteQueue
+
+
+def default_state_path(event_log_file: str | None) -> Path:
+    """`events.jsonl` -> `events.state.db` in the same folder."""
+    if event_log_file:
+        log_path = Path(event_log_file)
+        return log_path.with_name(log_path.name.split(".", 1)[0] + ".state.db")
+    return Path("taskfleet.state.db")
+
+
+class StateLock:
+    """An exclusive lock on a state file, held for the whole run."""
+
+    def __init__(self, state_path: Path) -> None:
+        self.path = state_path.with_name(state_path.name + ".lock")
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise TaskfleetError(
+                f"{self.path.with_suffix('')}: the state file is in use by {owner}; wait for "
+                "that run to finish, or give this run its own --state and --event-log-file"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            self._file.close()
+            self._file = None
+
+
+@dataclass
+class Recovery:
+    """What an interrupted earlier run left behind, and what was done about it."""
+
+    leased: int = 0
+    acknowledged_from_log: int = 0
+
+    @property
+    def rerun(self) -> int:
+        return self.leased - self.acknowledged_from_log
+
+
+def completed_ids_in_log(event_log_file: str | None, candidates: Iterable[str]) -> set[str]:
+    """Which of `candidates` have a final `task_completed` event in the log."""
+    wanted = set(candidates)
+    found: set[str] = set()
+    if not wanted or not event_log_file or not os.path.exists(event_log_file):
+        return found
+    with open(event_log_file, "rb") as f:
+        for line in f:
+            if b"task_completed" not in line:
+                continue
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # a torn last line from the crash
+            task_id = event.get("task_id")
+            if (
+                task_id in wanted
+                and event.get("event_type") == "task_completed"
+                and not event.get("retry")
+            ):
+                found.add(task_id)
+    return found
+
+
+def recover(queue: SQLiteQueue, event_log_file: str | None) -> Recovery:
+    """Take back the leases of an interrupted run (the caller holds the state lock)."""
+    leased = queue.leased_ids()
+    if not leased:
+        return Recovery()
+    finished = completed_ids_in_log(event_log_file, leased)
+    acked = queue.ack_ids(finished) if finished else 0
+    queue.release_all()
+    return Recovery(leased=len(leased), acknowledged_from_log=acked)

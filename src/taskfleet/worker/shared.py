@@ -1,0 +1,95 @@
+"""Memory shared between the supervisor and its children, so that per-task facts need no message.
+
+`ChildSlot` holds, for one child, the number of the task it runs and when that task started
+(the supervisor's deadline check reads it), and the highest task number it may still start
+(the supervisor lowers it to stop a child from starting prefetched tasks at shutdown). A lock
+makes "may I start task n?" and "which task has started?" one atomic step on both sides.
+
+`SharedFlags` holds the two flags a running task may poll through `WorkerData`: a termination
+notice arrived, and a shutdown was requested.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+import time
+from multiprocessing.context import BaseContext
+from typing import Any
+
+_SLOT = struct.Struct("=qdq")  # started task number, start time (monotonic), allowed number
+NO_LIMIT = 2**62
+
+
+class ChildSlot:
+    __slots__ = ("_lock", "_mem")
+
+    def __init__(self, ctx: BaseContext) -> None:
+        self._mem = mmap.mmap(-1, _SLOT.size)  # anonymous and MAP_SHARED: shared after fork
+        self._lock: Any = ctx.Lock()
+        _SLOT.pack_into(self._mem, 0, -1, 0.0, NO_LIMIT)
+
+    def begin(self, n: int) -> bool:
+        """Child side: record that task `n` starts now, unless it may no longer start."""
+        with self._lock:
+            _, _, allowed = _SLOT.unpack_from(self._mem, 0)
+            if n > allowed:
+                return False
+            _SLOT.pack_into(self._mem, 0, n, time.monotonic(), allowed)
+            return True
+
+    def started(self, child_alive: bool = True) -> tuple[int, float] | None:
+        """Supervisor side: (number, monotonic start) of the last task the child started.
+
+        A child killed while holding the lock never releases it, so the supervisor never
+        waits long: for a dead child it reads without the lock (nobody writes any more), and
+        for a live one it gives up after a moment (None) and looks again on its next round.
+        """
+        if not child_alive:
+            n, start, _ = _SLOT.unpack_from(self._mem, 0)
+            return n, start
+        if not self._lock.acquire(timeout=0.05):
+            return None
+        try:
+            n, start, _ = _SLOT.unpack_from(self._mem, 0)
+        finally:
+            self._lock.release()
+        return n, start
+
+    def stop_starting(self) -> int | None:
+        """Supervisor side: let the child start nothing new; returns the task it has started,
+        or None if the child holds the lock too long (it is then stopped by a kill)."""
+        if not self._lock.acquire(timeout=0.5):
+            return None
+        try:
+            n, start, _ = _SLOT.unpack_from(self._mem, 0)
+            _SLOT.pack_into(self._mem, 0, n, start, n)
+        finally:
+            self._lock.release()
+        return n
+
+    def close(self) -> None:
+        self._mem.close()
+
+
+class SharedFlags:
+    """Two bytes every child can read: termination notice received, shutdown requested."""
+
+    __slots__ = ("_mem",)
+
+    def __init__(self) -> None:
+        self._mem = mmap.mmap(-1, 2)
+
+    @property
+    def termination_notice(self) -> bool:
+        return self._mem[0] == 1
+
+    @property
+    def shutdown_requested(self) -> bool:
+        return self._mem[1] == 1
+
+    def set_termination_notice(self) -> None:
+        self._mem[0] = 1
+
+    def set_shutdown_requested(self) -> None:
+        self._mem[1] = 1

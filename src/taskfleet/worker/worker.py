@@ -1,0 +1,348 @@
+"""`Worker` and `WorkerData`: the user-facing API of the runtime.
+
+The user writes `process_task(task_id, task_data, worker_data) -> (retry, result)` and calls
+`Worker(process_task).run()`. The same script runs on a laptop (`--task-file tasks.json`,
+through a resumable embedded queue) and on a cloud VM (`--queue sqs://...`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from taskfleet.errors import TaskfleetError
+from taskfleet.events import open_event_sink
+from taskfleet.queues import Queue, open_queue
+from taskfleet.queues.sqlite import SQLiteQueue
+from taskfleet.redact import redact
+from taskfleet.tasks import TaskSource, iter_tasks
+from taskfleet.worker.local_state import Recovery, StateLock, default_state_path, recover
+from taskfleet.worker.logs import configure_logging
+from taskfleet.worker.progress import ProgressView
+from taskfleet.worker.settings import WorkerSettings, build_parser, resolve_settings
+from taskfleet.worker.shared import SharedFlags
+from taskfleet.worker.supervisor import RunCounts, Supervisor, install_signal_handlers
+from taskfleet.worker.termination import TerminationWatcher
+
+log = logging.getLogger("taskfleet.worker")
+
+EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _memory_gb() -> float | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+@dataclass
+class WorkerData:
+    """What a task may want to know about where and how it runs.
+
+    Passed to every `process_task` call. `received_termination_notice` and
+    `received_shutdown_request` change while a task runs: a long task can poll them to save
+    its work before the machine goes away.
+    """
+
+    settings: WorkerSettings
+    args: argparse.Namespace | None = None
+    hostname: str = field(default_factory=socket.gethostname)
+    worker_id: int = -1
+    job_id: str | None = None
+    queue: str | None = None
+    task_file: str | None = None
+    provider: str | None = None
+    instance_type: str | None = None
+    num_cpus: int | None = None
+    memory_gb: float | None = None
+    is_spot: bool = False
+    price: float | None = None
+    num_simultaneous_tasks: int = 1
+    max_runtime: float = 3600.0
+    _flags: SharedFlags | None = field(default=None, repr=False)
+    _attempt: int = field(default=0, repr=False)
+
+    @property
+    def received_termination_notice(self) -> bool:
+        """True once a spot/preemption notice (real or simulated) has arrived."""
+        return self._flags is not None and self._flags.termination_notice
+
+    @property
+    def received_shutdown_request(self) -> bool:
+        """True once the worker is shutting down (Ctrl-C, SIGTERM, termination notice)."""
+        return self._flags is not None and self._flags.shutdown_requested
+
+    @property
+    def attempt(self) -> int:
+        """Which attempt of the current task this is (1 for the first)."""
+        return self._attempt
+
+    @property
+    def pid(self) -> int:
+        return os.getpid()
+
+
+@dataclass
+class RunSummary:
+    """The outcome of `Worker.run`, also printed as the final line."""
+
+    counts: RunCounts
+    completed_before: int = 0
+    remaining: int = 0
+    dead_letters: int = 0
+    recovery: Recovery = field(default_factory=Recovery)
+    interrupted: bool = False
+    local: bool = True
+    exit_code: int = EXIT_OK
+    elapsed: float = 0.0
+
+    def line(self) -> str:
+        c = self.counts
+        parts = [f"completed {c.completed:,} tasks in this run"]
+        if self.local:
+            parts[0] += f" ({self.completed_before:,} before it)"
+        parts.append(f"{c.failed_attempts:,} failed attempts ({c.retried:,} retried)")
+        parts.append(f"{c.dead_lettered:,} dead-lettered")
+        if self.local:
+            parts.append(f"{self.remaining:,} remaining")
+        if self.recovery.leased:
+            parts.append(
+                f"{self.recovery.leased:,} interrupted by the previous run "
+                f"({self.recovery.acknowledged_from_log:,} already finished, "
+                f"{self.recovery.rerun:,} run again: possible duplicates)"
+            )
+        rate = c.finished / self.elapsed if self.elapsed > 0 else 0.0
+        parts.append(f"{self.elapsed:,.1f} s, {rate:,.0f} tasks/s")
+        return "; ".join(parts)
+
+
+class Worker:
+    """Runs `process_task` over every task of a task file, task source or queue."""
+
+    def __init__(
+        self,
+        process_task: Callable[[str, Any, WorkerData], tuple[bool, Any]],
+        args: Sequence[str] | None = None,
+        argparser: argparse.ArgumentParser | None = None,
+        task_source: TaskSource | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.process_task = process_task
+        self.argv = list(sys.argv[1:] if args is None else args)
+        self.user_parser = argparser
+        self.task_source = task_source
+        self.overrides = overrides
+        self.settings: WorkerSettings | None = None
+        self.user_args: argparse.Namespace | None = None
+        self._supervisor: Supervisor | None = None
+
+    # -- configuration --------------------------------------------------------------------
+
+    def parse(self) -> WorkerSettings:
+        parser = build_parser(prog=os.path.basename(sys.argv[0]) or "worker")
+        known, rest = parser.parse_known_args(self.argv)
+        if known.help:
+            parser.print_help()
+            if self.user_parser is not None:
+                print("\nOptions of this worker:")
+                self.user_parser.print_help()
+            raise SystemExit(0)
+        if self.user_parser is not None:
+            self.user_args = self.user_parser.parse_args(rest)
+        elif rest:
+            raise TaskfleetError(
+                f"unknown option(s) {' '.join(rest)}; see --help for the worker's options"
+            )
+        self.settings = resolve_settings(vars(known), overrides=self.overrides)
+        return self.settings
+
+    # -- running --------------------------------------------------------------------------
+
+    def run(self, exit: bool = True) -> RunSummary:
+        """Run until every task is done (task file) or the queue stays idle, or a signal.
+
+        With `exit=True` (for scripts) the process exits with the run's exit code: 0 all done,
+        1 bad options or input, 2 some tasks were dead-lettered, 130 interrupted.
+        """
+        try:
+            summary = self._run()
+        except TaskfleetError as exc:
+            if not exit:
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(EXIT_USAGE) from None
+        if exit:
+            raise SystemExit(summary.exit_code)
+        return summary
+
+    async def start(self) -> RunSummary:
+        """For asyncio callers: runs the worker in a thread; Ctrl-C still stops it gracefully."""
+        loop = asyncio.get_running_loop()
+        installed = []
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, self.request_stop)
+                    installed.append(sig)
+        try:
+            return await asyncio.to_thread(self.run, False)
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    def request_stop(self) -> None:
+        """Ask a running worker to stop as on Ctrl-C (twice: stop at once)."""
+        if self._supervisor is not None:
+            self._supervisor.request_stop()
+
+    def _run(self) -> RunSummary:
+        settings = self.settings or self.parse()
+        configure_logging(settings.verbose)
+        source = self.task_source if self.task_source is not None else settings.task_file
+        if source is None and not settings.queue:
+            raise TaskfleetError(
+                "no tasks to run: give --task-file FILE (local run) or --queue URL "
+                "(drain a queue); see --help"
+            )
+        local = source is not None
+        if settings.tasks_to_skip and not local:
+            raise TaskfleetError(
+                "--tasks-to-skip applies to task files; to skip tasks of a queue, load it with "
+                "`taskfleet load-queue --skip N`"
+            )
+        started = time.monotonic()
+        lock: StateLock | None = None
+        recovery = Recovery()
+        queue: Queue
+        if local and not settings.queue:
+            state_path = settings.state or str(default_state_path(settings.event_log_file))
+            lock = StateLock(Path(state_path))
+            lock.acquire()
+            sqlite_queue = SQLiteQueue(state_path, max_attempts=settings.max_attempts)
+            recovery = recover(sqlite_queue, settings.event_log_file)
+            queue = sqlite_queue
+        else:
+            queue = open_queue(settings.queue, max_attempts=settings.max_attempts)  # type: ignore[arg-type]
+        try:
+            if local:
+                assert source is not None
+                before = queue.stats()
+                loaded = queue.send(
+                    iter_tasks(source, skip=settings.tasks_to_skip, limit=settings.max_num_tasks)
+                )
+                log.info(
+                    "tasks: %s new, %s already known (%s done before this run)",
+                    f"{loaded.inserted:,}",
+                    f"{loaded.already_present:,}",
+                    f"{before.completed or 0:,}",
+                )
+                completed_before = before.completed or 0
+            else:
+                completed_before = 0
+            return self._supervise(queue, settings, local, completed_before, recovery, started)
+        finally:
+            queue.close()
+            if lock is not None:
+                lock.release()
+
+    def _supervise(
+        self,
+        queue: Queue,
+        settings: WorkerSettings,
+        local: bool,
+        completed_before: int,
+        recovery: Recovery,
+        started: float,
+    ) -> RunSummary:
+        flags = SharedFlags()
+        worker_data = WorkerData(
+            settings=settings,
+            args=self.user_args,
+            job_id=settings.job_id,
+            queue=redact(settings.queue) if settings.queue else None,
+            task_file=settings.task_file,
+            provider=settings.provider.lower() if settings.provider else None,
+            instance_type=settings.instance_type,
+            num_cpus=settings.num_cpus or os.cpu_count(),
+            memory_gb=settings.memory_gb or _memory_gb(),
+            is_spot=settings.is_spot,
+            price=settings.price,
+            num_simultaneous_tasks=settings.num_simultaneous_tasks,
+            max_runtime=settings.max_runtime,
+            _flags=flags,
+        )
+        watcher = TerminationWatcher(
+            settings.provider, settings.is_spot, settings.simulate_spot_termination_after
+        )
+        watcher.start()
+        sink = open_event_sink(settings.event_log_file or None, settings.event_queue)
+        stats = queue.stats()
+        total = (completed_before + stats.remaining + stats.dead) if local else None
+        view = ProgressView(total, completed_before + (stats.dead if local else 0))
+        supervisor = Supervisor(
+            queue,
+            self.process_task,
+            worker_data,
+            settings,
+            sink,
+            flags,
+            local_mode=local,
+            on_progress=view.update,
+            termination_check=watcher.notice_received if watcher.active else None,
+        )
+        self._supervisor = supervisor
+        restore = install_signal_handlers(supervisor)
+        log.info(
+            "running %s with %d simultaneous tasks (events: %s)",
+            f"{stats.remaining:,} tasks" if local else redact(settings.queue or ""),
+            settings.num_simultaneous_tasks,
+            settings.event_log_file or "off",
+        )
+        try:
+            counts = supervisor.run()
+        finally:
+            restore()
+            watcher.stop()
+            view.update(supervisor.counts, 0, force=True)
+            view.close()
+            sink.close()
+            self._supervisor = None
+        end = queue.stats()
+        interrupted = supervisor.stop_reason in ("signal", "spot") or supervisor.abort
+        summary = RunSummary(
+            counts=counts,
+            completed_before=completed_before,
+            remaining=end.remaining,
+            dead_letters=end.dead,
+            recovery=recovery,
+            interrupted=interrupted,
+            local=local,
+            elapsed=time.monotonic() - started,
+        )
+        if interrupted:
+            summary.exit_code = EXIT_INTERRUPTED
+        elif (local and end.dead) or counts.dead_lettered:
+            summary.exit_code = EXIT_FAILED
+        print(summary.line(), flush=True)
+        if summary.exit_code == EXIT_FAILED:
+            where = f"--queue sqlite:///{queue.path}" if isinstance(queue, SQLiteQueue) else ""
+            print(
+                f"some tasks were dead-lettered: see `taskfleet dead-letters {where}`; after a "
+                f"fix, `taskfleet redrive {where}` and run again",
+                file=sys.stderr,
+            )
+        return summary
+

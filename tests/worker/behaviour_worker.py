@@ -1,0 +1,67 @@
+"""A worker whose every task says what to do: the test suite's scripted misbehaviour.
+
+Task data: {"action": ..., "seconds": ..., "marker": ...}. Actions: ok, retry, retry_once
+(asks to retry on attempt 1 only), raise, exit (sys.exit(3)), os_exit (os._exit(0) with no
+result), segfault (ctypes), sleep, spawn_sleep (a grandchild that sleeps, and the task too),
+nonjson (returns a set), memory (allocates past the memory cap), flag (sleeps until a
+termination notice or shutdown request is visible, then reports it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from taskfleet import Worker, WorkerData
+
+
+def process_task(task_id: str, data: dict, worker_data: WorkerData) -> tuple[bool, object]:
+    action = data.get("action", "ok")
+    marker_dir = os.environ.get("BEHAVIOUR_MARKERS")
+    if marker_dir:
+        Path(marker_dir, f"{task_id}.{worker_data.attempt}.{os.getpid()}").touch()
+    if action == "ok":
+        return False, {"task": task_id, "pid": os.getpid()}
+    if action == "retry":
+        return True, "please retry"
+    if action == "retry_once":
+        return worker_data.attempt == 1, f"attempt {worker_data.attempt}"
+    if action == "raise":
+        raise ValueError(f"bad input in {task_id}")
+    if action == "exit":
+        sys.exit(3)
+    if action == "os_exit":
+        os._exit(0)
+    if action == "segfault":
+        ctypes.string_at(0)
+    if action == "sleep":
+        time.sleep(float(data.get("seconds", 1)))
+        return False, "slept"
+    if action == "spawn_sleep":
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        Path(data["pidfile"]).write_text(str(child.pid))
+        time.sleep(600)
+    if action == "nonjson":
+        return False, {1, 2, 3}
+    if action == "memory":
+        blob = bytearray(2 * 1024**3)
+        return False, len(blob)
+    if action == "flag":
+        deadline = time.monotonic() + float(data.get("seconds", 30))
+        while time.monotonic() < deadline:
+            if worker_data.received_termination_notice or worker_data.received_shutdown_request:
+                return False, {
+                    "termination": worker_data.received_termination_notice,
+                    "shutdown": worker_data.received_shutdown_request,
+                }
+            time.sleep(0.02)
+        return False, "no notice"
+    raise RuntimeError(f"unknown action {action!r}")
+
+
+if __name__ == "__main__":
+    Worker(process_task).run()

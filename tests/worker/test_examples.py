@@ -1,0 +1,88 @@
+"""Each example runs as its README says."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from tests.worker.helpers import (
+    ADDITION_DIR,
+    REPO,
+    check_addition_results,
+    read_events,
+    run_worker,
+    worker_env,
+)
+
+
+def test_worker_addition_main_job(tmp_path: Path) -> None:
+    tasks_file = ADDITION_DIR / "addition_tasks.json"
+    proc = run_worker(tmp_path, "--task-file", str(tasks_file), script=ADDITION_DIR / "worker_addition.py")
+    assert proc.returncode == 0, proc.stderr
+    assert check_addition_results(tmp_path / "results", tasks_file) == 10_000
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("completed 10,000 tasks in this run (0 before it)")
+    assert "0 dead-lettered" in last
+    text = (tmp_path / "results" / "addition-task-000001.txt").read_text()
+    assert text.startswith("Process ")
+
+
+def test_addition_data_is_reproducible(tmp_path: Path) -> None:
+    out = tmp_path / "tasks.json"
+    proc = run_worker(
+        tmp_path, "--output", str(out), script=ADDITION_DIR / "generate_addition_tasks.py"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text()) == json.loads((ADDITION_DIR / "addition_tasks.json").read_text())
+
+
+def test_worker_addition_exceptions(tmp_path: Path) -> None:
+    tasks = json.loads((ADDITION_DIR / "addition_tasks.json").read_text())[:200]
+    (tmp_path / "tasks.json").write_text(json.dumps(tasks))
+    shutil.copy(ADDITION_DIR / "worker_addition.py", tmp_path)
+    shutil.copy(ADDITION_DIR / "worker_addition_exceptions.py", tmp_path)
+    env = worker_env(
+        ADDITION_EXCEPTION_PROBABILITY="0.1",
+        ADDITION_EXIT_PROBABILITY="0.05",
+        ADDITION_TIMEOUT_PROBABILITY="0.01",
+    )
+    proc = run_worker(
+        tmp_path,
+        "--task-file", "tasks.json", "--max-runtime", "1", "--num-simultaneous-tasks", "4",
+        "--retry-on-exception", "--retry-on-timeout", "--max-attempts", "10",
+        "--backoff-base", "0.01", "--backoff-cap", "0.05",
+        script=tmp_path / "worker_addition_exceptions.py",
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    events = read_events(tmp_path / "events.jsonl")
+    kinds = {e["event_type"] for e in events}
+    assert {"task_exception", "task_exited", "task_completed"} <= kinds
+    assert check_addition_results(tmp_path / "results", tmp_path / "tasks.json") == 200
+
+
+def test_worker_addition_factory(tmp_path: Path) -> None:
+    shutil.copy(ADDITION_DIR / "worker_addition.py", tmp_path)
+    shutil.copy(ADDITION_DIR / "worker_addition_factory.py", tmp_path)
+    proc = run_worker(
+        tmp_path, script=tmp_path / "worker_addition_factory.py",
+        env=worker_env(ADDITION_MAX_TASKS="300"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((tmp_path / "results").glob("*.txt"))) == 300
+    again = run_worker(
+        tmp_path, script=tmp_path / "worker_addition_factory.py",
+        env=worker_env(ADDITION_MAX_TASKS="300"),
+    )
+    assert "completed 0 tasks in this run (300 before it)" in again.stdout
+
+
+def test_number_adder(tmp_path: Path) -> None:
+    example = REPO / "examples" / "number_adder"
+    proc = run_worker(
+        tmp_path, "--task-file", str(example / "tasks.json"), script=example / "worker.py"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "results" / "adder-1.out").read_text() == "100\n"
+    assert (tmp_path / "results" / "adder-3.out").read_text() == "777777\n"

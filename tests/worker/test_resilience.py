@@ -1,0 +1,110 @@
+"""Crash resilience of the main job: kill -9 the supervisor and resume; kill children at random."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import time
+from pathlib import Path
+
+import psutil
+
+from taskfleet.queues.sqlite import SQLiteQueue
+from tests.worker.helpers import (
+    ADDITION_DIR,
+    check_addition_results,
+    read_events,
+    run_worker,
+    start_worker,
+    worker_env,
+)
+
+ADDITION_WORKER = ADDITION_DIR / "worker_addition.py"
+
+
+def _count_lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def test_kill_9_supervisor_then_rerun_finishes_everything(tmp_path: Path) -> None:
+    tasks_file = ADDITION_DIR / "addition_tasks.json"
+    env = worker_env(ADDITION_OUTPUT_DIR=str(tmp_path / "results"), ADDITION_TASK_DELAY="0.0004")
+    args = ("--task-file", str(tasks_file), "--num-simultaneous-tasks", "2")
+    proc = start_worker(tmp_path, *args, script=ADDITION_WORKER, env=env)
+    deadline = time.monotonic() + 60
+    while _count_lines(tmp_path / "events.jsonl") < 3000:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    with SQLiteQueue(tmp_path / "events.state.db") as queue:
+        partial = queue.stats()
+    assert 0 < partial.completed < 10_000
+    assert partial.leased > 0  # the kill left leases behind
+
+    second = run_worker(tmp_path, *args, script=ADDITION_WORKER, env=env)
+    assert second.returncode == 0, second.stderr
+    assert check_addition_results(tmp_path / "results", tasks_file) == 10_000
+    summary = second.stdout.strip().splitlines()[-1]
+    assert "interrupted by the previous run" in summary
+    assert "possible duplicates" in summary
+    with SQLiteQueue(tmp_path / "events.state.db") as queue:
+        final = queue.stats()
+    assert final.completed == 10_000 and final.remaining == 0 and final.dead == 0
+    # every task has a final completion event; the ones counted twice are the duplicates
+    completed = [
+        e["task_id"] for e in read_events(tmp_path / "events.jsonl")
+        if e["event_type"] == "task_completed"
+    ]
+    assert set(completed) == {f"addition-task-{i:06d}" for i in range(1, 10_001)}
+
+    third = run_worker(tmp_path, *args, script=ADDITION_WORKER, env=env)
+    assert third.returncode == 0
+    assert "completed 0 tasks in this run (10,000 before it)" in third.stdout
+
+
+def test_chaos_random_child_kills_lose_nothing(tmp_path: Path) -> None:
+    tasks = json.loads((ADDITION_DIR / "addition_tasks.json").read_text())[:5000]
+    tasks_file = tmp_path / "tasks.json"
+    tasks_file.write_text(json.dumps(tasks))
+    env = worker_env(ADDITION_OUTPUT_DIR=str(tmp_path / "results"), ADDITION_TASK_DELAY="0.0006")
+    proc = start_worker(
+        tmp_path,
+        "--task-file", str(tasks_file),
+        "--num-simultaneous-tasks", "2",
+        "--max-attempts", "20",
+        "--backoff-base", "0.01",
+        "--backoff-cap", "0.05",
+        script=ADDITION_WORKER,
+        env=env,
+    )
+    supervisor = psutil.Process(proc.pid)
+    rng = random.Random(7)
+    kills = 0
+    while proc.poll() is None:
+        try:
+            children = [c for c in supervisor.children() if c.status() != psutil.STATUS_ZOMBIE]
+        except psutil.NoSuchProcess:
+            break
+        if children:
+            victim = rng.choice(children)
+            try:
+                victim.send_signal(signal.SIGKILL)
+                kills += 1
+            except psutil.NoSuchProcess:
+                pass
+        time.sleep(0.1)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert kills >= 5
+    assert check_addition_results(tmp_path / "results", tasks_file) == 5000
+    events = read_events(tmp_path / "events.jsonl")
+    exited = [e for e in events if e["event_type"] == "task_exited"]
+    assert exited, "no kill hit a running task"
+    assert all(e["exit_code"] == -signal.SIGKILL for e in exited)
+    completed = [e["task_id"] for e in events if e["event_type"] == "task_completed"]
+    assert set(completed) == {t["id"] for t in tasks}
+    # duplicates are counted: every failed attempt shows in the summary
+    assert f"{len(exited):,} failed attempts ({len(exited):,} retried)" in out
