@@ -75,7 +75,14 @@ def bench_latency(workdir: Path) -> float:
     tasks = [{"id": f"s{i:03d}", "data": {"seconds": 0.1}} for i in range(200)]
     worker = Worker(
         sleeper,
-        args=["--num-simultaneous-tasks", "20", "--event-log-file", "lat.jsonl", "--state", "lat.db"],
+        args=[
+            "--num-simultaneous-tasks",
+            "20",
+            "--event-log-file",
+            "lat.jsonl",
+            "--state",
+            "lat.db",
+        ],
         task_source=tasks,
     )
     # the makespan: from the first task leased to the last settled, as a user sees it in events

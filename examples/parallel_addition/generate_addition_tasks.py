@@ -27,7 +27,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--output", type=Path, default=Path(__file__).with_name("addition_tasks.json"))
+    parser.add_argument(
+        "--output", type=Path, default=Path(__file__).with_name("addition_tasks.json")
+    )
     parser.add_argument("--jsonl", action="store_true", help="one task per line instead of a list")
     args = parser.parse_args()
     tasks = make_tasks(args.count, args.seed)

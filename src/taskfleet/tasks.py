@@ -15,20 +15,22 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, Any
 
 import orjson
 
 from taskfleet.errors import MissingExtraError, TaskFileError
 
 MAX_TASK_ID_LENGTH = 256
+_BAD_ID_CHARACTER = re.compile(r"[/\\\x00-\x1f\x7f]")
 REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "http://", "https://")
 
-TaskSource = Union[str, os.PathLike, Iterable[Any], Callable[[], Iterable[Any]]]
+TaskSource = str | os.PathLike | Iterable[Any] | Callable[[], Iterable[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +60,13 @@ def task_id_problem(task_id: object) -> str | None:
         return f"the id is {len(task_id)} characters long; at most {MAX_TASK_ID_LENGTH} are allowed"
     if task_id.startswith("."):
         return f"the id {task_id!r} starts with '.'; ids become file names, so this is not allowed"
-    for ch in task_id:
-        if ch in "/\\":
-            return f"the id {task_id!r} contains {ch!r}; ids become file names, so use '-' instead"
-        if ord(ch) < 32 or ord(ch) == 127:
-            return f"the id {task_id!r} contains the control character {ch!r}"
-    return None
+    bad = _BAD_ID_CHARACTER.search(task_id)
+    if bad is None:
+        return None
+    ch = bad.group()
+    if ch in "/\\":
+        return f"the id {task_id!r} contains {ch!r}; ids become file names, so use '-' instead"
+    return f"the id {task_id!r} contains the control character {ch!r}"
 
 
 def task_from_object(obj: object) -> tuple[Task | None, str | None]:
@@ -72,7 +75,8 @@ def task_from_object(obj: object) -> tuple[Task | None, str | None]:
         problem = task_id_problem(obj.id)
         return (None, problem) if problem else (obj, None)
     if not isinstance(obj, dict):
-        return None, f'the entry is a {type(obj).__name__}, not an object like {{"id": ..., "data": {{...}}}}'
+        kind = type(obj).__name__
+        return None, f'the entry is a {kind}, not an object like {{"id": ..., "data": {{...}}}}'
     if "id" in obj:
         task_id = obj["id"]
         if "task_id" in obj:
@@ -125,7 +129,9 @@ def _open_binary(source: str | os.PathLike) -> tuple[IO[bytes], str]:
         try:
             import fsspec
         except ImportError as exc:
-            raise MissingExtraError(f"Reading the task file {name}", "cloud-paths", "fsspec") from exc
+            raise MissingExtraError(
+                f"Reading the task file {name}", "cloud-paths", "fsspec"
+            ) from exc
         try:
             return fsspec.open(name, "rb").open(), name
         except ImportError as exc:

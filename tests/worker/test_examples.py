@@ -18,7 +18,9 @@ from tests.worker.helpers import (
 
 def test_worker_addition_main_job(tmp_path: Path) -> None:
     tasks_file = ADDITION_DIR / "addition_tasks.json"
-    proc = run_worker(tmp_path, "--task-file", str(tasks_file), script=ADDITION_DIR / "worker_addition.py")
+    proc = run_worker(
+        tmp_path, "--task-file", str(tasks_file), script=ADDITION_DIR / "worker_addition.py"
+    )
     assert proc.returncode == 0, proc.stderr
     assert check_addition_results(tmp_path / "results", tasks_file) == 10_000
     last = proc.stdout.strip().splitlines()[-1]
@@ -34,7 +36,9 @@ def test_addition_data_is_reproducible(tmp_path: Path) -> None:
         tmp_path, "--output", str(out), script=ADDITION_DIR / "generate_addition_tasks.py"
     )
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(out.read_text()) == json.loads((ADDITION_DIR / "addition_tasks.json").read_text())
+    assert json.loads(out.read_text()) == json.loads(
+        (ADDITION_DIR / "addition_tasks.json").read_text()
+    )
 
 
 def test_worker_addition_exceptions(tmp_path: Path) -> None:
@@ -49,9 +53,20 @@ def test_worker_addition_exceptions(tmp_path: Path) -> None:
     )
     proc = run_worker(
         tmp_path,
-        "--task-file", "tasks.json", "--max-runtime", "1", "--num-simultaneous-tasks", "4",
-        "--retry-on-exception", "--retry-on-timeout", "--max-attempts", "10",
-        "--backoff-base", "0.01", "--backoff-cap", "0.05",
+        "--task-file",
+        "tasks.json",
+        "--max-runtime",
+        "1",
+        "--num-simultaneous-tasks",
+        "4",
+        "--retry-on-exception",
+        "--retry-on-timeout",
+        "--max-attempts",
+        "10",
+        "--backoff-base",
+        "0.01",
+        "--backoff-cap",
+        "0.05",
         script=tmp_path / "worker_addition_exceptions.py",
         env=env,
     )
@@ -66,13 +81,15 @@ def test_worker_addition_factory(tmp_path: Path) -> None:
     shutil.copy(ADDITION_DIR / "worker_addition.py", tmp_path)
     shutil.copy(ADDITION_DIR / "worker_addition_factory.py", tmp_path)
     proc = run_worker(
-        tmp_path, script=tmp_path / "worker_addition_factory.py",
+        tmp_path,
+        script=tmp_path / "worker_addition_factory.py",
         env=worker_env(ADDITION_MAX_TASKS="300"),
     )
     assert proc.returncode == 0, proc.stderr
     assert len(list((tmp_path / "results").glob("*.txt"))) == 300
     again = run_worker(
-        tmp_path, script=tmp_path / "worker_addition_factory.py",
+        tmp_path,
+        script=tmp_path / "worker_addition_factory.py",
         env=worker_env(ADDITION_MAX_TASKS="300"),
     )
     assert "completed 0 tasks in this run (300 before it)" in again.stdout

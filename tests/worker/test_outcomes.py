@@ -9,19 +9,23 @@ from pathlib import Path
 
 import psutil
 import pytest
+from tests.worker.helpers import events_of, read_events, run_worker, write_tasks
 
 from taskfleet.queues.sqlite import SQLiteQueue
-from tests.worker.helpers import events_of, read_events, run_worker, write_tasks
 
 
 def _run(tmp_path: Path, tasks: list[dict], *args: str) -> tuple[int, list[dict], str]:
     write_tasks(tmp_path / "tasks.json", tasks)
     proc = run_worker(
         tmp_path,
-        "--task-file", "tasks.json",
-        "--num-simultaneous-tasks", "2",
-        "--backoff-base", "0.05",
-        "--backoff-cap", "0.2",
+        "--task-file",
+        "tasks.json",
+        "--num-simultaneous-tasks",
+        "2",
+        "--backoff-base",
+        "0.05",
+        "--backoff-cap",
+        "0.2",
         *args,
     )
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -68,12 +72,20 @@ def test_retry_once_then_success(tmp_path: Path) -> None:
 def test_backoff_delays_are_observed(tmp_path: Path) -> None:
     write_tasks(tmp_path / "tasks.json", [{"id": "r", "data": {"action": "retry"}}])
     proc = run_worker(
-        tmp_path, "--task-file", "tasks.json", "--max-attempts", "3",
-        "--backoff-base", "0.4", "--backoff-cap", "10",
+        tmp_path,
+        "--task-file",
+        "tasks.json",
+        "--max-attempts",
+        "3",
+        "--backoff-base",
+        "0.4",
+        "--backoff-cap",
+        "10",
     )
     assert proc.returncode == 2
     stamps = [
-        e["timestamp"] for e in events_of(read_events(tmp_path / "events.jsonl"), "r")
+        e["timestamp"]
+        for e in events_of(read_events(tmp_path / "events.jsonl"), "r")
         if e["event_type"] == "task_completed"
     ]
     from datetime import datetime
@@ -85,7 +97,7 @@ def test_backoff_delays_are_observed(tmp_path: Path) -> None:
 
 
 def test_exception_is_reported_and_dead_lettered_without_retry(tmp_path: Path) -> None:
-    code, events, output = _run(tmp_path, [{"id": "x", "data": {"action": "raise"}}])
+    code, events, _ = _run(tmp_path, [{"id": "x", "data": {"action": "raise"}}])
     assert code == 2
     failure, dead = events_of(events, "x")
     assert failure["event_type"] == "task_exception"
@@ -97,17 +109,18 @@ def test_exception_is_reported_and_dead_lettered_without_retry(tmp_path: Path) -
 
 def test_exception_is_retried_with_retry_on_exception(tmp_path: Path) -> None:
     code, events, _ = _run(
-        tmp_path, [{"id": "x", "data": {"action": "raise"}}], "--retry-on-exception",
-        "--max-attempts", "2",
+        tmp_path,
+        [{"id": "x", "data": {"action": "raise"}}],
+        "--retry-on-exception",
+        "--max-attempts",
+        "2",
     )
     assert code == 2
     kinds = [(e["event_type"], e["attempt"]) for e in events_of(events, "x")]
     assert kinds == [("task_exception", 1), ("task_exception", 2), ("task_dead_lettered", 2)]
 
 
-@pytest.mark.parametrize(
-    ("action", "exit_code"), [("exit", 3), ("os_exit", 0), ("segfault", -11)]
-)
+@pytest.mark.parametrize(("action", "exit_code"), [("exit", 3), ("os_exit", 0), ("segfault", -11)])
 def test_exits_and_crashes_are_isolated_and_retried(
     tmp_path: Path, action: str, exit_code: int
 ) -> None:
@@ -125,9 +138,14 @@ def test_exits_and_crashes_are_isolated_and_retried(
 
 
 def test_no_retry_on_exit_dead_letters_at_once(tmp_path: Path) -> None:
-    code, events, _ = _run(tmp_path, [{"id": "e", "data": {"action": "exit"}}], "--no-retry-on-exit")
+    code, events, _ = _run(
+        tmp_path, [{"id": "e", "data": {"action": "exit"}}], "--no-retry-on-exit"
+    )
     assert code == 2
-    assert [e["event_type"] for e in events_of(events, "e")] == ["task_exited", "task_dead_lettered"]
+    assert [e["event_type"] for e in events_of(events, "e")] == [
+        "task_exited",
+        "task_dead_lettered",
+    ]
 
 
 def test_timeout_kills_the_task_and_its_grandchildren(tmp_path: Path) -> None:

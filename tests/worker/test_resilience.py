@@ -9,8 +9,6 @@ import time
 from pathlib import Path
 
 import psutil
-
-from taskfleet.queues.sqlite import SQLiteQueue
 from tests.worker.helpers import (
     ADDITION_DIR,
     check_addition_results,
@@ -19,6 +17,8 @@ from tests.worker.helpers import (
     start_worker,
     worker_env,
 )
+
+from taskfleet.queues.sqlite import SQLiteQueue
 
 ADDITION_WORKER = ADDITION_DIR / "worker_addition.py"
 
@@ -55,7 +55,8 @@ def test_kill_9_supervisor_then_rerun_finishes_everything(tmp_path: Path) -> Non
     assert final.completed == 10_000 and final.remaining == 0 and final.dead == 0
     # every task has a final completion event; the ones counted twice are the duplicates
     completed = [
-        e["task_id"] for e in read_events(tmp_path / "events.jsonl")
+        e["task_id"]
+        for e in read_events(tmp_path / "events.jsonl")
         if e["event_type"] == "task_completed"
     ]
     assert set(completed) == {f"addition-task-{i:06d}" for i in range(1, 10_001)}
@@ -72,11 +73,16 @@ def test_chaos_random_child_kills_lose_nothing(tmp_path: Path) -> None:
     env = worker_env(ADDITION_OUTPUT_DIR=str(tmp_path / "results"), ADDITION_TASK_DELAY="0.0006")
     proc = start_worker(
         tmp_path,
-        "--task-file", str(tasks_file),
-        "--num-simultaneous-tasks", "2",
-        "--max-attempts", "20",
-        "--backoff-base", "0.01",
-        "--backoff-cap", "0.05",
+        "--task-file",
+        str(tasks_file),
+        "--num-simultaneous-tasks",
+        "2",
+        "--max-attempts",
+        "20",
+        "--backoff-base",
+        "0.01",
+        "--backoff-cap",
+        "0.05",
         script=ADDITION_WORKER,
         env=env,
     )

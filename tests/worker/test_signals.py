@@ -6,14 +6,18 @@ import signal
 import time
 from pathlib import Path
 
-from taskfleet.queues.sqlite import SQLiteQueue
 from tests.worker.helpers import read_events, start_worker, write_tasks
+
+from taskfleet.queues.sqlite import SQLiteQueue
 
 
 def _sleep_tasks(tmp_path: Path, count: int, seconds: float) -> None:
     write_tasks(
         tmp_path / "tasks.json",
-        [{"id": f"t{i:03d}", "data": {"action": "sleep", "seconds": seconds}} for i in range(count)],
+        [
+            {"id": f"t{i:03d}", "data": {"action": "sleep", "seconds": seconds}}
+            for i in range(count)
+        ],
     )
 
 
@@ -33,8 +37,10 @@ def _start(tmp_path: Path, *args: str):  # type: ignore[no-untyped-def]
 
     return start_worker(
         tmp_path,
-        "--task-file", "tasks.json",
-        "--num-simultaneous-tasks", "3",
+        "--task-file",
+        "tasks.json",
+        "--num-simultaneous-tasks",
+        "3",
         *args,
         env=worker_env(BEHAVIOUR_MARKERS=str(tmp_path / "markers")),
     )
@@ -55,7 +61,9 @@ def test_first_sigint_finishes_running_tasks_and_releases_the_rest(tmp_path: Pat
     assert proc.returncode == 130, err
     assert time.monotonic() - sent < 10
     assert "Traceback" not in err
-    done = [e for e in read_events(tmp_path / "events.jsonl") if e["event_type"] == "task_completed"]
+    done = [
+        e for e in read_events(tmp_path / "events.jsonl") if e["event_type"] == "task_completed"
+    ]
     assert len(done) == 3  # the three running tasks finished; nothing new started
     stats = _state(tmp_path)
     assert stats.completed == 3 and stats.visible == 9 and stats.leased == 0
@@ -109,10 +117,12 @@ def test_simulated_spot_termination(tmp_path: Path) -> None:
     write_tasks(tmp_path / "tasks.json", tasks)
     proc = _start(
         tmp_path,
-        "--simulate-spot-termination-after", "1",
-        "--simulate-spot-termination-delay", "2",
+        "--simulate-spot-termination-after",
+        "1",
+        "--simulate-spot-termination-delay",
+        "2",
     )
-    out, err = proc.communicate(timeout=40)
+    _, err = proc.communicate(timeout=40)
     assert proc.returncode == 130, err
     events = read_events(tmp_path / "events.jsonl")
     assert sum(e["event_type"] == "spot_termination" for e in events) == 1
@@ -130,8 +140,10 @@ def test_spot_termination_kills_running_tasks_after_the_delay(tmp_path: Path) ->
     started = time.monotonic()
     proc = _start(
         tmp_path,
-        "--simulate-spot-termination-after", "0.5",
-        "--simulate-spot-termination-delay", "1",
+        "--simulate-spot-termination-after",
+        "0.5",
+        "--simulate-spot-termination-delay",
+        "1",
     )
     proc.communicate(timeout=40)
     assert proc.returncode == 130

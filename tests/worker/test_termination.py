@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from tests.worker.helpers import read_events, start_worker, worker_env, write_tasks
 
 from taskfleet.worker.termination import TerminationWatcher, aws_notice, gcp_notice
-from tests.worker.helpers import read_events, start_worker, worker_env, write_tasks
 
 
 class MetadataServer:
@@ -114,8 +114,15 @@ def test_worker_stops_on_a_real_aws_notice(metadata: MetadataServer, tmp_path: P
     write_tasks(tmp_path / "tasks.json", tasks)
     proc = start_worker(
         tmp_path,
-        "--task-file", "tasks.json", "--num-simultaneous-tasks", "2",
-        "--is-spot", "--provider", "aws", "--shutdown-grace-period", "2",
+        "--task-file",
+        "tasks.json",
+        "--num-simultaneous-tasks",
+        "2",
+        "--is-spot",
+        "--provider",
+        "aws",
+        "--shutdown-grace-period",
+        "2",
         env=worker_env(
             TASKFLEET_AWS_METADATA_URL=metadata.url, TASKFLEET_TERMINATION_POLL_SECONDS="0.1"
         ),

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.worker.helpers import read_events, run_worker, worker_env, write_tasks
 
 from taskfleet import Worker, WorkerData
 from taskfleet.errors import TaskfleetError
 from taskfleet.worker.settings import resolve_settings
-from tests.worker.helpers import read_events, run_worker, worker_env, write_tasks
 
 
 def add(task_id: str, data: dict[str, Any], worker_data: WorkerData) -> tuple[bool, Any]:
@@ -68,9 +68,7 @@ def test_env_variables_configure_a_run(tmp_path: Path) -> None:
     write_tasks(tmp_path / "tasks.json", [{"id": "x", "data": {"action": "ok"}}])
     proc = run_worker(
         tmp_path,
-        env=worker_env(
-            TASKFLEET_TASK_FILE="tasks.json", TASKFLEET_EVENT_LOG_FILE="custom.jsonl"
-        ),
+        env=worker_env(TASKFLEET_TASK_FILE="tasks.json", TASKFLEET_EVENT_LOG_FILE="custom.jsonl"),
     )
     assert proc.returncode == 0, proc.stderr
     assert read_events(tmp_path / "custom.jsonl")
@@ -92,7 +90,9 @@ def test_user_argparser_and_task_factory(tmp_path: Path, monkeypatch: pytest.Mon
     )
     summary = worker.run(exit=False)
     assert summary.exit_code == 0 and summary.counts.completed == 10
-    done = [e for e in read_events(tmp_path / "events.jsonl") if e["event_type"] == "task_completed"]
+    done = [
+        e for e in read_events(tmp_path / "events.jsonl") if e["event_type"] == "task_completed"
+    ]
     assert sorted(e["result"]["sum"] for e in done) == list(range(1, 11))
     assert {e["result"]["my_flag"] for e in done} == {"hello"}
     assert {e["result"]["slots"] for e in done} == {2}
@@ -127,12 +127,18 @@ def test_queue_mode_exit_when_idle(tmp_path: Path) -> None:
 
 
 def test_max_num_tasks_and_skip(tmp_path: Path) -> None:
-    write_tasks(tmp_path / "tasks.json", [{"id": f"t{i}", "data": {"action": "ok"}} for i in range(20)])
+    write_tasks(
+        tmp_path / "tasks.json", [{"id": f"t{i}", "data": {"action": "ok"}} for i in range(20)]
+    )
     proc = run_worker(
         tmp_path, "--task-file", "tasks.json", "--tasks-to-skip", "5", "--max-num-tasks", "10"
     )
     assert proc.returncode == 0, proc.stderr
-    done = {e["task_id"] for e in read_events(tmp_path / "events.jsonl") if e["event_type"] == "task_completed"}
+    done = {
+        e["task_id"]
+        for e in read_events(tmp_path / "events.jsonl")
+        if e["event_type"] == "task_completed"
+    }
     assert done == {f"t{i}" for i in range(5, 15)}
 
 

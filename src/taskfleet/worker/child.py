@@ -8,6 +8,7 @@ crash, which task was running and which were never started, without a message pe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -77,10 +78,8 @@ def child_main(
     memory_limit_bytes: int | None,
 ) -> None:
     """Run tasks until the input pipe closes, the task quota is used, or the slot says stop."""
-    try:
+    with contextlib.suppress(OSError):
         os.setpgid(0, 0)  # own process group: a timeout kill reaches the task's grandchildren
-    except OSError:
-        pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when tasks stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if memory_limit_bytes:

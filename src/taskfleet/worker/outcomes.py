@@ -50,13 +50,16 @@ class RetryPolicy:
             return Outcome(message, worker_id, pid, "task_completed", fields, "ack")
         action = self.decide(message, True)
         return Outcome(
-            message, worker_id, pid, "task_completed", fields, action,
+            message,
+            worker_id,
+            pid,
+            "task_completed",
+            fields,
+            action,
             error="the task asked to be retried",
         )
 
-    def exception(
-        self, message: Message, worker_id: int, pid: int, raw: dict[str, Any]
-    ) -> Outcome:
+    def exception(self, message: Message, worker_id: int, pid: int, raw: dict[str, Any]) -> Outcome:
         fields = {
             "elapsed_time": raw["elapsed"],
             "exception": raw["exception"],
@@ -84,6 +87,11 @@ class RetryPolicy:
         fields = {"elapsed_time": elapsed}
         action = self.decide(message, self.retry_on_timeout)
         return Outcome(
-            message, worker_id, pid, "task_timed_out", fields, action,
+            message,
+            worker_id,
+            pid,
+            "task_timed_out",
+            fields,
+            action,
             error=f"the task ran longer than --max-runtime {max_runtime:g} s and was killed",
         )

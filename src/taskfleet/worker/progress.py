@@ -1,4 +1,4 @@
-"""Progress while a worker runs: a live bar on a terminal, a log line every few seconds otherwise."""
+"""Progress while a worker runs: a live bar on a terminal, else a log line every few seconds."""
 
 from __future__ import annotations
 
@@ -40,8 +40,10 @@ class ProgressView:
                 BarColumn(bar_width=None),
                 MofNCompleteColumn(),
                 TaskProgressColumn(),
-                TextColumn("{task.fields[failed]} failed, {task.fields[running]} running, "
-                           "{task.fields[rate]}/s"),
+                TextColumn(
+                    "{task.fields[failed]} failed, {task.fields[running]} running, "
+                    "{task.fields[rate]}/s"
+                ),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 console=Console(stderr=True),

@@ -129,7 +129,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
             parser.add_argument(*flags, dest=name, action="store_const", const=True, help=help_text)
             if name != "verbose":
                 parser.add_argument(
-                    "--no-" + name.replace("_", "-"), dest=name, action="store_const", const=False,
+                    "--no-" + name.replace("_", "-"),
+                    dest=name,
+                    action="store_const",
+                    const=False,
                     help=argparse.SUPPRESS,
                 )
         else:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
-import os
 import random
 import selectors
 import signal
@@ -38,6 +37,7 @@ DEADLINE_CHECK_INTERVAL = 0.05
 BUFFERED_WORK_SECONDS = 0.02  # prefetch this much expected work per child, beyond the running task
 MAX_PREFETCH = 64
 RECEIVE_BATCH = 500
+COALESCE_SECONDS = 0.002
 TIMEOUT_KILL_GRACE = 1.0
 
 
@@ -167,6 +167,10 @@ class Supervisor:
         timeout = DEADLINE_CHECK_INTERVAL
         if self.pending:
             timeout = max(0.0, min(timeout, COMMIT_INTERVAL - (now - self.last_commit)))
+        if self._children_have_work_queued():
+            # Every child has a task waiting behind the running one: let outcomes pile up a
+            # moment, so one wake-up reads a batch instead of one line per task.
+            time.sleep(COALESCE_SECONDS)
         for key, _ in self.selector.select(timeout):
             child = key.data
             if key.fd == child.out_r:
@@ -182,6 +186,11 @@ class Supervisor:
         if self.on_progress is not None:
             self.on_progress(self.counts, sum(1 for c in self.children.values() if c.inflight))
         return self._finished(now)
+
+    def _children_have_work_queued(self) -> bool:
+        if self.stop_reason is not None or not self.children:
+            return False
+        return all(len(c.inflight) >= 3 for c in self.children.values() if c.alive)
 
     def _finished(self, now: float) -> bool:
         """Over once a stop was decided and every task handed out has been settled."""
@@ -274,10 +283,7 @@ class Supervisor:
             for _ in range(len(children)):
                 child = children[index % len(children)]
                 index += 1
-                if (
-                    len(child.inflight) < self._target_inflight(child)
-                    and child.quota_left() > 0
-                ):
+                if len(child.inflight) < self._target_inflight(child) and child.quota_left() > 0:
                     child.dispatch(self.next_n, message)
                     self.next_n += 1
                     break
@@ -294,11 +300,11 @@ class Supervisor:
                 # only delayed retries are left: look again shortly
             self.next_receive_at = now + (0.05 if idle else 0.2)
             return
-        if idle and self.settings.exit_when_idle is not None:
-            if now - self.last_activity >= self.settings.exit_when_idle:
-                log.info("queue empty for %.0f s: exiting", now - self.last_activity)
-                self.stop_reason = "idle"
-                return
+        limit = self.settings.exit_when_idle
+        if idle and limit is not None and now - self.last_activity >= limit:
+            log.info("queue empty for %.0f s: exiting", now - self.last_activity)
+            self.stop_reason = "idle"
+            return
         self.next_receive_at = now + (0.0 if idle else 0.5)
 
     def _take_outcomes(self, child: ChildProcess, raws: list[dict[str, Any]]) -> None:
@@ -340,11 +346,10 @@ class Supervisor:
                             child.worker_id,
                         )
                         child.kill("timeout", head.n, grace=TIMEOUT_KILL_GRACE)
-        if self.stop_reason in ("signal", "spot") and self.kill_deadline is not None:
-            if now >= self.kill_deadline:
-                for child in self.children.values():
-                    if child.alive and child.inflight and child.kill_reason is None:
-                        child.kill("shutdown", grace=0)
+        if self.kill_deadline is not None and now >= self.kill_deadline:
+            for child in self.children.values():
+                if child.alive and child.inflight and child.kill_reason is None:
+                    child.kill("shutdown", grace=0)
 
     def _child_ended(self, child: ChildProcess) -> None:
         """A child is gone: read its last outcomes, settle its tasks, replace it."""
@@ -359,7 +364,9 @@ class Supervisor:
             if entry.n == running_n and child.kill_reason is None:
                 elapsed = now - started[1] if started else 0.0
                 self.pending.append(
-                    self.policy.exited(entry.message, child.worker_id, child.pid, exit_code, elapsed)
+                    self.policy.exited(
+                        entry.message, child.worker_id, child.pid, exit_code, elapsed
+                    )
                 )
                 log.warning(
                     "task %s: child #%d exited with code %s",
@@ -367,13 +374,18 @@ class Supervisor:
                     child.worker_id,
                     exit_code,
                 )
-            elif entry.n == running_n and child.kill_reason == "timeout" and (
-                child.kill_target == entry.n
+            elif (
+                entry.n == running_n
+                and child.kill_reason == "timeout"
+                and (child.kill_target == entry.n)
             ):
                 elapsed = now - started[1] if started else 0.0
                 self.pending.append(
                     self.policy.timed_out(
-                        entry.message, child.worker_id, child.pid, elapsed,
+                        entry.message,
+                        child.worker_id,
+                        child.pid,
+                        elapsed,
                         self.settings.max_runtime,
                     )
                 )
@@ -556,4 +568,3 @@ def install_signal_handlers(supervisor: Supervisor) -> Callable[[], None]:
             signal.signal(sig, old)
 
     return restore
-

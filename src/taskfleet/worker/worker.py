@@ -345,4 +345,3 @@ class Worker:
                 file=sys.stderr,
             )
         return summary
-
