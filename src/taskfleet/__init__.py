@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from taskfleet.errors import TaskfleetError, TaskFileError
+from taskfleet.errors import TaskFileError, TaskfleetError
 from taskfleet.tasks import Task, iter_tasks, load_tasks
 
 __version__ = "0.1.0"

@@ -39,8 +39,7 @@ queue_option = click.option(
     "--max-attempts",
     default=None,
     type=click.IntRange(min=1),
-    help="Attempts before a task is dead-lettered; fixed when the queue is created "
-    "(default 3).",
+    help="Attempts before a task is dead-lettered; fixed when the queue is created (default 3).",
 )
 def load_queue(
     queue_url: str, task_file: str, skip: int, limit: int | None, max_attempts: int | None

@@ -35,8 +35,7 @@ def _scheme(url: str) -> str:
         if url.endswith((".db", ".sqlite", ".sqlite3")):
             return "sqlite"
         raise QueueURLError(
-            f"{redact(url)!r} is not a queue URL. Use one of: "
-            + ", ".join(example_urls())
+            f"{redact(url)!r} is not a queue URL. Use one of: " + ", ".join(example_urls())
         )
     return url.split("://", 1)[0].lower()
 

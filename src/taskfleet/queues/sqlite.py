@@ -197,11 +197,11 @@ class SQLiteQueue:
 
         with self._write() as c:
             before = self._conn.total_changes
-            c.executemany(f"INSERT OR IGNORE INTO {self._table}(task_id, body) VALUES (?, ?)", rows())
-            inserted = self._conn.total_changes - before
-            self._counters(
-                c, inserted=inserted, waiting=inserted, duplicates=seen - inserted
+            c.executemany(
+                f"INSERT OR IGNORE INTO {self._table}(task_id, body) VALUES (?, ?)", rows()
             )
+            inserted = self._conn.total_changes - before
+            self._counters(c, inserted=inserted, waiting=inserted, duplicates=seen - inserted)
         return SendResult(inserted=inserted, already_present=seen - inserted, ids_seen=seen)
 
     def receive(
