@@ -68,6 +68,20 @@ def _describe(exc: BaseException, memory_limit_bytes: int | None) -> str:
     return text
 
 
+def _die_with_parent(supervisor_pid: int) -> None:
+    """Ask Linux to kill this child when the supervisor dies (even by SIGKILL): an orphan
+    would go on working on a task whose outcome nobody can record any more."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != supervisor_pid:  # the supervisor died before prctl took effect
+        os._exit(1)
+
+
 def child_main(
     process_task: ProcessTask,
     worker_data: Any,
@@ -76,10 +90,12 @@ def child_main(
     slot: ChildSlot,
     max_tasks: int | None,
     memory_limit_bytes: int | None,
+    supervisor_pid: int,
 ) -> None:
     """Run tasks until the input pipe closes, the task quota is used, or the slot says stop."""
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)  # own process group: a timeout kill reaches the task's grandchildren
+    _die_with_parent(supervisor_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when tasks stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if memory_limit_bytes:

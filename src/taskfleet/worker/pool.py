@@ -45,11 +45,14 @@ def _child_entry(
     max_tasks: int | None,
     memory_limit: int | None,
     close_fds: list[int],
+    supervisor_pid: int,
 ) -> None:
     for fd in close_fds:  # other children's pipes, inherited through fork
         with contextlib.suppress(OSError):
             os.close(fd)
-    child_main(process_task, worker_data, in_fd, out_fd, slot, max_tasks, memory_limit)
+    child_main(
+        process_task, worker_data, in_fd, out_fd, slot, max_tasks, memory_limit, supervisor_pid
+    )
 
 
 class ChildProcess:
@@ -82,6 +85,7 @@ class ChildProcess:
                 max_tasks,
                 memory_limit,
                 [*close_fds, self.in_w, self.out_r],
+                os.getpid(),
             ),
             name=f"taskfleet-worker-{worker_id}",
             daemon=False,
