@@ -7,9 +7,10 @@ import signal
 import time
 from pathlib import Path
 
+from tests.worker.helpers import read_events, start_worker
+
 from taskfleet.queues import open_queue
 from taskfleet.tasks import Task
-from tests.worker.helpers import read_events, start_worker
 
 
 def test_running_task_keeps_its_lease_past_the_lease_length(tmp_path: Path) -> None:
