@@ -9,10 +9,13 @@ from __future__ import annotations
 import re
 
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^@/\s]*)@")
+# A query parameter whose name holds one of these words carries a secret: this covers AWS
+# (X-Amz-Signature, X-Amz-Security-Token), GCS (X-Goog-Signature, X-Goog-Credential), Azure
+# (sig) and the usual api_key, access_token, client_secret, password. Hiding a harmless
+# parameter by mistake costs nothing; showing a signature does.
 _SECRET_PARAMS = re.compile(
-    r"(?i)(?P<key>[?&](?:password|passwd|pwd|secret|token|key|signature|x-amz-signature|"
-    r"x-amz-credential|x-amz-security-token|access_key|secret_key|aws_secret_access_key|"
-    r"aws_session_token|sig)=)(?P<value>[^&\s]*)"
+    r"(?i)(?P<key>[?&][\w.-]*(?:password|passwd|pwd|secret|token|signature|credential|key|sig)"
+    r"[\w.-]*=)(?P<value>[^&\s]*)"
 )
 
 

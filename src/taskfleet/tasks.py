@@ -17,6 +17,7 @@ import io
 import os
 import re
 import sys
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,8 @@ import orjson
 from taskfleet.errors import MissingExtraError, TaskFileError
 
 MAX_TASK_ID_LENGTH = 256
-_BAD_ID_CHARACTER = re.compile(r"[/\\\x00-\x1f\x7f]")
+# Path separators and control characters (C0, DEL and C1): an id must be usable as a file name.
+_BAD_ID_CHARACTER = re.compile(r"[/\\\x00-\x1f\x7f-\x9f]")
 REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "http://", "https://")
 
 TaskSource = str | os.PathLike | Iterable[Any] | Callable[[], Iterable[Any]]
@@ -50,6 +52,9 @@ class Task:
         return cls(obj["id"], obj.get("data", {}))
 
 
+_MISSING: Any = object()
+
+
 def task_id_problem(task_id: object) -> str | None:
     """Why `task_id` cannot be used as a task id (and so as a file name), or None if it can."""
     if not isinstance(task_id, str):
@@ -58,44 +63,52 @@ def task_id_problem(task_id: object) -> str | None:
         return "the id is empty"
     if len(task_id) > MAX_TASK_ID_LENGTH:
         return f"the id is {len(task_id)} characters long; at most {MAX_TASK_ID_LENGTH} are allowed"
-    if task_id.startswith("."):
+    if task_id[0] == ".":
         return f"the id {task_id!r} starts with '.'; ids become file names, so this is not allowed"
     bad = _BAD_ID_CHARACTER.search(task_id)
-    if bad is None:
-        return None
-    ch = bad.group()
-    if ch in "/\\":
-        return f"the id {task_id!r} contains {ch!r}; ids become file names, so use '-' instead"
-    return f"the id {task_id!r} contains the control character {ch!r}"
+    if bad is not None:
+        ch = bad.group()
+        if ch in "/\\":
+            return f"the id {task_id!r} contains {ch!r}; ids become file names, so use '-' instead"
+        return f"the id {task_id!r} contains the control character {ch!r}"
+    if not task_id.isascii():
+        try:
+            task_id.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"the id {task_id!r} is not valid Unicode (it holds a lone surrogate)"
+    return None
 
 
 def task_from_object(obj: object) -> tuple[Task | None, str | None]:
     """Build a Task from one parsed entry; returns (task, None) or (None, problem)."""
     if isinstance(obj, Task):
         problem = task_id_problem(obj.id)
+        if problem is None and not isinstance(obj.data, dict):
+            problem = f"the data of task {obj.id!r} is a {type(obj.data).__name__}, not an object"
         return (None, problem) if problem else (obj, None)
     if not isinstance(obj, dict):
         kind = type(obj).__name__
         return None, f'the entry is a {kind}, not an object like {{"id": ..., "data": {{...}}}}'
-    if "id" in obj:
-        task_id = obj["id"]
-        if "task_id" in obj:
-            return None, "the entry has both 'id' and 'task_id'; keep one"
+    task_id = obj.get("id", _MISSING)
+    if task_id is _MISSING:
+        task_id = obj.get("task_id", _MISSING)
+        if task_id is _MISSING:
+            return None, "the entry has no 'id'"
     elif "task_id" in obj:
-        task_id = obj["task_id"]
-    else:
-        return None, "the entry has no 'id'"
+        return None, "the entry has both 'id' and 'task_id'; keep one"
     problem = task_id_problem(task_id)
     if problem:
         return None, problem
-    extra = [k for k in obj if k not in ("id", "task_id", "data")]
-    if extra:
+    data = obj.get("data", _MISSING)
+    if len(obj) > (1 if data is _MISSING else 2):
+        extra = [k for k in obj if k not in ("id", "task_id", "data")]
         return None, (
             f"task {task_id!r} has unknown field(s) {', '.join(map(repr, extra))}; "
             "a task has only 'id' and 'data'"
         )
-    data = obj.get("data", {})
-    if not isinstance(data, dict):
+    if data is _MISSING:
+        data = {}
+    elif not isinstance(data, dict):
         return None, f"the data of task {task_id!r} is a {type(data).__name__}, not an object"
     return Task(task_id, data), None
 
@@ -103,46 +116,105 @@ def task_from_object(obj: object) -> tuple[Task | None, str | None]:
 class _DuplicateTracker:
     """Detects an id seen twice in one load without keeping every id string in memory.
 
-    It keeps the 64-bit hash of each id (a few dozen bytes per task instead of the id itself),
-    so a million-task file stays within a bounded footprint.
+    It keeps the 64-bit hash of each id in an open-addressing table packed into one
+    `array('q')`: 8 bytes a slot, at most two thirds full, so 12 to 24 bytes per task (about
+    16 MB for a million ids). A `set` of the same hashes costs about 76 bytes per task (a
+    36-byte int object plus its slots), which alone broke the 150 MB budget of a 1M-task load.
+    Two different ids share a 64-bit hash with odds of about n^2 / 2^65 (1 in 37 million for a
+    million ids); such a pair would be reported as a duplicate.
+
+    Re-inserting every hash when the table doubles is a Python loop, and was half the cost of
+    the tracker. So when `progress` (the fraction of the source read so far) is known, a
+    growing table jumps straight to the size the whole source will need, by at most 32 times
+    at once while small and 4 times once large, so that a file whose first entries are much
+    shorter than the rest cannot make it overshoot by much.
     """
 
-    __slots__ = ("_seen",)
+    __slots__ = ("_count", "_limit", "_mask", "_progress", "_table")
 
-    def __init__(self) -> None:
-        self._seen: set[int] = set()
+    _INITIAL_SLOTS = 1 << 16
+
+    def __init__(self, progress: Callable[[], float] | None = None) -> None:
+        self._progress = progress
+        self._table = array("q", [0]) * self._INITIAL_SLOTS
+        self._mask = self._INITIAL_SLOTS - 1
+        self._count = 0
+        self._limit = (2 * self._INITIAL_SLOTS) // 3
 
     def is_duplicate(self, task_id: str) -> bool:
-        h = hash(task_id)
-        if h in self._seen:
-            return True
-        self._seen.add(h)
+        h = hash(task_id) or 1  # 0 marks an empty slot
+        table, mask = self._table, self._mask
+        i = h & mask
+        slot = table[i]
+        while slot:
+            if slot == h:
+                return True
+            i = (i + 1) & mask
+            slot = table[i]
+        table[i] = h
+        self._count += 1
+        if self._count > self._limit:
+            self._grow()
         return False
+
+    def _grow(self) -> None:
+        """Enlarge the table and re-insert every hash (amortised O(1) per id)."""
+        old = len(self._table)
+        size = 2 * old
+        done = self._progress() if self._progress is not None else 0.0
+        if 0.0 < done < 1.0:
+            wanted = 1 << int(1.5 * self._count / done).bit_length()
+            size = max(size, min(wanted, old * (32 if old < 1 << 20 else 4)))
+        table, mask = array("q", [0]) * size, size - 1
+        for h in filter(None, self._table):
+            i = h & mask
+            while table[i]:
+                i = (i + 1) & mask
+            table[i] = h
+        self._table, self._mask, self._limit = table, mask, (2 * size) // 3
+
+
+# The library each fsspec protocol needs: fsspec raises a bare ImportError that names none.
+_REMOTE_LIBRARY = {
+    "s3": "s3fs",
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+    "http": "aiohttp",
+    "https": "aiohttp",
+}
+_BOM = b"\xef\xbb\xbf"
+_BLANK = b" \t\r\n"
 
 
 def _open_binary(source: str | os.PathLike) -> tuple[IO[bytes], str]:
-    """Open a local path, '-', or a URL for binary reading; returns (file, display name)."""
+    """Open a local path, '-', or a URL for binary reading; returns (file, display name).
+
+    The display name of a URL is redacted: it appears in every error message, and signed URLs
+    carry their credentials in the query string.
+    """
     name = os.fspath(source)
     if name == "-":
         return sys.stdin.buffer, "<stdin>"
     if name.startswith(REMOTE_SCHEMES):
+        from taskfleet.redact import redact
+
+        shown = redact(name)
         try:
             import fsspec
         except ImportError as exc:
             raise MissingExtraError(
-                f"Reading the task file {name}", "cloud-paths", "fsspec"
+                f"Reading the task file {shown}", "cloud-paths", "fsspec"
             ) from exc
         try:
-            return fsspec.open(name, "rb").open(), name
+            return fsspec.open(name, "rb").open(), shown
         except ImportError as exc:
+            library = exc.name or _REMOTE_LIBRARY.get(name.split("://", 1)[0].lower(), "fsspec")
             raise MissingExtraError(
-                f"Reading the task file {name}", "cloud-paths", exc.name or "fsspec"
+                f"Reading the task file {shown}", "cloud-paths", library
             ) from exc
         except Exception as exc:
-            from taskfleet.redact import redact
-
             raise TaskFileError(
-                f"{redact(name)}: cannot read the task file: {type(exc).__name__}: "
+                f"{shown}: cannot read the task file: {type(exc).__name__}: "
                 f"{redact(str(exc))}. Check the URL and your credentials."
             ) from None
     path = Path(name)
@@ -167,7 +239,7 @@ def _detect_format(name: str, head: bytes) -> str:
     ):
         if lower.endswith(suffix):
             return fmt
-    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    stripped = head.lstrip(_BOM + _BLANK)
     if stripped.startswith(b"["):
         return "json"
     if stripped.startswith(b"{"):
@@ -175,19 +247,40 @@ def _detect_format(name: str, head: bytes) -> str:
     return "yaml"
 
 
-def _iter_jsonl(f: IO[bytes], name: str) -> Iterator[tuple[str, object]]:
-    for lineno, line in enumerate(f, 1):
-        if not line.strip():
-            continue
+# Readers yield (position, entry): the line number (JSONL, YAML) or the list index (JSON). The
+# position is an int and the message is built only on error: formatting "line N" for each of a
+# million good lines was a measurable part of a load.
+
+
+def _iter_jsonl(f: IO[bytes], name: str) -> Iterator[tuple[int, object]]:
+    loads = orjson.loads
+    lineno = 0
+    for line in f:
+        lineno += 1
         try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            if _is_bad_utf8(line):
-                raise TaskFileError(
-                    f"{name}: line {lineno}: the line is not valid UTF-8; save the file as UTF-8."
-                ) from None
-            raise TaskFileError(f"{name}: line {lineno}: invalid JSON: {exc}.") from None
-        yield f"line {lineno}", obj
+            obj = loads(line)
+        except orjson.JSONDecodeError:
+            obj = _jsonl_refused(line, lineno, name)
+            if obj is _MISSING:
+                continue
+        yield lineno, obj
+
+
+def _jsonl_refused(line: bytes, lineno: int, name: str) -> object:
+    """A line orjson refused: blank (`_MISSING`: skip it), a UTF-8 byte order mark before the
+    first line (tolerated, as editors on Windows write one), or an error naming the line."""
+    if lineno == 1 and line.startswith(_BOM):
+        line = line[len(_BOM) :]
+    if not line.strip():
+        return _MISSING
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        if _is_bad_utf8(line):
+            raise TaskFileError(
+                f"{name}: line {lineno}: the line is not valid UTF-8; save the file as UTF-8."
+            ) from None
+        raise TaskFileError(f"{name}: line {lineno}: invalid JSON: {exc}.") from None
 
 
 def _is_bad_utf8(raw: bytes) -> bool:
@@ -198,38 +291,55 @@ def _is_bad_utf8(raw: bytes) -> bool:
     return False
 
 
-def _iter_json_list(f: IO[bytes], name: str) -> Iterator[tuple[str, object]]:
+def _first_bytes(f: IO[bytes]) -> bytes:
+    """The bytes read from `f` up to and after its first one that is not blank (nor a BOM).
+
+    Empty only for a file of nothing but blanks. Reading on until a non-blank byte (not just a
+    fixed 64 bytes) keeps a long run of leading blanks from hiding a top level that is no list.
+    """
+    chunk = f.read(64)
+    if chunk.startswith(_BOM):
+        chunk = chunk[len(_BOM) :]
+    while chunk:
+        stripped = chunk.lstrip(_BLANK)
+        if stripped:
+            return stripped
+        chunk = f.read(1 << 16)
+    return b""
+
+
+def _iter_json_list(f: IO[bytes], name: str) -> Iterator[tuple[int, object]]:
     import ijson
 
+    head = _first_bytes(f)
+    if not head:
+        raise TaskFileError(f"{name}: the file is empty; it should hold a JSON list of tasks.")
+    if not head.startswith(b"["):
+        raise TaskFileError(
+            f"{name}: the top level of a JSON task file must be a list [...] of tasks; "
+            "for one task per line, name the file .jsonl."
+        )
     index = -1
     try:
-        head = f.read(64)
-        stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-        if stripped and not stripped.startswith(b"["):
-            raise TaskFileError(
-                f"{name}: the top level of a JSON task file must be a list [...] of tasks; "
-                "for one task per line, name the file .jsonl."
-            )
         stream = io.BufferedReader(_Prefixed(head, f))  # type: ignore[arg-type]
         for index, obj in enumerate(ijson.items(stream, "item", use_float=True)):
-            yield f"index {index}", obj
+            yield index, obj
     except ijson.JSONError as exc:
+        # The entries up to `index` were whole, so the problem is in the next one or after it.
         raise TaskFileError(
-            f"{name}: invalid JSON after entry index {index}: {_ijson_message(exc)}."
+            f"{name}: index {index + 1}: invalid JSON: {_ijson_message(exc)}."
         ) from None
     except UnicodeDecodeError:
         raise TaskFileError(
-            f"{name}: after entry index {index}: the file is not valid UTF-8; save it as UTF-8."
+            f"{name}: index {index + 1}: the file is not valid UTF-8; save it as UTF-8."
         ) from None
-    if index == -1 and not stripped:
-        raise TaskFileError(f"{name}: the file is empty; it should hold a JSON list of tasks.")
 
 
 def _ijson_message(exc: Exception) -> str:
     text = str(exc).strip()
     if "utf-8" in text.lower() or "utf8" in text.lower():
         return "the file is not valid UTF-8; save it as UTF-8"
-    return text.splitlines()[0] if text else type(exc).__name__
+    return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
 
 
 class _Prefixed(io.RawIOBase):
@@ -254,16 +364,19 @@ class _Prefixed(io.RawIOBase):
         return n
 
 
-def _iter_yaml(f: IO[bytes], name: str) -> Iterator[tuple[str, object]]:
+def _iter_yaml(f: IO[bytes], name: str) -> Iterator[tuple[int, object]]:
     import yaml
 
     loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    raw = f.read()
     try:
-        text = f.read().decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
         raise TaskFileError(
-            f"{name}: byte {exc.start}: the file is not valid UTF-8; save it as UTF-8."
+            f"{name}: line {line}: the file is not valid UTF-8; save it as UTF-8."
         ) from None
+    del raw
     loader = loader_cls(text)
     try:
         root = loader.get_single_node()
@@ -275,8 +388,7 @@ def _iter_yaml(f: IO[bytes], name: str) -> Iterator[tuple[str, object]]:
                 "tasks (entries starting with '- id: ...')."
             )
         for item in root.value:
-            where = f"line {item.start_mark.line + 1}"
-            yield where, loader.construct_document(item)
+            yield item.start_mark.line + 1, loader.construct_document(item)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
@@ -286,23 +398,29 @@ def _iter_yaml(f: IO[bytes], name: str) -> Iterator[tuple[str, object]]:
         loader.dispose()
 
 
-def _iter_file_entries(source: str | os.PathLike) -> Iterator[tuple[str, str, object]]:
-    f, name = _open_binary(source)
+def _read_entries(f: IO[bytes], name: str) -> tuple[str, Iterator[tuple[int, object]], bool]:
+    """(position unit, entries, whether entries need a JSON check) of an open task file."""
+    peekable = f if hasattr(f, "peek") else io.BufferedReader(f)  # type: ignore[arg-type]
+    head = peekable.peek(64)[:64] if hasattr(peekable, "peek") else b""
+    fmt = _detect_format(name, head)
+    if fmt == "jsonl":
+        return "line", _iter_jsonl(peekable, name), False
+    if fmt == "json":
+        return "index", _iter_json_list(peekable, name), False
+    # YAML can hold what JSON cannot (binary, sets, non-string keys); the queue stores JSON.
+    return "line", _iter_yaml(peekable, name), True
+
+
+def _progress(f: IO[bytes]) -> Callable[[], float] | None:
+    """The fraction of a local regular file read so far (None for pipes, stdin and URLs)."""
     try:
-        peekable = f if hasattr(f, "peek") else io.BufferedReader(f)  # type: ignore[arg-type]
-        head = peekable.peek(64)[:64] if hasattr(peekable, "peek") else b""
-        fmt = _detect_format(name, head)
-        readers = {"jsonl": _iter_jsonl, "json": _iter_json_list, "yaml": _iter_yaml}
-        for where, obj in readers[fmt](peekable, name):
-            yield name, where, obj
-    finally:
-        if f is not sys.stdin.buffer:
-            f.close()
-
-
-def _iter_iterable_entries(source: Iterable[Any], name: str) -> Iterator[tuple[str, str, object]]:
-    for index, obj in enumerate(source):
-        yield name, f"item {index}", obj
+        size = os.fstat(f.fileno()).st_size
+        f.tell()
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        return None
+    if size <= 0:
+        return None
+    return lambda: f.tell() / size
 
 
 def iter_tasks(
@@ -322,39 +440,99 @@ def iter_tasks(
         raise TaskFileError(f"skip must be 0 or more, not {skip}")
     if limit is not None and limit < 0:
         raise TaskFileError(f"limit must be 0 or more, not {limit}")
-    if isinstance(source, (str, os.PathLike)):
-        entries = _iter_file_entries(source)
-    else:
-        if callable(source):
-            source = source()
-        try:
-            iterable = iter(source)  # type: ignore[arg-type]
-        except TypeError:
-            raise TaskFileError(
-                f"the task source {source!r} is neither a path, a URL nor an iterable of tasks"
-            ) from None
-        entries = _iter_iterable_entries(iterable, "task source")
-    tracker = _DuplicateTracker() if check_duplicates else None
-    produced = 0
-    seen = 0
     if limit == 0:
         return
-    for name, where, obj in entries:
-        task, problem = task_from_object(obj)
-        if problem:
-            raise TaskFileError(f"{name}: {where}: {problem}.")
-        assert task is not None
-        if tracker is not None and tracker.is_duplicate(task.id):
+    if isinstance(source, (str, os.PathLike)):
+        f, name = _open_binary(source)
+        remote = name != "<stdin>" and name.startswith(REMOTE_SCHEMES)
+        try:
+            unit, entries, json_check = _read_entries(f, name)
+            yield from _validated(
+                name, unit, entries, json_check, skip, limit, check_duplicates, _progress(f)
+            )
+        except TaskFileError:
+            raise
+        except Exception as exc:
+            # A connection that drops part way through a remote file, or a failing disk.
+            if not (remote or isinstance(exc, OSError)):
+                raise
             raise TaskFileError(
-                f"{name}: {where}: duplicate id {task.id!r}; each task id must be unique "
-                "within a task file."
+                f"{name}: cannot read the task file: {type(exc).__name__}: {exc}"
+            ) from None
+        finally:
+            if f is not sys.stdin.buffer:
+                f.close()
+        return
+    if callable(source):
+        source = source()
+    try:
+        iterable = iter(source)  # type: ignore[arg-type]
+    except TypeError:
+        raise TaskFileError(
+            f"the task source {source!r} is neither a path, a URL nor an iterable of tasks"
+        ) from None
+    yield from _validated(
+        "task source", "item", enumerate(iterable), True, skip, limit, check_duplicates
+    )
+
+
+def _validated(
+    name: str,
+    unit: str,
+    entries: Iterator[tuple[int, object]],
+    json_check: bool,
+    skip: int,
+    limit: int | None,
+    check_duplicates: bool,
+    progress: Callable[[], float] | None = None,
+) -> Iterator[Task]:
+    """The body of `iter_tasks`: validate each entry, refuse duplicates, apply skip and limit."""
+    is_duplicate = _DuplicateTracker(progress).is_duplicate if check_duplicates else None
+    bad_character = _BAD_ID_CHARACTER.search
+    produced = 0
+    seen = 0
+    for position, obj in entries:
+        # The usual entry, {"id": "<ASCII id>", "data": {...}}, is accepted inline: this loop
+        # runs a million times for a large file, and the full check costs twice as much. All
+        # else goes through `task_from_object`, which decides and words the error.
+        task_id = data = None
+        if type(obj) is dict and len(obj) == 2:
+            task_id = obj.get("id")
+            data = obj.get("data")
+        if (
+            type(task_id) is str
+            and type(data) is dict
+            and 0 < len(task_id) <= MAX_TASK_ID_LENGTH
+            and task_id[0] != "."
+            and task_id.isascii()
+            and bad_character(task_id) is None
+        ):
+            task = Task(task_id, data)
+        else:
+            task, problem = task_from_object(obj)
+            if problem is not None:
+                raise TaskFileError(f"{name}: {unit} {position}: {problem}.")
+            assert task is not None
+        if json_check:
+            try:
+                orjson.dumps(task.data)
+            except orjson.JSONEncodeError as exc:
+                raise TaskFileError(
+                    f"{name}: {unit} {position}: the data of task {task.id!r} cannot be stored "
+                    f"as JSON ({exc}); use only objects with string keys, lists, strings, "
+                    "numbers, true, false and null."
+                ) from None
+        if is_duplicate is not None and is_duplicate(task.id):
+            raise TaskFileError(
+                f"{name}: {unit} {position}: duplicate id {task.id!r}; each task id must be "
+                "unique within a task file."
             )
         seen += 1
         if seen <= skip:
             continue
         yield task
         produced += 1
-        if limit is not None and produced >= limit:
+        if produced == limit:
             return
 
 

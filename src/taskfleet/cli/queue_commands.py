@@ -11,7 +11,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from taskfleet.cli import cli
-from taskfleet.queues import open_queue
+from taskfleet.errors import TaskfleetError
+from taskfleet.queues import Queue, SendInterrupted, open_queue
 from taskfleet.redact import redact
 from taskfleet.tasks import Task, iter_tasks
 
@@ -79,10 +80,43 @@ def load_queue(
                     yield task
                 progress.update(bar, completed=n)
 
-            result = queue.send(counted(iter_tasks(task_file, skip=skip, limit=limit)))
+            try:
+                result = queue.send(counted(iter_tasks(task_file, skip=skip, limit=limit)))
+            except TaskfleetError as exc:
+                raise TaskfleetError(_interrupted_load_message(queue, exc)) from None
         out.print(f"inserted {result.inserted:,}, already present {result.already_present:,}")
     finally:
         queue.close()
+
+
+def _interrupted_load_message(queue: Queue, exc: TaskfleetError) -> str:
+    """The error that stopped a load, and what it left in the queue.
+
+    A rerun after the fix is always safe (inserts are idempotent); what differs is whether the
+    queue now holds part of the file: nothing for a transactional backend (SQLite), an exact
+    count from a backend that follows the `SendInterrupted` contract, and an unknown part from
+    one that does not.
+    """
+    if isinstance(exc, SendInterrupted):
+        cause = exc.cause
+        text = (
+            str(cause) if isinstance(cause, TaskfleetError) else f"{type(cause).__name__}: {cause}"
+        )
+        if exc.inserted == 0:
+            return f"{redact(text)}\nnothing from this file was inserted; fix it and load it again."
+        return (
+            f"{redact(text)}\n{exc.inserted:,} tasks from this file were inserted before the "
+            "error; loading again after the fix skips them."
+        )
+    if getattr(queue, "atomic_send", False):
+        return (
+            f"{exc}\nnothing was inserted: the load is one transaction, rolled back at the "
+            "error. Fix the file and load it again."
+        )
+    return (
+        f"{exc}\nsome tasks from this file may have been inserted before the error; loading "
+        "again after the fix skips them."
+    )
 
 
 @cli.command("status")

@@ -16,6 +16,7 @@ from taskfleet.queues.base import (
     Message,
     Queue,
     QueueStats,
+    SendInterrupted,
     SendResult,
     backoff_delay,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "Message",
     "Queue",
     "QueueStats",
+    "SendInterrupted",
     "SendResult",
     "backend_class",
     "backoff_delay",

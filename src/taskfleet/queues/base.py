@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from taskfleet.errors import TaskfleetError
 from taskfleet.tasks import Task
 
 DEFAULT_MAX_ATTEMPTS = 3
@@ -94,6 +95,26 @@ class SendResult:
         self.already_present += other.already_present
         self.ids_seen += other.ids_seen
         return self
+
+
+class SendInterrupted(TaskfleetError):
+    """A send stopped part way: `inserted` tasks went into the queue before `cause` was raised.
+
+    The contract for backends whose `send` is not one transaction (Redis, SQS, Pub/Sub): when
+    the task iterable raises (a bad entry in the task file) or the service fails after some
+    batches went out, catch the exception and `raise SendInterrupted(inserted=..., cause=exc)
+    from exc`, with `inserted` the tasks the queue confirmed (exact for a failing iterable: the
+    batch being gathered had not gone out). `taskfleet load-queue` then tells the user exactly
+    how many tasks are in the queue; loading again after the fix skips them, as inserts are
+    idempotent. A backend whose send is one transaction (SQLite) rolls back instead, raises
+    the cause unchanged and sets the class attribute `atomic_send = True`.
+    """
+
+    def __init__(self, inserted: int, cause: BaseException, already_present: int = 0) -> None:
+        super().__init__(f"{cause} ({inserted:,} tasks were inserted before the error)")
+        self.inserted = inserted
+        self.already_present = already_present
+        self.cause = cause
 
 
 def backoff_delay(

@@ -21,13 +21,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
-from taskfleet.errors import QueueURLError
+from taskfleet.errors import QueueURLError, TaskfleetError
 from taskfleet.queues.base import (
     DEFAULT_MAX_ATTEMPTS,
     DeadLetter,
@@ -123,6 +124,10 @@ class SQLiteQueue:
         conn = sqlite3.connect(
             self.path, timeout=60.0, isolation_level=None, check_same_thread=False
         )
+        # The page size applies only to a new file and must come before WAL mode is set. Large
+        # pages make a million-task load about a quarter cheaper (fewer B-tree splits and
+        # levels); receive and ack, which touch a few pages a batch, do not suffer from them.
+        conn.execute("PRAGMA page_size=16384")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA cache_size=-65536")
@@ -181,25 +186,37 @@ class SQLiteQueue:
 
     # -- protocol -------------------------------------------------------------------------
 
+    # Tasks a send inserts with one statement (one JSON array, expanded by json_each).
+    SEND_BATCH = 2000
+    # A load is one transaction, so a bad entry anywhere inserts nothing (the CLI says so).
+    atomic_send = True
+
     def send(self, tasks: Iterable[Task], batch_size: int = 0) -> SendResult:
         """Insert all tasks in one transaction: a bad task in the iterable inserts nothing.
 
-        `executemany` consumes the iterable lazily, so memory stays bounded for millions of
-        tasks. Ids already present (in any state) are skipped and counted.
+        Tasks go in batches of `batch_size`, each as one JSON array that SQLite expands with
+        json_each and inserts in C: binding two parameters a row through `executemany` cost
+        more than the insert itself. One batch is alive at a time, so memory stays bounded for
+        millions of tasks. Ids already present (in any state) are skipped and counted.
         """
+        size = max(1, batch_size or self.SEND_BATCH)
+        iterator = iter(tasks)
         seen = 0
 
-        def rows() -> Iterator[tuple[str, bytes]]:
+        def payloads() -> Iterator[str]:
             nonlocal seen
-            for task in tasks:
-                seen += 1
-                yield task.id, task.to_json()
+            while chunk := list(islice(iterator, size)):
+                seen += len(chunk)
+                yield _batch_json(chunk)
 
+        sql = (
+            f"INSERT OR IGNORE INTO {self._table}(task_id, body) "
+            "SELECT json_extract(value, '$.id'), value FROM json_each(?)"
+        )
         with self._write() as c:
             before = self._conn.total_changes
-            c.executemany(
-                f"INSERT OR IGNORE INTO {self._table}(task_id, body) VALUES (?, ?)", rows()
-            )
+            for payload in payloads():
+                c.execute(sql, (payload,))
             inserted = self._conn.total_changes - before
             self._counters(c, inserted=inserted, waiting=inserted, duplicates=seen - inserted)
         return SendResult(inserted=inserted, already_present=seen - inserted, ids_seen=seen)
@@ -223,12 +240,18 @@ class SQLiteQueue:
         messages: list[Message] = []
         with self._write() as c:
             now = time.time()
+            # Rows leased by this call; with a lease of 0 s they are still "visible at now",
+            # and a second round (after dead-lettering) must not hand them out twice.
+            taken: set[int] = set()
             while len(messages) < max_messages:
+                wanted = max_messages - len(messages)
                 rows = c.execute(
                     f"SELECT seq, body, state, attempts, lease FROM {t} "
                     "WHERE state < 2 AND visible_at <= ? ORDER BY visible_at LIMIT ?",
-                    (now, max_messages - len(messages)),
+                    (now, wanted + len(taken)),
                 ).fetchall()
+                if taken:
+                    rows = [row for row in rows if row[0] not in taken][:wanted]
                 if not rows:
                     break
                 lease_rows, dead_rows = [], []
@@ -248,15 +271,16 @@ class SQLiteQueue:
                         from_waiting += 1
                     else:
                         from_leased += 1
-                    lease_rows.append((now + lease_seconds, seq))
+                    lease_rows.append(seq)
+                    taken.add(seq)
                     messages.append(
                         Message(Task.from_json(body), f"{seq}:{lease + 1}", attempts + 1)
                     )
-                if lease_rows:
-                    c.executemany(
+                if lease_rows:  # one statement for the batch, not one per row
+                    c.execute(
                         f"UPDATE {t} SET state = 1, visible_at = ?, attempts = attempts + 1, "
-                        "lease = lease + 1 WHERE seq = ?",
-                        lease_rows,
+                        "lease = lease + 1 WHERE seq IN (SELECT value FROM json_each(?))",
+                        (now + lease_seconds, orjson.dumps(lease_rows).decode()),
                     )
                 if dead_rows:
                     c.executemany(f"UPDATE {t} SET state = 3, error = ? WHERE seq = ?", dead_rows)
@@ -266,6 +290,8 @@ class SQLiteQueue:
                     leased=from_waiting - dead_from_leased,
                     dead=dead_from_leased,
                 )
+                if not dead_rows:
+                    break  # this round found all it wanted, or all there was
         return messages
 
     @staticmethod
@@ -499,3 +525,23 @@ class _WriteTransaction:
                 conn.execute("ROLLBACK")
         finally:
             self._queue._lock.release()
+
+
+def _batch_json(chunk: list[Task]) -> str:
+    """The tasks as one JSON array of {"id", "data"} objects.
+
+    Plain dicts, because orjson serialises them about three times faster than the Task
+    dataclass itself. Text, not bytes: SQLite 3.45 and later read a BLOB given to json_each
+    as binary JSONB.
+    """
+    try:
+        return orjson.dumps([{"id": task.id, "data": task.data} for task in chunk]).decode()
+    except orjson.JSONEncodeError:
+        for task in chunk:
+            try:
+                task.to_json()
+            except orjson.JSONEncodeError as exc:
+                raise TaskfleetError(
+                    f"task {task.id!r}: its data cannot be stored as JSON ({exc})"
+                ) from None
+        raise

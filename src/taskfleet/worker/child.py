@@ -62,10 +62,10 @@ def _exception_line(n: int, exception: str, stack_trace: str, elapsed: float) ->
 
 
 def _describe(exc: BaseException, memory_limit_bytes: int | None) -> str:
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    if isinstance(exc, MemoryError) and memory_limit_bytes:
-        text += f" (the task reached --max-memory-per-task, {memory_limit_bytes / 1024**3:g} GB)"
-    return text
+    if isinstance(exc, MemoryError) and memory_limit_bytes and not str(exc):
+        limit = memory_limit_bytes / 1024**3
+        return f"MemoryError: the task reached --max-memory-per-task ({limit:g} GB)"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _die_with_parent(supervisor_pid: int) -> None:

@@ -93,7 +93,8 @@ _FLAG_HELP: dict[str, str] = {
     "tasks_to_skip": "Skip this many tasks of the task file.",
     "max_num_tasks": "Process at most this many tasks.",
     "event_log_file": "Events file, JSON Lines (default events.jsonl; '' for none).",
-    "event_queue": "Also send events to this queue URL.",
+    "event_queue": "Also send events to this queue URL (default with --queue: the queue's "
+    "event queue, e.g. JOB-events; 'none' for no event queue).",
     "exit_when_idle": "Queue mode: exit after the queue has been empty this many seconds.",
     "lease_seconds": "Lease length in seconds; running tasks' leases are renewed (default 60).",
     "provider": "Cloud provider (aws or gcp), for spot termination notices.",

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -23,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from taskfleet.errors import TaskfleetError
+from taskfleet.events import hostname as events_hostname
 from taskfleet.events import open_event_sink
-from taskfleet.queues import Queue, open_queue
+from taskfleet.queues import Queue, event_queue_url, open_queue
 from taskfleet.queues.sqlite import SQLiteQueue
 from taskfleet.redact import redact
+from taskfleet.stats import StatsSink
 from taskfleet.tasks import TaskSource, iter_tasks
 from taskfleet.worker.local_state import Recovery, StateLock, default_state_path, recover
 from taskfleet.worker.logs import configure_logging
@@ -59,7 +60,7 @@ class WorkerData:
 
     settings: WorkerSettings
     args: argparse.Namespace | None = None
-    hostname: str = field(default_factory=socket.gethostname)
+    hostname: str = field(default_factory=events_hostname)
     worker_id: int = -1
     job_id: str | None = None
     queue: str | None = None
@@ -258,6 +259,20 @@ class Worker:
             if lock is not None:
                 lock.release()
 
+    @staticmethod
+    def _event_queue(settings: WorkerSettings, local: bool) -> str | None:
+        """Where events go besides the file: `--event-queue`, or for a worker draining a queue
+        the queue's companion event queue (which `taskfleet monitor --queue` reads); `none`
+        turns it off."""
+        chosen = settings.event_queue
+        if chosen and chosen.lower() in ("none", "off", "no"):
+            return None
+        if chosen:
+            return chosen
+        if not local and settings.queue:
+            return event_queue_url(settings.queue)
+        return None
+
     def _supervise(
         self,
         queue: Queue,
@@ -288,7 +303,9 @@ class Worker:
             settings.provider, settings.is_spot, settings.simulate_spot_termination_after
         )
         watcher.start()
-        sink = open_event_sink(settings.event_log_file or None, settings.event_queue)
+        sink = StatsSink(
+            open_event_sink(settings.event_log_file or None, self._event_queue(settings, local))
+        )
         stats = queue.stats()
         total = (completed_before + stats.remaining + stats.dead) if local else None
         view = ProgressView(total, completed_before + (stats.dead if local else 0))
@@ -336,6 +353,9 @@ class Worker:
             summary.exit_code = EXIT_INTERRUPTED
         elif (local and end.dead) or counts.dead_lettered:
             summary.exit_code = EXIT_FAILED
+        if counts.received:
+            # the same statistics as `taskfleet monitor`, for this run's events
+            print(sink.summary().format_text(), file=sys.stderr, flush=True)
         print(summary.line(), flush=True)
         if summary.exit_code == EXIT_FAILED:
             where = f"--queue sqlite:///{queue.path}" if isinstance(queue, SQLiteQueue) else ""

@@ -1,0 +1,340 @@
+"""Redis backend throughput, with baselines measured in the same run on the same server.
+
+    python benchmarks/bench_redis.py [--tasks 100000] [--skip-runtime]
+
+Starts a throwaway redis-server on a free loopback port (no persistence) and prints:
+
+load (tasks/s)
+  baseline-rpush   bare pipelined RPUSH of the same task JSON, 5,000 per round trip
+  baseline-xadd    bare pipelined XADD of the same task JSON, 5,000 per round trip
+  streams-lua      the Streams design the issue suggested: a Lua script per 500 tasks doing
+                   SADD (known ids) + XADD, 10 scripts per round trip
+  taskfleet        RedisQueue.send (SADD + HSET + RPUSH in Lua, 10 x 500 per round trip)
+
+drain, 2 processes, no-op work (tasks/s, from start signal to last task done)
+  baseline-lpop    bare LPOP of 100 ids at a time from a list (no lease, no ack)
+  streams-lua      the issue's Streams design at its leanest: a script doing XAUTOCLAIM +
+                   XREADGROUP of 100, a script doing XACK + XDEL, with counters
+  streams-full     the same plus what the contract needs on this path: a sorted set of lease
+                   deadlines and a hash of attempts
+  taskfleet        processes calling the queue protocol: receive(100) then ack(batch)
+  runtime          two worker processes of the taskfleet runtime (--queue URL, one child
+                   each, --runtime-children to change), as if on two hosts; --skip-runtime
+                   to skip
+
+Ratios are against the bare baselines of the same run. The numbers depend on the machine;
+only the ratios mean much.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from itertools import islice
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "queues"))
+from queue_servers import redis_server  # noqa: E402
+
+from taskfleet.queues import open_queue  # noqa: E402
+from taskfleet.tasks import Task  # noqa: E402
+
+PIPELINE = 5000
+
+STREAMS_SEND = """
+local n = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
+    redis.call('XADD', KEYS[2], '*', 'b', ARGV[i + 1])
+    n = n + 1
+  end
+end
+redis.call('HINCRBY', KEYS[3], 'inserted', n)
+return n
+"""
+
+
+# The issue's own design at its leanest, for the drain: one script leases (XAUTOCLAIM of leases
+# idle longer than the lease, then XREADGROUP of new entries, counting the leased), one script
+# completes (XACK + XDEL, counting the completed). No delayed retries, tokens or per-message
+# lease lengths: a lower bound for a Streams backend that honours the contract.
+STREAMS_RECEIVE = """
+local n = tonumber(ARGV[1])
+local got = {}
+local claimed = redis.call('XAUTOCLAIM', KEYS[1], 'workers', ARGV[2], ARGV[3], '0-0',
+                           'COUNT', n)
+for _, entry in ipairs(claimed[2]) do got[#got + 1] = entry end
+if #got < n then
+  local fresh = redis.call('XREADGROUP', 'GROUP', 'workers', ARGV[2], 'COUNT', n - #got,
+                           'STREAMS', KEYS[1], '>')
+  if fresh then
+    for _, entry in ipairs(fresh[1][2]) do got[#got + 1] = entry end
+  end
+end
+if #got > 0 then redis.call('HINCRBY', KEYS[2], 'leased', #got) end
+return got
+"""
+
+STREAMS_ACK = """
+redis.call('XACK', KEYS[1], 'workers', unpack(ARGV))
+redis.call('XDEL', KEYS[1], unpack(ARGV))
+redis.call('HINCRBY', KEYS[2], 'leased', -#ARGV)
+redis.call('HINCRBY', KEYS[2], 'completed', #ARGV)
+return #ARGV
+"""
+
+
+# What a Streams backend must add to honour the contract: a sorted set of lease deadlines
+# (per-message lease lengths, extend, stale-receipt checks) and a hash of attempts (XAUTOCLAIM
+# returns no delivery counts, and a release must not count). Appended to the scripts above.
+STREAMS_RECEIVE_FULL = STREAMS_RECEIVE.replace(
+    "if #got > 0 then",
+    """local until_ms = tonumber(ARGV[3]) + 1
+for _, entry in ipairs(got) do
+  redis.call('ZADD', KEYS[3], until_ms, entry[1])
+  redis.call('HINCRBY', KEYS[4], entry[1], 1)
+end
+if #got > 0 then""",
+)
+STREAMS_ACK_FULL = STREAMS_ACK.replace(
+    "return #ARGV",
+    "redis.call('ZREM', KEYS[3], unpack(ARGV))\nredis.call('HDEL', KEYS[4], unpack(ARGV))\n"
+    "return #ARGV",
+)
+
+
+def make_tasks(n: int) -> list[Task]:
+    return [Task(f"task-{i:07d}", {"num1": i, "num2": 2 * i}) for i in range(n)]
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+# -- load ---------------------------------------------------------------------------------
+
+
+def load_rpush(client: redis.Redis, bodies: list[bytes]) -> None:
+    for i in range(0, len(bodies), PIPELINE):
+        pipe = client.pipeline(transaction=False)
+        for body in bodies[i : i + PIPELINE]:
+            pipe.rpush("bare:list", body)
+        pipe.execute()
+
+
+def load_xadd(client: redis.Redis, bodies: list[bytes]) -> None:
+    for i in range(0, len(bodies), PIPELINE):
+        pipe = client.pipeline(transaction=False)
+        for body in bodies[i : i + PIPELINE]:
+            pipe.xadd("bare:stream", {"b": body})
+        pipe.execute()
+
+
+def load_streams_lua(client: redis.Redis, tasks: list[Task]) -> None:
+    sha = client.script_load(STREAMS_SEND)
+    keys = ["st:{p}:known", "st:{p}:stream", "st:{p}:meta"]
+    client.xgroup_create(keys[1], "workers", id="0", mkstream=True)
+    iterator = iter(tasks)
+    while True:
+        pipe = client.pipeline(transaction=False)
+        calls = 0
+        for _ in range(10):
+            chunk = list(islice(iterator, 500))
+            if not chunk:
+                break
+            args = [x for t in chunk for x in (t.id, t.to_json())]
+            pipe.evalsha(sha, len(keys), *keys, *args)
+            calls += 1
+        if not calls:
+            return
+        pipe.execute()
+
+
+# -- drain (each function runs in a child process) ------------------------------------------
+
+
+def drain_lpop(url: str, start: mp.Event, done: mp.Queue) -> None:
+    client = redis.Redis.from_url(url)
+    start.wait()
+    n = 0
+    while ids := client.lpop("bare:list", 100):
+        n += len(ids)
+    done.put(n)
+
+
+def drain_streams(url: str, start: mp.Event, done: mp.Queue, full: bool = False) -> None:
+    client = redis.Redis.from_url(url)
+    keys = ["st:{p}:stream", "st:{p}:meta", "st:{p}:leased", "st:{p}:att"]
+    receive = client.register_script(STREAMS_RECEIVE_FULL if full else STREAMS_RECEIVE)
+    ack = client.register_script(STREAMS_ACK_FULL if full else STREAMS_ACK)
+    consumer = f"c{os.getpid()}"
+    start.wait()
+    n = 0
+    while entries := receive(keys=keys, args=[100, consumer, 60_000]):
+        tasks = [Task.from_json(fields[1]) for _, fields in entries]
+        ack(keys=keys, args=[entry_id for entry_id, _ in entries])
+        n += len(tasks)
+    done.put(n)
+
+
+def drain_streams_full(url: str, start: mp.Event, done: mp.Queue) -> None:
+    drain_streams(url, start, done, full=True)
+
+
+def drain_protocol(url: str, start: mp.Event, done: mp.Queue) -> None:
+    queue = open_queue(url)
+    start.wait()
+    n = 0
+    while True:
+        messages = queue.receive(100, 60, wait_seconds=0.2)
+        if not messages:
+            if queue.stats().remaining == 0:
+                break
+            continue
+        queue.ack(messages)
+        n += len(messages)
+    done.put(n)
+
+
+def run_drain(target: Callable[..., None], url: str, processes: int = 2) -> tuple[float, int]:
+    ctx = mp.get_context("fork")
+    start, done = ctx.Event(), ctx.Queue()
+    workers = [ctx.Process(target=target, args=(url, start, done)) for _ in range(processes)]
+    for w in workers:
+        w.start()
+    time.sleep(0.5)  # let them connect
+    t0 = time.perf_counter()
+    start.set()
+    counts = [done.get() for _ in workers]
+    elapsed = time.perf_counter() - t0
+    for w in workers:
+        w.join()
+    return elapsed, sum(counts)
+
+
+NOOP_WORKER = textwrap.dedent(
+    """
+    from taskfleet import Worker
+
+    def process_task(task_id, task_data, worker_data):
+        return False, None
+
+    if __name__ == "__main__":
+        Worker(process_task).run()
+    """
+)
+
+
+def run_runtime_drain(url: str, n: int, workdir: Path, children: int) -> tuple[float, int] | str:
+    """Two worker-runtime processes, as if on two hosts, each with `children` children."""
+    script = workdir / "noop_worker.py"
+    script.write_text(NOOP_WORKER)
+    queue = open_queue(url)
+    t0 = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(script),
+                "--queue",
+                url,
+                "--num-simultaneous-tasks",
+                str(children),
+                "--exit-when-idle",
+                "1",
+                "--event-log-file",
+                str(workdir / f"events{i}.jsonl"),
+            ],
+            cwd=workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(2)
+    ]
+    for p in procs:
+        p.wait()
+    elapsed = time.perf_counter() - t0
+    stats = queue.stats()
+    if stats.completed != n:
+        err = (procs[0].stderr.read() if procs[0].stderr else b"").decode()[-500:]
+        return f"runtime drain did not finish ({stats}); stderr: {err}"
+    # the workers also waited --exit-when-idle before exiting: not part of the throughput
+    return elapsed - 1.0, n
+
+
+# -- main -----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--skip-runtime", action="store_true")
+    parser.add_argument("--runtime-children", type=int, default=1, help="children per worker")
+    args = parser.parse_args()
+    n = args.tasks
+    tasks = make_tasks(n)
+    bodies = [t.to_json() for t in tasks]
+    print(f"{n:,} tasks, {sum(map(len, bodies)) / n:.0f} bytes of JSON each, 2 cores shared\n")
+    with redis_server() as base, tempfile.TemporaryDirectory() as tmp:
+        url = f"{base}/0"
+        client = redis.Redis.from_url(url)
+        rows: list[tuple[str, str, float, str]] = []
+
+        t = timed(lambda: load_rpush(client, bodies))
+        rows.append(("load", "baseline-rpush", n / t, "baseline"))
+        t = timed(lambda: load_xadd(client, bodies))
+        rows.append(("load", "baseline-xadd", n / t, ""))
+        t = timed(lambda: load_streams_lua(client, tasks))
+        rows.append(("load", "streams-lua", n / t, ""))
+        queue = open_queue(f"{url}?name=bench")
+        queue.purge()
+        t = timed(lambda: queue.send(tasks))
+        rows.append(("load", "taskfleet", n / t, ""))
+
+        t, got = run_drain(drain_lpop, url)
+        assert got == n, got
+        rows.append(("drain", "baseline-lpop", n / t, "baseline"))
+        t, got = run_drain(drain_streams, url)
+        assert got == n, got
+        rows.append(("drain", "streams-lua", n / t, ""))
+        client.delete("st:{p}:known", "st:{p}:stream", "st:{p}:meta")
+        load_streams_lua(client, tasks)
+        t, got = run_drain(drain_streams_full, url)
+        assert got == n, got
+        rows.append(("drain", "streams-full", n / t, ""))
+        t, got = run_drain(drain_protocol, f"{url}?name=bench")
+        assert got == n, got
+        rows.append(("drain", "taskfleet", n / t, ""))
+
+        if not args.skip_runtime:
+            queue.purge()
+            queue.send(tasks)
+            outcome = run_runtime_drain(f"{url}?name=bench", n, Path(tmp), args.runtime_children)
+            if isinstance(outcome, str):
+                print(f"runtime: skipped: {outcome}\n")
+            else:
+                rows.append(("drain", "runtime", n / outcome[0], ""))
+
+        base_rate = {kind: rate for kind, _, rate, note in rows if note == "baseline"}
+        print(f"{'':6} {'':16} {'tasks/s':>10} {'vs baseline':>12}")
+        for kind, name, rate, _ in rows:
+            print(f"{kind:6} {name:16} {rate:>10,.0f} {rate / base_rate[kind]:>11.2f}x")
+        print("\ntargets: load >= 50,000 tasks/s; drain with 2 worker processes >= 5,000 tasks/s")
+        queue.purge()
+        queue.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""Monitoring commands: `monitor` (live statistics from events) and `report` (HTML report)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from taskfleet.cli import cli
+from taskfleet.errors import TaskfleetError
+
+
+@cli.command("monitor")
+@click.argument("events", nargs=-1, type=click.Path(dir_okay=False), metavar="[EVENTS_FILE]...")
+@click.option(
+    "--queue",
+    "queue_url",
+    metavar="URL",
+    help="Task queue URL: drain its companion event queue (sqlite:///q.db -> name tasks-events, "
+    "redis ...?name=job -> job-events, sqs://job -> job-events).",
+)
+@click.option(
+    "--event-queue", metavar="URL", help="Event queue URL to drain, instead of deriving it."
+)
+@click.option(
+    "--output-file",
+    "-o",
+    type=click.Path(dir_okay=False),
+    help="With --queue/--event-queue: append every event here (required; events already in "
+    "the file are read first, so restarting the monitor loses and repeats nothing).",
+)
+@click.option(
+    "--task-file",
+    metavar="PATH|URL",
+    help="Compare against this task list: progress, tasks not completed, tasks not listed.",
+)
+@click.option("--follow", "-f", is_flag=True, help="Keep reading the files as they grow.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
+@click.option(
+    "--remaining-out",
+    type=click.Path(dir_okay=False),
+    help="Write the tasks of --task-file not completed as a task file (.json list, else JSONL).",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Stop after this long without a new event (while following or draining a queue).",
+)
+@click.option(
+    "--exit-when-done",
+    is_flag=True,
+    help="Stop once every task of --task-file is completed or dead-lettered.",
+)
+@click.option(
+    "--refresh",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    metavar="SECONDS",
+    help="Seconds between updates while following: of the live view on a terminal (default "
+    "1), of the status line otherwise (default 10).",
+)
+@click.option(
+    "--lease-seconds",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    help="How long a received event stays hidden from other readers; an event this monitor "
+    "did not save in time (it was killed) comes back after it.",
+)
+def monitor(
+    events: tuple[str, ...],
+    queue_url: str | None,
+    event_queue: str | None,
+    output_file: str | None,
+    task_file: str | None,
+    follow: bool,
+    as_json: bool,
+    remaining_out: str | None,
+    idle_timeout: float | None,
+    exit_when_done: bool,
+    refresh: float | None,
+    lease_seconds: float,
+) -> None:
+    """Show how far a job is: progress, failures, elapsed times, hosts.
+
+    Reads events files (following them with --follow), or drains an event queue into
+    --output-file. Stop a live monitor with Ctrl-C; the final summary is printed either way.
+
+    \b
+    Examples:
+      taskfleet monitor events.jsonl
+      taskfleet monitor events.jsonl --follow --task-file tasks.jsonl
+      taskfleet monitor --queue sqlite:///job.db -o events.jsonl --task-file tasks.jsonl
+      taskfleet monitor events.jsonl --json --task-file tasks.jsonl --remaining-out rerun.jsonl
+    """
+    import orjson
+
+    from taskfleet.monitor import FileSource, MonitorOptions, QueueSource, run_monitor
+    from taskfleet.monitor_view import LiveView, LogView
+    from taskfleet.stats import EventStats
+
+    if (queue_url or event_queue) and events:
+        raise TaskfleetError("give either events files or --queue/--event-queue, not both")
+    if queue_url and event_queue:
+        raise TaskfleetError("give --queue or --event-queue, not both")
+    if not events and not (queue_url or event_queue):
+        raise TaskfleetError(
+            "nothing to monitor: give events files (taskfleet monitor events.jsonl) or a queue "
+            "(taskfleet monitor --queue URL -o events.jsonl)"
+        )
+    if remaining_out and not task_file:
+        raise TaskfleetError(
+            "--remaining-out needs --task-file: the remaining tasks are copied from it, data "
+            "and all"
+        )
+    if exit_when_done and not task_file:
+        raise TaskfleetError("--exit-when-done needs --task-file to know when all are done")
+
+    stats = EventStats()
+    if task_file:
+        from taskfleet.tasks import iter_tasks
+
+        stats.expect(task.id for task in iter_tasks(task_file))
+
+    if queue_url or event_queue:
+        if not output_file:
+            raise TaskfleetError(
+                "draining an event queue removes the events from it: give --output-file so "
+                "they are kept"
+            )
+        if event_queue is None:
+            from taskfleet.queues import event_queue_url
+
+            event_queue = event_queue_url(queue_url or "")
+        source = QueueSource(event_queue, output_file, lease_seconds=lease_seconds)
+        previous = source.read_previous(stats)
+        if previous:
+            click.echo(f"read {previous:,} earlier events from {output_file}", err=True)
+        follow = True
+    else:
+        if output_file:
+            raise TaskfleetError("--output-file is for --queue/--event-queue")
+        if not follow:
+            for path in events:
+                if not Path(path).exists():
+                    raise TaskfleetError(f"{path}: the events file does not exist. Check the path.")
+        source = FileSource(events, stats)
+        missing = source.missing()
+        if missing:
+            click.echo(f"waiting for {', '.join(missing)} to appear", err=True)
+
+    interactive = sys.stdout.isatty() and not as_json
+    show = None
+    if follow:
+        title = f"taskfleet monitor: {source.describe()}"
+        if interactive:
+            show = LiveView(title)
+        else:
+            click.echo(f"monitoring {source.describe()}", err=True)
+            show = LogView(every=refresh or 10.0)
+    options = MonitorOptions(
+        follow=follow,
+        idle_timeout=idle_timeout,
+        exit_when_done=exit_when_done,
+        refresh=refresh or 1.0,
+    )
+    summary, interrupted = run_monitor(source, stats, options, show)
+
+    if remaining_out and task_file:
+        from taskfleet.monitor import write_remaining
+
+        written = write_remaining(task_file, stats, remaining_out)
+        click.echo(f"wrote {written:,} tasks not completed to {remaining_out}", err=True)
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(summary.as_dict(), option=orjson.OPT_INDENT_2))
+        sys.stdout.buffer.write(b"\n")
+        sys.stdout.flush()
+    else:
+        click.echo(summary.format_text())
+    if interrupted:
+        raise SystemExit(130)
+
+
+@cli.command("report")
+@click.argument("events", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--output",
+    "-o",
+    default="report.html",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The HTML file to write (self-contained: opens offline).",
+)
+@click.option("--png", type=click.Path(dir_okay=False), help="Also write the timeline as a PNG.")
+@click.option("--task-file", metavar="PATH|URL", help="Compare against this task list.")
+@click.option("--title", help="Title of the report.")
+@click.option(
+    "--max-bars",
+    type=click.IntRange(min=1),
+    default=20_000,
+    show_default=True,
+    help="Above this many task attempts the timeline shows a sample (it says so).",
+)
+def report(
+    events: tuple[str, ...],
+    output: str,
+    png: str | None,
+    task_file: str | None,
+    title: str | None,
+    max_bars: int,
+) -> None:
+    """Write an HTML report of one or more events files: timeline per worker process,
+    throughput, elapsed-time histogram, failures and summary.
+
+    \b
+    Examples:
+      taskfleet report events.jsonl -o report.html
+      taskfleet report host-*/events.jsonl -o report.html --png timeline.png
+    """
+    from taskfleet.report import build_report
+
+    data = build_report(
+        events, output, png=png, max_bars=max_bars, title=title, task_file=task_file
+    )
+    note = ""
+    if data.sampled:
+        note = f" (timeline: {len(data.shown):,} of {len(data.attempts):,} attempts sampled)"
+    click.echo(f"wrote {output}{note}" + (f" and {png}" if png else ""), err=True)

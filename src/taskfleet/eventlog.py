@@ -1,0 +1,239 @@
+"""Reading event files: whole lines only, torn lines reported and skipped, optionally following.
+
+Event files are appended by many processes while they are read. A reader therefore takes only
+complete lines (ending in a newline) and keeps a trailing partial line for later; only when the
+file is known to be finished (or the reader stops) is a partial last line reported as torn (a
+writer crashed mid-write). A damaged line is never fatal: it is reported with the file and line
+number and skipped, and if a crashed writer's torn bytes were followed by another writer's
+complete event on the same line, that event is recovered.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+_CHUNK = 4 << 20
+# Every writer we know of (ours and rms-cloud-tasks') starts an event with its timestamp.
+_EVENT_START = b'{"timestamp"'
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    """A line that could not be read as an event."""
+
+    source: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.source} line {self.line}: {self.reason}"
+
+
+BadLineHandler = Callable[[BadLine], None]
+
+
+_DICT_ONLY = {dict}
+
+
+def parse_timestamp(value: str) -> float:
+    """Seconds since the epoch for an event timestamp; a timestamp without an offset (as
+    rms-cloud-tasks writes them) is taken as UTC."""
+    when = datetime.fromisoformat(value)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+class EventFileReader:
+    """Reads events from one JSONL file, from where it stopped last time.
+
+    Call `read()` as often as you like (that is `--follow`): each call yields the events of the
+    complete lines appended since the previous call. Call `finish()` once the file is complete
+    to report a torn last line. A file that shrinks (it was truncated or replaced) is read again
+    from the start, and the reset is reported as a bad line so the user knows.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        on_bad_line: BadLineHandler | None = None,
+        *,
+        start_offset: int = 0,
+    ) -> None:
+        self.path = Path(path)
+        self.name = str(path)
+        self._on_bad_line = on_bad_line or (lambda bad: None)
+        self._file: Any = None
+        self._inode: int | None = None
+        self.offset = start_offset  # bytes consumed (complete lines only)
+        self.line_number = 0  # lines consumed
+        self._partial = b""
+        self.bad_lines = 0
+
+    def _bad(self, line: int, reason: str) -> None:
+        self.bad_lines += 1
+        self._on_bad_line(BadLine(self.name, line, reason))
+
+    def _open(self) -> bool:
+        if self._file is not None:
+            return True
+        try:
+            self._file = open(self.path, "rb", buffering=0)  # noqa: SIM115 (kept open to follow)
+        except FileNotFoundError:
+            return False
+        st = os.fstat(self._file.fileno())
+        self._inode = st.st_ino
+        self._file.seek(self.offset)
+        return True
+
+    def _check_replaced(self) -> None:
+        """Start again if the file was truncated or replaced by a new file of the same name."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return
+        current = os.fstat(self._file.fileno()).st_size
+        if st.st_ino != self._inode or current < self.offset + len(self._partial):
+            self._bad(
+                self.line_number,
+                "the file was truncated or replaced; reading it again from the start",
+            )
+            self._file.close()
+            self._file = None
+            self.offset = 0
+            self.line_number = 0
+            self._partial = b""
+            self._open()
+
+    def read(self) -> Iterator[dict[str, Any]]:
+        """Yield the events of the complete lines available now."""
+        for batch in self.read_batches():
+            yield from batch
+
+    def read_batches(self) -> Iterator[list[dict[str, Any]]]:
+        """The events of the complete lines available now, a list per chunk read: the fast
+        path for folding millions of events (no per-event generator step)."""
+        if not self._open():
+            return
+        if self.offset or self._partial:
+            self._check_replaced()
+        loads = orjson.loads
+        f = self._file
+        while True:
+            chunk = f.read(_CHUNK)
+            if not chunk:
+                return
+            if self._partial:
+                chunk = self._partial + chunk
+            lines = chunk.split(b"\n")
+            self._partial = lines.pop()
+            base = self.line_number
+            self.line_number += len(lines)
+            self.offset += len(chunk) - len(self._partial)
+            try:
+                events = list(map(loads, lines))
+            except orjson.JSONDecodeError:
+                events = None  # a bad or empty line in this chunk: take the careful path
+            if events is not None and set(map(type, events)) <= _DICT_ONLY:
+                yield events
+            else:
+                yield self._parse_carefully(lines, base)
+
+    def _parse_carefully(self, lines: list[bytes], base: int) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        for index, line in enumerate(lines):
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                events.extend(self._salvage(base + index + 1, line))
+                continue
+            if type(event) is dict:
+                events.append(event)
+            else:
+                self._bad(base + index + 1, f"not an event object: {line[:80]!r}")
+        return events
+
+    def _salvage(self, line_number: int, line: bytes) -> Iterator[dict[str, Any]]:
+        if not line.strip():
+            return
+        start = line.find(_EVENT_START, 1)
+        if start > 0:
+            try:
+                event = orjson.loads(line[start:])
+            except orjson.JSONDecodeError:
+                event = None
+            if type(event) is dict:
+                self._bad(
+                    line_number,
+                    f"torn event (a writer crashed mid-write): {line[:start][:80]!r}; "
+                    "the complete event after it on the same line was kept",
+                )
+                yield event
+                return
+        self._bad(line_number, f"invalid JSON: {line[:80]!r}")
+
+    def finish(self) -> None:
+        """The file is complete: a partial last line was torn by a crash; report it."""
+        if self._partial.strip():
+            # A last line that parses completely only lacks its newline: accept it.
+            try:
+                event = orjson.loads(self._partial)
+            except orjson.JSONDecodeError:
+                event = None
+            if type(event) is not dict:
+                self._bad(
+                    self.line_number + 1,
+                    f"torn last line (a writer crashed mid-write?): {self._partial[:80]!r}",
+                )
+                self._partial = b""
+        self.close()
+
+    def read_all(self) -> Iterator[dict[str, Any]]:
+        """Everything in the file, then `finish` (including a last line without newline)."""
+        yield from self.read()
+        if self._partial.strip():
+            try:
+                event = orjson.loads(self._partial)
+            except orjson.JSONDecodeError:
+                event = None
+            if type(event) is dict:
+                self._partial = b""
+                yield event
+        self.finish()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def iter_event_files(
+    paths: Iterable[str | os.PathLike[str]], on_bad_line: BadLineHandler | None = None
+) -> Iterator[dict[str, Any]]:
+    """The events of several files, one file after the other (no ordering)."""
+    for path in paths:
+        if not Path(path).exists():
+            from taskfleet.errors import TaskfleetError
+
+            raise TaskfleetError(f"{path}: the events file does not exist. Check the path.")
+        yield from EventFileReader(path, on_bad_line).read_all()
+
+
+def load_sorted_events(
+    paths: Iterable[str | os.PathLike[str]], on_bad_line: BadLineHandler | None = None
+) -> list[dict[str, Any]]:
+    """All events of several files (many hosts, many workers) merged in timestamp order.
+
+    Sorting by the timestamp string is chronological because every writer formats it the same
+    way (UTC, fixed width); the sort is stable, so events with equal timestamps keep file order.
+    """
+    events = list(iter_event_files(paths, on_bad_line))
+    events.sort(key=lambda e: e.get("timestamp") or "")
+    return events

@@ -1,0 +1,441 @@
+"""Events: the one record of what happened to every task, and the sinks that store them.
+
+An event is a flat JSON object, one per line in a JSONL file (the schema is in DESIGN.md and is
+compatible with rms-cloud-tasks' event files). Monitoring and reports read only events, so the
+schema is a public contract: fields are only ever added, never renamed.
+
+Writing is batched and controlled by the caller. `emit` only serialises into a buffer; `flush`
+makes the whole buffer durable with one write (one `os.write` for a file, one `send` for an event
+queue). The runtime flushes *before* it acks the tasks whose outcome the batch records, so a
+crash can duplicate an event (the task runs again) but never lose one.
+
+Why a file sink can be shared by many processes: the file is opened with `O_APPEND` and each
+flush is a single `write(2)` of whole lines. On a local file system the kernel appends each such
+write at the end of the file as one unit, so lines from different processes never interleave or
+tear; only a crash in the middle of a write can leave a torn last line, which the readers report
+and skip.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+import weakref
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import orjson
+
+# -- schema ------------------------------------------------------------------------------------
+
+TASK_COMPLETED = "task_completed"
+TASK_EXCEPTION = "task_exception"
+TASK_TIMED_OUT = "task_timed_out"
+TASK_EXITED = "task_exited"
+TASK_DEAD_LETTERED = "task_dead_lettered"
+NON_FATAL_EXCEPTION = "non_fatal_exception"
+FATAL_EXCEPTION = "fatal_exception"
+SPOT_TERMINATION = "spot_termination"
+WORKER_STARTED = "worker_started"
+WORKER_STOPPED = "worker_stopped"
+
+EVENT_TYPES: tuple[str, ...] = (
+    TASK_COMPLETED,
+    TASK_EXCEPTION,
+    TASK_TIMED_OUT,
+    TASK_EXITED,
+    TASK_DEAD_LETTERED,
+    NON_FATAL_EXCEPTION,
+    FATAL_EXCEPTION,
+    SPOT_TERMINATION,
+    WORKER_STARTED,
+    WORKER_STOPPED,
+)
+
+#: Events that end one attempt of a task: exactly one of these per attempt that ran.
+ATTEMPT_OUTCOMES: frozenset[str] = frozenset(
+    {TASK_COMPLETED, TASK_EXCEPTION, TASK_TIMED_OUT, TASK_EXITED}
+)
+#: Events about one task (they carry `task_id`).
+TASK_EVENT_TYPES: frozenset[str] = ATTEMPT_OUTCOMES | {TASK_DEAD_LETTERED}
+
+#: The fields of the schema, in the order writers put them (readers accept any order and
+#: ignore fields they do not know, so files from newer versions stay readable).
+FIELDS: tuple[str, ...] = (
+    "timestamp",
+    "hostname",
+    "event_type",
+    "task_id",
+    "attempt",
+    "worker_id",
+    "pid",
+    "elapsed_time",
+    "retry",
+    "result",
+    "exit_code",
+    "exception",
+    "stack_trace",
+)
+
+#: An event queue is drained by the monitor; a message that keeps coming back (the monitor was
+#: killed before its ack, again and again) must not be dead-lettered after the task queue's usual
+#: 3 attempts, or events would silently go missing.
+EVENT_QUEUE_MAX_ATTEMPTS = 1000
+
+_HOSTNAME: str | None = None
+
+
+def hostname() -> str:
+    """This machine's name for events: `$TASKFLEET_HOSTNAME` if set (tests fake many hosts with
+    it), else `socket.gethostname()` (looked up once)."""
+    override = os.environ.get("TASKFLEET_HOSTNAME")
+    if override:
+        return override
+    global _HOSTNAME
+    if _HOSTNAME is None:
+        _HOSTNAME = socket.gethostname()
+    return _HOSTNAME
+
+
+def utc_timestamp(when: datetime | None = None) -> str:
+    """ISO 8601 UTC with an explicit `+00:00` offset and always six fractional digits.
+
+    The fixed width matters: readers order events by comparing these strings, which is only
+    correct when every writer formats them the same way.
+    """
+    when = when or datetime.now(timezone.utc)
+    return when.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def make_event(event_type: str, **fields: Any) -> dict[str, Any]:
+    """A new event: `timestamp`, `hostname`, `event_type`, then the given fields.
+
+    Fields whose value is None are left out, so a reader can tell "not applicable" from a value.
+    `timestamp` or `hostname` given as fields override the defaults (for converters and tests).
+    """
+    event: dict[str, Any] = {
+        "timestamp": fields.pop("timestamp", None) or utc_timestamp(),
+        "hostname": fields.pop("hostname", None) or hostname(),
+        "event_type": event_type,
+    }
+    for key, value in fields.items():
+        if value is not None:
+            event[key] = value
+    return event
+
+
+def _json_fallback(value: Any) -> Any:
+    """Serialise what orjson cannot (a task's result may be any object): sets become lists,
+    anything else its repr, so one odd result never stops the runtime from writing events."""
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return repr(value)
+
+
+_DUMPS_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+
+
+def dumps_line(event: dict[str, Any]) -> bytes:
+    """One event as one JSONL line (with its newline)."""
+    return orjson.dumps(event, default=_json_fallback, option=_DUMPS_OPTIONS)
+
+
+# -- sinks -------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class EventSink(Protocol):
+    """Where events go. `emit` is cheap (buffer only); `flush` is the one durable write."""
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Buffer one event."""
+        ...
+
+    def flush(self) -> None:
+        """Make every event emitted so far durable in the sink, in one write per batch."""
+        ...
+
+    def close(self) -> None:
+        """Flush, then release the file or queue. Idempotent."""
+        ...
+
+
+class _BufferedSink:
+    """The buffering shared by the sinks: thread-safe emit, one flush at a time, fork-safe.
+
+    A child process forked while events sit in the buffer would otherwise write them a second
+    time; `os.register_at_fork` empties the buffers of every live sink in the child (the parent
+    still owns and writes those events).
+    """
+
+    _live: weakref.WeakSet[_BufferedSink] = weakref.WeakSet()
+
+    def __init__(self) -> None:
+        self._buffer: list[Any] = []
+        self._buffer_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._closed = False
+        _BufferedSink._live.add(self)
+
+    def _take(self) -> list[Any]:
+        with self._buffer_lock:
+            items, self._buffer = self._buffer, []
+        return items
+
+    def _put_back(self, items: list[Any]) -> None:
+        """A failed write keeps its events, ahead of newer ones, for the next flush."""
+        with self._buffer_lock:
+            self._buffer[:0] = items
+
+    @property
+    def pending(self) -> int:
+        """Events emitted but not yet flushed."""
+        return len(self._buffer)
+
+    def _after_fork_in_child(self) -> None:
+        self._buffer = []
+        self._buffer_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+
+    def __enter__(self) -> _BufferedSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()  # type: ignore[attr-defined]
+
+
+def _clear_buffers_in_child() -> None:
+    for sink in list(_BufferedSink._live):
+        sink._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_clear_buffers_in_child)
+
+
+class FileEventSink(_BufferedSink):
+    """Appends events to a JSONL file; each flush is one `os.write` of whole lines.
+
+    `fsync=True` also syncs the file on every flush, which makes events survive a power loss
+    and not only a process crash, at the cost of a disk round trip per batch.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._fsync = fsync
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        self._fd = os.open(self.path, flags, 0o644)
+
+    def emit(self, event: dict[str, Any]) -> None:
+        # Serialise now: the caller may reuse or change the dict after emit returns.
+        line = dumps_line(event)
+        with self._buffer_lock:
+            self._buffer.append(line)
+
+    def emit_line(self, line: bytes) -> None:
+        """Buffer an already serialised line (the monitor copies events without re-encoding)."""
+        if not line.endswith(b"\n"):
+            line += b"\n"
+        with self._buffer_lock:
+            self._buffer.append(line)
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        with self._flush_lock:
+            lines = self._take()
+            if not lines:
+                return
+            data = b"".join(lines)
+            view = memoryview(data)
+            written = 0
+            try:
+                # A regular file takes the whole write at once unless the disk is full or a
+                # quota is hit; then finish the rest rather than lose it.
+                while written < len(data):
+                    written += os.write(self._fd, view[written:])
+                if self._fsync:
+                    os.fsync(self._fd)
+            except BaseException:
+                # Keep the whole batch for the next flush: its events are not durable, so the
+                # caller must not ack their tasks. Lines already written come again (readers
+                # drop duplicates) and a half-written line is reported as torn: nothing is lost.
+                self._put_back(lines)
+                raise
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+            os.close(self._fd)
+
+    def __repr__(self) -> str:
+        return f"FileEventSink({str(self.path)!r})"
+
+
+class QueueEventSink(_BufferedSink):
+    """Sends events to an event queue, each as a task `{"id": <uuid4 hex>, "data": event}`.
+
+    The id is chosen at emit time, so a flush that fails half-way and is retried does not
+    duplicate the events the queue already took (`send` skips ids it already holds, where the
+    backend remembers them).
+    """
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        from taskfleet.queues import open_queue
+
+        self.url = url
+        self._queue = open_queue(url, max_attempts=EVENT_QUEUE_MAX_ATTEMPTS)
+
+    def emit(self, event: dict[str, Any]) -> None:
+        from taskfleet.tasks import Task
+
+        # Round-trip through JSON now so the queue gets plain JSON data, whatever the result.
+        task = Task(uuid.uuid4().hex, orjson.loads(dumps_line(event)))
+        with self._buffer_lock:
+            self._buffer.append(task)
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        with self._flush_lock:
+            tasks = self._take()
+            if not tasks:
+                return
+            try:
+                self._queue.send(tasks)
+            except BaseException:
+                self._put_back(tasks)
+                raise
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+            self._queue.close()
+
+    def __repr__(self) -> str:
+        from taskfleet.redact import redact
+
+        return f"QueueEventSink({redact(self.url)!r})"
+
+
+class FanOutSink:
+    """Sends every event to several sinks (a file and an event queue).
+
+    Flush writes the sinks in order and stops at the first failure, so the caller does not ack
+    tasks whose events reached only some sinks; the sinks that did succeed are not written
+    again for those events.
+    """
+
+    def __init__(self, sinks: Iterable[EventSink]) -> None:
+        self.sinks = list(sinks)
+
+    def emit(self, event: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.emit(event)
+
+    def flush(self) -> None:
+        for sink in self.sinks:
+            sink.flush()
+
+    def close(self) -> None:
+        errors: list[BaseException] = []
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except BaseException as exc:  # close every sink even if one fails
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> FanOutSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FanOutSink({self.sinks!r})"
+
+
+class NullSink:
+    """Drops every event (events are off)."""
+
+    def emit(self, event: dict[str, Any]) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> NullSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def open_event_sink(
+    file: str | os.PathLike[str] | None = None,
+    queue_url: str | None = None,
+    *,
+    fsync: bool = False,
+) -> EventSink:
+    """The sink for a run: a JSONL file, an event queue, both, or nothing.
+
+    `queue_url` is the URL of the event queue itself; for the companion event queue of a task
+    queue pass `taskfleet.queues.event_queue_url(task_queue_url)`.
+    """
+    sinks: list[EventSink] = []
+    if file is not None:
+        sinks.append(FileEventSink(file, fsync=fsync))
+    if queue_url is not None:
+        try:
+            sinks.append(QueueEventSink(queue_url))
+        except BaseException:
+            for sink in sinks:
+                sink.close()
+            raise
+    if not sinks:
+        return NullSink()
+    if len(sinks) == 1:
+        return sinks[0]
+    return FanOutSink(sinks)
+
+
+__all__ = [
+    "ATTEMPT_OUTCOMES",
+    "EVENT_QUEUE_MAX_ATTEMPTS",
+    "EVENT_TYPES",
+    "FIELDS",
+    "TASK_EVENT_TYPES",
+    "EventSink",
+    "FanOutSink",
+    "FileEventSink",
+    "NullSink",
+    "QueueEventSink",
+    "dumps_line",
+    "hostname",
+    "make_event",
+    "open_event_sink",
+    "utc_timestamp",
+]

@@ -1,0 +1,384 @@
+"""The Redis queue: `redis://[:password@]host:port/db?name=JOB`, or `rediss://` for TLS.
+
+Many workers on many hosts share one Redis server. The design (why not Streams is explained in
+docs/queues-distributed.md, with measurements) is a list of visible task ids, sorted sets of
+lease deadlines, delayed retries and dead letters, and hashes of bodies, attempts, lease tokens
+and errors, all changed only by the Lua scripts in `redis_scripts`, one script per state change.
+So every change is atomic, every lease has its own length and can be renewed or given back,
+attempts count exactly (a released delivery is not counted), and the server's clock is the only
+one that matters.
+
+Batching: `send` packs a few hundred tasks into one script call and pipelines several calls per
+round trip; `receive`, `ack`, `release` and `extend` are one script call per batch. An empty
+`receive` with `wait_seconds` blocks on the server (BLMOVE of the ready list onto itself, which
+changes nothing) instead of polling, and wakes up early when a delayed task or a lease falls due.
+
+Needs Redis 6.2 or newer (LPOP with a count, BLMOVE) and redis-py 5 or newer.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+
+from taskfleet.errors import QueueConnectionError, QueueURLError
+from taskfleet.queues import redis_scripts as lua
+from taskfleet.queues.base import (
+    DEFAULT_MAX_ATTEMPTS,
+    DeadLetter,
+    Message,
+    QueueStats,
+    SendInterrupted,
+    SendResult,
+)
+from taskfleet.redact import redact
+from taskfleet.tasks import Task
+
+DEFAULT_QUEUE_NAME = "tasks"
+KEY_PREFIX = "taskfleet"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_KEY_NAMES = ("meta", "known", "body", "att", "tok", "ready", "leased", "delayed", "dead", "err")
+SEND_CHUNK = 500  # tasks per script call: short enough not to stall the server (~1 ms)
+SEND_CALLS_PER_ROUND_TRIP = 10  # so one round trip carries 5,000 tasks
+BATCH_CHUNK = 1000  # ids per ack/release/extend/redrive script call
+MAX_BLOCK_SECONDS = 1.0  # one blocking wait; a loop covers longer waits
+
+
+def parse_redis_url(url: str) -> tuple[str, str, int | None]:
+    """Split our options (`name`, `max_attempts`) off a Redis URL.
+
+    Returns the URL for redis-py (with its own options, such as `socket_timeout`, kept), the
+    queue name and max_attempts (None if not given).
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise QueueURLError(f"{redact(url)!r} is not a redis:// or rediss:// URL")
+    if not parts.hostname:
+        raise QueueURLError(
+            f"{redact(url)!r}: the Redis URL names no host; write redis://host:6379/0?name=JOB"
+        )
+    name = DEFAULT_QUEUE_NAME
+    max_attempts: int | None = None
+    rest: list[tuple[str, str]] = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key == "name":
+            name = value
+        elif key == "max_attempts":
+            try:
+                max_attempts = int(value)
+            except ValueError:
+                raise QueueURLError(
+                    f"{redact(url)!r}: max_attempts must be a whole number"
+                ) from None
+        else:
+            rest.append((key, value))
+    if not _NAME_RE.match(name):
+        raise QueueURLError(
+            f"{redact(url)!r}: queue name {name!r} may hold only letters, digits, '_', '-' and '.'"
+        )
+    client_url = urlunsplit(parts._replace(query=urlencode(rest)))
+    return client_url, name, max_attempts
+
+
+class RedisQueue:
+    """A queue kept in Redis; see the module docstring for the design."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        name: str = DEFAULT_QUEUE_NAME,
+        *,
+        max_attempts: int | None = None,
+        url: str | None = None,
+    ) -> None:
+        if max_attempts is not None and max_attempts < 1:
+            raise QueueURLError(f"max_attempts must be at least 1, not {max_attempts}")
+        self.name = name
+        self.url = url or f"redis://?name={name}"
+        self._redis = client
+        self._keys = [f"{KEY_PREFIX}:{{{name}}}:{k}" for k in _KEY_NAMES]
+        self._scripts = {
+            script_name: client.register_script(getattr(lua, script_name))
+            for script_name in (
+                "SEND",
+                "RECEIVE",
+                "ACK",
+                "RETRY",
+                "DEAD_LETTER",
+                "RELEASE",
+                "EXTEND",
+                "STATS",
+                "REDRIVE",
+            )
+        }
+        try:
+            self.max_attempts = self._ensure_meta(max_attempts)
+        except redis.RedisError as exc:
+            raise QueueConnectionError(
+                f"cannot open the Redis queue {redact(self.url)}: {type(exc).__name__}: "
+                f"{redact(str(exc))}"
+            ) from None
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_url(cls, url: str, *, max_attempts: int | None = None) -> RedisQueue:
+        client_url, name, url_attempts = parse_redis_url(url)
+        try:
+            client = redis.Redis.from_url(
+                client_url, socket_connect_timeout=10, socket_keepalive=True
+            )
+        except (TypeError, ValueError) as exc:
+            raise QueueURLError(f"{redact(url)!r}: {redact(str(exc))}") from None
+        return cls(
+            client,
+            name,
+            max_attempts=max_attempts if max_attempts is not None else url_attempts,
+            url=url,
+        )
+
+    @staticmethod
+    def event_queue_url(url: str) -> str:
+        """The same server and options, the queue `NAME-events`."""
+        _, name, _ = parse_redis_url(url)
+        parts = urlsplit(url)
+        query = [
+            (k, v)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+            if k not in ("name", "max_attempts")
+        ]
+        query.insert(0, ("name", f"{name}-events"))
+        return urlunsplit(parts._replace(query=urlencode(query)))
+
+    def _ensure_meta(self, max_attempts: int | None) -> int:
+        """Create the queue's metadata if it is new (an existing queue keeps its max_attempts)
+        and load the scripts, in one round trip."""
+        meta = self._keys[0]
+        pipe = self._redis.pipeline(transaction=False)
+        for script in self._scripts.values():
+            pipe.script_load(script.script)
+        pipe.hsetnx(meta, "max_attempts", max_attempts or DEFAULT_MAX_ATTEMPTS)
+        pipe.hsetnx(meta, "created", time.time())
+        pipe.hget(meta, "max_attempts")
+        return int(pipe.execute()[-1])
+
+    # -- script calls ---------------------------------------------------------------------
+
+    def _run(self, script: str, args: Sequence[Any]) -> Any:
+        return self._scripts[script](keys=self._keys, args=args)
+
+    def _run_many(self, script: str, arg_lists: Sequence[Sequence[Any]]) -> list[Any]:
+        """Several calls of one script in one round trip.
+
+        redis-py's pipelines check that scripts are loaded with an extra round trip on every
+        execute; instead we send EVALSHA and load the script only if the server says it is
+        missing (a restart, SCRIPT FLUSH), then rerun just the calls that did not run.
+        """
+        script = self._scripts[script]
+        pending = list(range(len(arg_lists)))
+        results: list[Any] = [None] * len(arg_lists)
+        for _ in range(2):
+            pipe = self._redis.pipeline(transaction=False)
+            for i in pending:
+                pipe.evalsha(script.sha, len(self._keys), *self._keys, *arg_lists[i])
+            answers = pipe.execute(raise_on_error=False)
+            missing = []
+            for i, answer in zip(pending, answers, strict=True):
+                if isinstance(answer, redis.exceptions.NoScriptError):
+                    missing.append(i)
+                elif isinstance(answer, Exception):
+                    raise answer
+                else:
+                    results[i] = answer
+            if not missing:
+                return results
+            script.sha = self._redis.script_load(script.script)
+            pending = missing
+        raise redis.exceptions.NoScriptError("the server keeps forgetting the taskfleet scripts")
+
+    @staticmethod
+    def _receipt(message: Message) -> tuple[str, str]:
+        token, _, task_id = message.receipt.partition(":")
+        return task_id, token
+
+    # -- protocol -------------------------------------------------------------------------
+
+    def send(self, tasks: Iterable[Task], batch_size: int = SEND_CHUNK) -> SendResult:
+        """Insert tasks; ids ever inserted (queued, leased, done or dead) are skipped.
+
+        The iterable is consumed lazily, `SEND_CALLS_PER_ROUND_TRIP` chunks at a time, so memory
+        stays bounded. Each chunk is atomic; an error part way (a bad entry in the task file,
+        the server failing) leaves earlier round trips inserted and raises `SendInterrupted`
+        with their count. Sending again is safe because known ids are skipped.
+        """
+        batch_size = max(1, min(BATCH_CHUNK, batch_size or SEND_CHUNK))  # Lua unpack limit
+        result = SendResult()
+        iterator = iter(tasks)
+        try:
+            while True:
+                calls: list[list[Any]] = []
+                for _ in range(SEND_CALLS_PER_ROUND_TRIP):
+                    chunk = list(islice(iterator, batch_size))
+                    if not chunk:
+                        break
+                    args: list[Any] = []
+                    for task in chunk:
+                        args.append(task.id)
+                        args.append(task.to_json())
+                    calls.append(args)
+                if not calls:
+                    return result
+                for inserted, present in self._run_many("SEND", calls):
+                    result += SendResult(int(inserted), int(present), int(inserted) + int(present))
+        except Exception as exc:
+            # What went in before the error stays in (sending again skips it); say how much.
+            raise SendInterrupted(result.inserted, exc, result.already_present) from exc
+
+    def receive(
+        self, max_messages: int, lease_seconds: float, wait_seconds: float = 0
+    ) -> list[Message]:
+        if max_messages <= 0:
+            return []
+        deadline = time.monotonic() + max(0.0, wait_seconds)
+        lease_ms = max(1, round(lease_seconds * 1000))
+        while True:
+            messages: list[Message] = []
+            while len(messages) < max_messages:  # script calls of at most BATCH_CHUNK
+                want = min(BATCH_CHUNK, max_messages - len(messages))
+                reply = self._run("RECEIVE", [want, lease_ms])
+                for item in reply[1:]:
+                    token, attempt, body = item.split(b":", 2)
+                    task = Task.from_json(body)
+                    messages.append(Message(task, f"{token.decode()}:{task.id}", int(attempt)))
+                if len(reply) - 1 < want:
+                    break
+            if messages:
+                return messages
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            hint_ms = int(reply[0])
+            block = min(remaining, MAX_BLOCK_SECONDS)
+            if hint_ms >= 0:
+                block = min(block, hint_ms / 1000 + 0.001)
+            # BLMOVE of the list onto its own tail returns as soon as the list has an element
+            # and leaves it where it was: a server-side wait for new tasks, no polling.
+            ready = self._keys[5]
+            self._redis.blmove(ready, ready, max(0.01, block), "RIGHT", "RIGHT")
+
+    def ack(self, messages: Sequence[Message]) -> None:
+        """Done. Accepted even if the lease has passed on: the work is done either way."""
+        ids = [self._receipt(m)[0] for m in messages]
+        if ids:
+            self._run_many("ACK", _chunks(ids, BATCH_CHUNK))
+
+    def retry(self, message: Message, delay_seconds: float = 0, error: str | None = None) -> bool:
+        task_id, token = self._receipt(message)
+        delay_ms = max(0, round(delay_seconds * 1000))
+        args = [task_id, token, delay_ms, "0" if error is None else "1", error or ""]
+        return bool(self._run("RETRY", args))
+
+    def dead_letter(self, message: Message, error: str | None = None) -> None:
+        task_id, token = self._receipt(message)
+        self._run("DEAD_LETTER", [task_id, token, "0" if error is None else "1", error or ""])
+
+    def release(self, messages: Sequence[Message]) -> None:
+        pairs = [x for m in messages for x in self._receipt(m)]
+        if pairs:
+            self._run_many("RELEASE", _chunks(pairs, 2 * BATCH_CHUNK))
+
+    def extend(self, messages: Sequence[Message], lease_seconds: float) -> None:
+        pairs = [x for m in messages for x in self._receipt(m)]
+        lease_ms = max(1, round(lease_seconds * 1000))
+        if pairs:
+            self._run_many(
+                "EXTEND", [[lease_ms, *chunk] for chunk in _chunks(pairs, 2 * BATCH_CHUNK)]
+            )
+
+    def stats(self) -> QueueStats:
+        (
+            ready,
+            stale,
+            leased,
+            expired,
+            delayed,
+            due,
+            dead,
+            inserted,
+            duplicates,
+            completed,
+        ) = (int(x) for x in self._run("STATS", []))
+        return QueueStats(
+            visible=max(0, ready - stale) + expired + due,
+            leased=leased - expired,
+            delayed=delayed - due,
+            dead=dead,
+            inserted=inserted,
+            completed=completed,
+            duplicates_skipped=duplicates,
+        )
+
+    def dead_letters(self) -> Iterator[DeadLetter]:
+        """Dead letters, oldest first, read in pages (a snapshot per page, not a whole)."""
+        dead_key, body_key, att_key, err_key = (self._keys[i] for i in (8, 2, 3, 9))
+        start = 0
+        while True:
+            ids = self._redis.zrange(dead_key, start, start + BATCH_CHUNK - 1)
+            if not ids:
+                return
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hmget(body_key, ids)
+            pipe.hmget(att_key, ids)
+            pipe.hmget(err_key, ids)
+            bodies, attempts, errors = pipe.execute()
+            for body, attempt, error in zip(bodies, attempts, errors, strict=True):
+                if body is not None:
+                    yield DeadLetter(
+                        Task.from_json(body),
+                        int(attempt or 0),
+                        error.decode("utf-8", "replace") if error is not None else None,
+                    )
+            start += len(ids)
+
+    def redrive(self, ids: Iterable[str] | None = None) -> int:
+        if ids is None:
+            moved = 0
+            while True:
+                n = int(self._run("REDRIVE", ["all", BATCH_CHUNK]))
+                moved += n
+                if n < BATCH_CHUNK:
+                    return moved
+        chunks = [["ids", *chunk] for chunk in _chunks(list(ids), BATCH_CHUNK)]
+        return sum(int(n) for n in self._run_many("REDRIVE", chunks)) if chunks else 0
+
+    def purge(self) -> None:
+        """Delete every task, dead letter and counter; max_attempts stays."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.unlink(*self._keys[1:])
+        pipe.hset(
+            self._keys[0],
+            mapping={"inserted": 0, "duplicates": 0, "completed": 0, "stale": 0},
+        )
+        pipe.execute()
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def __enter__(self) -> RedisQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RedisQueue({redact(self.url)!r})"
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

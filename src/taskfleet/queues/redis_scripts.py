@@ -1,0 +1,318 @@
+"""The Lua scripts of the Redis backend, one per state change.
+
+Every state change of a task is one script, so it is atomic on the server: a crash of the
+client between two commands can never leave a task half moved (popped but not leased, known but
+not queued). Scripts take the time from the server (`TIME`), so leases and retry delays mean
+the same on every host whatever their clocks say. All keys of one queue share the hash tag
+`{NAME}`, so the scripts also run on Redis Cluster.
+
+Keys (KEYS[i] in every script, in this order; see `RedisQueue._keys`):
+
+ 1 meta     hash    max_attempts, created, inserted, duplicates, completed, stale, seq
+ 2 known    set     every id ever inserted (idempotent send; cleared only by purge)
+ 3 body     hash    id -> task JSON, while the task is not done
+ 4 att      hash    id -> deliveries so far (the attempt of the current or last lease)
+ 5 tok      hash    id -> token of the current lease (from meta.seq: never reused)
+ 6 ready    list    ids visible now, in order (fresh tasks, released ones at the head)
+ 7 leased   zset    id -> lease deadline (ms)
+ 8 delayed  zset    id -> time it becomes visible (ms)
+ 9 dead     zset    id -> time it was dead-lettered (ms)
+10 err      hash    id -> last error
+
+An id acked while it sits in `ready` (its lease had passed on and the task was given back) is
+left in the list and counted in meta.stale; `receive` drops such ids when it pops them, as
+their body is gone. That keeps `ack` O(1) instead of an O(N) LREM.
+"""
+
+from __future__ import annotations
+
+# Shared prologue: the server's clock in milliseconds and the queue's max_attempts.
+_PROLOGUE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local max_attempts = tonumber(redis.call('HGET', KEYS[1], 'max_attempts') or '3')
+"""
+
+# Is (id, token) the current lease? A lease that expired but was not yet taken over still is.
+_HOLDS = """
+local function holds(id, token)
+  return redis.call('HGET', KEYS[5], id) == token and redis.call('ZSCORE', KEYS[7], id)
+end
+"""
+
+# ARGV: id1, body1, id2, body2, ...  ->  {inserted, already_present}
+SEND = """
+local inserted, present = 0, 0
+local new = {}
+for i = 1, #ARGV, 2 do
+  local id = ARGV[i]
+  if redis.call('SADD', KEYS[2], id) == 1 then
+    redis.call('HSET', KEYS[3], id, ARGV[i + 1])
+    inserted = inserted + 1
+    new[inserted] = id
+  else
+    present = present + 1
+  end
+end
+if inserted > 0 then
+  redis.call('RPUSH', KEYS[6], unpack(new))
+  redis.call('HINCRBY', KEYS[1], 'inserted', inserted)
+end
+if present > 0 then
+  redis.call('HINCRBY', KEYS[1], 'duplicates', present)
+end
+return {inserted, present}
+"""
+
+# Calls `command key args...` in slices, as Lua's unpack() has a limit of a few thousand values.
+_CHUNKED = """
+local function chunked(command, key, args)
+  for i = 1, #args, 1000 do
+    redis.call(command, key, unpack(args, i, math.min(i + 999, #args)))
+  end
+end
+"""
+
+# ARGV: max_messages (at most 1000), lease_ms
+# -> {wait_hint_ms, 'token:attempt:body', ...}; wait_hint_ms is how long until a delayed task
+#    or a lease falls due (-1: none), so an empty receive knows how long to block. One string
+#    per message keeps the reply small to parse.
+RECEIVE = (
+    _PROLOGUE
+    + _CHUNKED
+    + """
+local n = tonumber(ARGV[1])
+local until_ms = now + tonumber(ARGV[2])
+local out = {-1}
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local leases, tokens, attempts_out = {}, {}, {}
+
+-- Lease ids whose bodies and current attempt counts are given (all calls batched).
+local function lease(ids, bodies, attempts)
+  for i, id in ipairs(ids) do
+    seq = seq + 1
+    local attempt = (tonumber(attempts[i]) or 0) + 1
+    leases[#leases + 1] = until_ms
+    leases[#leases + 1] = id
+    tokens[#tokens + 1] = id
+    tokens[#tokens + 1] = seq
+    attempts_out[#attempts_out + 1] = id
+    attempts_out[#attempts_out + 1] = attempt
+    out[#out + 1] = seq .. ':' .. attempt .. ':' .. bodies[i]
+  end
+end
+
+-- 1. Leases that expired (the worker died): take them over first, so a dead worker's tasks
+--    do not wait behind the whole backlog. Attempts spent: dead-letter instead.
+local expired = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now, 'LIMIT', 0, n)
+if #expired > 0 then
+  local counts = redis.call('HMGET', KEYS[4], unpack(expired))
+  local again, again_attempts = {}, {}
+  for i, id in ipairs(expired) do
+    local attempts = tonumber(counts[i]) or 0
+    if attempts >= max_attempts then
+      redis.call('ZREM', KEYS[7], id)
+      redis.call('ZADD', KEYS[9], now, id)
+      redis.call('HSET', KEYS[10], id, 'lease expired on attempt ' .. attempts .. ' of '
+        .. max_attempts .. ' (the worker died or was killed)')
+    else
+      again[#again + 1] = id
+      again_attempts[#again_attempts + 1] = attempts
+    end
+  end
+  if #again > 0 then
+    lease(again, redis.call('HMGET', KEYS[3], unpack(again)), again_attempts)
+  end
+end
+
+-- 2. Delayed retries that are due join the end of the ready list.
+local due = redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', now, 'LIMIT', 0, 1000)
+if #due > 0 then
+  redis.call('ZREM', KEYS[8], unpack(due))
+  redis.call('RPUSH', KEYS[6], unpack(due))
+end
+
+-- 3. Visible tasks, in order. Ids whose body is gone were acked while waiting: drop them.
+while #out - 1 < n do
+  local ids = redis.call('LPOP', KEYS[6], n - (#out - 1))
+  if not ids then break end
+  local bodies = redis.call('HMGET', KEYS[3], unpack(ids))
+  local counts = redis.call('HMGET', KEYS[4], unpack(ids))
+  local live, live_bodies, live_counts = {}, {}, {}
+  local stale = 0
+  for i, id in ipairs(ids) do
+    if bodies[i] then
+      live[#live + 1] = id
+      live_bodies[#live_bodies + 1] = bodies[i]
+      live_counts[#live_counts + 1] = counts[i]
+    else
+      stale = stale + 1
+    end
+  end
+  if stale > 0 then redis.call('HINCRBY', KEYS[1], 'stale', -stale) end
+  lease(live, live_bodies, live_counts)
+end
+
+if #leases > 0 then
+  chunked('ZADD', KEYS[7], leases)
+  chunked('HSET', KEYS[5], tokens)
+  chunked('HSET', KEYS[4], attempts_out)
+  redis.call('HSET', KEYS[1], 'seq', seq)
+else
+  local hint = -1
+  for _, key in ipairs({KEYS[7], KEYS[8]}) do
+    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if #first > 0 then
+      local ms = math.max(0, tonumber(first[2]) - now)
+      if hint < 0 or ms < hint then hint = ms end
+    end
+  end
+  out[1] = hint
+end
+return out
+"""
+)
+
+# ARGV: ids (at most 1000)  ->  number of tasks completed by this call
+ACK = """
+local done = {}
+local stale = 0
+local scores = redis.call('ZMSCORE', KEYS[7], unpack(ARGV))
+local leased = {}
+for i, id in ipairs(ARGV) do
+  if scores[i] then
+    leased[#leased + 1] = id
+    done[#done + 1] = id
+  elseif redis.call('ZREM', KEYS[8], id) == 1 then
+    done[#done + 1] = id
+  elseif redis.call('HEXISTS', KEYS[3], id) == 1 and not redis.call('ZSCORE', KEYS[9], id) then
+    done[#done + 1] = id   -- waiting in the ready list: left there, dropped when popped
+    stale = stale + 1
+  end
+end
+if #leased > 0 then redis.call('ZREM', KEYS[7], unpack(leased)) end
+if #done > 0 then
+  for _, key in ipairs({KEYS[3], KEYS[4], KEYS[5], KEYS[10]}) do
+    redis.call('HDEL', key, unpack(done))
+  end
+  redis.call('HINCRBY', KEYS[1], 'completed', #done)
+end
+if stale > 0 then redis.call('HINCRBY', KEYS[1], 'stale', stale) end
+return #done
+"""
+
+# ARGV: id, token, delay_ms, has_error (0/1), error
+# -> 1 retried (or the lease had passed on: nothing to do), 0 dead-lettered
+RETRY = (
+    _PROLOGUE
+    + _HOLDS
+    + """
+local id = ARGV[1]
+if not holds(id, ARGV[2]) then return 1 end
+if ARGV[4] == '1' then
+  redis.call('HSET', KEYS[10], id, ARGV[5])
+else
+  redis.call('HDEL', KEYS[10], id)
+end
+redis.call('ZREM', KEYS[7], id)
+if tonumber(redis.call('HGET', KEYS[4], id) or '0') >= max_attempts then
+  redis.call('ZADD', KEYS[9], now, id)
+  return 0
+end
+local delay = tonumber(ARGV[3])
+if delay <= 0 then
+  redis.call('RPUSH', KEYS[6], id)
+else
+  redis.call('ZADD', KEYS[8], now + delay, id)
+end
+return 1
+"""
+)
+
+# ARGV: id, token, has_error (0/1), error  ->  1 dead-lettered, 0 the lease had passed on
+DEAD_LETTER = (
+    _PROLOGUE
+    + _HOLDS
+    + """
+local id = ARGV[1]
+if not holds(id, ARGV[2]) then return 0 end
+redis.call('ZREM', KEYS[7], id)
+redis.call('ZADD', KEYS[9], now, id)
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[10], id, ARGV[4])
+else
+  redis.call('HDEL', KEYS[10], id)
+end
+return 1
+"""
+)
+
+# ARGV: id1, token1, id2, token2, ...  ->  number released. The delivery is not counted, and
+# the tasks go to the head of the ready list (in their given order): they were next in line.
+RELEASE = (
+    _HOLDS
+    + """
+local released = 0
+for i = #ARGV - 1, 1, -2 do
+  local id = ARGV[i]
+  if holds(id, ARGV[i + 1]) then
+    redis.call('ZREM', KEYS[7], id)
+    if redis.call('HINCRBY', KEYS[4], id, -1) < 0 then redis.call('HSET', KEYS[4], id, 0) end
+    redis.call('LPUSH', KEYS[6], id)
+    released = released + 1
+  end
+end
+return released
+"""
+)
+
+# ARGV: lease_ms, id1, token1, id2, token2, ...  ->  number extended
+EXTEND = (
+    _PROLOGUE
+    + _HOLDS
+    + """
+local until_ms = now + tonumber(ARGV[1])
+local extended = 0
+for i = 2, #ARGV, 2 do
+  if holds(ARGV[i], ARGV[i + 1]) then
+    redis.call('ZADD', KEYS[7], 'XX', until_ms, ARGV[i])
+    extended = extended + 1
+  end
+end
+return extended
+"""
+)
+
+# -> {ready_len, stale, leased, leases_expired, delayed, delayed_due, dead,
+#     inserted, duplicates, completed}
+STATS = (
+    _PROLOGUE
+    + """
+local m = redis.call('HMGET', KEYS[1], 'stale', 'inserted', 'duplicates', 'completed')
+return {
+  redis.call('LLEN', KEYS[6]), tonumber(m[1] or '0'),
+  redis.call('ZCARD', KEYS[7]), redis.call('ZCOUNT', KEYS[7], '-inf', now),
+  redis.call('ZCARD', KEYS[8]), redis.call('ZCOUNT', KEYS[8], '-inf', now),
+  redis.call('ZCARD', KEYS[9]),
+  tonumber(m[2] or '0'), tonumber(m[3] or '0'), tonumber(m[4] or '0'),
+}
+"""
+)
+
+# ARGV: 'all', chunk  |  'ids', id1, id2, ...  ->  number moved back, with fresh attempts
+REDRIVE = """
+local ids
+if ARGV[1] == 'all' then
+  ids = redis.call('ZRANGE', KEYS[9], 0, tonumber(ARGV[2]) - 1)
+else
+  ids = {}
+  for i = 2, #ARGV do
+    if redis.call('ZSCORE', KEYS[9], ARGV[i]) then ids[#ids + 1] = ARGV[i] end
+  end
+end
+if #ids == 0 then return 0 end
+redis.call('ZREM', KEYS[9], unpack(ids))
+redis.call('HDEL', KEYS[4], unpack(ids))
+redis.call('RPUSH', KEYS[6], unpack(ids))
+return #ids
+"""

@@ -1,0 +1,644 @@
+"""The Amazon SQS queue: `sqs://NAME?region=REGION[&endpoint_url=URL][&max_attempts=N]`.
+
+Opening the queue creates it if needed, with a dead-letter queue `NAME-dlq` and a redrive
+policy of `maxReceiveCount = max_attempts`, so SQS itself dead-letters a task whose worker died
+on its last attempt. An existing queue keeps its own policy (that is its `max_attempts`).
+`NAME.fifo` makes a FIFO queue (its dead-letter queue is `NAME-dlq.fifo`): the task id is the
+deduplication id, so loading the same tasks twice within SQS's 5-minute deduplication window
+enqueues them once, and each task is its own message group, so FIFO order costs no parallelism.
+
+What SQS cannot do, and what we do instead (the contract suite lists these in one place):
+- A standard queue has no idempotent send: loading twice queues duplicates (workers still run
+  each at least once; the duplicates are counted by the monitor from events). FIFO dedupes
+  only within 5 minutes. `SendResult.already_present` is always 0.
+- A released delivery still counts as a receive (`release` is a visibility timeout of 0).
+- An earlier receipt handle of a message still works, so a stale retry or release changes the
+  current delivery. SQS has no place for a retry's error: only dead letters carry one.
+- Counts are SQS's approximate attributes; delayed retries are in-flight messages, so they show
+  as leased. Completed and inserted totals are unknown (None).
+- Visibility timeouts and waits are whole seconds: leases are rounded up.
+
+Every call is batched: SendMessageBatch of 10 with many batches in flight on a thread pool,
+ReceiveMessage of up to 10 with long polling, DeleteMessageBatch and
+ChangeMessageVisibilityBatch of 10. Credentials come from boto3's default chain; nothing we log
+or raise contains a secret (URLs go through `redact`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from taskfleet.errors import MessageTooLargeError, QueueConnectionError, QueueURLError
+from taskfleet.queues.base import (
+    DEFAULT_MAX_ATTEMPTS,
+    DeadLetter,
+    Message,
+    QueueStats,
+    SendInterrupted,
+    SendResult,
+)
+from taskfleet.redact import redact
+from taskfleet.tasks import Task
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 256 * 1024  # per message, and per SendMessageBatch request
+BATCH = 10  # SQS's largest batch
+MAX_VISIBILITY = 12 * 3600
+MAX_WAIT = 20  # longest long poll
+THREADS = 16  # batches in flight
+RETENTION = 14 * 24 * 3600  # the longest SQS allows: a long job must not lose tasks
+SEND_TRIES = 8
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+_DEDUP_RE = re.compile(r"^[!-~]{1,128}$")  # SQS: 1-128 printable ASCII characters
+ERROR_ATTRIBUTE = "taskfleet_error"
+ATTEMPTS_ATTRIBUTE = "taskfleet_attempts"
+MAX_ERROR_CHARS = 8192
+_GONE = {"ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidParameterValue"}
+
+
+def parse_sqs_url(url: str) -> tuple[str, dict[str, str], int | None]:
+    """`sqs://NAME?region=R&endpoint_url=U&max_attempts=N` -> (name, client options, attempts)."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqs":
+        raise QueueURLError(f"{redact(url)!r} is not an sqs:// URL")
+    name = parts.netloc + parts.path.rstrip("/")
+    base = name[: -len(".fifo")] if name.endswith(".fifo") else name
+    if not _NAME_RE.match(base) or len(base) + len("-dlq") + (5 if base != name else 0) > 80:
+        raise QueueURLError(
+            f"{redact(url)!r}: the SQS queue name {name!r} must be 1-76 letters, digits, '-' "
+            "or '_' (optionally ending in .fifo), so that NAME-dlq fits in SQS's 80 characters"
+        )
+    options: dict[str, str] = {}
+    max_attempts: int | None = None
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in ("region", "endpoint_url"):
+            options[key] = value
+        elif key == "max_attempts":
+            try:
+                max_attempts = int(value)
+            except ValueError:
+                raise QueueURLError(
+                    f"{redact(url)!r}: max_attempts must be a whole number"
+                ) from None
+        else:
+            raise QueueURLError(
+                f"{redact(url)!r}: unknown option {key!r}; an SQS queue URL takes region=, "
+                "endpoint_url= and max_attempts="
+            )
+    return name, options, max_attempts
+
+
+def _seconds(value: float, limit: int) -> int:
+    """SQS takes whole seconds: round up (a lease must never be shorter than asked)."""
+    return max(0, min(limit, math.ceil(value - 1e-9)))
+
+
+def _dedup_id(task_id: str) -> str:
+    """The task id if SQS accepts it as a deduplication/group id, else a digest of it."""
+    if _DEDUP_RE.match(task_id):
+        return task_id
+    return "sha256-" + hashlib.sha256(task_id.encode("utf-8")).hexdigest()
+
+
+def _body(task: Task) -> str:
+    """The task as an SQS body. SQS refuses U+FFFE and U+FFFF: those are written escaped."""
+    text = task.to_json().decode("utf-8")
+    if "\ufffe" in text or "\uffff" in text:
+        text = json.dumps({"id": task.id, "data": task.data}, ensure_ascii=True)
+    return text
+
+
+class SQSQueue:
+    """A task queue in Amazon SQS; see the module docstring for what differs from the others."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        max_attempts: int | None = None,
+        url: str | None = None,
+        client: Any = None,
+    ) -> None:
+        if max_attempts is not None and max_attempts < 1:
+            raise QueueURLError(f"max_attempts must be at least 1, not {max_attempts}")
+        self.name = name
+        self.fifo = name.endswith(".fifo")
+        self.dlq_name = name[:-5] + "-dlq.fifo" if self.fifo else name + "-dlq"
+        self.url = url or f"sqs://{name}" + (f"?region={region}" if region else "")
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+        try:
+            self.client = client or boto3.session.Session().client(
+                "sqs",
+                region_name=region,
+                endpoint_url=endpoint_url,
+                config=botocore.config.Config(
+                    max_pool_connections=THREADS + 4,
+                    retries={"mode": "standard", "max_attempts": 5},
+                ),
+            )
+            self.queue_url, self.dlq_url, self.max_attempts = self._open(max_attempts)
+        except botocore.exceptions.NoRegionError:
+            raise QueueURLError(
+                f"{redact(self.url)!r}: no AWS region; add ?region=REGION to the URL or set "
+                "AWS_DEFAULT_REGION"
+            ) from None
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise QueueConnectionError(
+                f"cannot open the SQS queue {redact(self.url)}: {redact(str(exc))}"
+            ) from None
+        members = self.client.meta.service_model.operation_model("ReceiveMessage").input_shape
+        self._attributes_param = (
+            "MessageSystemAttributeNames"
+            if "MessageSystemAttributeNames" in members.members
+            else "AttributeNames"
+        )
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_url(cls, url: str, *, max_attempts: int | None = None) -> SQSQueue:
+        name, options, url_attempts = parse_sqs_url(url)
+        return cls(
+            name,
+            region=options.get("region"),
+            endpoint_url=options.get("endpoint_url"),
+            max_attempts=max_attempts if max_attempts is not None else url_attempts,
+            url=url,
+        )
+
+    @staticmethod
+    def event_queue_url(url: str) -> str:
+        """`NAME-events` (a standard queue even for a FIFO task queue: events need no order
+        and carry unique ids), in the same region and endpoint."""
+        name, _, _ = parse_sqs_url(url)
+        base = name[:-5] if name.endswith(".fifo") else name
+        query = [
+            (k, v)
+            for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True)
+            if k != "max_attempts"
+        ]
+        return f"sqs://{base}-events" + (f"?{urlencode(query)}" if query else "")
+
+    def _queue_url(self, name: str) -> str | None:
+        try:
+            return self.client.get_queue_url(QueueName=name)["QueueUrl"]
+        except self.client.exceptions.QueueDoesNotExist:
+            return None
+
+    def _create(self, name: str, attributes: dict[str, str]) -> str:
+        if self.fifo:
+            attributes = {**attributes, "FifoQueue": "true"}
+        return self.client.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+
+    def _open(self, max_attempts: int | None) -> tuple[str, str, int]:
+        """Find or create the queue and its dead-letter queue; return their URLs and the
+        max_attempts of the queue's redrive policy."""
+        queue_url = self._queue_url(self.name)
+        if queue_url is not None:
+            attributes = self.client.get_queue_attributes(
+                QueueUrl=queue_url, AttributeNames=["RedrivePolicy"]
+            )["Attributes"]
+            if "RedrivePolicy" in attributes:
+                policy = json.loads(attributes["RedrivePolicy"])
+                dlq_name = policy["deadLetterTargetArn"].rsplit(":", 1)[-1]
+                dlq_url = self._queue_url(dlq_name) or self._create(
+                    dlq_name, {"MessageRetentionPeriod": str(RETENTION)}
+                )
+                return queue_url, dlq_url, int(policy["maxReceiveCount"])
+        attempts = max_attempts or DEFAULT_MAX_ATTEMPTS
+        dlq_url = self._queue_url(self.dlq_name) or self._create(
+            self.dlq_name, {"MessageRetentionPeriod": str(RETENTION)}
+        )
+        dlq_arn = self.client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        policy_text = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": attempts})
+        if queue_url is None:
+            queue_url = self._create(
+                self.name,
+                {"MessageRetentionPeriod": str(RETENTION), "RedrivePolicy": policy_text},
+            )
+        else:  # an existing queue without a dead-letter queue: give it ours
+            self.client.set_queue_attributes(
+                QueueUrl=queue_url, Attributes={"RedrivePolicy": policy_text}
+            )
+        return queue_url, dlq_url, attempts
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(THREADS, thread_name_prefix="taskfleet-sqs")
+            return self._executor
+
+    def _parallel(self, fn: Callable[[Any], Any], batches: list[Any]) -> list[Any]:
+        """Run fn over batches, several in flight when there is more than one."""
+        if len(batches) <= 1:
+            return [fn(b) for b in batches]
+        return list(self._pool().map(fn, batches))
+
+    def _entries_call(
+        self, operation: str, queue_url: str, entries: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """One *Batch call, retrying the entries that failed through no fault of ours.
+
+        Returns the entries that failed for good, with SQS's error code and message added as
+        `_code` and `_message`, so that each caller decides what a failure means (a receipt
+        SQS no longer knows is harmless for `ack`, fatal for nothing).
+        """
+        by_id = {e["Id"]: e for e in entries}
+        pending = entries
+        final: list[dict[str, Any]] = []
+        for attempt in range(SEND_TRIES):
+            response = getattr(self.client, operation)(QueueUrl=queue_url, Entries=pending)
+            retry: list[dict[str, Any]] = []
+            for failure in response.get("Failed", []):
+                entry = {
+                    **by_id[failure["Id"]],
+                    "_code": failure.get("Code", ""),
+                    "_message": failure.get("Message", ""),
+                }
+                (final if failure.get("SenderFault") else retry).append(entry)
+            if not retry:
+                return final
+            if attempt == SEND_TRIES - 1:
+                return final + retry
+            pending = [by_id[e["Id"]] for e in retry]
+            time.sleep(min(2.0, 0.05 * 2**attempt))
+        return final  # pragma: no cover
+
+    @staticmethod
+    def _receipt_batches(
+        receipts: Sequence[str], extra: dict[str, Any] | None = None
+    ) -> list[list[dict[str, Any]]]:
+        entries = [
+            {"Id": str(i), "ReceiptHandle": receipt, **(extra or {})}
+            for i, receipt in enumerate(receipts)
+        ]
+        return [entries[i : i + BATCH] for i in range(0, len(entries), BATCH)]
+
+    # -- protocol -------------------------------------------------------------------------
+
+    def send(self, tasks: Iterable[Task], batch_size: int = BATCH) -> SendResult:
+        """Send in batches of 10 (and at most 256 KiB), many batches in flight.
+
+        A task too large for one message stops the send before its batch goes out. Entries
+        that SQS failed are retried; a task is counted as inserted only when SQS accepted it.
+        Any error part way (a bad task, a bad entry in the task file, SQS failing) waits for
+        the batches in flight and raises `SendInterrupted` with the number SQS accepted.
+        """
+        batch_size = max(1, min(BATCH, batch_size or BATCH))
+        result = SendResult()
+        in_flight: set[Future[int]] = set()
+
+        def collect(done: Iterable[Future[int]]) -> None:
+            error: BaseException | None = None
+            for future in done:
+                in_flight.discard(future)
+                if future.exception() is not None:
+                    error = error or future.exception()
+                else:
+                    result.inserted += future.result()
+            if error is not None:
+                raise error
+
+        try:
+            for batch in self._send_batches(tasks, batch_size, result):
+                if len(in_flight) >= 2 * THREADS:
+                    collect(wait(in_flight, return_when=FIRST_COMPLETED).done)
+                in_flight.add(self._pool().submit(self._send_batch, batch))
+            collect(wait(in_flight).done if in_flight else [])
+        except Exception as exc:
+            for future in wait(in_flight).done if in_flight else []:
+                if future.exception() is None:
+                    result.inserted += future.result()
+            raise SendInterrupted(result.inserted, exc) from exc
+        return result
+
+    def _send_batches(
+        self, tasks: Iterable[Task], batch_size: int, result: SendResult
+    ) -> Iterator[list[tuple[Task, str]]]:
+        batch: list[tuple[Task, str]] = []
+        batch_bytes = 0
+        for task in tasks:
+            body = _body(task)
+            size = len(body.encode("utf-8"))
+            if size > MAX_MESSAGE_BYTES:
+                if batch:  # the tasks before it are sent, as the message says
+                    yield batch
+                raise MessageTooLargeError(
+                    f"task {task.id!r} is {size:,} bytes as JSON; an SQS message holds at most "
+                    f"{MAX_MESSAGE_BYTES:,} bytes (256 KiB). Keep large inputs in storage and "
+                    "put their path in the task data."
+                )
+            if batch and (len(batch) >= batch_size or batch_bytes + size > MAX_MESSAGE_BYTES):
+                yield batch
+                batch, batch_bytes = [], 0
+            batch.append((task, body))
+            batch_bytes += size
+            result.ids_seen += 1
+        if batch:
+            yield batch
+
+    def _send_batch(self, batch: list[tuple[Task, str]]) -> int:
+        entries = []
+        for i, (task, body) in enumerate(batch):
+            entry: dict[str, Any] = {"Id": str(i), "MessageBody": body}
+            if self.fifo:
+                entry["MessageDeduplicationId"] = _dedup_id(task.id)
+                entry["MessageGroupId"] = _dedup_id(task.id)
+            entries.append(entry)
+        failed = self._entries_call("send_message_batch", self.queue_url, entries)
+        if failed:
+            first = failed[0]
+            task_id = batch[int(first["Id"])][0].id
+            raise QueueConnectionError(
+                f"SQS refused {len(failed)} task(s) of a batch, for example {task_id!r}: "
+                f"{first['_code']}: {first['_message']}"
+            )
+        return len(entries)
+
+    def _receive(
+        self, queue_url: str, n: int, visibility: int, wait_seconds: int, extra: bool = False
+    ) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "QueueUrl": queue_url,
+            "MaxNumberOfMessages": max(1, min(BATCH, n)),
+            "VisibilityTimeout": visibility,
+            "WaitTimeSeconds": wait_seconds,
+            self._attributes_param: ["ApproximateReceiveCount"],
+        }
+        if extra:
+            kwargs["MessageAttributeNames"] = [ERROR_ATTRIBUTE, ATTEMPTS_ATTRIBUTE]
+        return self.client.receive_message(**kwargs).get("Messages", [])
+
+    def receive(
+        self, max_messages: int, lease_seconds: float, wait_seconds: float = 0
+    ) -> list[Message]:
+        """Up to `max_messages`, 10 per call; only the first call long-polls."""
+        if max_messages <= 0:
+            return []
+        visibility = max(1, _seconds(lease_seconds, MAX_VISIBILITY))
+        deadline = time.monotonic() + max(0.0, wait_seconds)
+        messages: list[Message] = []
+        while len(messages) < max_messages:
+            wait_now = 0
+            if not messages:
+                wait_now = _seconds(deadline - time.monotonic(), MAX_WAIT)
+            want = min(BATCH, max_messages - len(messages))
+            raw = self._receive(self.queue_url, want, visibility, wait_now)
+            for m in raw:
+                try:
+                    task = Task.from_json(m["Body"])
+                except (ValueError, KeyError, TypeError):
+                    log.warning(
+                        "SQS queue %s: message %s is not a taskfleet task; leaving it to the "
+                        "dead-letter queue",
+                        self.name,
+                        m.get("MessageId"),
+                    )
+                    continue
+                attempt = int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+                messages.append(Message(task, m["ReceiptHandle"], attempt))
+            if len(raw) < want and (messages or time.monotonic() >= deadline):
+                break
+        return messages
+
+    def ack(self, messages: Sequence[Message]) -> None:
+        """DeleteMessageBatch; a receipt SQS no longer knows means the task is gone already."""
+
+        def delete(batch: list[dict[str, Any]]) -> None:
+            failed = self._entries_call("delete_message_batch", self.queue_url, batch)
+            self._raise_unless_gone("delete", failed)
+
+        self._parallel(delete, self._receipt_batches([m.receipt for m in messages]))
+
+    def _raise_unless_gone(self, what: str, failed: list[dict[str, Any]]) -> None:
+        serious = [f for f in failed if f["_code"] not in _GONE]
+        if serious:
+            raise QueueConnectionError(
+                f"SQS could not {what} {len(serious)} message(s) of {self.name}: "
+                f"{serious[0]['_code']}: {serious[0]['_message']}"
+            )
+
+    def _change_visibility(self, messages: Sequence[Message], seconds: int) -> None:
+        def change(batch: list[dict[str, Any]]) -> None:
+            failed = self._entries_call("change_message_visibility_batch", self.queue_url, batch)
+            self._raise_unless_gone("change the visibility of", failed)
+
+        batches = self._receipt_batches(
+            [m.receipt for m in messages], {"VisibilityTimeout": seconds}
+        )
+        self._parallel(change, batches)
+
+    def retry(self, message: Message, delay_seconds: float = 0, error: str | None = None) -> bool:
+        if message.attempt >= self.max_attempts:
+            self.dead_letter(message, error)
+            return False
+        try:
+            self.client.change_message_visibility(
+                QueueUrl=self.queue_url,
+                ReceiptHandle=message.receipt,
+                VisibilityTimeout=_seconds(delay_seconds, MAX_VISIBILITY),
+            )
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in _GONE:
+                raise
+        return True
+
+    def dead_letter(self, message: Message, error: str | None = None) -> None:
+        """Copy the task to the dead-letter queue with its error, then delete it here (in that
+        order: a crash between the two leaves a duplicate, never a loss)."""
+        attributes: dict[str, Any] = {
+            ATTEMPTS_ATTRIBUTE: {"DataType": "Number", "StringValue": str(message.attempt)}
+        }
+        if error:
+            attributes[ERROR_ATTRIBUTE] = {
+                "DataType": "String",
+                "StringValue": error[:MAX_ERROR_CHARS],
+            }
+        kwargs: dict[str, Any] = {}
+        if self.fifo:
+            kwargs = {
+                "MessageGroupId": _dedup_id(message.task_id),
+                "MessageDeduplicationId": uuid.uuid4().hex,
+            }
+        self.client.send_message(
+            QueueUrl=self.dlq_url,
+            MessageBody=_body(message.task),
+            MessageAttributes=attributes,
+            **kwargs,
+        )
+        try:
+            self.client.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message.receipt)
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in _GONE:
+                raise
+
+    def release(self, messages: Sequence[Message]) -> None:
+        """Visible at once (SQS still counts the receive)."""
+        self._change_visibility(messages, 0)
+
+    def extend(self, messages: Sequence[Message], lease_seconds: float) -> None:
+        self._change_visibility(messages, max(1, _seconds(lease_seconds, MAX_VISIBILITY)))
+
+    def stats(self) -> QueueStats:
+        names = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ]
+
+        def attributes(queue_url: str) -> dict[str, int]:
+            got = self.client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)
+            return {k: int(v) for k, v in got["Attributes"].items()}
+
+        main, dead = self._parallel(attributes, [self.queue_url, self.dlq_url])
+        return QueueStats(
+            visible=main["ApproximateNumberOfMessages"],
+            leased=main["ApproximateNumberOfMessagesNotVisible"],
+            delayed=main["ApproximateNumberOfMessagesDelayed"],
+            dead=sum(dead.values()),
+            approximate=True,
+        )
+
+    def _scan_dead(self, taken: set[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Every message of the dead-letter queue once. Messages stay hidden while the scan
+        runs and are given back at the end (or when the caller stops early), except those whose
+        receipt handles the caller put in `taken`."""
+        seen: set[str] = set()
+        held: list[str] = []
+        try:
+            while True:
+                raw = self._receive(self.dlq_url, BATCH, 120, 1, extra=True)
+                fresh = [m for m in raw if m["MessageId"] not in seen]
+                if not fresh:
+                    return
+                for m in fresh:
+                    seen.add(m["MessageId"])
+                    held.append(m["ReceiptHandle"])
+                    yield m
+        finally:
+            give_back = [r for r in held if r not in (taken or ())]
+            entries = self._receipt_batches(give_back, {"VisibilityTimeout": 0})
+            for batch in entries:
+                self._entries_call("change_message_visibility_batch", self.dlq_url, batch)
+
+    def _dead_letter_of(self, m: dict[str, Any]) -> DeadLetter | None:
+        try:
+            task = Task.from_json(m["Body"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("SQS queue %s: dead letter %s is not a task", self.dlq_name, m["MessageId"])
+            return None
+        attrs = m.get("MessageAttributes", {})
+        if ATTEMPTS_ATTRIBUTE in attrs:
+            attempts = int(attrs[ATTEMPTS_ATTRIBUTE]["StringValue"])
+            error = attrs.get(ERROR_ATTRIBUTE, {}).get("StringValue")
+        else:  # moved by SQS's redrive policy: its last lease expired
+            attempts = self.max_attempts
+            error = (
+                f"lease expired on attempt {attempts} of {self.max_attempts} "
+                "(the worker died or was killed)"
+            )
+        return DeadLetter(task, attempts, error)
+
+    def dead_letters(self) -> Iterator[DeadLetter]:
+        for m in self._scan_dead():
+            letter = self._dead_letter_of(m)
+            if letter is not None:
+                yield letter
+
+    def redrive(self, ids: Iterable[str] | None = None) -> int:
+        """Send dead letters back as new messages (fresh receive counts), then delete them
+        from the dead-letter queue."""
+        wanted = None if ids is None else set(ids)
+        moved: list[tuple[Task, str]] = []
+        taken: set[str] = set()
+        for m in self._scan_dead(taken):
+            letter = self._dead_letter_of(m)
+            if letter is None or (wanted is not None and letter.task.id not in wanted):
+                continue
+            moved.append((letter.task, m["ReceiptHandle"]))
+            taken.add(m["ReceiptHandle"])
+            if wanted is not None:
+                wanted.discard(letter.task.id)
+                if not wanted:
+                    break
+        batches = [moved[i : i + BATCH] for i in range(0, len(moved), BATCH)]
+        self._parallel(self._redrive_batch, batches)
+        return len(moved)
+
+    def _redrive_batch(self, batch: list[tuple[Task, str]]) -> None:
+        entries = []
+        for i, (task, _) in enumerate(batch):
+            entry: dict[str, Any] = {"Id": str(i), "MessageBody": _body(task)}
+            if self.fifo:  # a fresh deduplication id: the task's own may be within 5 minutes
+                entry["MessageDeduplicationId"] = uuid.uuid4().hex
+                entry["MessageGroupId"] = _dedup_id(task.id)
+            entries.append(entry)
+        failed = self._entries_call("send_message_batch", self.queue_url, entries)
+        if failed:
+            raise QueueConnectionError(
+                f"SQS refused {len(failed)} redriven task(s): {failed[0]['_code']}"
+            )
+        deletes = [{"Id": str(i), "ReceiptHandle": r} for i, (_, r) in enumerate(batch)]
+        self._entries_call("delete_message_batch", self.dlq_url, deletes)
+
+    def purge(self) -> None:
+        """PurgeQueue both queues; SQS allows one purge a minute, so a second purge within the
+        minute deletes the messages it can receive instead."""
+        for queue_url in (self.queue_url, self.dlq_url):
+            try:
+                self.client.purge_queue(QueueUrl=queue_url)
+            except botocore.exceptions.ClientError as exc:
+                if "PurgeQueueInProgress" not in exc.response.get("Error", {}).get("Code", ""):
+                    raise
+                self._drain(queue_url)
+
+    def _drain(self, queue_url: str) -> None:
+        while True:
+            raw = self._receive(queue_url, BATCH, 30, 0)
+            if not raw:
+                return
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(raw)
+            ]
+            self._entries_call("delete_message_batch", queue_url, entries)
+
+    def close(self) -> None:
+        with self._executor_lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> SQSQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SQSQueue({redact(self.url)!r})"

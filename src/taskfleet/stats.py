@@ -1,0 +1,872 @@
+"""Statistics folded from events, one at a time: the figures of `taskfleet monitor`, of the
+runtime's end-of-run summary and of `taskfleet report` all come from `EventStats`.
+
+Why a fold: a job has up to ten million tasks and its events arrive while it runs, so the
+statistics are updated per event in O(1) and kept in compact form (one int of state per task,
+elapsed times in an `array('d')`), and `summary()` can be taken at any moment. Events are
+folded in batches: the most common event (a task's first completion) in bulk with C-level
+operations, every other one by a per-event loop that defines what each event means.
+
+The result does not depend on the order of the events, so files from many hosts can be read
+one after the other with the same outcome as a merge by timestamp.
+
+Definitions (the tests check them against hand-computed fixtures):
+- A task is *completed* when it has a `task_completed` event with `retry` false. A
+  `task_completed` with `retry` true asked for another attempt and does not count.
+- A task *completed more than once* has completions from two or more different attempts (the
+  queue delivered it again, at least once delivery).
+- *Duplicate events* are the same record seen twice (an event queue delivered it twice, or two
+  overlapping files were read): same `task_id`, `attempt` and `event_type`; events without an
+  attempt (rms-cloud-tasks files, worker events) are duplicates when the whole record matches.
+  Duplicates are counted and otherwise ignored. They are found with one bit per (attempt,
+  event type) in the task's state, and otherwise with a set of 64-bit hashes of records.
+- *Dead letters*: tasks with a `task_dead_lettered` event and no completion (a task redriven
+  and then completed is no longer one).
+- Elapsed-time figures are over every counted `task_completed` event; percentiles interpolate
+  linearly between closest ranks (numpy's default); the standard deviation is the population
+  one.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import operator
+import os
+import re
+import threading
+from array import array
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from itertools import compress, islice, repeat
+from operator import and_, eq, is_, not_, or_
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from taskfleet.eventlog import BadLine, parse_timestamp
+
+if TYPE_CHECKING:
+    from taskfleet.events import EventSink
+
+# Per-task state, one int per task id: flags, a saturating completion count (0, 1, 2 = "two
+# or more") and, above them, one bit per (attempt, event kind) already counted, which detects
+# duplicate events without a set of keys (ints below 256 are shared objects in CPython, so a
+# task listed in a task file but not yet run costs only its dict entry).
+_EXPECTED = 1  # listed in the task file
+_DEAD = 2  # dead-lettered at least once
+_FAILED = 4  # had at least one failed attempt
+_SEEN = 8  # appeared in an event
+_ONE_COMPLETION = 16
+_TWO_COMPLETIONS = 32
+_COMPLETIONS = _ONE_COMPLETION | _TWO_COMPLETIONS
+# Set in states stored by the bulk path; it means nothing and no mask reads it: it only keeps
+# those ints apart from CPython's shared small ints, so that identity can mark fresh inserts.
+_BULK = 1 << 62
+_SEEN_BITS_SHIFT = 6
+_KINDS = {
+    "task_completed": 0,
+    "task_exception": 1,
+    "task_timed_out": 2,
+    "task_exited": 3,
+    "task_dead_lettered": 4,
+}
+_MAX_BIT_ATTEMPT = 8  # attempts above this (rare) fall back to the set of hashed keys
+_FAILURE_TYPES = frozenset({"task_exception", "task_timed_out", "task_exited"})
+_WORKER_ERROR_TYPES = frozenset({"non_fatal_exception", "fatal_exception"})
+
+_EXAMPLES = 10  # ids listed per category in the summary
+_BAD_LINE_EXAMPLES = 5
+_EXCEPTION_TYPE = re.compile(r"^([A-Za-z_][\w.]*)(?::|\(|$)")
+_RECENT_WINDOW = 60.0  # seconds of event time behind the live rate and ETA
+_NUMPY_FROM = 200_000  # below this, importing numpy costs about what it saves
+_BATCH = 32_768  # events folded per column-wise pass
+
+
+def exception_type(text: str | None) -> str:
+    """The exception type named at the start of an `exception` field ("ValueError: bad x" ->
+    "ValueError"); text that names no type is kept whole (shortened) so it still groups."""
+    if not text:
+        return "(no message)"
+    m = _EXCEPTION_TYPE.match(text)
+    if m:
+        return m.group(1)
+    first = text.strip().splitlines()[0] if text.strip() else text
+    return first[:80]
+
+
+def _elapsed_summary_numpy(elapsed: array[float]) -> ElapsedSummary | None:
+    """The same figures with numpy, when it is installed: sorting millions of values is ~10x
+    faster than `sorted` (numpy is optional; the pure-Python path gives the same numbers)."""
+    try:
+        import numpy as np
+    except ImportError:
+        return None
+    values = np.array(elapsed, dtype=np.float64)  # a copy: `elapsed` may still grow
+    values.sort()
+    p50, p90, p95, p99 = (float(x) for x in np.percentile(values, [50, 90, 95, 99]))
+    return ElapsedSummary(
+        count=len(values),
+        min=float(values[0]),
+        max=float(values[-1]),
+        mean=float(values.mean()),
+        sd=float(values.std()),
+        median=p50,
+        p90=p90,
+        p95=p95,
+        p99=p99,
+    )
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """The p-th percentile (0..100) of sorted values, interpolating between closest ranks."""
+    n = len(sorted_values)
+    if n == 0:
+        return math.nan
+    rank = (n - 1) * p / 100.0
+    low = int(rank)
+    high = min(low + 1, n - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
+
+
+@dataclass
+class ElapsedSummary:
+    """Elapsed-time figures of completed attempts, in seconds (None when there are none)."""
+
+    count: int
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    sd: float | None = None
+    median: float | None = None
+    p90: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+
+@dataclass
+class FailureGroup:
+    """Failed attempts of one kind: an exception type, a timeout or an exit code."""
+
+    kind: str
+    count: int
+    example_task_id: str | None
+    example_message: str | None
+    example_timestamp: str | None
+
+
+@dataclass
+class HostSummary:
+    """Events, completions and failed attempts of one host."""
+
+    hostname: str
+    events: int
+    completed: int
+    failed: int
+
+
+@dataclass
+class Summary:
+    """Everything `monitor` shows; `as_dict()` is the `--json` output."""
+
+    events: int
+    duplicate_events: int
+    unreadable_lines: int
+    unreadable_examples: list[str]
+    event_counts: dict[str, int]
+    completed_retry_false: int
+    completed_retry_true: int
+    tasks_in_task_file: int | None
+    tasks_seen: int
+    tasks_completed: int
+    tasks_not_completed: int
+    tasks_not_completed_examples: list[str]
+    tasks_completed_more_than_once: int
+    tasks_completed_more_than_once_examples: list[str]
+    tasks_not_in_task_file: int
+    dead_letters: int
+    dead_letter_examples: list[str]
+    first_event: str | None
+    last_event: str | None
+    span_seconds: float | None
+    completion_rate: float | None  # tasks per second over the whole span
+    recent_rate: float | None  # tasks per second over the last minute of events
+    eta_seconds: float | None
+    elapsed: ElapsedSummary
+    failures: list[FailureGroup] = field(default_factory=list)
+    worker_errors: list[FailureGroup] = field(default_factory=list)
+    hosts: list[HostSummary] = field(default_factory=list)
+
+    @property
+    def total_tasks(self) -> int:
+        """The task count progress is measured against."""
+        if self.tasks_in_task_file is not None:
+            return self.tasks_in_task_file
+        return self.tasks_seen
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["total_tasks"] = self.total_tasks
+        for key, value in list(data.items()):
+            if isinstance(value, float) and not math.isfinite(value):
+                data[key] = None
+        return data
+
+    def format_text(self, *, examples: int = _EXAMPLES) -> str:
+        """The final summary as plain text (rms-cloud-tasks' monitor summary, plus more)."""
+        from taskfleet.summary_text import format_summary
+
+        return format_summary(self, examples=examples)
+
+
+class EventStats:
+    """Folds events into statistics; see the module docstring for the definitions."""
+
+    def __init__(self, expected_ids: Iterable[str] | None = None) -> None:
+        self._tasks: dict[str, int] = {}
+        self._seen_keys: set[int] = set()  # duplicate detection for events without a bit
+        self.duplicates = 0
+        # Events per (hostname, event_type): one dict update per event gives both the counts by
+        # type and the counts per host; completions that asked for a retry are also counted per
+        # host apart, so completed and failed per host follow.
+        self._host_type_counts: Counter[tuple[Any, Any]] = Counter()
+        self._host_retries: Counter[Any] = Counter()
+        self.completed_retry_true = 0
+        self.elapsed = array("d")
+        # Sentinels instead of None keep the per-event comparisons free of None checks.
+        self._first_ts = "\uffff"
+        self._last_ts = ""
+        self._failures: dict[str, list[Any]] = {}
+        self._worker_errors: dict[str, list[Any]] = {}
+        self._exception_types: dict[str | None, str] = {}
+        self.tasks_seen = 0
+        self.tasks_done = 0
+        self.tasks_multi = 0
+        self.dead_open = 0
+        self.expected: int | None = None
+        self.expected_done = 0
+        self.unknown_tasks = 0
+        self.bad_lines = 0
+        self.bad_line_examples: list[str] = []
+        self._checkpoints: deque[tuple[float, int]] = deque(maxlen=256)
+        if expected_ids is not None:
+            self.expect(expected_ids)
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def expect(self, task_ids: Iterable[str]) -> None:
+        """Declare the task list (from `--task-file`): progress and the tasks not yet
+        completed are then measured against it."""
+        tasks = self._tasks
+        count = self.expected or 0
+        if self.expected is None:
+            # Tasks already seen in events are "not in the task file" until listed below.
+            self.unknown_tasks = len(tasks)
+        for task_id in task_ids:
+            state = tasks.get(task_id)
+            if state is None:
+                tasks[task_id] = _EXPECTED
+                count += 1
+            elif not state & _EXPECTED:
+                tasks[task_id] = state | _EXPECTED
+                count += 1
+                self.unknown_tasks -= 1
+                if state & _COMPLETIONS:
+                    self.expected_done += 1
+        self.expected = count
+
+    def bad_line(self, bad: BadLine) -> None:
+        """Record a line that could not be read (pass this as the readers' `on_bad_line`)."""
+        self.bad_lines += 1
+        if len(self.bad_line_examples) < _BAD_LINE_EXAMPLES:
+            self.bad_line_examples.append(str(bad))
+
+    def add(self, event: dict[str, Any]) -> None:
+        """Fold one event in."""
+        self.add_all((event,))
+
+    def _duplicate_record(self, event: dict[str, Any]) -> bool:
+        """Duplicate detection for events that have no (attempt, kind) bit: the whole record."""
+        get = event.get
+        key = hash(
+            (
+                get("event_type"),
+                get("task_id"),
+                get("attempt"),
+                get("timestamp"),
+                get("hostname"),
+                get("worker_id"),
+                get("pid"),
+            )
+        )
+        seen = self._seen_keys
+        before = len(seen)
+        seen.add(key)
+        return len(seen) == before
+
+    def malformed_event(self, event: Any) -> None:
+        """An event that breaks the schema: counted with the unreadable lines, not folded."""
+        self.bad_lines += 1
+        if len(self.bad_line_examples) < _BAD_LINE_EXAMPLES:
+            text = repr(event)
+            self.bad_line_examples.append(f"malformed event: {text[:120]}")
+
+    def add_all(self, events: Iterable[dict[str, Any]]) -> None:
+        """Fold events in, in batches of up to `_BATCH` (any iterable works)."""
+        if isinstance(events, list) and len(events) <= _BATCH:
+            self._add_batch(events)
+            return
+        iterator = iter(events)
+        while True:
+            batch = list(islice(iterator, _BATCH))
+            if not batch:
+                return
+            self._add_batch(batch)
+
+    def add_new(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Fold events in and return those that were not duplicates (the event-queue monitor
+        saves only those)."""
+        duplicate_rows = self._add_batch(events)
+        if not duplicate_rows:
+            return events
+        return [event for i, event in enumerate(events) if i not in duplicate_rows]
+
+    def _add_batch(self, batch: list[dict[str, Any]]) -> set[int]:
+        """Fold a batch; returns the indices of the events not counted (duplicates and
+        malformed events).
+
+        This is the hot path of `monitor` (millions of events). Most events of any job are the
+        first completion of a task, whose effect is fixed, so those are folded in bulk with
+        C-level operations (`_fold_first_completions`); the per-event loop (`_fold_rows`)
+        handles every other event and is the reference for what an event means.
+        """
+        n = len(batch)
+        get = dict.get
+        # Only task_completed events carry `retry`: `retry is False` finds the candidates in C.
+        no_retry = list(map(is_, map(get, batch, repeat("retry", n)), repeat(False, n)))
+        # The fold does not depend on order, so the rest need not be in file order.
+        rest = self._fold_first_completions(batch, list(compress(range(n), no_retry)))
+        if no_retry.count(True) != n:  # the events that are not candidates at all
+            rest.extend(compress(range(n), map(not_, no_retry)))
+        dropped = self._fold_rows(batch, rest)
+
+        timestamps = list(map(get, batch, repeat("timestamp", n)))
+        if dropped:
+            timestamps = [t for i, t in enumerate(timestamps) if i not in dropped]
+        try:
+            newest, oldest = max(timestamps), min(timestamps)
+            if newest.__class__ is not str or oldest.__class__ is not str:
+                raise TypeError
+        except TypeError:  # an event without a timestamp (or not a string): skip those
+            strings = [t for t in timestamps if isinstance(t, str)]
+            newest, oldest = max(strings, default=""), min(strings, default="\uffff")
+        except ValueError:  # nothing counted
+            return dropped
+        if newest > self._last_ts:
+            self._last_ts = newest
+        if oldest < self._first_ts:
+            self._first_ts = oldest
+        return dropped
+
+    def _fold_first_completions(self, batch: list[dict[str, Any]], rows: list[int]) -> list[int]:
+        """Fold, in bulk, first completions (`task_completed`, attempt 1, retry false) of tasks
+        not seen before (or only listed in the task file) that appear once in the batch: their
+        effect is fixed (new state, one completion, one elapsed time, one completion for the
+        host). Every check runs in C over whole columns. Returns the rows it left for
+        `_fold_rows` (anything unusual), so this is only a shortcut."""
+        if len(rows) < 32:
+            return rows
+        rejected: list[int] = []
+        get = dict.get
+        events = list(map(batch.__getitem__, rows))
+        m = len(events)
+        # `is 1`: orjson returns the shared small int, so True and 1.0 are told apart.
+        first = list(map(is_, map(get, events, repeat("attempt", m)), repeat(1, m)))
+        if first.count(True) != m:
+            rejected.extend(compress(rows, map(not_, first)))
+            rows = list(compress(rows, first))
+            events = list(compress(events, first))
+            m = len(events)
+        types = list(map(get, events, repeat("event_type", m)))
+        if types.count("task_completed") != m:
+            keep = [t == "task_completed" for t in types]
+            rejected.extend(compress(rows, map(not_, keep)))
+            rows = list(compress(rows, keep))
+            events = list(compress(events, keep))
+            m = len(events)
+        if m < 32:
+            return rejected + rows
+        ids = list(map(get, events, repeat("task_id", m)))
+        try:
+            distinct = set(ids)
+        except TypeError:  # an unhashable task id somewhere: let the careful loop sort it out
+            return rejected + rows
+        if len(distinct) != m or None in distinct:
+            # Several events of one task in this batch: all of them go to the careful loop.
+            repeated = {k for k, c in Counter(ids).items() if c > 1}
+            keep = [task_id is not None and task_id not in repeated for task_id in ids]
+            rejected.extend(compress(rows, map(not_, keep)))
+            rows, events, ids = (list(compress(x, keep)) for x in (rows, events, ids))
+            m = len(ids)
+            if m < 32:
+                return rejected + rows
+        try:
+            elapsed = array("d", map(get, events, repeat("elapsed_time", m)))
+            hostnames = list(map(get, events, repeat("hostname", m)))
+            host_counts = Counter(hostnames)
+        except TypeError:  # a missing or non-numeric elapsed time, an unhashable hostname
+            return rejected + rows
+        # Nothing has changed so far; from here on nothing can fail. One dict operation per
+        # task: `setdefault` inserts the new state of tasks not seen before and returns the
+        # state of the others unchanged. The inserted int is created here, so it is a new
+        # object: identity tells "inserted now" from "was there" (an old state may be equal).
+        tasks = self._tasks
+        inserted_state = (_SEEN | _ONE_COMPLETION | (1 << _SEEN_BITS_SHIFT)) | _BULK
+        returned = list(map(tasks.setdefault, ids, repeat(inserted_state, m)))
+        inserted = list(map(is_, returned, repeat(inserted_state, m)))
+        fresh = inserted.count(True)
+        listed = 0
+        if fresh != m:
+            # Tasks listed in the task file and not seen yet are first completions too; any
+            # other existing task goes to the careful loop (its state was left unchanged).
+            only_listed = [state == _EXPECTED for state in returned]
+            listed = only_listed.count(True)
+            if listed:
+                tasks.update(
+                    zip(
+                        compress(ids, only_listed),
+                        repeat(inserted_state | _EXPECTED, listed),
+                        strict=True,
+                    )
+                )
+            if fresh + listed != m:
+                keep = list(map(or_, inserted, only_listed))
+                rejected.extend(compress(rows, map(not_, keep)))
+                rows = list(compress(rows, keep))
+                elapsed = array("d", compress(elapsed, keep))
+                host_counts = Counter(compress(hostnames, keep))
+                m = len(rows)
+        self.elapsed.extend(elapsed)
+        self.tasks_seen += m
+        self.tasks_done += m
+        self.expected_done += listed
+        if self.expected is not None:
+            self.unknown_tasks += fresh
+        counts = self._host_type_counts
+        for hostname, count in host_counts.items():
+            counts[(hostname, "task_completed")] += count
+        return rejected
+
+    def _fold_rows(self, batch: list[dict[str, Any]], rows: Iterable[int]) -> set[int]:
+        """The per-event fold, for the rows of `batch` in `rows`; returns the rows dropped
+        (duplicates, malformed events). An event that breaks the schema (an unhashable id, a
+        text elapsed time) is dropped and reported, never fatal: each event's state is stored
+        only after all of its checks passed. Counters live in local variables while it runs."""
+        tasks = self._tasks
+        tasks_get = tasks.get
+        kinds_get = _KINDS.get
+        failures = self._failures
+        group = self._group
+        kind_of = self._kind
+        kind_names = self._exception_types
+        duplicate_record = self._duplicate_record
+        append_elapsed = self.elapsed.append
+        max_bit_attempt = _MAX_BIT_ATTEMPT
+        shift = _SEEN_BITS_SHIFT - 5
+        expecting = self.expected is not None
+        duplicate_rows: list[int] = []
+        bad_rows: list[int] = []
+        counted: list[tuple[Any, Any]] = []
+        retried_hosts: list[Any] = []
+        seen_count = self.tasks_seen
+        unknown = self.unknown_tasks
+        done = self.tasks_done
+        expected_done = self.expected_done
+        multi = self.tasks_multi
+        dead_open = self.dead_open
+        try:
+            for i in rows:
+                event = batch[i]
+                try:
+                    get = event.get
+                    event_type = get("event_type")
+                    hostname = get("hostname")
+                    task_id = get("task_id")
+                    pair = (hostname, event_type)
+                    if hostname.__class__ is not str or event_type.__class__ is not str:
+                        hash(pair)  # both must be countable: raises for a list or a dict
+                    if task_id is None:
+                        if duplicate_record(event):
+                            duplicate_rows.append(i)
+                            continue
+                        if event_type in _WORKER_ERROR_TYPES:
+                            message = get("exception")
+                            group(self._worker_errors, kind_of(message), event, message)
+                        counted.append(pair)
+                        continue
+                    kind = kinds_get(event_type)
+                    attempt = get("attempt")
+                    state = tasks_get(task_id)
+                    fresh = state is None
+                    if fresh:
+                        state = 0
+                    if (
+                        kind is not None
+                        and attempt.__class__ is int
+                        and 0 < attempt <= max_bit_attempt
+                    ):
+                        bit = 1 << (shift + 5 * attempt + kind)
+                        if state & bit:
+                            duplicate_rows.append(i)
+                            continue
+                        state |= bit
+                    elif duplicate_record(event):
+                        duplicate_rows.append(i)
+                        continue
+                    new_seen = not state & _SEEN
+                    if kind == 0:  # task_completed
+                        elapsed = get("elapsed_time")
+                        if elapsed is not None:
+                            append_elapsed(elapsed)  # raises for a non-number: nothing changed yet
+                        if get("retry"):
+                            retried_hosts.append(hostname)
+                        else:
+                            completions = state & _COMPLETIONS
+                            if not completions:
+                                state += _ONE_COMPLETION
+                                done += 1
+                                if state & _EXPECTED:
+                                    expected_done += 1
+                                if state & _DEAD:
+                                    dead_open -= 1
+                            elif completions == _ONE_COMPLETION:
+                                state += _ONE_COMPLETION
+                                multi += 1
+                    elif kind == 4:  # task_dead_lettered
+                        if not state & (_DEAD | _COMPLETIONS):
+                            dead_open += 1
+                        state |= _DEAD
+                    elif kind is not None:  # a failed attempt
+                        if kind == 1:
+                            message = get("exception")
+                            name = kind_names.get(message)
+                            if name is None:
+                                name = kind_of(message)
+                            group(failures, name, event, message)
+                        elif kind == 2:
+                            group(failures, "timed out", event, None)
+                        else:
+                            group(failures, f"exited (exit code {get('exit_code')})", event, None)
+                        state |= _FAILED
+                    if new_seen:
+                        state |= _SEEN
+                        seen_count += 1
+                        if fresh and expecting:
+                            unknown += 1
+                    tasks[task_id] = state
+                    counted.append(pair)
+                except (TypeError, ValueError, AttributeError, OverflowError):
+                    bad_rows.append(i)
+        finally:
+            self.tasks_seen = seen_count
+            self.unknown_tasks = unknown
+            self.tasks_done = done
+            self.expected_done = expected_done
+            self.tasks_multi = multi
+            self.dead_open = dead_open
+            self._host_type_counts.update(counted)
+            if retried_hosts:
+                self.completed_retry_true += len(retried_hosts)
+                self._host_retries.update(retried_hosts)
+        self.duplicates += len(duplicate_rows)
+        for i in bad_rows:
+            self.malformed_event(batch[i])
+        if not duplicate_rows and not bad_rows:
+            return set()
+        return set(duplicate_rows).union(bad_rows)
+
+    def _kind(self, message: str | None) -> str:
+        cache = self._exception_types
+        kind = cache.get(message)
+        if kind is None:
+            kind = exception_type(message)
+            if len(cache) < 10_000:
+                cache[message] = kind
+        return kind
+
+    @staticmethod
+    def _group(
+        groups: dict[str, list[Any]], kind: str, event: dict[str, Any], message: Any
+    ) -> None:
+        group = groups.get(kind)
+        timestamp = event.get("timestamp") or ""
+        if group is None:
+            groups[kind] = [1, timestamp, event.get("task_id"), message]
+            return
+        group[0] += 1
+        # Keep the earliest example, so the summary does not depend on reading order.
+        if timestamp < group[1]:
+            group[1:] = [timestamp, event.get("task_id"), message]
+
+    # -- output --------------------------------------------------------------------------------
+
+    @property
+    def event_counts(self) -> dict[str, int]:
+        """Events counted per event type (duplicates excluded)."""
+        counts: dict[str, int] = {}
+        for (_, event_type), n in self._host_type_counts.items():
+            counts[event_type] = counts.get(event_type, 0) + n
+        return counts
+
+    @property
+    def completed_retry_false(self) -> int:
+        return (
+            sum(
+                n
+                for (_, event_type), n in self._host_type_counts.items()
+                if event_type == "task_completed"
+            )
+            - self.completed_retry_true
+        )
+
+    @property
+    def events(self) -> int:
+        """Events counted (duplicates excluded)."""
+        return sum(self._host_type_counts.values())
+
+    def host_summaries(self) -> list[HostSummary]:
+        hosts: dict[Any, list[int]] = {}
+        for (hostname, event_type), n in self._host_type_counts.items():
+            row = hosts.setdefault(hostname, [0, 0, 0])
+            row[0] += n
+            if event_type == "task_completed":
+                row[1] += n
+            elif event_type in _FAILURE_TYPES:
+                row[2] += n
+        for hostname, n in self._host_retries.items():
+            hosts[hostname][1] -= n
+        rows = [HostSummary(str(name) if name else "(unknown)", *v) for name, v in hosts.items()]
+        rows.sort(key=lambda h: h.hostname)
+        return rows
+
+    @property
+    def first_ts(self) -> str | None:
+        return None if self._first_ts == "\uffff" else self._first_ts
+
+    @property
+    def last_ts(self) -> str | None:
+        return self._last_ts or None
+
+    @property
+    def tasks_completed(self) -> int:
+        """Completed tasks: of the task file when there is one, else of all tasks seen."""
+        return self.tasks_done if self.expected is None else self.expected_done
+
+    @property
+    def tasks_not_completed(self) -> int:
+        if self.expected is not None:
+            return self.expected - self.expected_done
+        return len(self._tasks) - self.tasks_done
+
+    def _ids_where(self, mask: int, value: int) -> Iterator[str]:
+        """Task ids whose state has `value` in the bits of `mask`, filtered in C (a summary
+        of a ten-million-task job scans the whole table)."""
+        tasks = self._tasks
+        n = len(tasks)
+        matches = map(eq, map(and_, tasks.values(), repeat(mask, n)), repeat(value, n))
+        return compress(tasks.keys(), matches)
+
+    def not_completed_ids(self) -> Iterator[str]:
+        """Ids of the tasks not yet completed (task-file order when there is a task file)."""
+        if self.expected is not None:
+            return self._ids_where(_EXPECTED | _COMPLETIONS, _EXPECTED)
+        return self._ids_where(_COMPLETIONS, 0)
+
+    def is_completed(self, task_id: str) -> bool:
+        return bool(self._tasks.get(task_id, 0) & _COMPLETIONS)
+
+    def completed_more_than_once_ids(self) -> Iterator[str]:
+        return self._ids_where(_TWO_COMPLETIONS, _TWO_COMPLETIONS)
+
+    def dead_letter_ids(self) -> Iterator[str]:
+        return self._ids_where(_DEAD | _COMPLETIONS, _DEAD)
+
+    def _recent_rate(self, last: float | None, done: int) -> float | None:
+        """Completions per second over about the last minute of event time, from the
+        checkpoints that successive summaries leave (None until two are a while apart)."""
+        if last is None:
+            return None
+        checkpoints = self._checkpoints
+        if not checkpoints or checkpoints[-1][0] != last:
+            checkpoints.append((last, done))
+        while len(checkpoints) > 2 and checkpoints[1][0] <= last - _RECENT_WINDOW:
+            checkpoints.popleft()
+        then, done_then = checkpoints[0]
+        if last - then < 1.0:
+            return None
+        return (done - done_then) / (last - then)
+
+    def elapsed_summary(self) -> ElapsedSummary:
+        n = len(self.elapsed)
+        if n == 0:
+            return ElapsedSummary(count=0)
+        if n >= _NUMPY_FROM:
+            fast = _elapsed_summary_numpy(self.elapsed)
+            if fast is not None:
+                return fast
+        values = sorted(self.elapsed)
+        mean = math.fsum(values) / n
+        # E[x^2] - mean^2 with exact (fsum) sums: one C-speed pass; the cancellation it risks
+        # matters only when sd/mean < 1e-8, far below what elapsed times show.
+        variance = max(0.0, math.fsum(map(operator.mul, values, values)) / n - mean * mean)
+        return ElapsedSummary(
+            count=n,
+            min=values[0],
+            max=values[-1],
+            mean=mean,
+            sd=math.sqrt(variance),
+            median=percentile(values, 50),
+            p90=percentile(values, 90),
+            p95=percentile(values, 95),
+            p99=percentile(values, 99),
+        )
+
+    def summary(self, *, examples: int = _EXAMPLES) -> Summary:
+        """The statistics now. O(tasks) for the example lists and O(n log n) for percentiles:
+        take it once per screen refresh, not per event."""
+        first_ts, last_ts = self.first_ts, self.last_ts
+        first = last = None
+        try:
+            if first_ts and last_ts:
+                first, last = parse_timestamp(first_ts), parse_timestamp(last_ts)
+        except ValueError:
+            first = last = None
+        span = None if first is None or last is None else last - first
+        done = self.tasks_completed
+        rate = done / span if span else None
+        recent = self._recent_rate(last, done)
+        not_completed = self.tasks_not_completed
+        eta_rate = recent or rate
+        eta = not_completed / eta_rate if eta_rate else None
+        if not_completed == 0:
+            eta = 0.0
+
+        def take(ids: Iterable[str], count: int, in_order: bool = False) -> list[str]:
+            """Examples that do not depend on the order events were read in: the first in
+            task-file order, or else the smallest ids."""
+            if count <= 0:
+                return []
+            if in_order:
+                return list(islice(ids, examples))
+            return heapq.nsmallest(examples, ids, key=str)
+
+        def groups(source: dict[str, list[Any]]) -> list[FailureGroup]:
+            rows = [
+                FailureGroup(
+                    kind, g[0], g[2], None if g[3] is None else str(g[3])[:500], g[1] or None
+                )
+                for kind, g in source.items()
+            ]
+            rows.sort(key=lambda r: (-r.count, r.kind))
+            return rows
+
+        return Summary(
+            events=self.events,
+            duplicate_events=self.duplicates,
+            unreadable_lines=self.bad_lines,
+            unreadable_examples=list(self.bad_line_examples),
+            event_counts=dict(sorted(self.event_counts.items(), key=lambda kv: str(kv[0]))),
+            completed_retry_false=self.completed_retry_false,
+            completed_retry_true=self.completed_retry_true,
+            tasks_in_task_file=self.expected,
+            tasks_seen=self.tasks_seen,
+            tasks_completed=done,
+            tasks_not_completed=not_completed,
+            tasks_not_completed_examples=take(
+                self.not_completed_ids(), not_completed, in_order=self.expected is not None
+            ),
+            tasks_completed_more_than_once=self.tasks_multi,
+            tasks_completed_more_than_once_examples=take(
+                self.completed_more_than_once_ids(), self.tasks_multi
+            ),
+            tasks_not_in_task_file=self.unknown_tasks if self.expected is not None else 0,
+            dead_letters=self.dead_open,
+            dead_letter_examples=take(self.dead_letter_ids(), self.dead_open),
+            first_event=first_ts,
+            last_event=last_ts,
+            span_seconds=span,
+            completion_rate=rate,
+            recent_rate=recent,
+            eta_seconds=eta,
+            elapsed=self.elapsed_summary(),
+            failures=groups(self._failures),
+            worker_errors=groups(self._worker_errors),
+            hosts=self.host_summaries(),
+        )
+
+    @classmethod
+    def from_files(
+        cls,
+        paths: Iterable[str | os.PathLike[str]],
+        expected_ids: Iterable[str] | None = None,
+    ) -> EventStats:
+        """The statistics of events files that exist (a resumed run starts from its file);
+        unreadable lines are counted, never fatal."""
+        from taskfleet.eventlog import EventFileReader
+
+        stats = cls(expected_ids)
+        for path in paths:
+            if not Path(path).exists():
+                continue
+            reader = EventFileReader(path, stats.bad_line)
+            for batch in reader.read_batches():
+                stats.add_all(batch)
+            reader.finish()
+        return stats
+
+
+class StatsSink:
+    """An event sink that also folds every event into `EventStats`, for the runtime's
+    end-of-run summary (the same figures as `taskfleet monitor`).
+
+    Events are folded when flushed, so the summary counts what was durably written, and the
+    fold runs once per batch (about 1 µs an event) instead of once per event.
+    """
+
+    def __init__(self, inner: EventSink, stats: EventStats | None = None) -> None:
+        self.inner = inner
+        self.stats = stats if stats is not None else EventStats()
+        self._pending: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def emit(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            self.inner.emit(event)
+            self._pending.append(event)
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        try:
+            self.inner.flush()  # makes `pending` (and maybe later events) durable
+        except BaseException:
+            with self._lock:
+                self._pending[:0] = pending
+            raise
+        if pending:
+            self.stats.add_all(pending)
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self.inner.close()
+
+    def summary(self) -> Summary:
+        return self.stats.summary()
+
+    def __enter__(self) -> StatsSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

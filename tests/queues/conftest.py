@@ -1,0 +1,96 @@
+"""Fixtures for the queue tests: real servers and one fresh queue per test for each backend.
+
+`make_queue` is parametrized over the backends, so a test that takes it is a contract clause
+run against sqlite, redis, sqs (standard) and sqs-fifo. Servers start once per session on free
+loopback ports. Without a server (no redis-server binary, no moto) those backends are skipped,
+unless the environment variable CI is set: there a missing server fails the run, so that a
+green CI always means every backend was tested.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from queue_servers import ServerUnavailable, moto_server, redis_server
+
+from taskfleet.queues import Queue, open_queue
+
+BACKENDS = ["sqlite", "redis", "sqs", "sqs-fifo"]
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must test every backend", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """`redis://127.0.0.1:PORT` of a redis-server started for this test session."""
+    try:
+        with redis_server() as url:
+            yield url
+    except ServerUnavailable as exc:
+        _unavailable(str(exc))
+
+
+@pytest.fixture(scope="session")
+def sqs_endpoint() -> Iterator[str]:
+    """`http://127.0.0.1:PORT` of a moto SQS server started for this test session."""
+    try:
+        with moto_server() as endpoint:
+            yield endpoint
+    except ServerUnavailable as exc:
+        _unavailable(str(exc))
+
+
+@dataclass
+class Backend:
+    """What a contract test needs to know about the backend under test."""
+
+    name: str
+    lease: float  # a short lease this backend honours (SQS: whole seconds)
+    url_for: Callable[[str], str]  # queue name -> URL
+
+    def past_lease(self) -> float:
+        """Seconds to sleep so that a lease of `self.lease` has surely expired."""
+        return self.lease + (0.3 if self.name.startswith("sqs") else 0.15)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    kind = request.param
+    if kind == "sqlite":
+        return Backend(kind, 0.3, lambda name: f"sqlite:///{tmp_path}/q.db?name={name}")
+    if kind == "redis":
+        base = request.getfixturevalue("redis_url")
+        return Backend(kind, 0.3, lambda name: f"{base}/0?name={name}")
+    endpoint = request.getfixturevalue("sqs_endpoint")
+    suffix = ".fifo" if kind == "sqs-fifo" else ""
+    return Backend(
+        kind,
+        1.0,
+        lambda name: f"sqs://{name}{suffix}?region=us-east-1&endpoint_url={endpoint}",
+    )
+
+
+@pytest.fixture
+def make_queue(backend: Backend) -> Iterator[Callable[..., Queue]]:
+    """Open a fresh queue (a new name each call, unless `name` is given)."""
+    opened: list[Queue] = []
+
+    def make(*, name: str | None = None, max_attempts: int | None = None) -> Queue:
+        queue = open_queue(
+            backend.url_for(name or f"t{uuid.uuid4().hex[:12]}"), max_attempts=max_attempts
+        )
+        opened.append(queue)
+        return queue
+
+    yield make
+    for queue in opened:
+        queue.close()

@@ -1,0 +1,69 @@
+"""Secrets never reach a message: passwords in URLs and signed query strings are hidden."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskfleet.redact import redact
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("redis://:hunter2@host:6379/0?name=job", "redis://:***@host:6379/0?name=job"),
+        ("rediss://user:hunter2@host/0", "rediss://user:***@host/0"),
+        ("https://token123@host/tasks.json", "https://***@host/tasks.json"),
+        (
+            "https://b.s3.amazonaws.com/t.json?X-Amz-Credential=AKIA&X-Amz-Signature=abc"
+            "&X-Amz-Security-Token=tok&X-Amz-Expires=60",
+            "https://b.s3.amazonaws.com/t.json?X-Amz-Credential=***&X-Amz-Signature=***"
+            "&X-Amz-Security-Token=***&X-Amz-Expires=60",
+        ),
+        (
+            "https://storage.googleapis.com/b/t.json?X-Goog-Algorithm=GOOG4-RSA-SHA256"
+            "&X-Goog-Credential=sa%40p.iam&X-Goog-Signature=0a1b",
+            "https://storage.googleapis.com/b/t.json?X-Goog-Algorithm=GOOG4-RSA-SHA256"
+            "&X-Goog-Credential=***&X-Goog-Signature=***",
+        ),
+        ("https://acct.blob.core.windows.net/c/t.json?sv=2022&sig=xyz", None),
+        ("https://api/x?api_key=k1&client_secret=s1&access_token=t1&page=2", None),
+        ("sqs://jobs?region=us-west-2&aws_secret_access_key=zzz", None),
+        (
+            "error at redis://:pw@10.0.0.1:6379 and again",
+            "error at redis://:***@10.0.0.1:6379 and again",
+        ),
+    ],
+)
+def test_secrets_are_hidden(text: str, shown: str | None) -> None:
+    result = redact(text)
+    if shown is not None:
+        assert result == shown
+    for secret in (
+        "hunter2",
+        "token123",
+        "AKIA",
+        "abc",
+        "tok&",
+        "0a1b",
+        "xyz",
+        "k1",
+        "s1",
+        "t1&",
+        "zzz",
+        ":pw@",
+    ):
+        if secret in text:
+            assert secret not in result, result
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sqlite:///jobs/queue.db?name=job&max_attempts=3",
+        "redis://host:6379/0?name=job",
+        "sqs://jobs?region=us-west-2&endpoint_url=http://localhost:4566",
+        "plain message with no URL",
+    ],
+)
+def test_urls_without_secrets_are_unchanged(text: str) -> None:
+    assert redact(text) == text
