@@ -259,7 +259,7 @@ def test_status_json_and_table(loaded: str) -> None:
 def test_purge_asks_unless_yes(loaded: str) -> None:
     declined = run_taskfleet("purge", "--queue", loaded, input="n\n")
     assert "Delete every task" in declined.stdout
-    assert declined.returncode != 0 and "Traceback" not in declined.stdout + declined.stderr
+    assert_user_error(declined, "nothing was deleted")
     assert stats(loaded).visible == 10
 
     no_terminal = run_taskfleet("purge", "--queue", loaded)  # stdin is empty: never a yes
@@ -360,3 +360,14 @@ def test_missing_backend_library_names_the_extra() -> None:
     )
     assert_user_error(result, "'redis'", "pip install 'taskfleet[redis]'")
     assert "hunter2" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["status", "dead-letters", "redrive", "release-all", "purge"])
+def test_commands_on_a_mistyped_sqlite_path_do_not_create_a_queue(
+    tmp_path: Path, command: str
+) -> None:
+    missing = tmp_path / "typo.db"
+    extra = ["--yes"] if command == "purge" else []
+    result = run_taskfleet(command, "--queue", f"sqlite:///{missing}", *extra)
+    assert_user_error(result, "no queue file", str(missing))
+    assert not missing.exists()

@@ -12,7 +12,8 @@ from rich.table import Table
 
 from taskfleet.cli import cli
 from taskfleet.errors import TaskfleetError
-from taskfleet.queues import Queue, SendInterrupted, open_queue
+from taskfleet.queues import Queue, SendInterrupted, backend_class, open_queue
+from taskfleet.queues.sqlite import SQLiteQueue, parse_sqlite_url
 from taskfleet.redact import redact
 from taskfleet.tasks import Task, iter_tasks
 
@@ -27,6 +28,19 @@ queue_option = click.option(
     help="Queue URL: sqlite:///path.db, redis://host:6379/0?name=JOB, sqs://NAME?region=R "
     "[env TASKFLEET_QUEUE].",
 )
+
+
+def open_existing_queue(queue_url: str) -> Queue:
+    """Open a queue that must exist already: a mistyped SQLite path is an error, not a new,
+    empty queue that answers "0 tasks"."""
+    if backend_class(queue_url) is SQLiteQueue:
+        path, name, _ = parse_sqlite_url(queue_url)
+        if not path.exists():
+            raise TaskfleetError(
+                f"no queue file {path}; check the path (sqlite:///relative/path.db, "
+                "sqlite:////absolute/path.db)"
+            )
+    return open_queue(queue_url)
 
 
 @cli.command("load-queue")
@@ -129,7 +143,7 @@ def status(queue_url: str, as_json: bool) -> None:
     Example:
       taskfleet status --queue sqlite:///job.db --json
     """
-    queue = open_queue(queue_url)
+    queue = open_existing_queue(queue_url)
     try:
         stats = queue.stats()
     finally:
@@ -157,9 +171,9 @@ def purge(queue_url: str, yes: bool) -> None:
     Example:
       taskfleet purge --queue sqlite:///job.db --yes
     """
-    if not yes:
-        click.confirm(f"Delete every task in {redact(queue_url)}?", abort=True)
-    queue = open_queue(queue_url)
+    if not yes and not click.confirm(f"Delete every task in {redact(queue_url)}?"):
+        raise TaskfleetError("nothing was deleted")
+    queue = open_existing_queue(queue_url)
     try:
         queue.purge()
     finally:
@@ -177,7 +191,7 @@ def release_all(queue_url: str) -> None:
     Example:
       taskfleet release-all --queue sqlite:///job.db
     """
-    queue = open_queue(queue_url)
+    queue = open_existing_queue(queue_url)
     try:
         if not hasattr(queue, "release_all"):
             raise click.UsageError(
@@ -200,7 +214,7 @@ def dead_letters(queue_url: str, as_json: bool) -> None:
     Example:
       taskfleet dead-letters --queue sqlite:///job.db
     """
-    queue = open_queue(queue_url)
+    queue = open_existing_queue(queue_url)
     try:
         letters = list(queue.dead_letters())
     finally:
@@ -237,7 +251,7 @@ def redrive(queue_url: str, ids: tuple[str, ...]) -> None:
     Example:
       taskfleet redrive --queue sqlite:///job.db --id addition-task-000042
     """
-    queue = open_queue(queue_url)
+    queue = open_existing_queue(queue_url)
     try:
         moved = queue.redrive(list(ids) if ids else None)
     finally:

@@ -69,6 +69,12 @@ def parse_sqlite_url(url: str) -> tuple[Path, str, dict[str, list[str]]]:
         raise QueueURLError(
             f"{url!r}: queue name {name!r} may hold only letters, digits, '_', '-' and '.'"
         )
+    unknown = sorted(set(options) - {"max_attempts"})
+    if unknown:
+        raise QueueURLError(
+            f"{url!r}: unknown option(s) {', '.join(unknown)}; "
+            "a SQLite queue URL takes name= and max_attempts="
+        )
     return Path(path_text), name, options
 
 
@@ -106,12 +112,6 @@ class SQLiteQueue:
                 max_attempts = int(options.pop("max_attempts")[-1])
             except ValueError:
                 raise QueueURLError(f"{url!r}: max_attempts must be a whole number") from None
-        options.pop("max_attempts", None)
-        if options:
-            raise QueueURLError(
-                f"{url!r}: unknown option(s) {', '.join(sorted(options))}; "
-                "a SQLite queue URL takes name= and max_attempts="
-            )
         return cls(path, name, max_attempts=max_attempts, url=url)
 
     @staticmethod
@@ -146,7 +146,7 @@ class SQLiteQueue:
                 "done INTEGER NOT NULL DEFAULT 0, dead INTEGER NOT NULL DEFAULT 0)"
             )
             c.execute(
-                f"CREATE TABLE IF NOT EXISTS {t} (seq INTEGER PRIMARY KEY, "
+                f"CREATE TABLE IF NOT EXISTS {t} (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
                 "task_id TEXT NOT NULL UNIQUE, body BLOB NOT NULL, "
                 "state INTEGER NOT NULL DEFAULT 0, visible_at REAL NOT NULL DEFAULT 0, "
                 "attempts INTEGER NOT NULL DEFAULT 0, lease INTEGER NOT NULL DEFAULT 0, "
