@@ -34,7 +34,7 @@ def open_existing_queue(queue_url: str) -> Queue:
     """Open a queue that must exist already: a mistyped SQLite path is an error, not a new,
     empty queue that answers "0 tasks"."""
     if backend_class(queue_url) is SQLiteQueue:
-        path, name, _ = parse_sqlite_url(queue_url)
+        path, _, _ = parse_sqlite_url(queue_url)
         if not path.exists():
             raise TaskfleetError(
                 f"no queue file {path}; check the path (sqlite:///relative/path.db, "
