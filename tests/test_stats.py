@@ -355,7 +355,7 @@ def test_stats_sink_gives_the_runtime_the_monitor_figures(tmp_path: Path) -> Non
     """What the runtime does for its end-of-run summary: wrap its sink; the figures are
     those `monitor` computes from the file written."""
     from taskfleet.events import open_event_sink
-    from taskfleet.stats import StatsSink
+    from taskfleet.stats_sink import StatsSink
 
     path = tmp_path / "events.jsonl"
     events = synthetic_events(300, seed=6)
@@ -373,7 +373,7 @@ def test_stats_sink_gives_the_runtime_the_monitor_figures(tmp_path: Path) -> Non
 
 def test_stats_sink_keeps_events_of_a_failed_flush() -> None:
     from taskfleet.events import FileEventSink
-    from taskfleet.stats import StatsSink
+    from taskfleet.stats_sink import StatsSink
 
     if not Path("/dev/full").exists():
         pytest.skip("needs /dev/full")

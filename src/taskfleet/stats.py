@@ -34,20 +34,27 @@ import math
 import operator
 import os
 import re
-import threading
 from array import array
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
 from itertools import compress, islice, repeat
 from operator import and_, eq, is_, not_, or_
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taskfleet.eventlog import BadLine, parse_timestamp
+from taskfleet.summary import (
+    ElapsedSummary,
+    FailureGroup,
+    HostSummary,
+    Summary,
+    _elapsed_summary_numpy,
+    exception_type,
+    percentile,
+)
 
 if TYPE_CHECKING:
-    from taskfleet.events import EventSink
+    pass
 
 # Per-task state, one int per task id: flags, a saturating completion count (0, 1, 2 = "two
 # or more") and, above them, one bit per (attempt, event kind) already counted, which detects
@@ -81,142 +88,6 @@ _EXCEPTION_TYPE = re.compile(r"^([A-Za-z_][\w.]*)(?::|\(|$)")
 _RECENT_WINDOW = 60.0  # seconds of event time behind the live rate and ETA
 _NUMPY_FROM = 200_000  # below this, importing numpy costs about what it saves
 _BATCH = 32_768  # events folded per column-wise pass
-
-
-def exception_type(text: str | None) -> str:
-    """The exception type named at the start of an `exception` field ("ValueError: bad x" ->
-    "ValueError"); text that names no type is kept whole (shortened) so it still groups."""
-    if not text:
-        return "(no message)"
-    m = _EXCEPTION_TYPE.match(text)
-    if m:
-        return m.group(1)
-    first = text.strip().splitlines()[0] if text.strip() else text
-    return first[:80]
-
-
-def _elapsed_summary_numpy(elapsed: array[float]) -> ElapsedSummary | None:
-    """The same figures with numpy, when it is installed: sorting millions of values is ~10x
-    faster than `sorted` (numpy is optional; the pure-Python path gives the same numbers)."""
-    try:
-        import numpy as np
-    except ImportError:
-        return None
-    values = np.array(elapsed, dtype=np.float64)  # a copy: `elapsed` may still grow
-    values.sort()
-    p50, p90, p95, p99 = (float(x) for x in np.percentile(values, [50, 90, 95, 99]))
-    return ElapsedSummary(
-        count=len(values),
-        min=float(values[0]),
-        max=float(values[-1]),
-        mean=float(values.mean()),
-        sd=float(values.std()),
-        median=p50,
-        p90=p90,
-        p95=p95,
-        p99=p99,
-    )
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    """The p-th percentile (0..100) of sorted values, interpolating between closest ranks."""
-    n = len(sorted_values)
-    if n == 0:
-        return math.nan
-    rank = (n - 1) * p / 100.0
-    low = int(rank)
-    high = min(low + 1, n - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
-
-
-@dataclass
-class ElapsedSummary:
-    """Elapsed-time figures of completed attempts, in seconds (None when there are none)."""
-
-    count: int
-    min: float | None = None
-    max: float | None = None
-    mean: float | None = None
-    sd: float | None = None
-    median: float | None = None
-    p90: float | None = None
-    p95: float | None = None
-    p99: float | None = None
-
-
-@dataclass
-class FailureGroup:
-    """Failed attempts of one kind: an exception type, a timeout or an exit code."""
-
-    kind: str
-    count: int
-    example_task_id: str | None
-    example_message: str | None
-    example_timestamp: str | None
-
-
-@dataclass
-class HostSummary:
-    """Events, completions and failed attempts of one host."""
-
-    hostname: str
-    events: int
-    completed: int
-    failed: int
-
-
-@dataclass
-class Summary:
-    """Everything `monitor` shows; `as_dict()` is the `--json` output."""
-
-    events: int
-    duplicate_events: int
-    unreadable_lines: int
-    unreadable_examples: list[str]
-    event_counts: dict[str, int]
-    completed_retry_false: int
-    completed_retry_true: int
-    tasks_in_task_file: int | None
-    tasks_seen: int
-    tasks_completed: int
-    tasks_not_completed: int
-    tasks_not_completed_examples: list[str]
-    tasks_completed_more_than_once: int
-    tasks_completed_more_than_once_examples: list[str]
-    tasks_not_in_task_file: int
-    dead_letters: int
-    dead_letter_examples: list[str]
-    first_event: str | None
-    last_event: str | None
-    span_seconds: float | None
-    completion_rate: float | None  # tasks per second over the whole span
-    recent_rate: float | None  # tasks per second over the last minute of events
-    eta_seconds: float | None
-    elapsed: ElapsedSummary
-    failures: list[FailureGroup] = field(default_factory=list)
-    worker_errors: list[FailureGroup] = field(default_factory=list)
-    hosts: list[HostSummary] = field(default_factory=list)
-
-    @property
-    def total_tasks(self) -> int:
-        """The task count progress is measured against."""
-        if self.tasks_in_task_file is not None:
-            return self.tasks_in_task_file
-        return self.tasks_seen
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["total_tasks"] = self.total_tasks
-        for key, value in list(data.items()):
-            if isinstance(value, float) and not math.isfinite(value):
-                data[key] = None
-        return data
-
-    def format_text(self, *, examples: int = _EXAMPLES) -> str:
-        """The final summary as plain text (rms-cloud-tasks' monitor summary, plus more)."""
-        from taskfleet.summary_text import format_summary
-
-        return format_summary(self, examples=examples)
 
 
 class EventStats:
@@ -823,50 +694,3 @@ class EventStats:
                 stats.add_all(batch)
             reader.finish()
         return stats
-
-
-class StatsSink:
-    """An event sink that also folds every event into `EventStats`, for the runtime's
-    end-of-run summary (the same figures as `taskfleet monitor`).
-
-    Events are folded when flushed, so the summary counts what was durably written, and the
-    fold runs once per batch (about 1 µs an event) instead of once per event.
-    """
-
-    def __init__(self, inner: EventSink, stats: EventStats | None = None) -> None:
-        self.inner = inner
-        self.stats = stats if stats is not None else EventStats()
-        self._pending: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    def emit(self, event: dict[str, Any]) -> None:
-        with self._lock:
-            self.inner.emit(event)
-            self._pending.append(event)
-
-    def flush(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, []
-        try:
-            self.inner.flush()  # makes `pending` (and maybe later events) durable
-        except BaseException:
-            with self._lock:
-                self._pending[:0] = pending
-            raise
-        if pending:
-            self.stats.add_all(pending)
-
-    def close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            self.inner.close()
-
-    def summary(self) -> Summary:
-        return self.stats.summary()
-
-    def __enter__(self) -> StatsSink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -27,7 +27,7 @@ from taskfleet.events import open_event_sink
 from taskfleet.queues import Queue, event_queue_url, open_queue
 from taskfleet.queues.sqlite import SQLiteQueue
 from taskfleet.redact import redact
-from taskfleet.stats import StatsSink
+from taskfleet.stats_sink import StatsSink
 from taskfleet.tasks import TaskSource, iter_tasks
 from taskfleet.worker.local_state import Recovery, StateLock, default_state_path, recover
 from taskfleet.worker.logs import configure_logging
