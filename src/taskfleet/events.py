@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Iterable
@@ -101,14 +102,26 @@ def hostname() -> str:
     return _HOSTNAME
 
 
+_SECOND_PREFIX: tuple[int, str] = (-1, "")
+
+
 def utc_timestamp(when: datetime | None = None) -> str:
     """ISO 8601 UTC with an explicit `+00:00` offset and always six fractional digits.
 
     The fixed width matters: readers order events by comparing these strings, which is only
-    correct when every writer formats them the same way.
+    correct when every writer formats them the same way. The runtime stamps every task event,
+    so "now" formats the date and time once per second and only the microseconds per call.
     """
-    when = when or datetime.now(timezone.utc)
-    return when.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    global _SECOND_PREFIX
+    if when is not None:
+        return when.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    now_us = time.time_ns() // 1000
+    second, micro = divmod(now_us, 1_000_000)
+    cached_second, prefix = _SECOND_PREFIX
+    if second != cached_second:
+        prefix = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        _SECOND_PREFIX = (second, prefix)
+    return f"{prefix}.{micro:06d}+00:00"
 
 
 def make_event(event_type: str, **fields: Any) -> dict[str, Any]:

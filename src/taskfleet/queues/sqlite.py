@@ -280,7 +280,7 @@ class SQLiteQueue:
                     c.execute(
                         f"UPDATE {t} SET state = 1, visible_at = ?, attempts = attempts + 1, "
                         "lease = lease + 1 WHERE seq IN (SELECT value FROM json_each(?))",
-                        (now + lease_seconds, orjson.dumps(lease_rows).decode()),
+                        (now + lease_seconds, _json_text(lease_rows)),
                     )
                 if dead_rows:
                     c.executemany(f"UPDATE {t} SET state = 3, error = ? WHERE seq = ?", dead_rows)
@@ -304,7 +304,7 @@ class SQLiteQueue:
         another consumer: the work is done, and that consumer's own ack becomes a no-op."""
         if not messages:
             return
-        seqs = orjson.dumps([self._receipt(m)[0] for m in messages])
+        seqs = _json_text([self._receipt(m)[0] for m in messages])
         t = self._table
         with self._write() as c:
             counts = {}
@@ -390,7 +390,7 @@ class SQLiteQueue:
 
     def ack_ids(self, ids: Iterable[str]) -> int:
         """Mark leased or waiting tasks done by id (for resume: their outcome was recorded)."""
-        payload = orjson.dumps(list(ids))
+        payload = _json_text(list(ids))
         t = self._table
         with self._write() as c:
             counts = {}
@@ -465,7 +465,7 @@ class SQLiteQueue:
                 cur = c.execute(
                     f"UPDATE {t} SET state = 0, visible_at = 0, attempts = 0 WHERE state = 3 "
                     "AND task_id IN (SELECT value FROM json_each(?))",
-                    (orjson.dumps(list(ids)),),
+                    (_json_text(list(ids)),),
                 )
             moved = cur.rowcount
             self._counters(c, dead=-moved, waiting=moved)
@@ -525,6 +525,12 @@ class _WriteTransaction:
                 conn.execute("ROLLBACK")
         finally:
             self._queue._lock.release()
+
+
+def _json_text(values: list[Any]) -> str:
+    """A JSON array for json_each, as text: SQLite 3.45 and later read a BLOB as binary JSONB,
+    so bytes from orjson must not be bound directly."""
+    return orjson.dumps(values).decode()
 
 
 def _batch_json(chunk: list[Task]) -> str:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskfleet.events import EventSink, make_event
+from taskfleet.events import EventSink, hostname, make_event, utc_timestamp
 from taskfleet.queues.base import Message, Queue, backoff_delay
 from taskfleet.worker.outcomes import Outcome, RetryPolicy
 from taskfleet.worker.pool import ChildProcess
@@ -113,6 +113,7 @@ class Supervisor:
         self._stopping_started = False
         self._last_deadline_check = 0.0
         self.started_at = time.monotonic()
+        self.hostname = hostname()
 
     # -- public ---------------------------------------------------------------------------
 
@@ -410,17 +411,25 @@ class Supervisor:
         retries: list[Outcome] = []
         deads: list[Outcome] = []
         counts = self.counts
+        emit = self.sink.emit
+        host = self.hostname
+        by_event = counts.by_event
         for outcome in batch:
             message = outcome.message
-            self._emit(
-                outcome.event_type,
-                task_id=message.task_id,
-                attempt=message.attempt,
-                worker_id=outcome.worker_id,
-                pid=outcome.pid,
-                **outcome.fields,
-            )
-            counts.by_event[outcome.event_type] = counts.by_event.get(outcome.event_type, 0) + 1
+            event = {
+                "timestamp": utc_timestamp(),
+                "hostname": host,
+                "event_type": outcome.event_type,
+                "task_id": message.task.id,
+                "attempt": message.attempt,
+                "worker_id": outcome.worker_id,
+                "pid": outcome.pid,
+            }
+            for key, value in outcome.fields.items():
+                if value is not None:
+                    event[key] = value
+            emit(event)
+            by_event[outcome.event_type] = by_event.get(outcome.event_type, 0) + 1
             if outcome.action == "ack":
                 acks.append(message)
                 counts.completed += 1
@@ -536,7 +545,7 @@ class Supervisor:
     # -- events ---------------------------------------------------------------------------
 
     def _emit(self, event_type: str, **fields: Any) -> None:
-        self.sink.emit(make_event(event_type, **fields))
+        self.sink.emit(make_event(event_type, hostname=self.hostname, **fields))
 
     def _non_fatal(self, exc: BaseException, doing: str) -> None:
         log.warning("error while %s: %s: %s", doing, type(exc).__name__, exc)
