@@ -307,7 +307,7 @@ class SQLiteQueue:
         seqs = _json_text([self._receipt(m)[0] for m in messages])
         t = self._table
         with self._write() as c:
-            counts = {}
+            counts = {LEASED: 0, WAITING: 0}
             for state in (LEASED, WAITING):
                 cur = c.execute(
                     f"UPDATE {t} SET state = 2, error = NULL WHERE state = ? AND "
@@ -315,6 +315,8 @@ class SQLiteQueue:
                     (state, seqs),
                 )
                 counts[state] = cur.rowcount
+                if counts[LEASED] == len(messages):
+                    break  # all were still leased, the usual case: no need to look further
             self._counters(
                 c, leased=-counts[LEASED], waiting=-counts[WAITING], done=sum(counts.values())
             )

@@ -14,7 +14,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from typing import Any
 
@@ -27,13 +27,12 @@ from taskfleet.worker.shared import ChildSlot
 READ_CHUNK = 1 << 20
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class Inflight:
     """A task handed to a child: its dispatch number and its queue message."""
 
     n: int
     message: Message
-    dispatched_at: float = field(default_factory=time.monotonic)
 
 
 def _child_entry(

@@ -34,8 +34,8 @@ log = logging.getLogger("taskfleet.worker")
 COMMIT_INTERVAL = 0.05  # seconds between event batches (and so between ack batches)
 COMMIT_MAX = 2000  # outcomes that force a batch sooner
 DEADLINE_CHECK_INTERVAL = 0.05
-BUFFERED_WORK_SECONDS = 0.02  # prefetch this much expected work per child, beyond the running task
-MAX_PREFETCH = 256
+BUFFERED_WORK_SECONDS = 0.1
+MAX_PREFETCH = 2048
 RECEIVE_BATCH = 500
 COALESCE_SECONDS = 0.002
 TIMEOUT_KILL_GRACE = 1.0
@@ -278,18 +278,28 @@ class Supervisor:
         self._distribute(messages, open_children)
 
     def _distribute(self, messages: list[Message], children: list[ChildProcess]) -> None:
+        """Deal the messages round-robin to the children with room, emptiest first."""
         children.sort(key=lambda c: len(c.inflight))
-        index = 0
-        for message in messages:
-            for _ in range(len(children)):
-                child = children[index % len(children)]
-                index += 1
-                if len(child.inflight) < self._target_inflight(child) and child.quota_left() > 0:
-                    child.dispatch(self.next_n, message)
-                    self.next_n += 1
-                    break
-            else:  # nobody has room after all (a child died meanwhile): give it back
-                self._release([message])
+        room = {
+            child.worker_id: min(
+                self._target_inflight(child) - len(child.inflight), child.quota_left()
+            )
+            for child in children
+        }
+        pending = iter(messages)
+        while children:
+            for child in list(children):
+                message = next(pending, None)
+                if message is None:
+                    return
+                child.dispatch(self.next_n, message)
+                self.next_n += 1
+                room[child.worker_id] -= 1
+                if room[child.worker_id] <= 0:
+                    children.remove(child)
+        leftover = list(pending)
+        if leftover:  # nobody has room after all (a child died meanwhile): give them back
+            self._release(leftover)
 
     def _queue_empty(self, now: float, idle: bool) -> None:
         if self.local_mode:
