@@ -7,7 +7,8 @@ Prints figures; it is not a timed test (timings on a shared machine are too nois
    measured in the same run: a plain `executemany` of the same (id, body) rows into a bare table
    of a fresh file with the same journal settings, the rows built in memory beforehand. The
    ratio says what the queue's parsing, validation, duplicate check, indexes and counters cost
-   over SQLite's own insert speed on this machine at this moment.
+   over SQLite's own insert speed on this machine at this moment. A second baseline is a naive
+   hand-written loader over the same file (read, take the id, executemany; no validation).
 2. `receive` + `ack` in batches of 100 from one process until the queue is empty: tasks/s.
 
 Targets (from the issue): load >= 200,000 tasks/s and >= 0.5x the baseline, peak RSS < 150 MB;
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -94,6 +96,30 @@ def baseline_child(jsonl: Path, db: Path) -> None:
     print(len(rows) / (time.perf_counter() - start))
 
 
+def naive_loader_child(jsonl: Path, db: Path) -> None:
+    """A minimal hand-written loader over the same file: read each line, take its id, insert
+    (id, line) with executemany into a bare table; no validation, no index, no duplicate check.
+    Timed from opening the file, like the load; prints tasks/s."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE t (task_id TEXT, body TEXT)")
+    start = time.perf_counter()
+    count = 0
+
+    def rows() -> Iterator[tuple[str, str]]:
+        nonlocal count
+        with jsonl.open("rb") as f:
+            for line in f:
+                count += 1
+                yield orjson.loads(line)["id"], line.decode()
+
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", rows())
+    conn.execute("COMMIT")
+    print(count / (time.perf_counter() - start))
+
+
 def send_in_process(jsonl: Path, db: Path, count: int) -> float:
     """tasks/s of `SQLiteQueue.send(iter_tasks(file))` alone: the load without process start."""
     from taskfleet.queues.sqlite import SQLiteQueue
@@ -141,9 +167,13 @@ def main() -> None:
     parser.add_argument(
         "--baseline-child", nargs=2, metavar=("JSONL", "DB"), help=argparse.SUPPRESS
     )
+    parser.add_argument("--naive-child", nargs=2, metavar=("JSONL", "DB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_child:
         baseline_child(Path(args.baseline_child[0]), Path(args.baseline_child[1]))
+        return
+    if args.naive_child:
+        naive_loader_child(Path(args.naive_child[0]), Path(args.naive_child[1]))
         return
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -157,6 +187,10 @@ def main() -> None:
             [sys.executable, __file__, "--baseline-child", str(jsonl), str(work / "base.db")]
         )
         baseline_rate = float(base_out.strip())
+        _, _, naive_out = run_measured(
+            [sys.executable, __file__, "--naive-child", str(jsonl), str(work / "naive.db")]
+        )
+        naive_rate = float(naive_out.strip())
 
         db = work / "queue.db"
         load_argv = [*taskfleet_command(), "load-queue", "--queue", f"sqlite:///{db}"]
@@ -176,6 +210,12 @@ def main() -> None:
             f"{baseline_rate:,.0f}/s",
             "",
             "",
+        ),
+        (
+            "baseline 2: naive loader from the same file",
+            f"{naive_rate:,.0f}/s",
+            "",
+            f"load-queue {load_rate / naive_rate:.2f}x of it",
         ),
         (
             "load-queue (whole process, wall clock)",

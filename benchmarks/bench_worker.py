@@ -40,9 +40,12 @@ def _pool_task(task: dict[str, Any]) -> str:
     return add_numbers(task["id"], task["data"], _NO_NOTICE)[1]  # type: ignore[arg-type]
 
 
-def bench_pool(workdir: Path, tasks: list[dict[str, Any]]) -> float:
+def bench_pool(workdir: Path, n: int) -> float:
+    """The same work with a Pool, reading the same task file (taskfleet reads it too)."""
     os.environ["ADDITION_OUTPUT_DIR"] = str(workdir / "pool-results")
     start = time.perf_counter()
+    tasks = json.loads(TASKS_FILE.read_text())
+    assert len(tasks) == n
     with multiprocessing.get_context("fork").Pool(2) as pool:
         for _ in pool.imap_unordered(_pool_task, tasks, chunksize=64):
             pass
@@ -111,7 +114,7 @@ def main() -> None:
         for which in order:
             with tempfile.TemporaryDirectory(dir=scratch) as tmp:
                 if which == 0:
-                    pool_rates.append(bench_pool(Path(tmp), tasks))
+                    pool_rates.append(bench_pool(Path(tmp), len(tasks)))
                 else:
                     rate, cpu = bench_taskfleet(Path(tmp), len(tasks))
                     tf_rates.append(rate)
@@ -124,7 +127,9 @@ def main() -> None:
     where = "results in /dev/shm" if scratch else "results on disk"
     print(f"throughput, 10,000 addition tasks, 2 simultaneous, {where} (median of {args.repeat}):")
     print(f"  multiprocessing.Pool(2).imap_unordered(chunksize=64): {pool:,.0f} tasks/s")
+    print(f"    (each run: {', '.join(f'{r:,.0f}' for r in pool_rates)})")
     print(f"  taskfleet (durable queue, events, crash isolation):   {tf:,.0f} tasks/s")
+    print(f"    (each run: {', '.join(f'{r:,.0f}' for r in tf_rates)})")
     print(f"  ratio taskfleet / Pool: {tf / pool:.2f}x  (target >= 0.5x)")
     print(f"supervisor CPU per task: {statistics.median(cpus) * 1e6:.1f} us  (target < 50 us)")
     span = statistics.median(makespans)
