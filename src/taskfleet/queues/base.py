@@ -117,6 +117,17 @@ class SendInterrupted(TaskfleetError):
         self.cause = cause
 
 
+def url_max_attempts(value: str, url: str) -> int:
+    """The `max_attempts=` option of a queue URL, with an error that names the URL."""
+    from taskfleet.errors import QueueURLError
+    from taskfleet.redact import redact
+
+    try:
+        return int(value)
+    except ValueError:
+        raise QueueURLError(f"{redact(url)!r}: max_attempts must be a whole number") from None
+
+
 def backoff_delay(
     attempt: int, base: float = 1.0, cap: float = 300.0, rng: random.Random | None = None
 ) -> float:

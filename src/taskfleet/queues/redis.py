@@ -36,6 +36,7 @@ from taskfleet.queues.base import (
     QueueStats,
     SendInterrupted,
     SendResult,
+    url_max_attempts,
 )
 from taskfleet.redact import redact
 from taskfleet.tasks import Task
@@ -70,12 +71,7 @@ def parse_redis_url(url: str) -> tuple[str, str, int | None]:
         if key == "name":
             name = value
         elif key == "max_attempts":
-            try:
-                max_attempts = int(value)
-            except ValueError:
-                raise QueueURLError(
-                    f"{redact(url)!r}: max_attempts must be a whole number"
-                ) from None
+            max_attempts = url_max_attempts(value, url)
         else:
             rest.append((key, value))
     if not _NAME_RE.match(name):

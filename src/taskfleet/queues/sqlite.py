@@ -35,6 +35,7 @@ from taskfleet.queues.base import (
     Message,
     QueueStats,
     SendResult,
+    url_max_attempts,
 )
 from taskfleet.tasks import Task
 
@@ -108,10 +109,7 @@ class SQLiteQueue:
     def from_url(cls, url: str, *, max_attempts: int | None = None) -> SQLiteQueue:
         path, name, options = parse_sqlite_url(url)
         if max_attempts is None and "max_attempts" in options:
-            try:
-                max_attempts = int(options.pop("max_attempts")[-1])
-            except ValueError:
-                raise QueueURLError(f"{url!r}: max_attempts must be a whole number") from None
+            max_attempts = url_max_attempts(options.pop("max_attempts")[-1], url)
         return cls(path, name, max_attempts=max_attempts, url=url)
 
     @staticmethod

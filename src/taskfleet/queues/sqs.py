@@ -51,6 +51,7 @@ from taskfleet.queues.base import (
     QueueStats,
     SendInterrupted,
     SendResult,
+    url_max_attempts,
 )
 from taskfleet.redact import redact
 from taskfleet.tasks import Task
@@ -90,12 +91,7 @@ def parse_sqs_url(url: str) -> tuple[str, dict[str, str], int | None]:
         if key in ("region", "endpoint_url"):
             options[key] = value
         elif key == "max_attempts":
-            try:
-                max_attempts = int(value)
-            except ValueError:
-                raise QueueURLError(
-                    f"{redact(url)!r}: max_attempts must be a whole number"
-                ) from None
+            max_attempts = url_max_attempts(value, url)
         else:
             raise QueueURLError(
                 f"{redact(url)!r}: unknown option {key!r}; an SQS queue URL takes region=, "
