@@ -34,8 +34,12 @@ log = logging.getLogger("taskfleet.worker")
 COMMIT_INTERVAL = 0.05  # seconds between event batches (and so between ack batches)
 COMMIT_MAX = 2000  # outcomes that force a batch sooner
 DEADLINE_CHECK_INTERVAL = 0.05
-BUFFERED_WORK_SECONDS = 0.1
-MAX_PREFETCH = 2048
+# Prefetch: the running task plus this much expected work per child, within these bounds. A
+# local run owns its queue, so it buffers deeply (the children never wait for the supervisor);
+# a worker sharing a queue with other machines takes little, so it never hoards tasks that
+# others could start, nor holds leases it cannot renew in time.
+LOCAL_BUFFERED_WORK_SECONDS, LOCAL_MAX_PREFETCH = 0.1, 2048
+SHARED_BUFFERED_WORK_SECONDS, SHARED_MAX_PREFETCH = 0.02, 64
 RECEIVE_BATCH = 500
 COALESCE_SECONDS = 0.002
 TIMEOUT_KILL_GRACE = 1.0
@@ -114,6 +118,11 @@ class Supervisor:
         self._last_deadline_check = 0.0
         self.started_at = time.monotonic()
         self.hostname = hostname()
+        if local_mode:
+            self.buffered_work, self.max_prefetch = LOCAL_BUFFERED_WORK_SECONDS, LOCAL_MAX_PREFETCH
+        else:
+            self.buffered_work = SHARED_BUFFERED_WORK_SECONDS
+            self.max_prefetch = SHARED_MAX_PREFETCH
 
     # -- public ---------------------------------------------------------------------------
 
@@ -235,8 +244,8 @@ class Supervisor:
             return 1
         if self.avg_elapsed is None:
             return 2
-        extra = int(BUFFERED_WORK_SECONDS / max(self.avg_elapsed, 1e-6)) + 1
-        return min(MAX_PREFETCH, 1 + extra)
+        extra = int(self.buffered_work / max(self.avg_elapsed, 1e-6)) + 1
+        return min(self.max_prefetch, 1 + extra)
 
     def _fill(self, now: float) -> None:
         """Lease what the children can start soon, and hand it to them."""
