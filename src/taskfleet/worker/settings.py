@@ -110,6 +110,31 @@ _FLAG_HELP: dict[str, str] = {
 }
 
 
+_METAVARS: dict[str, str] = {
+    "task_file": "PATH|URL",
+    "queue": "URL",
+    "state": "PATH",
+    "event_log_file": "PATH",
+    "event_queue": "URL",
+    "provider": "aws|gcp",
+    "max_memory_per_task": "GB",
+    "memory_gb": "GB",
+    "price": "USD",
+    "job_id": "NAME",
+    "instance_type": "TYPE",
+}
+
+
+def _metavar(name: str) -> str:
+    if name in _METAVARS:
+        return _METAVARS[name]
+    if name.endswith(("_seconds", "_runtime", "_period", "_after", "_delay", "_idle", "_base")):
+        return "SECONDS"
+    if name == "backoff_cap":
+        return "SECONDS"
+    return "N"
+
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The worker's own flags. Every default is None so that unset flags fall through."""
     parser = argparse.ArgumentParser(
@@ -121,12 +146,16 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         argument_default=None,
     )
     parser.add_argument("-h", "--help", action="store_true", help="Show this help and exit.")
-    parser.add_argument("--config", help="YAML file of options (keys as flag names).")
+    parser.add_argument(
+        "--config", metavar="PATH", help="YAML file of options (keys as flag names)."
+    )
     for name, field in WorkerSettings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         help_text = _FLAG_HELP.get(name, "") + f" [env {ENV_PREFIX}{name.upper()}]"
         if field.annotation is bool:
             flags = [flag] + (["-v"] if name == "verbose" else [])
+            if name != "verbose":
+                help_text += f" (--no-{name.replace('_', '-')} to turn off)"
             parser.add_argument(*flags, dest=name, action="store_const", const=True, help=help_text)
             if name != "verbose":
                 parser.add_argument(
@@ -137,7 +166,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                     help=argparse.SUPPRESS,
                 )
         else:
-            parser.add_argument(flag, dest=name, metavar=name.upper(), help=help_text)
+            parser.add_argument(flag, dest=name, metavar=_metavar(name), help=help_text)
     return parser
 
 
