@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import signal
 import time
@@ -25,6 +26,7 @@ from taskfleet.worker.child import child_main
 from taskfleet.worker.shared import ChildSlot
 
 READ_CHUNK = 1 << 20
+PIPE_BUFFER_BYTES = 1 << 20
 
 
 @dataclass(slots=True, frozen=True)
@@ -54,6 +56,16 @@ def _child_entry(
     )
 
 
+def _enlarge_pipe(fd: int) -> None:
+    """Give a pipe 1 MiB of buffer (Linux): a child writing outcomes must never block while
+    the supervisor writes a batch of events, nor the supervisor wait to hand out a prefetch
+    batch. The default 64 KiB holds only a few hundred outcomes."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if set_size is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, set_size, PIPE_BUFFER_BYTES)
+
+
 class ChildProcess:
     """One long-lived child and the supervisor's view of it."""
 
@@ -72,6 +84,8 @@ class ChildProcess:
         self.slot = ChildSlot(ctx)
         in_r, self.in_w = os.pipe()
         self.out_r, out_w = os.pipe()
+        _enlarge_pipe(self.in_w)
+        _enlarge_pipe(out_w)
         worker_data.worker_id = worker_id
         self.process = ctx.Process(
             target=_child_entry,
