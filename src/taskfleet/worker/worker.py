@@ -232,8 +232,12 @@ class Worker:
             state_path = settings.state or str(default_state_path(settings.event_log_file))
             lock = StateLock(Path(state_path))
             lock.acquire()
-            sqlite_queue = SQLiteQueue(state_path, max_attempts=settings.max_attempts)
-            recovery = recover(sqlite_queue, settings.event_log_file)
+            try:
+                sqlite_queue = SQLiteQueue(state_path, max_attempts=settings.max_attempts)
+                recovery = recover(sqlite_queue, settings.event_log_file)
+            except BaseException:
+                lock.release()
+                raise
             queue = sqlite_queue
         else:
             queue = open_queue(settings.queue, max_attempts=settings.max_attempts)  # type: ignore[arg-type]
