@@ -206,6 +206,38 @@ class _BufferedSink:
         with self._buffer_lock:
             self._buffer[:0] = items
 
+    def flush(self) -> None:
+        """Write everything emitted so far in one `_write`; if it fails, the whole batch stays
+        buffered for the next flush (its events are not durable, so the caller must not ack
+        their tasks)."""
+        if not self._buffer:
+            return
+        with self._flush_lock:
+            items = self._take()
+            if not items:
+                return
+            try:
+                self._write(items)
+            except BaseException:
+                self._put_back(items)
+                raise
+
+    def close(self) -> None:
+        """Flush, then release the file or queue. Idempotent."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+            self._release()
+
+    def _write(self, items: list[Any]) -> None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
     @property
     def pending(self) -> int:
         """Events emitted but not yet flushed."""
@@ -261,38 +293,21 @@ class FileEventSink(_BufferedSink):
         with self._buffer_lock:
             self._buffer.append(line)
 
-    def flush(self) -> None:
-        if not self._buffer:
-            return
-        with self._flush_lock:
-            lines = self._take()
-            if not lines:
-                return
-            data = b"".join(lines)
-            view = memoryview(data)
-            written = 0
-            try:
-                # A regular file takes the whole write at once unless the disk is full or a
-                # quota is hit; then finish the rest rather than lose it.
-                while written < len(data):
-                    written += os.write(self._fd, view[written:])
-                if self._fsync:
-                    os.fsync(self._fd)
-            except BaseException:
-                # Keep the whole batch for the next flush: its events are not durable, so the
-                # caller must not ack their tasks. Lines already written come again (readers
-                # drop duplicates) and a half-written line is reported as torn: nothing is lost.
-                self._put_back(lines)
-                raise
+    def _write(self, lines: list[bytes]) -> None:
+        data = b"".join(lines)
+        view = memoryview(data)
+        written = 0
+        # A regular file takes the whole write at once unless the disk is full or a quota is
+        # hit; then finish the rest rather than lose it. If it fails, lines already written
+        # come again with the batch (readers drop duplicates) and a half-written line is
+        # reported as torn: nothing is lost.
+        while written < len(data):
+            written += os.write(self._fd, view[written:])
+        if self._fsync:
+            os.fsync(self._fd)
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        try:
-            self.flush()
-        finally:
-            self._closed = True
-            os.close(self._fd)
+    def _release(self) -> None:
+        os.close(self._fd)
 
     def __repr__(self) -> str:
         return f"FileEventSink({str(self.path)!r})"
@@ -321,27 +336,11 @@ class QueueEventSink(_BufferedSink):
         with self._buffer_lock:
             self._buffer.append(task)
 
-    def flush(self) -> None:
-        if not self._buffer:
-            return
-        with self._flush_lock:
-            tasks = self._take()
-            if not tasks:
-                return
-            try:
-                self._queue.send(tasks)
-            except BaseException:
-                self._put_back(tasks)
-                raise
+    def _write(self, tasks: list[Any]) -> None:
+        self._queue.send(tasks)
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        try:
-            self.flush()
-        finally:
-            self._closed = True
-            self._queue.close()
+    def _release(self) -> None:
+        self._queue.close()
 
     def __repr__(self) -> str:
         from taskfleet.redact import redact
