@@ -120,15 +120,18 @@ def naive_loader_child(jsonl: Path, db: Path) -> None:
     print(count / (time.perf_counter() - start))
 
 
-def send_in_process(jsonl: Path, db: Path, count: int) -> float:
-    """tasks/s of `SQLiteQueue.send(iter_tasks(file))` alone: the load without process start."""
+def load_in_process(jsonl: Path, db: Path, count: int, one_by_one: bool) -> float:
+    """tasks/s of the load without the process start: `load_tasks_into` (the bulk path that
+    `load-queue` takes), or `SQLiteQueue.send(iter_tasks(file))` (tasks one by one, the path
+    of the other backends)."""
+    from taskfleet.loading import load_tasks_into
     from taskfleet.queues.sqlite import SQLiteQueue
     from taskfleet.tasks import iter_tasks
 
     queue = SQLiteQueue(db)
     try:
         start = time.perf_counter()
-        result = queue.send(iter_tasks(jsonl))
+        result = queue.send(iter_tasks(jsonl)) if one_by_one else load_tasks_into(queue, jsonl)
         elapsed = time.perf_counter() - start
     finally:
         queue.close()
@@ -199,7 +202,8 @@ def main() -> None:
         ratio = load_rate / baseline_rate
         print(f"load-queue says: {load_out.strip()}")
 
-        send_rate = send_in_process(jsonl, work / "in-process.db", args.tasks)
+        bulk_rate = load_in_process(jsonl, work / "bulk.db", args.tasks, one_by_one=False)
+        send_rate = load_in_process(jsonl, work / "one-by-one.db", args.tasks, one_by_one=True)
         drained, drain_rate = drain(db, args.drain or args.tasks)
 
     print()
@@ -224,7 +228,13 @@ def main() -> None:
             verdict(load_rate >= LOAD_TARGET),
         ),
         (
-            "  the same, in-process send(iter_tasks(f))",
+            "  the same, in-process load_tasks_into",
+            f"{bulk_rate:,.0f}/s",
+            "",
+            f"{bulk_rate / baseline_rate:.2f}x baseline",
+        ),
+        (
+            "  one by one, in-process send(iter_tasks(f))",
             f"{send_rate:,.0f}/s",
             "",
             f"{send_rate / baseline_rate:.2f}x baseline",

@@ -24,6 +24,7 @@ class ChunkedQueue(SQLiteQueue):
     """Commits every batch on its own and raises SendInterrupted with the exact count."""
 
     atomic_send = False
+    send_batches = None  # like the remote backends, no bulk path: loads go through `send`
 
     def send(self, tasks: Iterable[Task], batch_size: int = 0) -> SendResult:
         result = SendResult()

@@ -19,6 +19,7 @@ import re
 import sys
 from array import array
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -113,7 +114,7 @@ def task_from_object(obj: object) -> tuple[Task | None, str | None]:
     return Task(task_id, data), None
 
 
-class _DuplicateTracker:
+class DuplicateTracker:
     """Detects an id seen twice in one load without keeping every id string in memory.
 
     It keeps the 64-bit hash of each id in an open-addressing table packed into one
@@ -182,7 +183,7 @@ _REMOTE_LIBRARY = {
     "http": "aiohttp",
     "https": "aiohttp",
 }
-_BOM = b"\xef\xbb\xbf"
+BOM = b"\xef\xbb\xbf"
 _BLANK = b" \t\r\n"
 
 
@@ -239,7 +240,7 @@ def _detect_format(name: str, head: bytes) -> str:
     ):
         if lower.endswith(suffix):
             return fmt
-    stripped = head.lstrip(_BOM + _BLANK)
+    stripped = head.lstrip(BOM + _BLANK)
     if stripped.startswith(b"["):
         return "json"
     if stripped.startswith(b"{"):
@@ -252,9 +253,13 @@ def _detect_format(name: str, head: bytes) -> str:
 # million good lines was a measurable part of a load.
 
 
-def _iter_jsonl(f: IO[bytes], name: str) -> Iterator[tuple[int, object]]:
+def iter_jsonl_entries(
+    f: IO[bytes], name: str, first_line: int = 1
+) -> Iterator[tuple[int, object]]:
+    """(line number, parsed entry) of each non-blank line; `first_line` numbers a part of a
+    file read on its own (a block of a bulk load)."""
     loads = orjson.loads
-    lineno = 0
+    lineno = first_line - 1
     for line in f:
         lineno += 1
         try:
@@ -269,8 +274,8 @@ def _iter_jsonl(f: IO[bytes], name: str) -> Iterator[tuple[int, object]]:
 def _jsonl_refused(line: bytes, lineno: int, name: str) -> object:
     """A line orjson refused: blank (`_MISSING`: skip it), a UTF-8 byte order mark before the
     first line (tolerated, as editors on Windows write one), or an error naming the line."""
-    if lineno == 1 and line.startswith(_BOM):
-        line = line[len(_BOM) :]
+    if lineno == 1 and line.startswith(BOM):
+        line = line[len(BOM) :]
     if not line.strip():
         return _MISSING
     try:
@@ -298,8 +303,8 @@ def _first_bytes(f: IO[bytes]) -> bytes:
     fixed 64 bytes) keeps a long run of leading blanks from hiding a top level that is no list.
     """
     chunk = f.read(64)
-    if chunk.startswith(_BOM):
-        chunk = chunk[len(_BOM) :]
+    if chunk.startswith(BOM):
+        chunk = chunk[len(BOM) :]
     while chunk:
         stripped = chunk.lstrip(_BLANK)
         if stripped:
@@ -398,20 +403,46 @@ def _iter_yaml(f: IO[bytes], name: str) -> Iterator[tuple[int, object]]:
         loader.dispose()
 
 
-def _read_entries(f: IO[bytes], name: str) -> tuple[str, Iterator[tuple[int, object]], bool]:
+@contextmanager
+def open_task_file(source: str | os.PathLike) -> Iterator[tuple[IO[bytes], str, str]]:
+    """Open a task file for reading: yields (file, display name, format).
+
+    The format is "jsonl", "json" or "yaml", by the name's suffix or else by the first bytes.
+    A failure to read part way through (a dropped connection to a remote file, a failing disk)
+    becomes a TaskFileError naming the file.
+    """
+    f, name = _open_binary(source)
+    remote = name != "<stdin>" and name.startswith(REMOTE_SCHEMES)
+    try:
+        peekable = f if hasattr(f, "peek") else io.BufferedReader(f)  # type: ignore[arg-type]
+        head = peekable.peek(64)[:64] if hasattr(peekable, "peek") else b""
+        yield peekable, name, _detect_format(name, head)
+    except TaskFileError:
+        raise
+    except Exception as exc:
+        if not (remote or isinstance(exc, OSError)):
+            raise
+        raise TaskFileError(
+            f"{name}: cannot read the task file: {type(exc).__name__}: {exc}"
+        ) from None
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
+
+
+def read_entries(
+    f: IO[bytes], name: str, fmt: str
+) -> tuple[str, Iterator[tuple[int, object]], bool]:
     """(position unit, entries, whether entries need a JSON check) of an open task file."""
-    peekable = f if hasattr(f, "peek") else io.BufferedReader(f)  # type: ignore[arg-type]
-    head = peekable.peek(64)[:64] if hasattr(peekable, "peek") else b""
-    fmt = _detect_format(name, head)
     if fmt == "jsonl":
-        return "line", _iter_jsonl(peekable, name), False
+        return "line", iter_jsonl_entries(f, name), False
     if fmt == "json":
-        return "index", _iter_json_list(peekable, name), False
+        return "index", _iter_json_list(f, name), False
     # YAML can hold what JSON cannot (binary, sets, non-string keys); the queue stores JSON.
-    return "line", _iter_yaml(peekable, name), True
+    return "line", _iter_yaml(f, name), True
 
 
-def _progress(f: IO[bytes]) -> Callable[[], float] | None:
+def file_progress(f: IO[bytes]) -> Callable[[], float] | None:
     """The fraction of a local regular file read so far (None for pipes, stdin and URLs)."""
     try:
         size = os.fstat(f.fileno()).st_size
@@ -421,6 +452,25 @@ def _progress(f: IO[bytes]) -> Callable[[], float] | None:
     if size <= 0:
         return None
     return lambda: f.tell() / size
+
+
+def check_skip_and_limit(skip: int, limit: int | None) -> None:
+    if skip < 0:
+        raise TaskFileError(f"skip must be 0 or more, not {skip}")
+    if limit is not None and limit < 0:
+        raise TaskFileError(f"limit must be 0 or more, not {limit}")
+
+
+def task_iterable(source: Iterable[Any] | Callable[[], Iterable[Any]]) -> Iterator[Any]:
+    """The entries of an iterable, or of what a task factory returns."""
+    if callable(source):
+        source = source()
+    try:
+        return iter(source)
+    except TypeError:
+        raise TaskFileError(
+            f"the task source {source!r} is neither a path, a URL nor an iterable of tasks"
+        ) from None
 
 
 def iter_tasks(
@@ -436,47 +486,24 @@ def iter_tasks(
     the numbers match the tasks a user sees in the file). Raises `TaskFileError` at the first
     bad entry, naming where it is; tasks yielded before it are valid.
     """
-    if skip < 0:
-        raise TaskFileError(f"skip must be 0 or more, not {skip}")
-    if limit is not None and limit < 0:
-        raise TaskFileError(f"limit must be 0 or more, not {limit}")
+    check_skip_and_limit(skip, limit)
     if limit == 0:
         return
     if isinstance(source, (str, os.PathLike)):
-        f, name = _open_binary(source)
-        remote = name != "<stdin>" and name.startswith(REMOTE_SCHEMES)
-        try:
-            unit, entries, json_check = _read_entries(f, name)
-            yield from _validated(
-                name, unit, entries, json_check, skip, limit, check_duplicates, _progress(f)
+        with open_task_file(source) as (f, name, fmt):
+            unit, entries, json_check = read_entries(f, name, fmt)
+            positioned = validated(
+                name, unit, entries, json_check, skip, limit, check_duplicates, file_progress(f)
             )
-        except TaskFileError:
-            raise
-        except Exception as exc:
-            # A connection that drops part way through a remote file, or a failing disk.
-            if not (remote or isinstance(exc, OSError)):
-                raise
-            raise TaskFileError(
-                f"{name}: cannot read the task file: {type(exc).__name__}: {exc}"
-            ) from None
-        finally:
-            if f is not sys.stdin.buffer:
-                f.close()
+            for _, task in positioned:
+                yield task
         return
-    if callable(source):
-        source = source()
-    try:
-        iterable = iter(source)  # type: ignore[arg-type]
-    except TypeError:
-        raise TaskFileError(
-            f"the task source {source!r} is neither a path, a URL nor an iterable of tasks"
-        ) from None
-    yield from _validated(
-        "task source", "item", enumerate(iterable), True, skip, limit, check_duplicates
-    )
+    entries = enumerate(task_iterable(source))
+    for _, task in validated("task source", "item", entries, True, skip, limit, check_duplicates):
+        yield task
 
 
-def _validated(
+def validated(
     name: str,
     unit: str,
     entries: Iterator[tuple[int, object]],
@@ -485,9 +512,11 @@ def _validated(
     limit: int | None,
     check_duplicates: bool,
     progress: Callable[[], float] | None = None,
-) -> Iterator[Task]:
-    """The body of `iter_tasks`: validate each entry, refuse duplicates, apply skip and limit."""
-    is_duplicate = _DuplicateTracker(progress).is_duplicate if check_duplicates else None
+) -> Iterator[tuple[int, Task]]:
+    """The body of `iter_tasks`: validate each entry, refuse duplicates, apply skip and limit.
+    Yields (position, task): the line or index, for messages that come later (a duplicate
+    found by the queue)."""
+    is_duplicate = DuplicateTracker(progress).is_duplicate if check_duplicates else None
     bad_character = _BAD_ID_CHARACTER.search
     produced = 0
     seen = 0
@@ -530,7 +559,7 @@ def _validated(
         seen += 1
         if seen <= skip:
             continue
-        yield task
+        yield position, task
         produced += 1
         if produced == limit:
             return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import click
 from rich.console import Console
@@ -12,10 +11,10 @@ from rich.table import Table
 
 from taskfleet.cli import cli
 from taskfleet.errors import TaskfleetError
+from taskfleet.loading import load_tasks_into
 from taskfleet.queues import Queue, SendInterrupted, backend_class, open_queue
 from taskfleet.queues.sqlite import SQLiteQueue, parse_sqlite_url
 from taskfleet.redact import redact
-from taskfleet.tasks import Task, iter_tasks
 
 out = Console(highlight=False)
 
@@ -85,17 +84,14 @@ def load_queue(
         with progress:
             bar = progress.add_task("load", total=limit)
 
-            def counted(tasks: Iterator[Task]) -> Iterator[Task]:
-                n = 0
-                for task in tasks:
-                    n += 1
-                    if n % 5000 == 0:
-                        progress.update(bar, completed=n)
-                    yield task
-                progress.update(bar, completed=n)
-
             try:
-                result = queue.send(counted(iter_tasks(task_file, skip=skip, limit=limit)))
+                result = load_tasks_into(
+                    queue,
+                    task_file,
+                    skip=skip,
+                    limit=limit,
+                    on_progress=lambda n: progress.update(bar, completed=n),
+                )
             except TaskfleetError as exc:
                 raise TaskfleetError(_interrupted_load_message(queue, exc)) from None
         out.print(f"inserted {result.inserted:,}, already present {result.already_present:,}")

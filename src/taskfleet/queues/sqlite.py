@@ -23,12 +23,12 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
-from taskfleet.errors import QueueURLError, TaskfleetError
+from taskfleet.errors import QueueURLError, TaskFileError, TaskfleetError
 from taskfleet.queues.base import (
     DEFAULT_MAX_ATTEMPTS,
     DeadLetter,
@@ -38,6 +38,9 @@ from taskfleet.queues.base import (
     url_max_attempts,
 )
 from taskfleet.tasks import Task
+
+if TYPE_CHECKING:
+    from taskfleet.task_batches import TaskBatch
 
 WAITING, LEASED, DONE, DEAD = 0, 1, 2, 3
 DEFAULT_QUEUE_NAME = "tasks"
@@ -218,6 +221,56 @@ class SQLiteQueue:
             inserted = self._conn.total_changes - before
             self._counters(c, inserted=inserted, waiting=inserted, duplicates=seen - inserted)
         return SendResult(inserted=inserted, already_present=seen - inserted, ids_seen=seen)
+
+    def send_batches(self, batches: Iterable[TaskBatch]) -> SendResult:
+        """Load validated batches (see `taskfleet.task_batches`) in one transaction.
+
+        The bulk path of `load-queue`: each batch is one JSON object `{id: task, ...}` that
+        json_each expands in C, keys as ids, so no task is parsed again to find its id. The
+        reader leaves ids repeated within the load to this method: a row inserted by this load
+        has a `seq` above the highest one before it, so the upsert below, on meeting such a
+        row, sets its body to NULL, which the NOT NULL constraint refuses. The statement then
+        fails, and only then is the batch searched for the line to name; an id inserted before
+        this load is skipped and counted as already present, as in `send`. (An id that was
+        already present before the load is skipped each time it appears, so a repeat of such
+        an id is not reported.)
+        """
+        t = self._table
+        seen = 0
+        with self._write() as c:
+            (start,) = c.execute(f"SELECT coalesce(max(seq), 0) FROM {t}").fetchone()
+            sql = (
+                f"INSERT INTO {t}(task_id, body) SELECT key, value FROM json_each(?) WHERE true "
+                f"ON CONFLICT(task_id) DO UPDATE SET body = NULL WHERE seq > {int(start)}"
+            )
+            before = self._conn.total_changes
+            for batch in batches:
+                try:
+                    c.execute(sql, (batch.json_object(),))
+                except sqlite3.IntegrityError:
+                    repeated = self._repeated_id(c, batch, int(start))
+                    if repeated is None:
+                        raise
+                    raise repeated from None
+                seen += len(batch)
+            inserted = self._conn.total_changes - before
+            self._counters(c, inserted=inserted, waiting=inserted, duplicates=seen - inserted)
+        return SendResult(inserted=inserted, already_present=seen - inserted, ids_seen=seen)
+
+    def _repeated_id(
+        self, c: sqlite3.Connection, batch: TaskBatch, start: int
+    ) -> TaskFileError | None:
+        """The error naming the first task of `batch` whose id this load has already seen."""
+        in_batch: set[str] = set()
+        query = f"SELECT 1 FROM {self._table} WHERE task_id = ? AND seq > ?"
+        for index, task_id in enumerate(batch.ids):
+            if task_id in in_batch or c.execute(query, (task_id, start)).fetchone():
+                return TaskFileError(
+                    f"{batch.where(index)}: duplicate id {task_id!r}; each task id must be "
+                    "unique within a task file."
+                )
+            in_batch.add(task_id)
+        return None
 
     def receive(
         self, max_messages: int, lease_seconds: float, wait_seconds: float = 0

@@ -24,11 +24,12 @@ from typing import Any
 from taskfleet.errors import TaskfleetError
 from taskfleet.events import hostname as events_hostname
 from taskfleet.events import open_event_sink
+from taskfleet.loading import load_tasks_into
 from taskfleet.queues import Queue, event_queue_url, open_queue
 from taskfleet.queues.sqlite import SQLiteQueue
 from taskfleet.redact import redact
 from taskfleet.stats_sink import StatsSink
-from taskfleet.tasks import TaskSource, iter_tasks
+from taskfleet.tasks import TaskSource
 from taskfleet.worker.local_state import Recovery, StateLock, default_state_path, recover
 from taskfleet.worker.logs import configure_logging
 from taskfleet.worker.progress import ProgressView
@@ -245,8 +246,8 @@ class Worker:
             if local:
                 assert source is not None
                 before = queue.stats()
-                loaded = queue.send(
-                    iter_tasks(source, skip=settings.tasks_to_skip, limit=settings.max_num_tasks)
+                loaded = load_tasks_into(
+                    queue, source, skip=settings.tasks_to_skip, limit=settings.max_num_tasks
                 )
                 log.info(
                     "tasks: %s new, %s already known (%s done before this run)",

