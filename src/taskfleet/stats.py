@@ -36,13 +36,15 @@ import os
 import re
 from array import array
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import compress, islice, repeat
 from operator import and_, eq, is_, not_, or_
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from taskfleet.eventlog import BadLine, parse_timestamp
+from msgspec.structs import asdict
+
+from taskfleet.eventlog import RECORD_FIELDS, BadLine, EventRecord, parse_timestamp
 from taskfleet.summary import (
     ElapsedSummary,
     FailureGroup,
@@ -52,9 +54,6 @@ from taskfleet.summary import (
     exception_type,
     percentile,
 )
-
-if TYPE_CHECKING:
-    pass
 
 # Per-task state, one int per task id: flags, a saturating completion count (0, 1, 2 = "two
 # or more") and, above them, one bit per (attempt, event kind) already counted, which detects
@@ -88,6 +87,36 @@ _EXCEPTION_TYPE = re.compile(r"^([A-Za-z_][\w.]*)(?::|\(|$)")
 _RECENT_WINDOW = 60.0  # seconds of event time behind the live rate and ETA
 _NUMPY_FROM = 200_000  # below this, importing numpy costs about what it saves
 _BATCH = 32_768  # events folded per column-wise pass
+
+
+# An event as the fold takes it: a dict (the runtime, an event queue) or a record (a file).
+Event = dict[str, Any] | EventRecord
+_ColumnReader = Callable[[list[Any], str], list[Any]]
+_RECORD_GETTERS = {name: operator.attrgetter(name) for name in RECORD_FIELDS}
+
+
+def _dict_column(events: list[Any], key: str) -> list[Any]:
+    return list(map(dict.get, events, repeat(key, len(events))))
+
+
+def _record_column(events: list[Any], key: str) -> list[Any]:
+    return list(map(_RECORD_GETTERS[key], events))
+
+
+def _any_column(events: list[Any], key: str) -> list[Any]:
+    return [e.get(key) if isinstance(e, (dict, EventRecord)) else None for e in events]
+
+
+def _column_reader(batch: list[Any]) -> _ColumnReader:
+    """How to read one field of every event of `batch` in C: events are dicts (from the
+    runtime or an event queue) or `EventRecord`s (from a file); anything else (a malformed
+    event) takes the slow reader, and `_fold_rows` reports it."""
+    kinds = set(map(type, batch))
+    if kinds == {EventRecord}:
+        return _record_column
+    if kinds == {dict}:
+        return _dict_column
+    return _any_column
 
 
 class EventStats:
@@ -152,11 +181,11 @@ class EventStats:
         if len(self.bad_line_examples) < _BAD_LINE_EXAMPLES:
             self.bad_line_examples.append(str(bad))
 
-    def add(self, event: dict[str, Any]) -> None:
+    def add(self, event: Event) -> None:
         """Fold one event in."""
         self.add_all((event,))
 
-    def _duplicate_record(self, event: dict[str, Any]) -> bool:
+    def _duplicate_record(self, event: Event) -> bool:
         """Duplicate detection for events that have no (attempt, kind) bit: the whole record."""
         get = event.get
         key = hash(
@@ -179,10 +208,10 @@ class EventStats:
         """An event that breaks the schema: counted with the unreadable lines, not folded."""
         self.bad_lines += 1
         if len(self.bad_line_examples) < _BAD_LINE_EXAMPLES:
-            text = repr(event)
+            text = repr(event.as_dict() if isinstance(event, EventRecord) else event)
             self.bad_line_examples.append(f"malformed event: {text[:120]}")
 
-    def add_all(self, events: Iterable[dict[str, Any]]) -> None:
+    def add_all(self, events: Iterable[Event]) -> None:
         """Fold events in, in batches of up to `_BATCH` (any iterable works)."""
         if isinstance(events, list) and len(events) <= _BATCH:
             self._add_batch(events)
@@ -194,7 +223,7 @@ class EventStats:
                 return
             self._add_batch(batch)
 
-    def add_new(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def add_new(self, events: list[Event]) -> list[Event]:
         """Fold events in and return those that were not duplicates (the event-queue monitor
         saves only those)."""
         duplicate_rows = self._add_batch(events)
@@ -202,7 +231,7 @@ class EventStats:
             return events
         return [event for i, event in enumerate(events) if i not in duplicate_rows]
 
-    def _add_batch(self, batch: list[dict[str, Any]]) -> set[int]:
+    def _add_batch(self, batch: list[Event]) -> set[int]:
         """Fold a batch; returns the indices of the events not counted (duplicates and
         malformed events).
 
@@ -212,16 +241,17 @@ class EventStats:
         handles every other event and is the reference for what an event means.
         """
         n = len(batch)
-        get = dict.get
+        column = _column_reader(batch)
         # Only task_completed events carry `retry`: `retry is False` finds the candidates in C.
-        no_retry = list(map(is_, map(get, batch, repeat("retry", n)), repeat(False, n)))
+        no_retry = list(map(is_, column(batch, "retry"), repeat(False, n)))
         # The fold does not depend on order, so the rest need not be in file order.
-        rest = self._fold_first_completions(batch, list(compress(range(n), no_retry)))
+        candidates = list(compress(range(n), no_retry))
+        rest = self._fold_first_completions(batch, candidates, column)
         if no_retry.count(True) != n:  # the events that are not candidates at all
             rest.extend(compress(range(n), map(not_, no_retry)))
         dropped = self._fold_rows(batch, rest)
 
-        timestamps = list(map(get, batch, repeat("timestamp", n)))
+        timestamps = column(batch, "timestamp")
         if dropped:
             timestamps = [t for i, t in enumerate(timestamps) if i not in dropped]
         try:
@@ -239,7 +269,9 @@ class EventStats:
             self._first_ts = oldest
         return dropped
 
-    def _fold_first_completions(self, batch: list[dict[str, Any]], rows: list[int]) -> list[int]:
+    def _fold_first_completions(
+        self, batch: list[Any], rows: list[int], column: _ColumnReader
+    ) -> list[int]:
         """Fold, in bulk, first completions (`task_completed`, attempt 1, retry false) of tasks
         not seen before (or only listed in the task file) that appear once in the batch: their
         effect is fixed (new state, one completion, one elapsed time, one completion for the
@@ -248,17 +280,16 @@ class EventStats:
         if len(rows) < 32:
             return rows
         rejected: list[int] = []
-        get = dict.get
         events = list(map(batch.__getitem__, rows))
         m = len(events)
-        # `is 1`: orjson returns the shared small int, so True and 1.0 are told apart.
-        first = list(map(is_, map(get, events, repeat("attempt", m)), repeat(1, m)))
+        # `is 1`: JSON decoders return the shared small int, so True and 1.0 are told apart.
+        first = list(map(is_, column(events, "attempt"), repeat(1, m)))
         if first.count(True) != m:
             rejected.extend(compress(rows, map(not_, first)))
             rows = list(compress(rows, first))
             events = list(compress(events, first))
             m = len(events)
-        types = list(map(get, events, repeat("event_type", m)))
+        types = column(events, "event_type")
         if types.count("task_completed") != m:
             keep = [t == "task_completed" for t in types]
             rejected.extend(compress(rows, map(not_, keep)))
@@ -267,7 +298,7 @@ class EventStats:
             m = len(events)
         if m < 32:
             return rejected + rows
-        ids = list(map(get, events, repeat("task_id", m)))
+        ids = column(events, "task_id")
         try:
             distinct = set(ids)
         except TypeError:  # an unhashable task id somewhere: let the careful loop sort it out
@@ -282,8 +313,8 @@ class EventStats:
             if m < 32:
                 return rejected + rows
         try:
-            elapsed = array("d", map(get, events, repeat("elapsed_time", m)))
-            hostnames = list(map(get, events, repeat("hostname", m)))
+            elapsed = array("d", column(events, "elapsed_time"))
+            hostnames = column(events, "hostname")
             host_counts = Counter(hostnames)
         except TypeError:  # a missing or non-numeric elapsed time, an unhashable hostname
             return rejected + rows
@@ -328,7 +359,7 @@ class EventStats:
             counts[(hostname, "task_completed")] += count
         return rejected
 
-    def _fold_rows(self, batch: list[dict[str, Any]], rows: Iterable[int]) -> set[int]:
+    def _fold_rows(self, batch: list[Event], rows: Iterable[int]) -> set[int]:
         """The per-event fold, for the rows of `batch` in `rows`; returns the rows dropped
         (duplicates, malformed events). An event that breaks the schema (an unhashable id, a
         text elapsed time) is dropped and reported, never fatal: each event's state is stored
@@ -358,6 +389,8 @@ class EventStats:
         try:
             for i in rows:
                 event = batch[i]
+                if event.__class__ is EventRecord:
+                    event = asdict(event)  # a dict's `get` is C; a record's is Python code
                 try:
                     get = event.get
                     event_type = get("event_type")
@@ -466,9 +499,7 @@ class EventStats:
         return kind
 
     @staticmethod
-    def _group(
-        groups: dict[str, list[Any]], kind: str, event: dict[str, Any], message: Any
-    ) -> None:
+    def _group(groups: dict[str, list[Any]], kind: str, event: Event, message: Any) -> None:
         group = groups.get(kind)
         timestamp = event.get("timestamp") or ""
         if group is None:
@@ -556,12 +587,6 @@ class EventStats:
     def is_completed(self, task_id: str) -> bool:
         return bool(self._tasks.get(task_id, 0) & _COMPLETIONS)
 
-    def completed_more_than_once_ids(self) -> Iterator[str]:
-        return self._ids_where(_TWO_COMPLETIONS, _TWO_COMPLETIONS)
-
-    def dead_letter_ids(self) -> Iterator[str]:
-        return self._ids_where(_DEAD | _COMPLETIONS, _DEAD)
-
     def _recent_rate(self, last: float | None, done: int) -> float | None:
         """Completions per second over about the last minute of event time, from the
         checkpoints that successive summaries leave (None until two are a while apart)."""
@@ -602,6 +627,51 @@ class EventStats:
             p99=percentile(values, 99),
         )
 
+    def _example_ids(self, count: int) -> tuple[list[str], list[str], list[str]]:
+        """Example ids of the tasks not completed, completed more than once, and dead: the
+        first in task-file order when there is a task file (not completed), else the smallest,
+        so that they do not depend on the order events were read in.
+
+        The three lists come from one scan of the task table: the few distinct states (a
+        few dozen in a million tasks) that fall in any of the three are found first, then one
+        C-level pass picks the tasks in those states, and only they are sorted out.
+        """
+        in_order = self.expected is not None
+        categories = [
+            (_COMPLETIONS | (_EXPECTED if in_order else 0), _EXPECTED if in_order else 0),
+            (_TWO_COMPLETIONS, _TWO_COMPLETIONS),
+            (_DEAD | _COMPLETIONS, _DEAD),
+        ]
+        wanted = [
+            self.tasks_not_completed > 0 and not in_order,
+            self.tasks_multi > 0,
+            self.dead_open > 0,
+        ]
+        if count <= 0 or not any(wanted):
+            picked: list[tuple[str, int]] = []
+        else:
+            tasks = self._tasks
+            states = tasks.values()
+            interesting = {
+                state
+                for state in set(states)
+                if any(
+                    w and state & mask == value
+                    for w, (mask, value) in zip(wanted, categories, strict=True)
+                )
+            }
+            flags = list(map(interesting.__contains__, states))
+            picked = list(zip(compress(tasks.keys(), flags), compress(states, flags), strict=True))
+        found = [
+            heapq.nsmallest(count, (k for k, s in picked if s & mask == value), key=str)
+            if w
+            else []
+            for w, (mask, value) in zip(wanted, categories, strict=True)
+        ]
+        if in_order and self.tasks_not_completed > 0 and count > 0:
+            found[0] = list(islice(self.not_completed_ids(), count))
+        return found[0], found[1], found[2]
+
     def summary(self, *, examples: int = _EXAMPLES) -> Summary:
         """The statistics now. O(tasks) for the example lists and O(n log n) for percentiles:
         take it once per screen refresh, not per event."""
@@ -621,15 +691,7 @@ class EventStats:
         eta = not_completed / eta_rate if eta_rate else None
         if not_completed == 0:
             eta = 0.0
-
-        def take(ids: Iterable[str], count: int, in_order: bool = False) -> list[str]:
-            """Examples that do not depend on the order events were read in: the first in
-            task-file order, or else the smallest ids."""
-            if count <= 0:
-                return []
-            if in_order:
-                return list(islice(ids, examples))
-            return heapq.nsmallest(examples, ids, key=str)
+        example_ids = self._example_ids(examples)
 
         def groups(source: dict[str, list[Any]]) -> list[FailureGroup]:
             rows = [
@@ -653,16 +715,12 @@ class EventStats:
             tasks_seen=self.tasks_seen,
             tasks_completed=done,
             tasks_not_completed=not_completed,
-            tasks_not_completed_examples=take(
-                self.not_completed_ids(), not_completed, in_order=self.expected is not None
-            ),
+            tasks_not_completed_examples=example_ids[0],
             tasks_completed_more_than_once=self.tasks_multi,
-            tasks_completed_more_than_once_examples=take(
-                self.completed_more_than_once_ids(), self.tasks_multi
-            ),
+            tasks_completed_more_than_once_examples=example_ids[1],
             tasks_not_in_task_file=self.unknown_tasks if self.expected is not None else 0,
             dead_letters=self.dead_open,
-            dead_letter_examples=take(self.dead_letter_ids(), self.dead_open),
+            dead_letter_examples=example_ids[2],
             first_event=first_ts,
             last_event=last_ts,
             span_seconds=span,

@@ -7,10 +7,11 @@ a JSONL file is read in blocks of about half a megabyte, and each block is check
 whole: msgspec decodes the block as one JSON list into structs that admit only `id` (a string)
 and `data` (an object), and the ids, joined into one string, pass a handful of string tests (ASCII,
 printable, no `/`, `\\` or `"`, none empty, none over 256 characters, none starting with `.`).
-The lines themselves become the stored bodies, unchanged.
+The lines themselves are the task bodies the queue stores. (An object that repeats its `id` key
+counts by its last one, in msgspec here as in orjson when a worker reads the body back.)
 
-Whatever a block's fast check refuses (a bad entry, but also a blank line, a byte order mark, a
-non-ASCII id, a `task_id` key, a task without `data`) goes through the exact, line-by-line
+Whatever a block's fast check refuses (a bad entry, but also a blank line, a non-ASCII id, a
+`task_id` key, a task without `data`) goes through the exact, line-by-line
 validation of `taskfleet.tasks`, which either accepts it or raises the error naming the line. So
 the fast path decides nothing on its own: it only recognises blocks that are plainly fine.
 
