@@ -18,6 +18,8 @@ from taskfleet.tasks import Task, TaskSource, iter_tasks
 
 # How often (in tasks) a one-by-one load reports progress.
 PROGRESS_EVERY = 5000
+# How long a load that stops early waits for its read-ahead thread to stop.
+READER_STOP_SECONDS = 2.0
 
 Progress = Callable[[int], None]
 # What the read-ahead thread hands over: a batch, the end (None, None), or its error.
@@ -113,4 +115,6 @@ def _read_ahead(batches: Generator[TaskBatch, None, None], depth: int = 2) -> It
             yield batch
     finally:
         stop.set()
-        reader.join()
+        # The reader notices within one block. A read that hangs (a stalled pipe or network
+        # file after Ctrl-C) is not waited for: the thread is a daemon and exits with us.
+        reader.join(timeout=READER_STOP_SECONDS)
