@@ -256,12 +256,16 @@ def test_load_tasks_into_reports_progress_and_stops_its_reader_on_error(tmp_path
         assert result.inserted == 30_000
         assert seen == sorted(seen) and seen[-1] == 30_000
 
+    # The repeat comes early in a file of many blocks: the reader is still reading when the
+    # load fails, and must stop although the error (kept by pytest) holds the generators.
+    entries = [task(i) for i in range(200_000)]
     entries[25_000] = task(3)
     write_entries(tmp_path / "repeat.jsonl", entries)
     with SQLiteQueue(tmp_path / "queue.db", "fresh") as queue:
-        with pytest.raises(TaskFileError, match="line 25001: duplicate id 'task-00003'"):
+        with pytest.raises(TaskFileError, match="line 25001: duplicate id 'task-00003'") as caught:
             load_tasks_into(queue, tmp_path / "repeat.jsonl")
         assert queue.stats().inserted == 0
+    assert caught.value.__traceback__ is not None
     assert not [t for t in threading.enumerate() if t.name == "taskfleet-load-reader"]
 
 

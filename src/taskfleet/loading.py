@@ -8,6 +8,7 @@ messages for bad input are the same.
 
 from __future__ import annotations
 
+import contextlib
 import queue as thread_queue
 import threading
 from collections.abc import Callable, Generator, Iterator
@@ -40,7 +41,10 @@ def load_tasks_into(
     send_batches = getattr(queue, "send_batches", None)
     if send_batches is not None:
         batches = iter_task_batches(source, skip=skip, limit=limit, check_duplicates=False)
-        return send_batches(_counted_batches(_read_ahead(batches), on_progress))
+        # Closed here, not when the garbage collector gets to it: an error's traceback keeps
+        # the generator alive, and with it a reader thread waiting to hand over a batch.
+        with contextlib.closing(_read_ahead(batches)) as read_ahead:
+            return send_batches(_counted_batches(read_ahead, on_progress))
     return queue.send(_counted_tasks(iter_tasks(source, skip=skip, limit=limit), on_progress))
 
 
