@@ -13,7 +13,8 @@ import pytest
 
 from helpers_events import FIXTURE, TASK_IDS, ev, synthetic_events, write_events
 from taskfleet.eventlog import EventFileReader
-from taskfleet.stats import EventStats, exception_type, percentile
+from taskfleet.stats import EventStats
+from taskfleet.summary import exception_type, percentile
 
 
 def fold(events, expected=None, one_by_one=False) -> EventStats:
@@ -340,7 +341,7 @@ def test_numpy_and_pure_python_elapsed_figures_agree() -> None:
     pytest.importorskip("numpy")
     from array import array
 
-    from taskfleet.stats import _elapsed_summary_numpy
+    from taskfleet.summary import _elapsed_summary_numpy
 
     rng = random.Random(8)
     stats = EventStats()

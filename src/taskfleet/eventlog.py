@@ -14,6 +14,8 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from itertools import repeat
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,37 @@ class EventRecord(msgspec.Struct, gc=False):
 RECORD_FIELDS = frozenset(EventRecord.__struct_fields__)
 _decode_record = msgspec.json.Decoder(EventRecord).decode
 _decode_records = msgspec.json.Decoder(list[EventRecord]).decode
+
+
+# An event as code that folds events takes it: a dict (from the runtime or an event queue) or
+# a record (from a file).
+Event = dict[str, Any] | EventRecord
+ColumnReader = Callable[[list[Any], str], list[Any]]
+_RECORD_GETTERS = {name: attrgetter(name) for name in RECORD_FIELDS}
+
+
+def _dict_column(events: list[Any], key: str) -> list[Any]:
+    return list(map(dict.get, events, repeat(key, len(events))))
+
+
+def _record_column(events: list[Any], key: str) -> list[Any]:
+    return list(map(_RECORD_GETTERS[key], events))
+
+
+def _any_column(events: list[Any], key: str) -> list[Any]:
+    return [e.get(key) if isinstance(e, (dict, EventRecord)) else None for e in events]
+
+
+def column_reader(batch: list[Any]) -> ColumnReader:
+    """How to read one field of every event of `batch` in C (`reader(events, "task_id")`):
+    for a batch of dicts, or of records; anything else (a malformed event among them) gets a
+    slow reader that gives None for what is not an event."""
+    kinds = set(map(type, batch))
+    if kinds == {EventRecord}:
+        return _record_column
+    if kinds == {dict}:
+        return _dict_column
+    return _any_column
 
 
 def as_record(event: dict[str, Any]) -> EventRecord:

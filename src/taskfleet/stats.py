@@ -30,13 +30,11 @@ Definitions (the tests check them against hand-computed fixtures):
 from __future__ import annotations
 
 import heapq
-import math
-import operator
 import os
 import re
 from array import array
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from itertools import compress, islice, repeat
 from operator import and_, eq, is_, not_, or_
 from pathlib import Path
@@ -44,15 +42,21 @@ from typing import Any
 
 from msgspec.structs import asdict
 
-from taskfleet.eventlog import RECORD_FIELDS, BadLine, EventRecord, parse_timestamp
+from taskfleet.eventlog import (
+    BadLine,
+    ColumnReader,
+    Event,
+    EventRecord,
+    column_reader,
+    parse_timestamp,
+)
 from taskfleet.summary import (
     ElapsedSummary,
     FailureGroup,
     HostSummary,
     Summary,
-    _elapsed_summary_numpy,
     exception_type,
-    percentile,
+    summarize_elapsed,
 )
 
 # Per-task state, one int per task id: flags, a saturating completion count (0, 1, 2 = "two
@@ -85,38 +89,7 @@ _EXAMPLES = 10  # ids listed per category in the summary
 _BAD_LINE_EXAMPLES = 5
 _EXCEPTION_TYPE = re.compile(r"^([A-Za-z_][\w.]*)(?::|\(|$)")
 _RECENT_WINDOW = 60.0  # seconds of event time behind the live rate and ETA
-_NUMPY_FROM = 200_000  # below this, importing numpy costs about what it saves
 _BATCH = 32_768  # events folded per column-wise pass
-
-
-# An event as the fold takes it: a dict (the runtime, an event queue) or a record (a file).
-Event = dict[str, Any] | EventRecord
-_ColumnReader = Callable[[list[Any], str], list[Any]]
-_RECORD_GETTERS = {name: operator.attrgetter(name) for name in RECORD_FIELDS}
-
-
-def _dict_column(events: list[Any], key: str) -> list[Any]:
-    return list(map(dict.get, events, repeat(key, len(events))))
-
-
-def _record_column(events: list[Any], key: str) -> list[Any]:
-    return list(map(_RECORD_GETTERS[key], events))
-
-
-def _any_column(events: list[Any], key: str) -> list[Any]:
-    return [e.get(key) if isinstance(e, (dict, EventRecord)) else None for e in events]
-
-
-def _column_reader(batch: list[Any]) -> _ColumnReader:
-    """How to read one field of every event of `batch` in C: events are dicts (from the
-    runtime or an event queue) or `EventRecord`s (from a file); anything else (a malformed
-    event) takes the slow reader, and `_fold_rows` reports it."""
-    kinds = set(map(type, batch))
-    if kinds == {EventRecord}:
-        return _record_column
-    if kinds == {dict}:
-        return _dict_column
-    return _any_column
 
 
 class EventStats:
@@ -241,7 +214,7 @@ class EventStats:
         handles every other event and is the reference for what an event means.
         """
         n = len(batch)
-        column = _column_reader(batch)
+        column = column_reader(batch)
         # Only task_completed events carry `retry`: `retry is False` finds the candidates in C.
         no_retry = list(map(is_, column(batch, "retry"), repeat(False, n)))
         # The fold does not depend on order, so the rest need not be in file order.
@@ -270,7 +243,7 @@ class EventStats:
         return dropped
 
     def _fold_first_completions(
-        self, batch: list[Any], rows: list[int], column: _ColumnReader
+        self, batch: list[Any], rows: list[int], column: ColumnReader
     ) -> list[int]:
         """Fold, in bulk, first completions (`task_completed`, attempt 1, retry false) of tasks
         not seen before (or only listed in the task file) that appear once in the batch: their
@@ -603,29 +576,7 @@ class EventStats:
         return (done - done_then) / (last - then)
 
     def elapsed_summary(self) -> ElapsedSummary:
-        n = len(self.elapsed)
-        if n == 0:
-            return ElapsedSummary(count=0)
-        if n >= _NUMPY_FROM:
-            fast = _elapsed_summary_numpy(self.elapsed)
-            if fast is not None:
-                return fast
-        values = sorted(self.elapsed)
-        mean = math.fsum(values) / n
-        # E[x^2] - mean^2 with exact (fsum) sums: one C-speed pass; the cancellation it risks
-        # matters only when sd/mean < 1e-8, far below what elapsed times show.
-        variance = max(0.0, math.fsum(map(operator.mul, values, values)) / n - mean * mean)
-        return ElapsedSummary(
-            count=n,
-            min=values[0],
-            max=values[-1],
-            mean=mean,
-            sd=math.sqrt(variance),
-            median=percentile(values, 50),
-            p90=percentile(values, 90),
-            p95=percentile(values, 95),
-            p99=percentile(values, 99),
-        )
+        return summarize_elapsed(self.elapsed)
 
     def _example_ids(self, count: int) -> tuple[list[str], list[str], list[str]]:
         """Example ids of the tasks not completed, completed more than once, and dead: the
