@@ -19,8 +19,13 @@ def test_running_task_keeps_its_lease_past_the_lease_length(tmp_path: Path) -> N
     queue.send([Task("long", {"action": "sleep", "seconds": 3.5})])
     proc = start_worker(tmp_path, "--queue", url, "--lease-seconds", "1", "--exit-when-idle", "1")
     try:
-        deadline = time.monotonic() + 3.0
-        time.sleep(0.5)
+        # Wait for the worker to take the task (its start-up time varies with the machine's
+        # load), then try to steal it for 2.5 s: more than twice the lease, within the task.
+        deadline = time.monotonic() + 30
+        while queue.stats().leased == 0:
+            assert time.monotonic() < deadline, "the worker never took the task"
+            time.sleep(0.02)
+        deadline = time.monotonic() + 2.5
         while time.monotonic() < deadline:
             stolen = queue.receive(1, lease_seconds=30)
             assert not stolen, "the running task's lease expired and it was delivered again"

@@ -112,6 +112,8 @@ def test_worker_stops_on_a_real_aws_notice(metadata: MetadataServer, tmp_path: P
     tasks = [{"id": f"f{i}", "data": {"action": "flag", "seconds": 30}} for i in range(2)]
     tasks += [{"id": f"s{i}", "data": {"action": "sleep", "seconds": 60}} for i in range(4)]
     write_tasks(tmp_path / "tasks.json", tasks)
+    markers = tmp_path / "markers"
+    markers.mkdir()
     proc = start_worker(
         tmp_path,
         "--task-file",
@@ -124,10 +126,16 @@ def test_worker_stops_on_a_real_aws_notice(metadata: MetadataServer, tmp_path: P
         "--shutdown-grace-period",
         "2",
         env=worker_env(
-            TASKFLEET_AWS_METADATA_URL=metadata.url, TASKFLEET_TERMINATION_POLL_SECONDS="0.1"
+            TASKFLEET_AWS_METADATA_URL=metadata.url,
+            TASKFLEET_TERMINATION_POLL_SECONDS="0.1",
+            BEHAVIOUR_MARKERS=str(markers),
         ),
     )
-    time.sleep(1.0)
+    # The notice comes once both flag tasks run (start-up time varies with the machine's load).
+    deadline = time.monotonic() + 30
+    while len(list(markers.glob("f*"))) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, "the flag tasks never started"
+        time.sleep(0.02)
     metadata.interrupt = True
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
