@@ -62,9 +62,9 @@ def baseline(path: Path, loads_name: str) -> dict[str, float]:
     return {"events": int(n), "wall": float(wall), "cpu": float(cpu)}
 
 
-def check_monitor(path: Path) -> dict[str, float]:
-    """Run the command once more and check it counted every event."""
-    cmd = [
+def monitor_command(path: Path) -> list[str]:
+    """`taskfleet monitor --json PATH` through this interpreter (the installed package)."""
+    return [
         sys.executable,
         "-c",
         "from taskfleet.cli import main; main()",
@@ -72,6 +72,11 @@ def check_monitor(path: Path) -> dict[str, float]:
         "--json",
         str(path),
     ]
+
+
+def check_monitor(path: Path) -> dict[str, float]:
+    """Run the command once more and check it counted every event."""
+    cmd = monitor_command(path)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = proc.communicate()
@@ -87,14 +92,7 @@ def check_monitor(path: Path) -> dict[str, float]:
 
 
 def run_monitor_rusage(path: Path) -> dict[str, float]:
-    cmd = [
-        sys.executable,
-        "-c",
-        "from taskfleet.cli import main; main()",
-        "monitor",
-        "--json",
-        str(path),
-    ]
+    cmd = monitor_command(path)
     t0 = time.perf_counter()
     pid = os.posix_spawn(sys.executable, cmd, os.environ)  # stdout inherited: redirect below
     _, status, usage = os.wait4(pid, 0)
