@@ -124,9 +124,9 @@ def load_in_process(jsonl: Path, db: Path, count: int, one_by_one: bool) -> floa
     """tasks/s of the load without the process start: `load_tasks_into` (the bulk path that
     `load-queue` takes), or `SQLiteQueue.send(iter_tasks(file))` (tasks one by one, the path
     of the other backends)."""
-    from taskfleet.loading import load_tasks_into
     from taskfleet.queues.sqlite import SQLiteQueue
     from taskfleet.tasks import iter_tasks
+    from taskfleet.tasks.loading import load_tasks_into
 
     queue = SQLiteQueue(db)
     try:

@@ -13,14 +13,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from taskfleet.events import (
+from taskfleet.events.schema import make_event, utc_timestamp
+from taskfleet.events.sinks import (
     FanOutSink,
     FileEventSink,
     NullSink,
     QueueEventSink,
-    make_event,
     open_event_sink,
-    utc_timestamp,
 )
 from taskfleet.queues import event_queue_url, open_queue
 
@@ -123,7 +122,8 @@ def test_failed_flush_keeps_events_for_the_next_flush(tmp_path: Path) -> None:
 WRITER = textwrap.dedent(
     """
     import random, sys
-    from taskfleet.events import FileEventSink, make_event
+    from taskfleet.events.schema import make_event
+    from taskfleet.events.sinks import FileEventSink
     path, name, n, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     rng = random.Random(seed)
     sink = FileEventSink(path)

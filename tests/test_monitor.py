@@ -134,8 +134,8 @@ def test_help_has_an_example(capsys) -> None:
 def test_live_view_renders_everything_that_matters() -> None:
     from rich.console import Console
 
-    from taskfleet.monitor_view import render, status_line
-    from taskfleet.stats import EventStats
+    from taskfleet.monitoring.live_view import render, status_line
+    from taskfleet.monitoring.statistics import EventStats
 
     stats = EventStats(TASK_IDS)
     stats.add_all(FIXTURE)
@@ -161,7 +161,8 @@ def test_live_view_renders_everything_that_matters() -> None:
 WRITER = textwrap.dedent(
     """
     import sys, time
-    from taskfleet.events import open_event_sink, make_event
+    from taskfleet.events.schema import make_event
+    from taskfleet.events.sinks import open_event_sink
     path, n, linger = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     sink = open_event_sink(path)
     sink.emit(make_event("worker_started", worker_id=1))
@@ -224,7 +225,8 @@ def test_follow_sees_events_appended_by_a_running_process(tmp_path: Path) -> Non
 PRODUCER = textwrap.dedent(
     """
     import sys, time
-    from taskfleet.events import open_event_sink, make_event
+    from taskfleet.events.schema import make_event
+    from taskfleet.events.sinks import open_event_sink
     from taskfleet.queues import event_queue_url
     url, n = event_queue_url(sys.argv[1]), int(sys.argv[2])
     sink = open_event_sink(queue_url=url)
@@ -291,7 +293,7 @@ def test_restart_after_a_torn_output_file(tmp_path: Path, capsys) -> None:
     output = tmp_path / "events.jsonl"
     good = orjson.dumps(FIXTURE[2]) + b"\n"
     output.write_bytes(good + orjson.dumps(FIXTURE[3])[:25])
-    from taskfleet.events import open_event_sink
+    from taskfleet.events.sinks import open_event_sink
 
     with open_event_sink(queue_url=event_queue_url(task_queue)) as sink:
         sink.emit(FIXTURE[3])

@@ -14,8 +14,8 @@ import pytest
 
 from helpers_events import CHROMIUM_ARGS, chromium_path, ev, synthetic_events, write_events
 from taskfleet.cli import main
-from taskfleet.events import ATTEMPT_OUTCOMES
-from taskfleet.report import EXCEPTION, build_report, collect
+from taskfleet.events.schema import ATTEMPT_OUTCOMES
+from taskfleet.monitoring.report import EXCEPTION, build_report, collect
 
 XSS_ID = "</script><script>window.__pwned=1</script>"
 

@@ -22,12 +22,12 @@ from taskfleet.queues import (
     DEFAULT_MAX_ATTEMPTS,
     SendInterrupted,
     backend_class,
-    backoff_delay,
     event_queue_url,
     open_queue,
 )
 from taskfleet.queues.sqlite import SQLiteQueue, parse_sqlite_url
 from taskfleet.tasks import Task, iter_tasks
+from taskfleet.worker.attempts import backoff_delay
 
 LONG = 3600.0  # a lease that stays live for the whole test
 

@@ -12,9 +12,10 @@ import orjson
 import pytest
 
 from helpers_events import FIXTURE, TASK_IDS, ev, synthetic_events, write_events
-from taskfleet.eventlog import EventFileReader
-from taskfleet.stats import EventStats
-from taskfleet.summary import exception_type, percentile
+from taskfleet.events.reader import EventFileReader
+from taskfleet.monitoring.statistics import EventStats
+from taskfleet.monitoring.summary import exception_type, percentile
+from taskfleet.monitoring.summary_text import format_summary
 
 
 def fold(events, expected=None, one_by_one=False) -> EventStats:
@@ -80,7 +81,7 @@ def test_hand_computed_fixture(one_by_one: bool) -> None:
 
 
 def test_summary_text_has_the_monitor_summary_content() -> None:
-    text = fold(FIXTURE, TASK_IDS).summary().format_text()
+    text = format_summary(fold(FIXTURE, TASK_IDS).summary())
     for expected in (
         "Tasks in the task file: 6; completed: 3; not completed: 3",
         "Completed more than once (delivered again): 1: t4",
@@ -341,7 +342,7 @@ def test_numpy_and_pure_python_elapsed_figures_agree() -> None:
     pytest.importorskip("numpy")
     from array import array
 
-    from taskfleet.summary import _elapsed_summary_numpy
+    from taskfleet.monitoring.summary import _elapsed_summary_numpy
 
     rng = random.Random(8)
     stats = EventStats()
@@ -355,8 +356,8 @@ def test_numpy_and_pure_python_elapsed_figures_agree() -> None:
 def test_stats_sink_gives_the_runtime_the_monitor_figures(tmp_path: Path) -> None:
     """What the runtime does for its end-of-run summary: wrap its sink; the figures are
     those `monitor` computes from the file written."""
-    from taskfleet.events import open_event_sink
-    from taskfleet.stats_sink import StatsSink
+    from taskfleet.events.sinks import open_event_sink
+    from taskfleet.monitoring.stats_sink import StatsSink
 
     path = tmp_path / "events.jsonl"
     events = synthetic_events(300, seed=6)
@@ -373,8 +374,8 @@ def test_stats_sink_gives_the_runtime_the_monitor_figures(tmp_path: Path) -> Non
 
 
 def test_stats_sink_keeps_events_of_a_failed_flush() -> None:
-    from taskfleet.events import FileEventSink
-    from taskfleet.stats_sink import StatsSink
+    from taskfleet.events.sinks import FileEventSink
+    from taskfleet.monitoring.stats_sink import StatsSink
 
     if not Path("/dev/full").exists():
         pytest.skip("needs /dev/full")

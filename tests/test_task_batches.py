@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 
 from helpers_taskfiles import BAD_ENTRIES, run_taskfleet, sqlite_url, task, write_entries
 from taskfleet.errors import TaskFileError
-from taskfleet.loading import load_tasks_into
 from taskfleet.queues.sqlite import SQLiteQueue
-from taskfleet.task_batches import TaskBatch, ids_are_plain, iter_task_batches
 from taskfleet.tasks import Task, iter_tasks
+from taskfleet.tasks.batches import TaskBatch, ids_are_plain, iter_task_batches
+from taskfleet.tasks.loading import load_tasks_into
 
 BLOCK_SIZES = [16, 97, 4096, 1 << 19]
 

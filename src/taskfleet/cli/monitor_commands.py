@@ -97,9 +97,10 @@ def monitor(
     """
     import orjson
 
-    from taskfleet.monitor import FileSource, MonitorOptions, QueueSource, run_monitor
-    from taskfleet.monitor_view import LiveView, LogView
-    from taskfleet.stats import EventStats
+    from taskfleet.monitoring.live_view import LiveView, LogView
+    from taskfleet.monitoring.monitor import FileSource, MonitorOptions, QueueSource, run_monitor
+    from taskfleet.monitoring.statistics import EventStats
+    from taskfleet.monitoring.summary_text import format_summary
 
     if (queue_url or event_queue) and events:
         raise TaskfleetError("give either events files or --queue/--event-queue, not both")
@@ -169,7 +170,7 @@ def monitor(
     summary, interrupted = run_monitor(source, stats, options, show)
 
     if remaining_out and task_file:
-        from taskfleet.monitor import write_remaining
+        from taskfleet.monitoring.monitor import write_remaining
 
         written = write_remaining(task_file, stats, remaining_out)
         click.echo(f"wrote {written:,} tasks not completed to {remaining_out}", err=True)
@@ -178,7 +179,7 @@ def monitor(
         sys.stdout.buffer.write(b"\n")
         sys.stdout.flush()
     else:
-        click.echo(summary.format_text())
+        click.echo(format_summary(summary))
     if interrupted:
         raise SystemExit(130)
 
@@ -219,7 +220,7 @@ def report(
       taskfleet report events.jsonl -o report.html
       taskfleet report host-*/events.jsonl -o report.html --png timeline.png
     """
-    from taskfleet.report import build_report
+    from taskfleet.monitoring.report import build_report
 
     data = build_report(
         events, output, png=png, max_bars=max_bars, title=title, task_file=task_file

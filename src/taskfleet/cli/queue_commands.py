@@ -11,10 +11,10 @@ from rich.table import Table
 
 from taskfleet.cli import cli
 from taskfleet.errors import TaskfleetError
-from taskfleet.loading import load_tasks_into
 from taskfleet.queues import Queue, SendInterrupted, backend_class, open_queue
 from taskfleet.queues.sqlite import SQLiteQueue, parse_sqlite_url
 from taskfleet.redact import redact
+from taskfleet.tasks.loading import load_tasks_into
 
 out = Console(highlight=False)
 

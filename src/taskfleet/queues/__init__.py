@@ -16,9 +16,9 @@ from taskfleet.queues.base import (
     Message,
     Queue,
     QueueStats,
+    Received,
     SendInterrupted,
     SendResult,
-    backoff_delay,
 )
 from taskfleet.redact import redact
 
@@ -89,10 +89,10 @@ __all__ = [
     "Message",
     "Queue",
     "QueueStats",
+    "Received",
     "SendInterrupted",
     "SendResult",
     "backend_class",
-    "backoff_delay",
     "event_queue_url",
     "open_queue",
 ]

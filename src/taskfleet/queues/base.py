@@ -9,7 +9,6 @@ task moves to the dead letters with its last error, where `redrive` can put it b
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -82,6 +81,25 @@ class DeadLetter:
     error: str | None = None
 
 
+class Received(list[Message]):
+    """What `receive` returns: the messages it leased, and the tasks it dead-lettered itself.
+
+    A backend that finds an expired lease whose attempts are spent (the worker died on the
+    task's last attempt) moves that task to the dead letters instead of leasing it again, and
+    reports it here: the backend decides nothing more, the runtime's attempt owner writes the
+    `task_dead_lettered` event and counts it. It is a list of the leased messages, so callers
+    that only lease iterate it as one.
+    """
+
+    __slots__ = ("dead_lettered",)
+
+    def __init__(
+        self, messages: Iterable[Message] = (), dead_lettered: Iterable[DeadLetter] = ()
+    ) -> None:
+        super().__init__(messages)
+        self.dead_lettered: list[DeadLetter] = list(dead_lettered)
+
+
 @dataclass(slots=True)
 class SendResult:
     """What `send` did: how many tasks were inserted and how many were already present."""
@@ -128,20 +146,6 @@ def url_max_attempts(value: str, url: str) -> int:
         raise QueueURLError(f"{redact(url)!r}: max_attempts must be a whole number") from None
 
 
-def backoff_delay(
-    attempt: int, base: float = 1.0, cap: float = 300.0, rng: random.Random | None = None
-) -> float:
-    """Delay before the next attempt: exponential in the attempt, capped, with full jitter.
-
-    Full jitter (uniform between half and all of the exponential delay) keeps many workers that
-    failed together from retrying in lockstep, while still guaranteeing a minimum wait so a
-    failing task never spins in a hot loop.
-    """
-    exponential = min(cap, base * (2 ** max(0, attempt - 1)))
-    r = (rng or random).random()
-    return exponential * (0.5 + 0.5 * r)
-
-
 @runtime_checkable
 class Queue(Protocol):
     """The protocol. Batch methods take sequences so that no backend does per-message trips."""
@@ -153,10 +157,9 @@ class Queue(Protocol):
         """Insert tasks; an id already queued, leased, done or dead is skipped and counted."""
         ...
 
-    def receive(
-        self, max_messages: int, lease_seconds: float, wait_seconds: float = 0
-    ) -> list[Message]:
-        """Lease up to `max_messages` visible tasks for `lease_seconds`."""
+    def receive(self, max_messages: int, lease_seconds: float, wait_seconds: float = 0) -> Received:
+        """Lease up to `max_messages` visible tasks for `lease_seconds`; report the tasks whose
+        expired lease was their last attempt, which it dead-lettered instead."""
         ...
 
     def ack(self, messages: Sequence[Message]) -> None:

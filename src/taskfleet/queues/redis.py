@@ -34,6 +34,7 @@ from taskfleet.queues.base import (
     DeadLetter,
     Message,
     QueueStats,
+    Received,
     SendInterrupted,
     SendResult,
     url_max_attempts,
@@ -236,11 +237,9 @@ class RedisQueue:
             # What went in before the error stays in (sending again skips it); say how much.
             raise SendInterrupted(result.inserted, exc, result.already_present) from exc
 
-    def receive(
-        self, max_messages: int, lease_seconds: float, wait_seconds: float = 0
-    ) -> list[Message]:
+    def receive(self, max_messages: int, lease_seconds: float, wait_seconds: float = 0) -> Received:
         if max_messages <= 0:
-            return []
+            return Received()
         deadline = time.monotonic() + max(0.0, wait_seconds)
         lease_ms = max(1, round(lease_seconds * 1000))
         while True:
@@ -255,10 +254,10 @@ class RedisQueue:
                 if len(reply) - 1 < want:
                     break
             if messages:
-                return messages
+                return Received(messages)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return []
+                return Received()
             hint_ms = int(reply[0])
             block = min(remaining, MAX_BLOCK_SECONDS)
             if hint_ms >= 0:

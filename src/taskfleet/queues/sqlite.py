@@ -34,13 +34,14 @@ from taskfleet.queues.base import (
     DeadLetter,
     Message,
     QueueStats,
+    Received,
     SendResult,
     url_max_attempts,
 )
 from taskfleet.tasks import Task
 
 if TYPE_CHECKING:
-    from taskfleet.task_batches import TaskBatch
+    from taskfleet.tasks.batches import TaskBatch
 
 WAITING, LEASED, DONE, DEAD = 0, 1, 2, 3
 DEFAULT_QUEUE_NAME = "tasks"
@@ -223,7 +224,7 @@ class SQLiteQueue:
         return SendResult(inserted=inserted, already_present=seen - inserted, ids_seen=seen)
 
     def send_batches(self, batches: Iterable[TaskBatch]) -> SendResult:
-        """Load validated batches (see `taskfleet.task_batches`) in one transaction.
+        """Load validated batches (see `taskfleet.tasks.batches`) in one transaction.
 
         The bulk path of `load-queue`: each batch is one JSON object `{id: task, ...}` that
         json_each expands in C, keys as ids, so no task is parsed again to find its id. The
@@ -272,23 +273,21 @@ class SQLiteQueue:
             in_batch.add(task_id)
         return None
 
-    def receive(
-        self, max_messages: int, lease_seconds: float, wait_seconds: float = 0
-    ) -> list[Message]:
+    def receive(self, max_messages: int, lease_seconds: float, wait_seconds: float = 0) -> Received:
         deadline = time.monotonic() + wait_seconds
         pause = 0.01
         while True:
-            messages = self._receive_now(max_messages, lease_seconds)
-            if messages or time.monotonic() >= deadline:
-                return messages
+            received = self._receive_now(max_messages, lease_seconds)
+            if received or received.dead_lettered or time.monotonic() >= deadline:
+                return received
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, 0.25)
 
-    def _receive_now(self, max_messages: int, lease_seconds: float) -> list[Message]:
+    def _receive_now(self, max_messages: int, lease_seconds: float) -> Received:
+        messages = Received()
         if max_messages <= 0:
-            return []
+            return messages
         t = self._table
-        messages: list[Message] = []
         with self._write() as c:
             now = time.time()
             # Rows leased by this call; with a lease of 0 s they are still "visible at now",
@@ -309,12 +308,13 @@ class SQLiteQueue:
                 from_waiting = from_leased = dead_from_leased = 0
                 for seq, body, state, attempts, lease in rows:
                     if state == LEASED and attempts >= self.max_attempts:
-                        dead_rows.append(
-                            (
-                                f"lease expired on attempt {attempts} of {self.max_attempts} "
-                                "(the worker died or was killed)",
-                                seq,
-                            )
+                        error = (
+                            f"lease expired on attempt {attempts} of {self.max_attempts} "
+                            "(the worker died or was killed)"
+                        )
+                        dead_rows.append((error, seq))
+                        messages.dead_lettered.append(
+                            DeadLetter(Task.from_json(body), attempts, error)
                         )
                         dead_from_leased += 1
                         continue

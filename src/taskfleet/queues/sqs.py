@@ -49,6 +49,7 @@ from taskfleet.queues.base import (
     DeadLetter,
     Message,
     QueueStats,
+    Received,
     SendInterrupted,
     SendResult,
     url_max_attempts,
@@ -388,12 +389,10 @@ class SQSQueue:
             kwargs["MessageAttributeNames"] = [ERROR_ATTRIBUTE, ATTEMPTS_ATTRIBUTE]
         return self.client.receive_message(**kwargs).get("Messages", [])
 
-    def receive(
-        self, max_messages: int, lease_seconds: float, wait_seconds: float = 0
-    ) -> list[Message]:
+    def receive(self, max_messages: int, lease_seconds: float, wait_seconds: float = 0) -> Received:
         """Up to `max_messages`, 10 per call; only the first call long-polls."""
         if max_messages <= 0:
-            return []
+            return Received()
         visibility = max(1, _seconds(lease_seconds, MAX_VISIBILITY))
         deadline = time.monotonic() + max(0.0, wait_seconds)
         messages: list[Message] = []
@@ -418,7 +417,7 @@ class SQSQueue:
                 messages.append(Message(task, m["ReceiptHandle"], attempt))
             if len(raw) < want and (messages or time.monotonic() >= deadline):
                 break
-        return messages
+        return Received(messages)
 
     def ack(self, messages: Sequence[Message]) -> None:
         """DeleteMessageBatch; a receipt SQS no longer knows means the task is gone already."""

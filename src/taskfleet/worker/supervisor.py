@@ -22,12 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskfleet.events import EventSink, hostname, make_event, utc_timestamp
-from taskfleet.queues.base import Message, Queue, backoff_delay
-from taskfleet.worker.outcomes import Outcome, RetryPolicy
-from taskfleet.worker.pool import ChildProcess
+from taskfleet.events.schema import hostname, make_event, utc_timestamp
+from taskfleet.events.sinks import EventSink
+from taskfleet.queues.base import Message, Queue
+from taskfleet.worker.attempts import Outcome, RetryPolicy, backoff_delay
+from taskfleet.worker.children import ChildProcess
 from taskfleet.worker.settings import WorkerSettings
-from taskfleet.worker.shared import SharedFlags
+from taskfleet.worker.shared_memory import SharedFlags
 
 log = logging.getLogger("taskfleet.worker")
 

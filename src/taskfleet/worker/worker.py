@@ -22,19 +22,20 @@ from pathlib import Path
 from typing import Any
 
 from taskfleet.errors import TaskfleetError
-from taskfleet.events import hostname as events_hostname
-from taskfleet.events import open_event_sink
-from taskfleet.loading import load_tasks_into
+from taskfleet.events.schema import hostname as events_hostname
+from taskfleet.events.sinks import open_event_sink
+from taskfleet.monitoring.stats_sink import StatsSink
+from taskfleet.monitoring.summary_text import format_summary
 from taskfleet.queues import Queue, event_queue_url, open_queue
 from taskfleet.queues.sqlite import SQLiteQueue
 from taskfleet.redact import redact
-from taskfleet.stats_sink import StatsSink
 from taskfleet.tasks import TaskSource
-from taskfleet.worker.local_state import Recovery, StateLock, default_state_path, recover
+from taskfleet.tasks.loading import load_tasks_into
 from taskfleet.worker.logs import configure_logging
 from taskfleet.worker.progress import ProgressView
+from taskfleet.worker.resume import Recovery, StateLock, default_state_path, recover
 from taskfleet.worker.settings import WorkerSettings, build_parser, resolve_settings
-from taskfleet.worker.shared import SharedFlags
+from taskfleet.worker.shared_memory import SharedFlags
 from taskfleet.worker.supervisor import RunCounts, Supervisor, install_signal_handlers
 from taskfleet.worker.termination import TerminationWatcher
 
@@ -360,7 +361,7 @@ class Worker:
             summary.exit_code = EXIT_FAILED
         if counts.received:
             # the same statistics as `taskfleet monitor`, for this run's events
-            print(sink.summary().format_text(), file=sys.stderr, flush=True)
+            print(format_summary(sink.summary()), file=sys.stderr, flush=True)
         print(summary.line(), flush=True)
         if summary.exit_code == EXIT_FAILED:
             where = f"--queue sqlite:///{queue.path}" if isinstance(queue, SQLiteQueue) else ""

@@ -8,8 +8,8 @@ import sys
 import time
 from typing import IO, Any
 
-from taskfleet.stats import Summary
-from taskfleet.summary_text import seconds
+from taskfleet.monitoring.statistics import Summary
+from taskfleet.monitoring.summary_text import seconds
 
 
 def status_line(s: Summary) -> str:

@@ -1,6 +1,6 @@
 """The figures a summary holds (`Summary` and its parts) and the small numeric helpers behind
 them: what `taskfleet monitor`, the runtime's end-of-run summary and `taskfleet report` show.
-`taskfleet.stats.EventStats` computes them from events."""
+`taskfleet.monitoring.statistics.EventStats` computes them from events."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from array import array
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-_EXAMPLES = 10  # ids listed per category in the summary
 _EXCEPTION_TYPE = re.compile(r"^([A-Za-z_][\w.]*)(?::|\(|$)")
 
 
@@ -174,9 +173,3 @@ class Summary:
             if isinstance(value, float) and not math.isfinite(value):
                 data[key] = None
         return data
-
-    def format_text(self, *, examples: int = _EXAMPLES) -> str:
-        """The final summary as plain text (rms-cloud-tasks' monitor summary, plus more)."""
-        from taskfleet.summary_text import format_summary
-
-        return format_summary(self, examples=examples)

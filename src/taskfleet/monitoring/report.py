@@ -30,10 +30,10 @@ from typing import Any
 import orjson
 
 from taskfleet.errors import MissingExtraError, TaskfleetError
-from taskfleet.eventlog import EventFileReader, parse_timestamp
-from taskfleet.events import ATTEMPT_OUTCOMES
-from taskfleet.stats import EventStats, Summary
-from taskfleet.summary_text import seconds
+from taskfleet.events.reader import EventFileReader, parse_timestamp
+from taskfleet.events.schema import ATTEMPT_OUTCOMES
+from taskfleet.monitoring.statistics import EventStats, Summary
+from taskfleet.monitoring.summary_text import format_summary, seconds
 
 DEFAULT_MAX_BARS = 20_000
 
@@ -540,7 +540,7 @@ generated {generated}</div>
 <h2>Failures</h2>
 {_failures_table(s)}
 <h2>Summary</h2>
-<pre id="summary-text">{html.escape(s.format_text())}</pre>
+<pre id="summary-text">{html.escape(format_summary(s))}</pre>
 <script>
 {scripts}</script>
 </body></html>

@@ -6,9 +6,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from taskfleet.events import EventSink
-from taskfleet.stats import EventStats
-from taskfleet.summary import Summary
+from taskfleet.events.sinks import EventSink
+from taskfleet.monitoring.statistics import EventStats
+from taskfleet.monitoring.summary import Summary
 
 
 class StatsSink:

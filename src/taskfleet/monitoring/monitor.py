@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from taskfleet.eventlog import EventFileReader
-from taskfleet.events import EVENT_QUEUE_MAX_ATTEMPTS, FileEventSink
+from taskfleet.events.reader import EventFileReader
+from taskfleet.events.sinks import EVENT_QUEUE_MAX_ATTEMPTS, FileEventSink
+from taskfleet.monitoring.statistics import EventStats, Summary
 from taskfleet.redact import redact
-from taskfleet.stats import EventStats, Summary
 
 DEFAULT_LEASE_SECONDS = 60.0
 MAX_POLL_FAILURES = 20  # in a row; each waits longer, up to 30 s (about 8 minutes in all)

@@ -8,6 +8,7 @@ dead letters, where `taskfleet redrive` can bring it back after a fix.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -95,3 +96,17 @@ class RetryPolicy:
             action,
             error=f"the task ran longer than --max-runtime {max_runtime:g} s and was killed",
         )
+
+
+def backoff_delay(
+    attempt: int, base: float = 1.0, cap: float = 300.0, rng: random.Random | None = None
+) -> float:
+    """Delay before the next attempt: exponential in the attempt, capped, with full jitter.
+
+    Full jitter (uniform between half and all of the exponential delay) keeps many workers that
+    failed together from retrying in lockstep, while still guaranteeing a minimum wait so a
+    failing task never spins in a hot loop.
+    """
+    exponential = min(cap, base * (2 ** max(0, attempt - 1)))
+    r = (rng or random).random()
+    return exponential * (0.5 + 0.5 * r)

@@ -33,7 +33,7 @@ import msgspec
 import orjson
 
 from taskfleet.errors import TaskFileError
-from taskfleet.tasks import (
+from taskfleet.tasks.readers import (
     BOM,
     MAX_TASK_ID_LENGTH,
     DuplicateTracker,

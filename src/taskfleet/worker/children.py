@@ -22,8 +22,8 @@ from typing import Any
 import orjson
 
 from taskfleet.queues.base import Message
-from taskfleet.worker.child import child_main
-from taskfleet.worker.shared import ChildSlot
+from taskfleet.worker.child_loop import child_main
+from taskfleet.worker.shared_memory import ChildSlot
 
 READ_CHUNK = 1 << 20
 PIPE_BUFFER_BYTES = 1 << 20

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from taskfleet.stats import FailureGroup, Summary
+    from taskfleet.monitoring.summary import FailureGroup, Summary
 
 
 def seconds(value: float | None) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from taskfleet.worker.shared import ChildSlot
+from taskfleet.worker.shared_memory import ChildSlot
 
 ProcessTask = Callable[[str, Any, Any], Any]
 

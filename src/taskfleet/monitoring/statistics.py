@@ -42,7 +42,7 @@ from typing import Any
 
 from msgspec.structs import asdict
 
-from taskfleet.eventlog import (
+from taskfleet.events.reader import (
     BadLine,
     ColumnReader,
     Event,
@@ -50,7 +50,7 @@ from taskfleet.eventlog import (
     column_reader,
     parse_timestamp,
 )
-from taskfleet.summary import (
+from taskfleet.monitoring.summary import (
     ElapsedSummary,
     FailureGroup,
     HostSummary,
@@ -692,7 +692,7 @@ class EventStats:
     ) -> EventStats:
         """The statistics of events files that exist (a resumed run starts from its file);
         unreadable lines are counted, never fatal."""
-        from taskfleet.eventlog import EventFileReader
+        from taskfleet.events.reader import EventFileReader
 
         stats = cls(expected_ids)
         for path in paths:

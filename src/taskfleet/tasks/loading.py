@@ -1,7 +1,7 @@
 """Load a task source into a queue: what `taskfleet load-queue` and a local worker run.
 
 A queue with a bulk path (`send_batches`: the embedded SQLite queue) takes validated batches
-(`taskfleet.task_batches`) and finds repeated ids in its own unique index; the other backends
+(`taskfleet.tasks.batches`) and finds repeated ids in its own unique index; the other backends
 take tasks one by one from `iter_tasks`, which checks for repeats itself. Either way the
 messages for bad input are the same.
 """
@@ -14,8 +14,8 @@ import threading
 from collections.abc import Callable, Generator, Iterator
 
 from taskfleet.queues.base import Queue, SendResult
-from taskfleet.task_batches import TaskBatch, iter_task_batches
 from taskfleet.tasks import Task, TaskSource, iter_tasks
+from taskfleet.tasks.batches import TaskBatch, iter_task_batches
 
 # How often (in tasks) a one-by-one load reports progress.
 PROGRESS_EVERY = 5000

@@ -1,4 +1,4 @@
-"""Tasks and the readers that turn task files into them.
+"""Readers that turn task files and task sources into validated tasks.
 
 A task is `{"id": str, "data": object}` (`task_id` is accepted for `id`, as rms-cloud-tasks files
 use it). Task files are JSON lists (streamed, never loaded whole), JSON Lines, or YAML lists, from
@@ -15,103 +15,26 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import sys
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
 from taskfleet.errors import MissingExtraError, TaskFileError
+from taskfleet.tasks.model import (
+    BAD_ID_CHARACTER,
+    MAX_TASK_ID_LENGTH,
+    MISSING,
+    Task,
+    TaskSource,
+    task_from_object,
+)
 
-MAX_TASK_ID_LENGTH = 256
-# Path separators and control characters (C0, DEL and C1): an id must be usable as a file name.
-_BAD_ID_CHARACTER = re.compile(r"[/\\\x00-\x1f\x7f-\x9f]")
 REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "http://", "https://")
-
-TaskSource = str | os.PathLike | Iterable[Any] | Callable[[], Iterable[Any]]
-
-
-@dataclass(frozen=True, slots=True)
-class Task:
-    """One unit of work: an id that is safe to use as a file name, and its JSON data."""
-
-    id: str
-    data: Any
-
-    def to_json(self) -> bytes:
-        """The task as a queue message body (JSON, never pickle)."""
-        return orjson.dumps({"id": self.id, "data": self.data})
-
-    @classmethod
-    def from_json(cls, body: bytes | str) -> Task:
-        obj = orjson.loads(body)
-        return cls(obj["id"], obj.get("data", {}))
-
-
-_MISSING: Any = object()
-
-
-def task_id_problem(task_id: object) -> str | None:
-    """Why `task_id` cannot be used as a task id (and so as a file name), or None if it can."""
-    if not isinstance(task_id, str):
-        return f"the id must be a string, not {type(task_id).__name__} ({task_id!r})"
-    if not task_id:
-        return "the id is empty"
-    if len(task_id) > MAX_TASK_ID_LENGTH:
-        return f"the id is {len(task_id)} characters long; at most {MAX_TASK_ID_LENGTH} are allowed"
-    if task_id[0] == ".":
-        return f"the id {task_id!r} starts with '.'; ids become file names, so this is not allowed"
-    bad = _BAD_ID_CHARACTER.search(task_id)
-    if bad is not None:
-        ch = bad.group()
-        if ch in "/\\":
-            return f"the id {task_id!r} contains {ch!r}; ids become file names, so use '-' instead"
-        return f"the id {task_id!r} contains the control character {ch!r}"
-    if not task_id.isascii():
-        try:
-            task_id.encode("utf-8")
-        except UnicodeEncodeError:
-            return f"the id {task_id!r} is not valid Unicode (it holds a lone surrogate)"
-    return None
-
-
-def task_from_object(obj: object) -> tuple[Task | None, str | None]:
-    """Build a Task from one parsed entry; returns (task, None) or (None, problem)."""
-    if isinstance(obj, Task):
-        problem = task_id_problem(obj.id)
-        if problem is None and not isinstance(obj.data, dict):
-            problem = f"the data of task {obj.id!r} is a {type(obj.data).__name__}, not an object"
-        return (None, problem) if problem else (obj, None)
-    if not isinstance(obj, dict):
-        kind = type(obj).__name__
-        return None, f'the entry is a {kind}, not an object like {{"id": ..., "data": {{...}}}}'
-    task_id = obj.get("id", _MISSING)
-    if task_id is _MISSING:
-        task_id = obj.get("task_id", _MISSING)
-        if task_id is _MISSING:
-            return None, "the entry has no 'id'"
-    elif "task_id" in obj:
-        return None, "the entry has both 'id' and 'task_id'; keep one"
-    problem = task_id_problem(task_id)
-    if problem:
-        return None, problem
-    data = obj.get("data", _MISSING)
-    if len(obj) > (1 if data is _MISSING else 2):
-        extra = [k for k in obj if k not in ("id", "task_id", "data")]
-        return None, (
-            f"task {task_id!r} has unknown field(s) {', '.join(map(repr, extra))}; "
-            "a task has only 'id' and 'data'"
-        )
-    if data is _MISSING:
-        data = {}
-    elif not isinstance(data, dict):
-        return None, f"the data of task {task_id!r} is a {type(data).__name__}, not an object"
-    return Task(task_id, data), None
 
 
 class DuplicateTracker:
@@ -266,18 +189,18 @@ def iter_jsonl_entries(
             obj = loads(line)
         except orjson.JSONDecodeError:
             obj = _jsonl_refused(line, lineno, name)
-            if obj is _MISSING:
+            if obj is MISSING:
                 continue
         yield lineno, obj
 
 
 def _jsonl_refused(line: bytes, lineno: int, name: str) -> object:
-    """A line orjson refused: blank (`_MISSING`: skip it), a UTF-8 byte order mark before the
+    """A line orjson refused: blank (`MISSING`: skip it), a UTF-8 byte order mark before the
     first line (tolerated, as editors on Windows write one), or an error naming the line."""
     if lineno == 1 and line.startswith(BOM):
         line = line[len(BOM) :]
     if not line.strip():
-        return _MISSING
+        return MISSING
     try:
         return orjson.loads(line)
     except orjson.JSONDecodeError as exc:
@@ -517,7 +440,7 @@ def validated(
     Yields (position, task): the line or index, for messages that come later (a duplicate
     found by the queue)."""
     is_duplicate = DuplicateTracker(progress).is_duplicate if check_duplicates else None
-    bad_character = _BAD_ID_CHARACTER.search
+    bad_character = BAD_ID_CHARACTER.search
     produced = 0
     seen = 0
     for position, obj in entries:

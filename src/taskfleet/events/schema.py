@@ -1,0 +1,154 @@
+"""Events: the one record of what happened to every task, and the sinks that store them.
+
+An event is a flat JSON object, one per line in a JSONL file (the schema is in DESIGN.md and is
+compatible with rms-cloud-tasks' event files). Monitoring and reports read only events, so the
+schema is a public contract: fields are only ever added, never renamed.
+
+Writing is batched and controlled by the caller. `emit` only serialises into a buffer; `flush`
+makes the whole buffer durable with one write (one `os.write` for a file, one `send` for an event
+queue). The runtime flushes *before* it acks the tasks whose outcome the batch records, so a
+crash can duplicate an event (the task runs again) but never lose one.
+
+Why a file sink can be shared by many processes: the file is opened with `O_APPEND` and each
+flush is a single `write(2)` of whole lines. On a local file system the kernel appends each such
+write at the end of the file as one unit, so lines from different processes never interleave or
+tear; only a crash in the middle of a write can leave a torn last line, which the readers report
+and skip.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from taskfleet._compat import StrEnum
+
+# -- schema ------------------------------------------------------------------------------------
+
+
+class EventType(StrEnum):
+    """Every kind of event; `docs/events.md` says when each is written and with which fields.
+
+    Members are their string values, so they compare equal to the strings that readers decode
+    from files and queues.
+    """
+
+    TASK_COMPLETED = "task_completed"
+    TASK_EXCEPTION = "task_exception"
+    TASK_TIMED_OUT = "task_timed_out"
+    TASK_EXITED = "task_exited"
+    TASK_DEAD_LETTERED = "task_dead_lettered"
+    NON_FATAL_EXCEPTION = "non_fatal_exception"
+    FATAL_EXCEPTION = "fatal_exception"
+    SPOT_TERMINATION = "spot_termination"
+    WORKER_STARTED = "worker_started"
+    WORKER_STOPPED = "worker_stopped"
+
+
+EVENT_TYPES: tuple[str, ...] = tuple(EventType)
+
+#: Events that end one attempt of a task: exactly one of these per attempt that ran.
+ATTEMPT_OUTCOMES: frozenset[str] = frozenset(
+    {
+        EventType.TASK_COMPLETED,
+        EventType.TASK_EXCEPTION,
+        EventType.TASK_TIMED_OUT,
+        EventType.TASK_EXITED,
+    }
+)
+#: Events about one task (they carry `task_id`).
+TASK_EVENT_TYPES: frozenset[str] = ATTEMPT_OUTCOMES | {EventType.TASK_DEAD_LETTERED}
+
+#: The fields of the schema, in the order writers put them (readers accept any order and
+#: ignore fields they do not know, so files from newer versions stay readable).
+FIELDS: tuple[str, ...] = (
+    "timestamp",
+    "hostname",
+    "event_type",
+    "task_id",
+    "attempt",
+    "worker_id",
+    "pid",
+    "elapsed_time",
+    "retry",
+    "result",
+    "exit_code",
+    "exception",
+    "stack_trace",
+)
+
+_HOSTNAME: str | None = None
+
+
+def hostname() -> str:
+    """This machine's name for events: `$TASKFLEET_HOSTNAME` if set (tests fake many hosts with
+    it), else `socket.gethostname()` (looked up once)."""
+    override = os.environ.get("TASKFLEET_HOSTNAME")
+    if override:
+        return override
+    global _HOSTNAME
+    if _HOSTNAME is None:
+        _HOSTNAME = socket.gethostname()
+    return _HOSTNAME
+
+
+_SECOND_PREFIX: tuple[int, str] = (-1, "")
+
+
+def utc_timestamp(when: datetime | None = None) -> str:
+    """ISO 8601 UTC with an explicit `+00:00` offset and always six fractional digits.
+
+    The fixed width matters: readers order events by comparing these strings, which is only
+    correct when every writer formats them the same way. The runtime stamps every task event,
+    so "now" formats the date and time once per second and only the microseconds per call.
+    """
+    global _SECOND_PREFIX
+    if when is not None:
+        return when.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    now_us = time.time_ns() // 1000
+    second, micro = divmod(now_us, 1_000_000)
+    cached_second, prefix = _SECOND_PREFIX
+    if second != cached_second:
+        prefix = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        _SECOND_PREFIX = (second, prefix)
+    return f"{prefix}.{micro:06d}+00:00"
+
+
+def make_event(event_type: str, **fields: Any) -> dict[str, Any]:
+    """A new event: `timestamp`, `hostname`, `event_type`, then the given fields.
+
+    Fields whose value is None are left out, so a reader can tell "not applicable" from a value.
+    `timestamp` or `hostname` given as fields override the defaults (for converters and tests).
+    """
+    event: dict[str, Any] = {
+        "timestamp": fields.pop("timestamp", None) or utc_timestamp(),
+        "hostname": fields.pop("hostname", None) or hostname(),
+        "event_type": event_type,
+    }
+    for key, value in fields.items():
+        if value is not None:
+            event[key] = value
+    return event
+
+
+def _json_fallback(value: Any) -> Any:
+    """Serialise what orjson cannot (a task's result may be any object): sets become lists,
+    anything else its repr, so one odd result never stops the runtime from writing events."""
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return repr(value)
+
+
+_DUMPS_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+
+
+def dumps_line(event: dict[str, Any]) -> bytes:
+    """One event as one JSONL line (with its newline)."""
+    return orjson.dumps(event, default=_json_fallback, option=_DUMPS_OPTIONS)

@@ -1,0 +1,102 @@
+"""What a task is: an id that is safe as a file name, and JSON data.
+
+A task is `{"id": str, "data": object}` (`task_id` is accepted for `id`, as rms-cloud-tasks
+files use it). Ids are checked here, once, so that every later layer may use one as a file
+name: non-empty strings of at most 256 characters without `/`, `\\`, control characters, and
+not starting with `.`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+MAX_TASK_ID_LENGTH = 256
+# Path separators and control characters (C0, DEL and C1): an id must be usable as a file name.
+BAD_ID_CHARACTER = re.compile(r"[/\\\x00-\x1f\x7f-\x9f]")
+
+TaskSource = str | os.PathLike | Iterable[Any] | Callable[[], Iterable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One unit of work: an id that is safe to use as a file name, and its JSON data."""
+
+    id: str
+    data: Any
+
+    def to_json(self) -> bytes:
+        """The task as a queue message body (JSON, never pickle)."""
+        return orjson.dumps({"id": self.id, "data": self.data})
+
+    @classmethod
+    def from_json(cls, body: bytes | str) -> Task:
+        obj = orjson.loads(body)
+        return cls(obj["id"], obj.get("data", {}))
+
+
+#: Marks a key that an entry does not have (None is a value a task may hold).
+MISSING: Any = object()
+
+
+def task_id_problem(task_id: object) -> str | None:
+    """Why `task_id` cannot be used as a task id (and so as a file name), or None if it can."""
+    if not isinstance(task_id, str):
+        return f"the id must be a string, not {type(task_id).__name__} ({task_id!r})"
+    if not task_id:
+        return "the id is empty"
+    if len(task_id) > MAX_TASK_ID_LENGTH:
+        return f"the id is {len(task_id)} characters long; at most {MAX_TASK_ID_LENGTH} are allowed"
+    if task_id[0] == ".":
+        return f"the id {task_id!r} starts with '.'; ids become file names, so this is not allowed"
+    bad = BAD_ID_CHARACTER.search(task_id)
+    if bad is not None:
+        ch = bad.group()
+        if ch in "/\\":
+            return f"the id {task_id!r} contains {ch!r}; ids become file names, so use '-' instead"
+        return f"the id {task_id!r} contains the control character {ch!r}"
+    if not task_id.isascii():
+        try:
+            task_id.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"the id {task_id!r} is not valid Unicode (it holds a lone surrogate)"
+    return None
+
+
+def task_from_object(obj: object) -> tuple[Task | None, str | None]:
+    """Build a Task from one parsed entry; returns (task, None) or (None, problem)."""
+    if isinstance(obj, Task):
+        problem = task_id_problem(obj.id)
+        if problem is None and not isinstance(obj.data, dict):
+            problem = f"the data of task {obj.id!r} is a {type(obj.data).__name__}, not an object"
+        return (None, problem) if problem else (obj, None)
+    if not isinstance(obj, dict):
+        kind = type(obj).__name__
+        return None, f'the entry is a {kind}, not an object like {{"id": ..., "data": {{...}}}}'
+    task_id = obj.get("id", MISSING)
+    if task_id is MISSING:
+        task_id = obj.get("task_id", MISSING)
+        if task_id is MISSING:
+            return None, "the entry has no 'id'"
+    elif "task_id" in obj:
+        return None, "the entry has both 'id' and 'task_id'; keep one"
+    problem = task_id_problem(task_id)
+    if problem:
+        return None, problem
+    data = obj.get("data", MISSING)
+    if len(obj) > (1 if data is MISSING else 2):
+        extra = [k for k in obj if k not in ("id", "task_id", "data")]
+        return None, (
+            f"task {task_id!r} has unknown field(s) {', '.join(map(repr, extra))}; "
+            "a task has only 'id' and 'data'"
+        )
+    if data is MISSING:
+        data = {}
+    elif not isinstance(data, dict):
+        return None, f"the data of task {task_id!r} is a {type(data).__name__}, not an object"
+    return Task(task_id, data), None
