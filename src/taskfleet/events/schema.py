@@ -1,19 +1,10 @@
-"""Events: the one record of what happened to every task, and the sinks that store them.
+"""The event vocabulary and envelope: the one record of what happened to every task.
 
-An event is a flat JSON object, one per line in a JSONL file (the schema is in DESIGN.md and is
-compatible with rms-cloud-tasks' event files). Monitoring and reports read only events, so the
-schema is a public contract: fields are only ever added, never renamed.
-
-Writing is batched and controlled by the caller. `emit` only serialises into a buffer; `flush`
-makes the whole buffer durable with one write (one `os.write` for a file, one `send` for an event
-queue). The runtime flushes *before* it acks the tasks whose outcome the batch records, so a
-crash can duplicate an event (the task runs again) but never lose one.
-
-Why a file sink can be shared by many processes: the file is opened with `O_APPEND` and each
-flush is a single `write(2)` of whole lines. On a local file system the kernel appends each such
-write at the end of the file as one unit, so lines from different processes never interleave or
-tear; only a crash in the middle of a write can leave a torn last line, which the readers report
-and skip.
+An event is a flat JSON object (one line of a JSONL file, or one message of an event queue).
+Monitoring and reports read only events, so the schema is a public contract, documented in
+`docs/events.md` and compatible with rms-cloud-tasks' event files: fields are only ever added,
+never renamed. Every event type is an `EventType` member and every event is built by
+`make_event`, so the vocabulary and the envelope each have one owner.
 """
 
 from __future__ import annotations

@@ -1,5 +1,16 @@
-"""Event sinks: where events go (a JSONL file, an event queue, both), buffered and flushed
-by the caller so that an outcome is durable before its message is acknowledged."""
+"""Event sinks: where events go (a JSONL file, an event queue, or both).
+
+Writing is batched and controlled by the caller. `emit` only serialises into a buffer; `flush`
+makes the whole buffer durable with one write (one `os.write` for a file, one `send` for an event
+queue). The runtime flushes *before* it acks the tasks whose outcome the batch records, so a
+crash can duplicate an event (the task runs again) but never lose one.
+
+Why a file sink can be shared by many processes: the file is opened with `O_APPEND` and each
+flush is a single `write(2)` of whole lines. On a local file system the kernel appends each such
+write at the end of the file as one unit, so lines from different processes never interleave or
+tear; only a crash in the middle of a write can leave a torn last line, which the readers report
+and skip.
+"""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ import sys
 import time
 from typing import IO, Any
 
+from taskfleet.events.schema import EventType
 from taskfleet.monitoring.statistics import Summary
 from taskfleet.monitoring.summary_text import seconds
 
@@ -80,7 +81,7 @@ def render(s: Summary, title: str) -> Any:
     events.add_column("type")
     events.add_column("count", justify="right")
     for event_type, count in s.event_counts.items():
-        if event_type == "task_completed":
+        if event_type == EventType.TASK_COMPLETED:
             events.add_row("task_completed (retry=False)", f"{s.completed_retry_false:,}")
             if s.completed_retry_true:
                 events.add_row("task_completed (retry=True)", f"{s.completed_retry_true:,}")

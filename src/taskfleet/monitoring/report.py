@@ -31,7 +31,7 @@ import orjson
 
 from taskfleet.errors import MissingExtraError, TaskfleetError
 from taskfleet.events.reader import EventFileReader, parse_timestamp
-from taskfleet.events.schema import ATTEMPT_OUTCOMES
+from taskfleet.events.schema import ATTEMPT_OUTCOMES, EventType
 from taskfleet.monitoring.statistics import EventStats, Summary
 from taskfleet.monitoring.summary_text import format_summary, seconds
 
@@ -46,7 +46,11 @@ OUTCOMES: list[tuple[str, str]] = [
     ("timed out", "#E69F00"),
     ("exited", "#CC79A7"),
 ]
-_OUTCOME_OF = {"task_exception": EXCEPTION, "task_timed_out": TIMED_OUT, "task_exited": EXITED}
+_OUTCOME_OF = {
+    EventType.TASK_EXCEPTION: EXCEPTION,
+    EventType.TASK_TIMED_OUT: TIMED_OUT,
+    EventType.TASK_EXITED: EXITED,
+}
 
 
 @dataclass
@@ -95,7 +99,7 @@ def collect(paths: Sequence[str | os.PathLike[str]], task_file: str | None = Non
         for batch in reader.read_batches():
             for event in stats.add_new(batch):
                 event_type = event.get("event_type")
-                if event_type == "spot_termination":
+                if event_type == EventType.SPOT_TERMINATION:
                     with contextlib.suppress(KeyError, TypeError, ValueError):
                         spots.append(
                             (parse_timestamp(event["timestamp"]), str(event.get("hostname")))
@@ -108,7 +112,7 @@ def collect(paths: Sequence[str | os.PathLike[str]], task_file: str | None = Non
                     elapsed = float(event.get("elapsed_time") or 0.0)
                 except (KeyError, TypeError, ValueError):
                     continue
-                if event_type == "task_completed":
+                if event_type == EventType.TASK_COMPLETED:
                     outcome = RETRY if event.get("retry") else COMPLETED
                 else:
                     outcome = _OUTCOME_OF[event_type]

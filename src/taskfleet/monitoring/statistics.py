@@ -50,6 +50,7 @@ from taskfleet.events.reader import (
     column_reader,
     parse_timestamp,
 )
+from taskfleet.events.schema import EventType
 from taskfleet.monitoring.summary import (
     ElapsedSummary,
     FailureGroup,
@@ -75,15 +76,17 @@ _COMPLETIONS = _ONE_COMPLETION | _TWO_COMPLETIONS
 _BULK = 1 << 62
 _SEEN_BITS_SHIFT = 6
 _KINDS = {
-    "task_completed": 0,
-    "task_exception": 1,
-    "task_timed_out": 2,
-    "task_exited": 3,
-    "task_dead_lettered": 4,
+    EventType.TASK_COMPLETED: 0,
+    EventType.TASK_EXCEPTION: 1,
+    EventType.TASK_TIMED_OUT: 2,
+    EventType.TASK_EXITED: 3,
+    EventType.TASK_DEAD_LETTERED: 4,
 }
 _MAX_BIT_ATTEMPT = 8  # attempts above this (rare) fall back to the set of hashed keys
-_FAILURE_TYPES = frozenset({"task_exception", "task_timed_out", "task_exited"})
-_WORKER_ERROR_TYPES = frozenset({"non_fatal_exception", "fatal_exception"})
+_FAILURE_TYPES = frozenset(
+    {EventType.TASK_EXCEPTION, EventType.TASK_TIMED_OUT, EventType.TASK_EXITED}
+)
+_WORKER_ERROR_TYPES = frozenset({EventType.NON_FATAL_EXCEPTION, EventType.FATAL_EXCEPTION})
 
 _EXAMPLES = 10  # ids listed per category in the summary
 _BAD_LINE_EXAMPLES = 5
@@ -263,8 +266,9 @@ class EventStats:
             events = list(compress(events, first))
             m = len(events)
         types = column(events, "event_type")
-        if types.count("task_completed") != m:
-            keep = [t == "task_completed" for t in types]
+        completed = EventType.TASK_COMPLETED
+        if types.count(completed) != m:
+            keep = [t == completed for t in types]
             rejected.extend(compress(rows, map(not_, keep)))
             rows = list(compress(rows, keep))
             events = list(compress(events, keep))
@@ -329,7 +333,7 @@ class EventStats:
             self.unknown_tasks += fresh
         counts = self._host_type_counts
         for hostname, count in host_counts.items():
-            counts[(hostname, "task_completed")] += count
+            counts[(hostname, EventType.TASK_COMPLETED)] += count
         return rejected
 
     def _fold_rows(self, batch: list[Event], rows: Iterable[int]) -> set[int]:
@@ -487,10 +491,12 @@ class EventStats:
 
     @property
     def event_counts(self) -> dict[str, int]:
-        """Events counted per event type (duplicates excluded)."""
+        """Events counted per event type (duplicates excluded), keyed by plain strings (the
+        runtime's own events carry `EventType` members)."""
         counts: dict[str, int] = {}
         for (_, event_type), n in self._host_type_counts.items():
-            counts[event_type] = counts.get(event_type, 0) + n
+            key = str(event_type)
+            counts[key] = counts.get(key, 0) + n
         return counts
 
     @property
@@ -499,7 +505,7 @@ class EventStats:
             sum(
                 n
                 for (_, event_type), n in self._host_type_counts.items()
-                if event_type == "task_completed"
+                if event_type == EventType.TASK_COMPLETED
             )
             - self.completed_retry_true
         )
@@ -514,7 +520,7 @@ class EventStats:
         for (hostname, event_type), n in self._host_type_counts.items():
             row = hosts.setdefault(hostname, [0, 0, 0])
             row[0] += n
-            if event_type == "task_completed":
+            if event_type == EventType.TASK_COMPLETED:
                 row[1] += n
             elif event_type in _FAILURE_TYPES:
                 row[2] += n

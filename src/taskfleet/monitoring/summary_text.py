@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from taskfleet.events.schema import EventType
+
 if TYPE_CHECKING:
     from taskfleet.monitoring.summary import FailureGroup, Summary
 
@@ -79,7 +81,7 @@ def format_summary(s: Summary, *, examples: int = 10, failures: int = 10) -> str
     lines.append(f"  Events by type ({s.events:,} events):")
     rows: list[tuple[str, int]] = []
     for event_type, count in s.event_counts.items():
-        if event_type == "task_completed":
+        if event_type == EventType.TASK_COMPLETED:
             if s.completed_retry_false:
                 rows.append(("task_completed (retry=False)", s.completed_retry_false))
             if s.completed_retry_true:
