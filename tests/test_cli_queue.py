@@ -199,7 +199,7 @@ def test_partial_load_into_a_non_transactional_queue_reports_the_exact_count(
     path = tmp_path / "tasks.jsonl"
     entries = [task(i) for i in range(250)] + [{"id": ".hidden"}]
     write_entries(path, entries)
-    prelude = _CHUNKED + "helpers_chunked_queue.register()"
+    prelude = _CHUNKED
     result = load(f"chunked:///{db}", path, prelude=prelude)
     assert_user_error(
         result,
@@ -218,7 +218,7 @@ def test_partial_load_into_a_non_transactional_queue_reports_the_exact_count(
 def test_partial_load_without_a_count_says_some_may_be_in(tmp_path: Path) -> None:
     path = tmp_path / "tasks.jsonl"
     write_entries(path, [task(0), {"id": ""}])
-    prelude = _CHUNKED + "helpers_chunked_queue.register()"
+    prelude = _CHUNKED
     result = load(f"chunked-raw:///{tmp_path / 'raw.db'}", path, prelude=prelude)
     assert_user_error(result, "line 2: the id is empty", "may have been inserted")
 
