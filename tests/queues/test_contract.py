@@ -291,21 +291,6 @@ def test_expired_lease_on_the_last_attempt_is_reported_once(
     assert q.stats().dead == 2
 
 
-def test_receive_that_dead_letters_returns_without_waiting(
-    make_queue: MakeQueue, backend: Backend
-) -> None:
-    """Nothing to lease but a task dead-lettered: the receive returns at once to report it."""
-    q = make_queue(max_attempts=1)
-    q.send(tasks(1))
-    receive_one(q, backend.lease)
-    time.sleep(backend.past_lease())
-    start = time.monotonic()
-    found = q.receive(5, backend.lease, wait_seconds=10)
-    assert list(found) == []
-    assert [d.task.id for d in found.dead_lettered] == ["t00000"]
-    assert time.monotonic() - start < 5
-
-
 def test_extend_renews_the_lease(make_queue: MakeQueue, backend: Backend) -> None:
     q = make_queue()
     q.send(tasks(1))

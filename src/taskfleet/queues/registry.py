@@ -41,14 +41,17 @@ def _first(wanted: Callable[[type[Queue]], bool]) -> type[Queue] | None:
 
 
 def backends() -> dict[str, type[Queue]]:
-    """Every backend class by scheme (all backend modules imported)."""
+    """Every backend class by scheme, in the order of `BACKEND_MODULES` (then any other)."""
     for module in BACKEND_MODULES:
         importlib.import_module(module)
-    return registered_backends()
+    order = {module: index for index, module in enumerate(BACKEND_MODULES)}
+    found = registered_backends()
+    ranked = sorted(found, key=lambda scheme: order.get(found[scheme].__module__, len(order)))
+    return {scheme: found[scheme] for scheme in ranked}
 
 
 def backend_classes() -> list[type[Queue]]:
-    """Every backend class once, in the order of `BACKEND_MODULES` (then any other)."""
+    """Every backend class once, in the order of `backends`."""
     return list(dict.fromkeys(backends().values()))
 
 

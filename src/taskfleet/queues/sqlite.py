@@ -90,7 +90,6 @@ class SQLiteQueue(Queue):
         )
         self._table = f'"q_{name}"'
         self._lock = threading.RLock()
-        self._pid = os.getpid()
         if self.path.parent and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = self._connect()
