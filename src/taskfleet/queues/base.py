@@ -285,11 +285,8 @@ class Queue:
             raise TypeError(f"{cls.__qualname__}.example_url must use one of its schemes")
         for scheme in declared:
             existing = _BACKENDS.get(scheme)
-            same = existing is not None and (existing.__module__, existing.__qualname__) == (
-                cls.__module__,
-                cls.__qualname__,
-            )
-            if existing is not None and not same:
+            # The same class defined again (its module reloaded) replaces itself.
+            if existing is not None and _full_name(existing) != _full_name(cls):
                 raise TypeError(
                     f"the scheme {scheme}:// is served by {existing.__qualname__} already"
                 )
@@ -308,7 +305,7 @@ class Queue:
         parts = cls.split_url(url)
         if parts.scheme not in cls.schemes:
             raise QueueURLError(f"{redact(url)!r} is not a {cls._scheme_words()} URL")
-        name: str | None = None
+        name = DEFAULT_QUEUE_NAME
         max_attempts: int | None = None
         options: dict[str, str] = {}
         unknown: list[str] = []
@@ -327,14 +324,8 @@ class Queue:
             )
         if not cls.name_in_query:
             name = parts.netloc + parts.path.rstrip("/")
-        cls.check_name(name if name is not None else DEFAULT_QUEUE_NAME, url)
-        return QueueAddress(
-            url,
-            parts,
-            name if name is not None else DEFAULT_QUEUE_NAME,
-            max_attempts,
-            options,
-        )
+        cls.check_name(name, url)
+        return QueueAddress(url, parts, name, max_attempts, options)
 
     @classmethod
     def check_name(cls, name: str, url: str) -> None:
@@ -463,13 +454,13 @@ class Queue:
         raise NotImplementedError
 
     def dead_letters(self) -> Iterator[DeadLetter]:
-        """The dead letters with their attempts and last error."""
-        raise self.unsupported("keep dead letters", "failed tasks are not kept")
+        """The dead letters with their attempts and last error (see `dead_letter_store`)."""
+        raise self._keeps_no_dead_letters()
 
     def redrive(self, ids: Iterable[str] | None = None) -> int:
         """Put dead letters (all, or the given ids) back in the queue with fresh attempts;
-        returns how many moved."""
-        raise self.unsupported("keep dead letters", "failed tasks are not kept")
+        returns how many moved (see `dead_letter_store`)."""
+        raise self._keeps_no_dead_letters()
 
     def purge(self) -> None:
         """Delete every task, dead letter and counter of this queue (its max_attempts stays)."""
@@ -509,6 +500,12 @@ class Queue:
         scheme = urlsplit(self.url).scheme or self.schemes[0]
         return UnsupportedOperationError(f"a {scheme}:// queue cannot {what}; {instead}")
 
+    def _keeps_no_dead_letters(self) -> UnsupportedOperationError:
+        return self.unsupported(
+            "keep dead letters",
+            "the task_dead_lettered events of the run's event log name the tasks to load again",
+        )
+
     def _cannot_list_leases(self) -> UnsupportedOperationError:
         return self.unsupported(
             "list its leased tasks",
@@ -526,6 +523,10 @@ class Queue:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({redact(self.url)!r})"
+
+
+def _full_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _tasks_of(batches: Iterable[TaskBatch]) -> Iterator[Task]:

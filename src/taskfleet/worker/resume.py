@@ -32,7 +32,7 @@ def default_state_path(event_log_file: str | None) -> Path:
     return Path("taskfleet.state.db")
 
 
-def state_queue_url(state_path: str | os.PathLike[str]) -> str:
+def state_url(state_path: str | os.PathLike[str]) -> str:
     """The URL of the embedded queue kept in the state file (a SQLite queue)."""
     return "sqlite:///" + quote(os.fspath(state_path))
 

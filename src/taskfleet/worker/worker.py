@@ -33,13 +33,7 @@ from taskfleet.tasks import TaskSource
 from taskfleet.tasks.loading import load_tasks_into
 from taskfleet.worker.logs import configure_logging
 from taskfleet.worker.progress import ProgressView
-from taskfleet.worker.resume import (
-    Recovery,
-    StateLock,
-    default_state_path,
-    recover,
-    state_queue_url,
-)
+from taskfleet.worker.resume import Recovery, StateLock, default_state_path, recover, state_url
 from taskfleet.worker.settings import WorkerSettings, build_parser, resolve_settings
 from taskfleet.worker.shared_memory import SharedFlags
 from taskfleet.worker.supervisor import RunCounts, Supervisor, install_signal_handlers
@@ -241,9 +235,7 @@ class Worker:
             lock = StateLock(Path(state_path))
             lock.acquire()
             try:
-                embedded = open_queue(
-                    state_queue_url(state_path), max_attempts=settings.max_attempts
-                )
+                embedded = open_queue(state_url(state_path), max_attempts=settings.max_attempts)
                 recovery = recover(embedded, settings.event_log_file)
             except BaseException:
                 lock.release()
