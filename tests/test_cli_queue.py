@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from helpers_taskfiles import (
     task,
     write_entries,
 )
-from taskfleet.queues import open_queue
+from taskfleet.queues import example_event_queues, example_urls, open_queue
 from taskfleet.queues.base import QueueStats
 from taskfleet.queues.sqlite import SQLiteQueue
 
@@ -199,7 +200,7 @@ def test_partial_load_into_a_non_transactional_queue_reports_the_exact_count(
     path = tmp_path / "tasks.jsonl"
     entries = [task(i) for i in range(250)] + [{"id": ".hidden"}]
     write_entries(path, entries)
-    prelude = _CHUNKED + "helpers_chunked_queue.register()"
+    prelude = _CHUNKED
     result = load(f"chunked:///{db}", path, prelude=prelude)
     assert_user_error(
         result,
@@ -218,7 +219,7 @@ def test_partial_load_into_a_non_transactional_queue_reports_the_exact_count(
 def test_partial_load_without_a_count_says_some_may_be_in(tmp_path: Path) -> None:
     path = tmp_path / "tasks.jsonl"
     write_entries(path, [task(0), {"id": ""}])
-    prelude = _CHUNKED + "helpers_chunked_queue.register()"
+    prelude = _CHUNKED
     result = load(f"chunked-raw:///{tmp_path / 'raw.db'}", path, prelude=prelude)
     assert_user_error(result, "line 2: the id is empty", "may have been inserted")
 
@@ -360,6 +361,29 @@ def test_missing_backend_library_names_the_extra() -> None:
     )
     assert_user_error(result, "'redis'", "pip install 'taskfleet[redis]'")
     assert "hunter2" not in result.stderr
+
+
+def _unwrapped(help_text: str) -> str:
+    """A help text as one line, undoing click's wrapping (which may break after a hyphen)."""
+    return " ".join(re.sub(r"-\n\s*", "-", help_text).split())
+
+
+def test_help_texts_list_every_backend() -> None:
+    status = _unwrapped(run_taskfleet("status", "--help").stdout)
+    for url in example_urls():
+        assert url in status, url
+    monitor = _unwrapped(run_taskfleet("monitor", "--help").stdout)
+    for url, events in example_event_queues():
+        assert f"{url} -> {events}" in monitor, events
+
+
+def test_memory_queues_live_in_one_process(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.jsonl"
+    write_entries(path, [task(0)])
+    assert_user_error(load("memory://job", path), "memory://job lives only inside one Python")
+    assert_user_error(
+        run_taskfleet("status", "--queue", "memory://job"), "no memory queue 'job' in this process"
+    )
 
 
 @pytest.mark.parametrize("command", ["status", "dead-letters", "redrive", "release-all", "purge"])

@@ -1,7 +1,8 @@
 """Fixtures for the queue tests: real servers and one fresh queue per test for each backend.
 
 `make_queue` is parametrized over the backends, so a test that takes it is a contract clause
-run against sqlite, redis, sqs (standard) and sqs-fifo. Servers start once per session on free
+run against memory, sqlite, redis, sqs (standard) and sqs-fifo. A new backend adds its row to
+`BACKENDS` and its branch to the `backend` fixture. Servers start once per session on free
 loopback ports. Without a server (no redis-server binary, no moto) those backends are skipped,
 unless the environment variable CI is set: there a missing server fails the run, so that a
 green CI always means every backend was tested.
@@ -19,8 +20,9 @@ import pytest
 from queue_servers import ServerUnavailable, moto_server, redis_server
 
 from taskfleet.queues import Queue, open_queue
+from taskfleet.queues.memory import drop_all_stores
 
-BACKENDS = ["sqlite", "redis", "sqs", "sqs-fifo"]
+BACKENDS = ["memory", "sqlite", "redis", "sqs", "sqs-fifo"]
 
 
 def _unavailable(reason: str) -> None:
@@ -63,8 +65,16 @@ class Backend:
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     kind = request.param
+    if kind == "memory":
+        yield Backend(kind, 0.2, lambda name: f"memory://{name}")
+        drop_all_stores()
+    else:
+        yield _backend(request, tmp_path, kind)
+
+
+def _backend(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> Backend:
     if kind == "sqlite":
         return Backend(kind, 0.3, lambda name: f"sqlite:///{tmp_path}/q.db?name={name}")
     if kind == "redis":

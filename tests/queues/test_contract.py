@@ -1,9 +1,9 @@
 """The queue contract: every clause of the protocol, run against every backend.
 
-Each test is one clause, parametrized (by the `backend` fixture in conftest.py) over sqlite,
-redis, sqs and sqs-fifo, all real servers. A backend that cannot honour a clause is listed in
-EXCLUDED below, by clause name, with the reason: that table is the one place where the
-backends' differences are written down, and the docs point to it.
+Each test is one clause, parametrized (by the `backend` fixture in conftest.py) over memory,
+sqlite, redis, sqs and sqs-fifo, the last three on real servers. A backend that cannot honour a
+clause is listed in EXCLUDED below, by clause name, with the reason: that table is the one place
+where the backends' differences are written down, and the docs point to it.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def test_send_interrupted_says_what_went_in(make_queue: MakeQueue, backend: Back
 
     with pytest.raises(TaskfleetError, match="line 301") as info:
         q.send(source())
-    if getattr(q, "atomic_send", False):
+    if q.atomic_send:
         assert not isinstance(info.value, SendInterrupted)
         inserted = 0
     else:
@@ -267,6 +267,28 @@ def test_expired_lease_with_spent_attempts_is_dead_lettered(
     assert letter.attempts == 2
     assert "lease expired" in (letter.error or "")
     assert q.stats().dead == 1
+
+
+def test_expired_lease_on_the_last_attempt_is_reported_once(
+    make_queue: MakeQueue, backend: Backend
+) -> None:
+    """The receive that dead-letters a task whose last lease expired reports it (so that the
+    runtime writes its event), and no later receive reports it again."""
+    q = make_queue(max_attempts=1)
+    q.send(tasks(3))
+    assert len(q.receive(2, backend.lease)) == 2
+    time.sleep(backend.past_lease())
+    found = q.receive(10, backend.lease)
+    assert [m.task_id for m in found] == ["t00002"]
+    reported = sorted(found.dead_lettered, key=lambda letter: letter.task.id)
+    assert [(d.task, d.attempts) for d in reported] == [(t, 1) for t in tasks(2)]
+    assert all("lease expired" in (d.error or "") for d in reported)
+    q.ack(found)
+    time.sleep(backend.past_lease())
+    again = q.receive(10, backend.lease)
+    assert (list(again), again.dead_lettered) == ([], [])
+    assert sorted(d.task.id for d in q.dead_letters()) == ["t00000", "t00001"]
+    assert q.stats().dead == 2
 
 
 def test_extend_renews_the_lease(make_queue: MakeQueue, backend: Backend) -> None:

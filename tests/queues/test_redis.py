@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
 
 import orjson
@@ -133,3 +134,24 @@ def test_import_taskfleet_imports_no_backend_library() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_receive_reports_the_tasks_it_dead_letters_in_its_one_round_trip(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = open_queue(f"{redis_url}/0?name=r{uuid.uuid4().hex[:10]}&max_attempts=1")
+    queue.send(_tasks(3))
+    assert len(queue.receive(2, 0.05)) == 2
+    time.sleep(0.2)
+    trips = _RoundTrips(monkeypatch)
+    found = queue.receive(10, 30)
+    assert trips.count == 1
+    assert [m.task_id for m in found] == ["t2"]
+    assert sorted((d.task.id, d.attempts) for d in found.dead_lettered) == [("t0", 1), ("t1", 1)]
+    assert (
+        found.dead_lettered[0].error
+        == "lease expired on attempt 1 of 1 (the worker died or was killed)"
+    )
+    assert sorted(d.task.id for d in queue.dead_letters()) == ["t0", "t1"]
+    queue.purge()
+    queue.close()

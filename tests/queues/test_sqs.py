@@ -1,9 +1,11 @@
-"""What the contract suite cannot see in the SQS backend: queue creation, the dead-letter policy,
-FIFO ids, message size, partial batch failures, API calls per task, secrets."""
+"""What the contract suite cannot see in the SQS backend: queue creation, the dead-letter policy
+and the tasks receive dead-letters itself, FIFO ids, message size, partial batch failures, API
+calls per task, secrets."""
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections import Counter
 from typing import Any
@@ -13,7 +15,7 @@ import pytest
 
 from taskfleet.errors import MessageTooLargeError, QueueConnectionError, QueueURLError
 from taskfleet.queues import SendInterrupted, event_queue_url, open_queue
-from taskfleet.queues.sqs import SQSQueue, parse_sqs_url
+from taskfleet.queues.sqs import BACKSTOP_RECEIVES, MAX_ATTEMPTS_TAG, SQSQueue, parse_sqs_url
 from taskfleet.tasks import Task
 
 
@@ -70,8 +72,61 @@ def test_loading_creates_the_queue_and_its_dead_letter_queue(sqs_endpoint: str) 
         "Attributes"
     ]
     policy = json.loads(attributes["RedrivePolicy"])
-    assert policy == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 4}
+    # SQS's own redrive is a backstop a few receives above the attempts receive enforces
+    assert policy == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 4 + BACKSTOP_RECEIVES}
+    assert client.list_queue_tags(QueueUrl=q.queue_url)["Tags"] == {MAX_ATTEMPTS_TAG: "4"}
     assert _open(sqs_endpoint, name, max_attempts=9).max_attempts == 4
+
+
+def test_a_queue_made_before_the_tag_keeps_its_redrive_policy(sqs_endpoint: str) -> None:
+    """A queue with a redrive policy but no tag (an older taskfleet, or made by hand): its
+    maxReceiveCount is its max_attempts, and nothing about it is changed."""
+    name = _name()
+    client = boto3.client("sqs", endpoint_url=sqs_endpoint, region_name="us-east-1")
+    dlq_url = client.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 2})
+    queue_url = client.create_queue(QueueName=name, Attributes={"RedrivePolicy": policy})[
+        "QueueUrl"
+    ]
+    q = _open(sqs_endpoint, name, max_attempts=5)
+    assert q.max_attempts == 2
+    assert q.dlq_url == dlq_url
+    attributes = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])
+    assert json.loads(attributes["Attributes"]["RedrivePolicy"])["maxReceiveCount"] == 2
+    assert client.list_queue_tags(QueueUrl=queue_url).get("Tags", {}) == {}
+
+
+def test_a_queue_without_a_redrive_policy_gets_ours_and_the_tag(sqs_endpoint: str) -> None:
+    name = _name()
+    client = boto3.client("sqs", endpoint_url=sqs_endpoint, region_name="us-east-1")
+    queue_url = client.create_queue(QueueName=name)["QueueUrl"]
+    q = _open(sqs_endpoint, name, max_attempts=2)
+    assert q.max_attempts == 2
+    attributes = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])
+    policy = json.loads(attributes["Attributes"]["RedrivePolicy"])
+    assert policy["maxReceiveCount"] == 2 + BACKSTOP_RECEIVES
+    assert client.list_queue_tags(QueueUrl=queue_url)["Tags"] == {MAX_ATTEMPTS_TAG: "2"}
+    assert _open(sqs_endpoint, name).max_attempts == 2
+
+
+def test_receive_moves_spent_tasks_in_one_batch_each_way(sqs_endpoint: str) -> None:
+    """Tasks whose last lease expired go to the dead-letter queue with their attempts and
+    error, with one SendMessageBatch there and one DeleteMessageBatch here."""
+    q = _open(sqs_endpoint, _name(), max_attempts=1)
+    q.send(Task(f"x{i}", {"i": i}) for i in range(4))
+    assert len(q.receive(10, 1)) == 4
+    time.sleep(1.3)
+    calls = _count_calls(q)
+    found = q.receive(10, 1)
+    assert list(found) == []
+    assert sorted(d.task.id for d in found.dead_lettered) == ["x0", "x1", "x2", "x3"]
+    assert calls == Counter(ReceiveMessage=1, SendMessageBatch=1, DeleteMessageBatch=1)
+    letters = sorted(q.dead_letters(), key=lambda d: d.task.id)
+    assert [(d.task.id, d.attempts) for d in letters] == [(f"x{i}", 1) for i in range(4)]
+    assert all((d.error or "").startswith("lease expired on attempt 1 of 1") for d in letters)
 
 
 def test_fifo_queue_dedupes_by_task_id(sqs_endpoint: str) -> None:

@@ -9,6 +9,7 @@ import click
 
 from taskfleet.cli import cli
 from taskfleet.errors import TaskfleetError
+from taskfleet.queues import example_event_queues
 
 
 @cli.command("monitor")
@@ -17,8 +18,9 @@ from taskfleet.errors import TaskfleetError
     "--queue",
     "queue_url",
     metavar="URL",
-    help="Task queue URL: drain its companion event queue (sqlite:///q.db -> name tasks-events, "
-    "redis ...?name=job -> job-events, sqs://job -> job-events).",
+    help="Task queue URL: drain its companion event queue ("
+    + ", ".join(f"{url} -> {events}" for url, events in example_event_queues())
+    + ").",
 )
 @click.option(
     "--event-queue", metavar="URL", help="Event queue URL to drain, instead of deriving it."

@@ -11,8 +11,7 @@ from rich.table import Table
 
 from taskfleet.cli import cli
 from taskfleet.errors import TaskfleetError
-from taskfleet.queues import Queue, SendInterrupted, backend_class, open_queue
-from taskfleet.queues.sqlite import SQLiteQueue, parse_sqlite_url
+from taskfleet.queues import Queue, SendInterrupted, example_urls, open_queue
 from taskfleet.redact import redact
 from taskfleet.tasks.loading import load_tasks_into
 
@@ -24,22 +23,14 @@ queue_option = click.option(
     envvar="TASKFLEET_QUEUE",
     required=True,
     metavar="URL",
-    help="Queue URL: sqlite:///path.db, redis://host:6379/0?name=JOB, sqs://NAME?region=R "
-    "[env TASKFLEET_QUEUE].",
+    help=f"Queue URL: {', '.join(example_urls())} [env TASKFLEET_QUEUE].",
 )
 
 
 def open_existing_queue(queue_url: str) -> Queue:
-    """Open a queue that must exist already: a mistyped SQLite path is an error, not a new,
-    empty queue that answers "0 tasks"."""
-    if backend_class(queue_url) is SQLiteQueue:
-        path, _, _ = parse_sqlite_url(queue_url)
-        if not path.exists():
-            raise TaskfleetError(
-                f"no queue file {path}; check the path (sqlite:///relative/path.db, "
-                "sqlite:////absolute/path.db)"
-            )
-    return open_queue(queue_url)
+    """Open a queue that must exist already: a mistyped path is an error, not a new, empty
+    queue that answers "0 tasks"."""
+    return open_queue(queue_url, create=False)
 
 
 @cli.command("load-queue")
@@ -67,6 +58,11 @@ def load_queue(
     """
     queue = open_queue(queue_url, max_attempts=max_attempts)
     try:
+        if not queue.shared_between_processes:
+            raise TaskfleetError(
+                f"{redact(queue_url)} lives only inside one Python process, so a command "
+                "cannot load it for others; send tasks to it from the process that uses it"
+            )
         if max_attempts is not None and queue.max_attempts != max_attempts:
             click.echo(
                 f"note: the queue already exists with max attempts {queue.max_attempts}; "
@@ -118,7 +114,7 @@ def _interrupted_load_message(queue: Queue, exc: TaskfleetError) -> str:
             f"{redact(text)}\n{exc.inserted:,} tasks from this file were inserted before the "
             "error; loading again after the fix skips them."
         )
-    if getattr(queue, "atomic_send", False):
+    if queue.atomic_send:
         return (
             f"{exc}\nnothing was inserted: the load is one transaction, rolled back at the "
             "error. Fix the file and load it again."
@@ -189,11 +185,6 @@ def release_all(queue_url: str) -> None:
     """
     queue = open_existing_queue(queue_url)
     try:
-        if not hasattr(queue, "release_all"):
-            raise click.UsageError(
-                "this kind of queue cannot list its leases; they return by themselves when "
-                "they expire"
-            )
         released = queue.release_all()
     finally:
         queue.close()

@@ -1,22 +1,44 @@
-"""The one queue protocol that every backend speaks.
+"""The one shape every queue backend has: `Queue`, the values it passes, and its URL rules.
 
 The worker runtime, the CLI and the monitor talk only to `Queue`; the backend is chosen by the
 URL scheme (see `taskfleet.queues.open_queue`). Delivery is at least once: a message leased by
 `receive` is invisible to other consumers until its lease expires, and becomes visible again if
 the consumer dies. Each delivery counts one attempt; when a queue's `max_attempts` are spent the
 task moves to the dead letters with its last error, where `redrive` can put it back.
+
+A backend is a subclass of `Queue` that declares, as class attributes, its URL schemes, the
+extra that provides its library, an example URL and its capabilities, and implements the
+primitives. It decides nothing about policy: when it dead-letters a task by itself (an expired
+lease on the task's last attempt) it reports the task, and the runtime writes the event. What
+every backend used to repeat lives here: reading the URL (its name, `max_attempts` and options,
+with errors that name the URL and the options it takes), the name rules, `from_url`,
+`event_queue_url`, the context manager, a `repr` without the password, and one clear error for
+an operation a backend cannot do. Subclasses register themselves by scheme as they are defined;
+`taskfleet.queues.registry` imports the backend modules when a URL needs them.
 """
 
 from __future__ import annotations
 
+import importlib
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
-from taskfleet.errors import TaskfleetError
+from taskfleet.errors import MissingExtraError, QueueURLError, TaskFileError, TaskfleetError
+from taskfleet.redact import redact
 from taskfleet.tasks import Task
+from taskfleet.tasks.readers import DuplicateTracker
+
+if TYPE_CHECKING:
+    from taskfleet.tasks.batches import TaskBatch
 
 DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_QUEUE_NAME = "tasks"
+
+QueueT = TypeVar("QueueT", bound="Queue")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +103,11 @@ class DeadLetter:
     error: str | None = None
 
 
+def expired_lease_error(attempts: int, max_attempts: int) -> str:
+    """The error of a task dead-lettered because its lease expired on its last attempt."""
+    return f"lease expired on attempt {attempts} of {max_attempts} (the worker died or was killed)"
+
+
 class Received(list[Message]):
     """What `receive` returns: the messages it leased, and the tasks it dead-lettered itself.
 
@@ -125,7 +152,7 @@ class SendInterrupted(TaskfleetError):
     batch being gathered had not gone out). `taskfleet load-queue` then tells the user exactly
     how many tasks are in the queue; loading again after the fix skips them, as inserts are
     idempotent. A backend whose send is one transaction (SQLite) rolls back instead, raises
-    the cause unchanged and sets the class attribute `atomic_send = True`.
+    the cause unchanged and declares `atomic_send = True`.
     """
 
     def __init__(self, inserted: int, cause: BaseException, already_present: int = 0) -> None:
@@ -135,64 +162,381 @@ class SendInterrupted(TaskfleetError):
         self.cause = cause
 
 
-def url_max_attempts(value: str, url: str) -> int:
-    """The `max_attempts=` option of a queue URL, with an error that names the URL."""
-    from taskfleet.errors import QueueURLError
-    from taskfleet.redact import redact
+class UnsupportedOperationError(TaskfleetError):
+    """The queue's backend cannot do what was asked (the message says what to do instead)."""
 
+
+class QueueNotFoundError(TaskfleetError):
+    """A command that only reads or changes an existing queue was given one that does not
+    exist (a mistyped path must not become a new, empty queue that answers "0 tasks")."""
+
+
+def parse_max_attempts(value: str, url: str) -> int:
+    """The `max_attempts=` option of a queue URL, with an error that names the URL."""
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise QueueURLError(f"{redact(url)!r}: max_attempts must be a whole number") from None
+    if number < 1:
+        raise QueueURLError(f"{redact(url)!r}: max_attempts must be at least 1, not {number}")
+    return number
 
 
-@runtime_checkable
-class Queue(Protocol):
-    """The protocol. Batch methods take sequences so that no backend does per-message trips."""
+def attempts_for_new_queue(max_attempts: int | None) -> int:
+    """The `max_attempts` a queue is created with: the one asked for, or the default."""
+    if max_attempts is not None and max_attempts < 1:
+        raise QueueURLError(f"max_attempts must be at least 1, not {max_attempts}")
+    return max_attempts or DEFAULT_MAX_ATTEMPTS
+
+
+@dataclass(frozen=True, slots=True)
+class QueueAddress:
+    """A queue URL taken apart: where the queue is, its name, and the options it was given.
+
+    `options` are the backend's own options (for SQS `region` and `endpoint_url`; for Redis
+    whatever goes to redis-py), without `name` and `max_attempts`. `url` is the URL as given:
+    it may hold a password, so it is shown only through `redact`.
+    """
 
     url: str
+    parts: SplitResult
+    name: str
+    max_attempts: int | None
+    options: dict[str, str]
+
+
+# scheme -> the backend class that serves it; filled as backend classes are defined.
+_BACKENDS: dict[str, type[Queue]] = {}
+
+
+def registered_backends() -> dict[str, type[Queue]]:
+    """The backend classes defined so far, by scheme (see `taskfleet.queues.registry`)."""
+    return dict(_BACKENDS)
+
+
+class Queue:
+    """The queue protocol, and the base class of every backend.
+
+    Every method below is a primitive that a backend implements without deciding any policy;
+    batch methods take sequences so that no backend does per-message round trips. The class
+    attributes declare what the backend is and what it can do; callers read them instead of
+    probing for methods, and the operations a backend cannot do raise
+    `UnsupportedOperationError` here, naming the scheme and what to do instead.
+    """
+
+    # -- what the backend is ------------------------------------------------------------------
+
+    #: URL schemes this backend serves (the first one names it in messages).
+    schemes: ClassVar[tuple[str, ...]] = ()
+    #: The pip extra that installs its library (`pip install 'taskfleet[EXTRA]'`), and the
+    #: library's import name; None for a backend that needs nothing beyond taskfleet.
+    extra: ClassVar[str | None] = None
+    library: ClassVar[str | None] = None
+    #: A URL that shows the shape of this backend's URLs, for help texts and errors.
+    example_url: ClassVar[str] = ""
+    #: Where the queue's name is: the `name=` option (True), or the URL's host and path.
+    name_in_query: ClassVar[bool] = True
+    #: The backend's own URL options, besides `name` and `max_attempts`.
+    url_options: ClassVar[tuple[str, ...]] = ()
+    #: Other options pass through to the backend's client library instead of being refused.
+    passes_other_options: ClassVar[bool] = False
+    #: A path without a scheme that ends with one of these names a queue of this backend.
+    bare_path_suffixes: ClassVar[tuple[str, ...]] = ()
+    #: What a queue name may hold, and the rule in words for the error.
+    name_pattern: ClassVar[re.Pattern[str]] = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+    name_rule: ClassVar[str] = "may hold only letters, digits, '_', '-' and '.'"
+
+    # -- what the backend can do (declared, never probed) -------------------------------------
+
+    #: `stats` counts every state exactly and keeps totals of inserted and completed tasks.
+    exact_counts: ClassVar[bool] = False
+    #: `send` skips an id the queue already holds in any state, and counts it.
+    idempotent_send: ClassVar[bool] = False
+    #: `send` is one transaction: a failing task iterable inserts nothing and its error is
+    #: raised unchanged (otherwise `send` raises `SendInterrupted` with the count inserted).
+    atomic_send: ClassVar[bool] = False
+    #: `send_batches` is a native bulk path that also finds ids repeated within the load
+    #: (otherwise the base implementation feeds `send`).
+    bulk_load: ClassVar[bool] = False
+    #: Leases can be listed and settled by task id (`leased_ids`, `ack_ids`, `release_all`):
+    #: what `taskfleet release-all` and the resumable local run need.
+    lists_leases: ClassVar[bool] = False
+    #: `retry` can hide a task for a delay before it is visible again.
+    delayed_retry: ClassVar[bool] = False
+    #: Dead letters are kept with their last error (`dead_letters`, `redrive`).
+    dead_letter_store: ClassVar[bool] = False
+    #: `receive` reports the tasks it dead-letters because their lease expired on their last
+    #: attempt (`Received.dead_lettered`).
+    reports_expired_dead_letters: ClassVar[bool] = False
+    #: Other processes (and, for a server, other hosts) see the same queue; False for a queue
+    #: that lives inside one Python process.
+    shared_between_processes: ClassVar[bool] = True
+
+    # -- every instance has --------------------------------------------------------------------
+
+    url: str
+    name: str
     max_attempts: int
 
-    def send(self, tasks: Iterable[Task], batch_size: int = ...) -> SendResult:
-        """Insert tasks; an id already queued, leased, done or dead is skipped and counted."""
-        ...
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = cls.__dict__.get("schemes", ())
+        if declared and urlsplit(cls.example_url).scheme not in declared:
+            raise TypeError(f"{cls.__qualname__}.example_url must use one of its schemes")
+        for scheme in declared:
+            existing = _BACKENDS.get(scheme)
+            # The same class defined again (its module reloaded) replaces itself.
+            if existing is not None and _full_name(existing) != _full_name(cls):
+                raise TypeError(
+                    f"the scheme {scheme}:// is served by {existing.__qualname__} already"
+                )
+            _BACKENDS[scheme] = cls
+
+    # -- URLs ----------------------------------------------------------------------------------
+
+    @classmethod
+    def split_url(cls, url: str) -> SplitResult:
+        """The URL's parts; a backend that accepts something other than a URL converts it."""
+        return urlsplit(url)
+
+    @classmethod
+    def parse_url(cls, url: str) -> QueueAddress:
+        """Take a queue URL apart, refusing unknown options and names that break the rules."""
+        parts = cls.split_url(url)
+        if parts.scheme not in cls.schemes:
+            raise QueueURLError(f"{redact(url)!r} is not a {cls._scheme_words()} URL")
+        name = DEFAULT_QUEUE_NAME
+        max_attempts: int | None = None
+        options: dict[str, str] = {}
+        unknown: list[str] = []
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key == "max_attempts":
+                max_attempts = parse_max_attempts(value, url)
+            elif key == "name" and cls.name_in_query:
+                name = value
+            elif key in cls.url_options or cls.passes_other_options:
+                options[key] = value
+            else:
+                unknown.append(key)
+        if unknown:
+            raise QueueURLError(
+                f"{redact(url)!r}: unknown option(s) {', '.join(unknown)}; {cls._options_words()}"
+            )
+        if not cls.name_in_query:
+            name = parts.netloc + parts.path.rstrip("/")
+        cls.check_name(name, url)
+        return QueueAddress(url, parts, name, max_attempts, options)
+
+    @classmethod
+    def check_name(cls, name: str, url: str) -> None:
+        """Refuse a queue name that breaks this backend's rules, naming the URL."""
+        if not cls.name_pattern.match(name):
+            raise QueueURLError(f"{redact(url)!r}: queue name {name!r} {cls.name_rule}")
+
+    @classmethod
+    def url_for(cls, address: QueueAddress, name: str) -> str:
+        """The URL of the queue `name` in the same place, with the same options, without
+        `max_attempts` (it belongs to the queue it was given for)."""
+        options = list(address.options.items())
+        if cls.name_in_query:
+            query = urlencode([("name", name), *options])
+            return urlunsplit(address.parts._replace(query=query))
+        return urlunsplit(address.parts._replace(netloc=name, path="", query=urlencode(options)))
+
+    @classmethod
+    def event_queue_name(cls, name: str) -> str:
+        """The name of the companion event queue of the task queue `name`."""
+        return f"{name}-events"
+
+    @classmethod
+    def event_queue_url(cls, url: str) -> str:
+        """The URL of the companion event queue of a task queue (`job` -> `job-events`)."""
+        address = cls.parse_url(url)
+        return cls.url_for(address, cls.event_queue_name(address.name))
+
+    @classmethod
+    def _scheme_words(cls) -> str:
+        return " or ".join(f"{scheme}://" for scheme in cls.schemes)
+
+    @classmethod
+    def _options_words(cls) -> str:
+        taken = [*(["name"] if cls.name_in_query else []), *cls.url_options, "max_attempts"]
+        listed = [f"{option}=" for option in taken]
+        words = ", ".join(listed[:-1]) + " and " + listed[-1] if len(listed) > 1 else listed[0]
+        return f"a {cls.schemes[0]}:// queue URL takes {words}"
+
+    # -- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def import_library(cls) -> ModuleType | None:
+        """The backend's library, imported now; a missing one is an error that says which
+        extra to install."""
+        if cls.library is None:
+            return None
+        try:
+            return importlib.import_module(cls.library)
+        except ImportError:
+            scheme = cls.schemes[0] if cls.schemes else cls.__name__
+            raise MissingExtraError(
+                f"The {scheme}:// queue", cls.extra or scheme, cls.library
+            ) from None
+
+    @classmethod
+    def from_url(cls: type[QueueT], url: str, *, max_attempts: int | None = None) -> QueueT:
+        """Open (creating if needed) the queue named by `url`. `max_attempts` applies when the
+        queue is created (before the URL's own `max_attempts=`); an existing queue keeps its
+        own."""
+        address = cls.parse_url(url)
+        attempts = max_attempts if max_attempts is not None else address.max_attempts
+        return cls.from_address(address, attempts)
+
+    @classmethod
+    def from_address(cls: type[QueueT], address: QueueAddress, max_attempts: int | None) -> QueueT:
+        """Open the queue of a parsed URL (what `from_url` calls once the URL is checked)."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_exists(cls, url: str) -> None:
+        """Raise `QueueNotFoundError` if the queue named by `url` surely does not exist.
+
+        For the commands that only read or change a queue. A backend that cannot tell without
+        opening the queue accepts (opening it then creates it, empty).
+        """
+
+    # -- the protocol: primitives every backend implements ----------------------------------------
+
+    def send(self, tasks: Iterable[Task], batch_size: int = 0) -> SendResult:
+        """Insert tasks, consuming the iterable lazily (it may hold millions).
+
+        `batch_size` (0: the backend's own) is how many go in one call to the service. An id
+        already present (queued, leased, done or dead) is skipped and counted where the
+        backend can tell (`idempotent_send`). If the iterable or the service fails part way,
+        see `SendInterrupted` and `atomic_send`.
+        """
+        raise NotImplementedError
 
     def receive(self, max_messages: int, lease_seconds: float, wait_seconds: float = 0) -> Received:
-        """Lease up to `max_messages` visible tasks for `lease_seconds`; report the tasks whose
-        expired lease was their last attempt, which it dead-lettered instead."""
-        ...
+        """Lease up to `max_messages` visible tasks for `lease_seconds` each, counting one
+        attempt for each; wait up to `wait_seconds` for the first one.
+
+        An expired lease makes its task visible again, with the next attempt; when that lease
+        was the task's last attempt, the task goes to the dead letters instead, and is
+        reported in `Received.dead_lettered` (exactly once, by the receive that moved it). A
+        receive that moved some returns at once, even with nothing leased.
+        """
+        raise NotImplementedError
 
     def ack(self, messages: Sequence[Message]) -> None:
-        """The tasks are done: remove them for good."""
-        ...
+        """The tasks are done: remove them for good. Accepted even when a lease has since
+        passed to another consumer (the work is done; that consumer's ack changes nothing)."""
+        raise NotImplementedError
 
     def retry(self, message: Message, delay_seconds: float = 0, error: str | None = None) -> bool:
-        """Make the task visible again after `delay_seconds`, or dead-letter it when its
-        attempts are spent. Returns True if it will be retried, False if it was dead-lettered."""
-        ...
+        """Make the task visible again after `delay_seconds`, or dead-letter it with `error`
+        when its attempts are spent. Returns True if it will be retried (or the lease had
+        passed on: nothing to do), False if it was dead-lettered."""
+        raise NotImplementedError
 
     def dead_letter(self, message: Message, error: str | None = None) -> None:
-        """Move the task to the dead letters now (it failed and must not be retried)."""
-        ...
+        """Move the task to the dead letters now with `error` (it must not be retried)."""
+        raise NotImplementedError
 
     def release(self, messages: Sequence[Message]) -> None:
         """Give messages back at once, without counting the attempt (shutdown, prefetch)."""
-        ...
+        raise NotImplementedError
 
     def extend(self, messages: Sequence[Message], lease_seconds: float) -> None:
         """Renew the leases of running tasks to `lease_seconds` from now."""
-        ...
+        raise NotImplementedError
 
-    def stats(self) -> QueueStats: ...
+    def stats(self) -> QueueStats:
+        """Counts of the queue's tasks by state (see `exact_counts`)."""
+        raise NotImplementedError
 
-    def dead_letters(self) -> Iterator[DeadLetter]: ...
+    def dead_letters(self) -> Iterator[DeadLetter]:
+        """The dead letters with their attempts and last error (see `dead_letter_store`)."""
+        raise self._keeps_no_dead_letters()
 
     def redrive(self, ids: Iterable[str] | None = None) -> int:
-        """Put dead letters (all, or the given ids) back in the queue with fresh attempts."""
-        ...
+        """Put dead letters (all, or the given ids) back in the queue with fresh attempts;
+        returns how many moved (see `dead_letter_store`)."""
+        raise self._keeps_no_dead_letters()
 
     def purge(self) -> None:
-        """Delete every task, dead letter and counter of this queue."""
-        ...
+        """Delete every task, dead letter and counter of this queue (its max_attempts stays)."""
+        raise NotImplementedError
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release connections and threads. The queue itself stays."""
+        raise NotImplementedError
+
+    # -- with a default: the bulk load, and what only some backends can do ----------------------
+
+    def send_batches(self, batches: Iterable[TaskBatch]) -> SendResult:
+        """Load validated batches (see `taskfleet.tasks.batches`), the bulk path of a load.
+
+        The reader leaves ids repeated within the load to this method, which names the line of
+        the second one. This implementation finds them itself and feeds `send`, so a load
+        inserts and fails exactly as `send` does; a backend with a native bulk path overrides
+        it and declares `bulk_load`.
+        """
+        return self.send(_tasks_of(batches))
+
+    def leased_ids(self) -> list[str]:
+        """Ids of the tasks currently leased, live or expired (see `lists_leases`)."""
+        raise self._cannot_list_leases()
+
+    def ack_ids(self, ids: Iterable[str]) -> int:
+        """Mark leased or waiting tasks done by id; returns how many (see `lists_leases`)."""
+        raise self._cannot_list_leases()
+
+    def release_all(self) -> int:
+        """Give back every leased task at once, without counting the attempt; returns how
+        many. Only when no consumer can be holding a lease (see `lists_leases`)."""
+        raise self._cannot_list_leases()
+
+    def unsupported(self, what: str, instead: str) -> UnsupportedOperationError:
+        """The error for an operation this backend cannot do: its scheme, and what to do."""
+        scheme = urlsplit(self.url).scheme or self.schemes[0]
+        return UnsupportedOperationError(f"a {scheme}:// queue cannot {what}; {instead}")
+
+    def _keeps_no_dead_letters(self) -> UnsupportedOperationError:
+        return self.unsupported(
+            "keep dead letters",
+            "the task_dead_lettered events of the run's event log name the tasks to load again",
+        )
+
+    def _cannot_list_leases(self) -> UnsupportedOperationError:
+        return self.unsupported(
+            "list its leased tasks",
+            "leased tasks become visible again by themselves when their leases expire "
+            "(the worker's --lease-seconds)",
+        )
+
+    # -- every backend alike ------------------------------------------------------------------
+
+    def __enter__(self: QueueT) -> QueueT:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({redact(self.url)!r})"
+
+
+def _full_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _tasks_of(batches: Iterable[TaskBatch]) -> Iterator[Task]:
+    """The tasks of validated batches, refusing an id repeated within them."""
+    seen = DuplicateTracker()
+    for batch in batches:
+        for index, (task_id, body) in enumerate(zip(batch.ids, batch.bodies, strict=True)):
+            if seen.is_duplicate(task_id):
+                raise TaskFileError(
+                    f"{batch.where(index)}: duplicate id {task_id!r}; each task id must be "
+                    "unique within a task file."
+                )
+            yield Task.from_json(body)

@@ -18,35 +18,46 @@ Needs Redis 6.2 or newer (LPOP with a count, BLMOVE) and redis-py 5 or newer.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
-from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-import redis
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlencode, urlunsplit
 
 from taskfleet.errors import QueueConnectionError, QueueURLError
 from taskfleet.queues import redis_scripts as lua
 from taskfleet.queues.base import (
-    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_QUEUE_NAME,
     DeadLetter,
     Message,
+    Queue,
+    QueueAddress,
     QueueStats,
     Received,
     SendInterrupted,
     SendResult,
-    url_max_attempts,
+    attempts_for_new_queue,
 )
 from taskfleet.redact import redact
 from taskfleet.tasks import Task
 
-DEFAULT_QUEUE_NAME = "tasks"
+if TYPE_CHECKING:
+    import redis
+
 KEY_PREFIX = "taskfleet"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _KEY_NAMES = ("meta", "known", "body", "att", "tok", "ready", "leased", "delayed", "dead", "err")
-SEND_CHUNK = 500  # tasks per script call: short enough not to stall the server (~1 ms)
+_SCRIPTS = (
+    "SEND",
+    "RECEIVE",
+    "ACK",
+    "RETRY",
+    "DEAD_LETTER",
+    "RELEASE",
+    "EXTEND",
+    "STATS",
+    "REDRIVE",
+)
+SEND_CHUNK = 500  # tasks per script call: short enough not to stall the server
 SEND_CALLS_PER_ROUND_TRIP = 10  # so one round trip carries 5,000 tasks
 BATCH_CHUNK = 1000  # ids per ack/release/extend/redrive script call
 MAX_BLOCK_SECONDS = 1.0  # one blocking wait; a loop covers longer waits
@@ -58,33 +69,24 @@ def parse_redis_url(url: str) -> tuple[str, str, int | None]:
     Returns the URL for redis-py (with its own options, such as `socket_timeout`, kept), the
     queue name and max_attempts (None if not given).
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss"):
-        raise QueueURLError(f"{redact(url)!r} is not a redis:// or rediss:// URL")
-    if not parts.hostname:
-        raise QueueURLError(
-            f"{redact(url)!r}: the Redis URL names no host; write redis://host:6379/0?name=JOB"
-        )
-    name = DEFAULT_QUEUE_NAME
-    max_attempts: int | None = None
-    rest: list[tuple[str, str]] = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key == "name":
-            name = value
-        elif key == "max_attempts":
-            max_attempts = url_max_attempts(value, url)
-        else:
-            rest.append((key, value))
-    if not _NAME_RE.match(name):
-        raise QueueURLError(
-            f"{redact(url)!r}: queue name {name!r} may hold only letters, digits, '_', '-' and '.'"
-        )
-    client_url = urlunsplit(parts._replace(query=urlencode(rest)))
-    return client_url, name, max_attempts
+    address = RedisQueue.parse_url(url)
+    return RedisQueue.client_url(address), address.name, address.max_attempts
 
 
-class RedisQueue:
+class RedisQueue(Queue):
     """A queue kept in Redis; see the module docstring for the design."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss")
+    extra: ClassVar[str | None] = "redis"
+    library: ClassVar[str | None] = "redis"
+    example_url: ClassVar[str] = "redis://host:6379/0?name=JOB"
+    # Options other than ours (socket_timeout, ...) are redis-py's.
+    passes_other_options: ClassVar[bool] = True
+    exact_counts: ClassVar[bool] = True
+    idempotent_send: ClassVar[bool] = True
+    delayed_retry: ClassVar[bool] = True
+    dead_letter_store: ClassVar[bool] = True
+    reports_expired_dead_letters: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -94,28 +96,19 @@ class RedisQueue:
         max_attempts: int | None = None,
         url: str | None = None,
     ) -> None:
-        if max_attempts is not None and max_attempts < 1:
-            raise QueueURLError(f"max_attempts must be at least 1, not {max_attempts}")
+        import redis
+
+        attempts = attempts_for_new_queue(max_attempts)
         self.name = name
         self.url = url or f"redis://?name={name}"
         self._redis = client
         self._keys = [f"{KEY_PREFIX}:{{{name}}}:{k}" for k in _KEY_NAMES]
         self._scripts = {
             script_name: client.register_script(getattr(lua, script_name))
-            for script_name in (
-                "SEND",
-                "RECEIVE",
-                "ACK",
-                "RETRY",
-                "DEAD_LETTER",
-                "RELEASE",
-                "EXTEND",
-                "STATS",
-                "REDRIVE",
-            )
+            for script_name in _SCRIPTS
         }
         try:
-            self.max_attempts = self._ensure_meta(max_attempts)
+            self.max_attempts = self._ensure_meta(attempts)
         except redis.RedisError as exc:
             raise QueueConnectionError(
                 f"cannot open the Redis queue {redact(self.url)}: {type(exc).__name__}: "
@@ -125,42 +118,37 @@ class RedisQueue:
     # -- construction ---------------------------------------------------------------------
 
     @classmethod
-    def from_url(cls, url: str, *, max_attempts: int | None = None) -> RedisQueue:
-        client_url, name, url_attempts = parse_redis_url(url)
+    def client_url(cls, address: QueueAddress) -> str:
+        """The URL for redis-py: the server, and the options that are redis-py's."""
+        if not address.parts.hostname:
+            raise QueueURLError(
+                f"{redact(address.url)!r}: the Redis URL names no host; write "
+                "redis://host:6379/0?name=JOB"
+            )
+        query = urlencode(list(address.options.items()))
+        return urlunsplit(address.parts._replace(query=query))
+
+    @classmethod
+    def from_address(cls, address: QueueAddress, max_attempts: int | None) -> RedisQueue:
+        import redis
+
+        client_url = cls.client_url(address)
         try:
             client = redis.Redis.from_url(
                 client_url, socket_connect_timeout=10, socket_keepalive=True
             )
         except (TypeError, ValueError) as exc:
-            raise QueueURLError(f"{redact(url)!r}: {redact(str(exc))}") from None
-        return cls(
-            client,
-            name,
-            max_attempts=max_attempts if max_attempts is not None else url_attempts,
-            url=url,
-        )
+            raise QueueURLError(f"{redact(address.url)!r}: {redact(str(exc))}") from None
+        return cls(client, address.name, max_attempts=max_attempts, url=address.url)
 
-    @staticmethod
-    def event_queue_url(url: str) -> str:
-        """The same server and options, the queue `NAME-events`."""
-        _, name, _ = parse_redis_url(url)
-        parts = urlsplit(url)
-        query = [
-            (k, v)
-            for k, v in parse_qsl(parts.query, keep_blank_values=True)
-            if k not in ("name", "max_attempts")
-        ]
-        query.insert(0, ("name", f"{name}-events"))
-        return urlunsplit(parts._replace(query=urlencode(query)))
-
-    def _ensure_meta(self, max_attempts: int | None) -> int:
+    def _ensure_meta(self, max_attempts: int) -> int:
         """Create the queue's metadata if it is new (an existing queue keeps its max_attempts)
         and load the scripts, in one round trip."""
         meta = self._keys[0]
         pipe = self._redis.pipeline(transaction=False)
         for script in self._scripts.values():
             pipe.script_load(script.script)
-        pipe.hsetnx(meta, "max_attempts", max_attempts or DEFAULT_MAX_ATTEMPTS)
+        pipe.hsetnx(meta, "max_attempts", max_attempts)
         pipe.hsetnx(meta, "created", time.time())
         pipe.hget(meta, "max_attempts")
         return int(pipe.execute()[-1])
@@ -177,6 +165,8 @@ class RedisQueue:
         execute; instead we send EVALSHA and load the script only if the server says it is
         missing (a restart, SCRIPT FLUSH), then rerun just the calls that did not run.
         """
+        import redis
+
         script = self._scripts[script]
         pending = list(range(len(arg_lists)))
         results: list[Any] = [None] * len(arg_lists)
@@ -243,21 +233,26 @@ class RedisQueue:
         deadline = time.monotonic() + max(0.0, wait_seconds)
         lease_ms = max(1, round(lease_seconds * 1000))
         while True:
-            messages: list[Message] = []
-            while len(messages) < max_messages:  # script calls of at most BATCH_CHUNK
-                want = min(BATCH_CHUNK, max_messages - len(messages))
+            received = Received()
+            while len(received) < max_messages:  # script calls of at most BATCH_CHUNK
+                want = min(BATCH_CHUNK, max_messages - len(received))
                 reply = self._run("RECEIVE", [want, lease_ms])
-                for item in reply[1:]:
+                dead = reply[1]
+                for i in range(0, len(dead), 3):
+                    error = dead[i + 1].decode("utf-8", "replace")
+                    task = Task.from_json(dead[i + 2])
+                    received.dead_lettered.append(DeadLetter(task, int(dead[i]), error))
+                for item in reply[2:]:
                     token, attempt, body = item.split(b":", 2)
                     task = Task.from_json(body)
-                    messages.append(Message(task, f"{token.decode()}:{task.id}", int(attempt)))
-                if len(reply) - 1 < want:
+                    received.append(Message(task, f"{token.decode()}:{task.id}", int(attempt)))
+                if len(reply) - 2 < want:
                     break
-            if messages:
-                return Received(messages)
+            if received or received.dead_lettered:
+                return received
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return Received()
+                return received
             hint_ms = int(reply[0])
             block = min(remaining, MAX_BLOCK_SECONDS)
             if hint_ms >= 0:
@@ -364,15 +359,6 @@ class RedisQueue:
 
     def close(self) -> None:
         self._redis.close()
-
-    def __enter__(self) -> RedisQueue:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"RedisQueue({redact(self.url)!r})"
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

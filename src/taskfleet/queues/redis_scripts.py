@@ -74,16 +74,19 @@ end
 """
 
 # ARGV: max_messages (at most 1000), lease_ms
-# -> {wait_hint_ms, 'token:attempt:body', ...}; wait_hint_ms is how long until a delayed task
-#    or a lease falls due (-1: none), so an empty receive knows how long to block. One string
-#    per message keeps the reply small to parse.
+# -> {wait_hint_ms, {attempts, error, body, ...}, 'token:attempt:body', ...}; wait_hint_ms is
+#    how long until a delayed task or a lease falls due (-1: none), so an empty receive knows
+#    how long to block. The second element lists the tasks this call dead-lettered (their
+#    lease expired on their last attempt), three values each, so that the caller reports them.
+#    One string per leased message keeps the reply small to parse.
 RECEIVE = (
     _PROLOGUE
     + _CHUNKED
     + """
 local n = tonumber(ARGV[1])
 local until_ms = now + tonumber(ARGV[2])
-local out = {-1}
+local dead_out = {}
+local out = {-1, dead_out}
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 local leases, tokens, attempts_out = {}, {}, {}
 
@@ -103,25 +106,31 @@ local function lease(ids, bodies, attempts)
 end
 
 -- 1. Leases that expired (the worker died): take them over first, so a dead worker's tasks
---    do not wait behind the whole backlog. Attempts spent: dead-letter instead.
+--    do not wait behind the whole backlog. Attempts spent: dead-letter instead, and report.
 local expired = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now, 'LIMIT', 0, n)
 if #expired > 0 then
   local counts = redis.call('HMGET', KEYS[4], unpack(expired))
-  local again, again_attempts = {}, {}
+  local bodies = redis.call('HMGET', KEYS[3], unpack(expired))
+  local again, again_bodies, again_attempts = {}, {}, {}
   for i, id in ipairs(expired) do
     local attempts = tonumber(counts[i]) or 0
     if attempts >= max_attempts then
+      local err = 'lease expired on attempt ' .. attempts .. ' of ' .. max_attempts
+        .. ' (the worker died or was killed)'
       redis.call('ZREM', KEYS[7], id)
       redis.call('ZADD', KEYS[9], now, id)
-      redis.call('HSET', KEYS[10], id, 'lease expired on attempt ' .. attempts .. ' of '
-        .. max_attempts .. ' (the worker died or was killed)')
+      redis.call('HSET', KEYS[10], id, err)
+      dead_out[#dead_out + 1] = attempts
+      dead_out[#dead_out + 1] = err
+      dead_out[#dead_out + 1] = bodies[i]
     else
       again[#again + 1] = id
+      again_bodies[#again_bodies + 1] = bodies[i]
       again_attempts[#again_attempts + 1] = attempts
     end
   end
   if #again > 0 then
-    lease(again, redis.call('HMGET', KEYS[3], unpack(again)), again_attempts)
+    lease(again, again_bodies, again_attempts)
   end
 end
 
@@ -133,8 +142,8 @@ if #due > 0 then
 end
 
 -- 3. Visible tasks, in order. Ids whose body is gone were acked while waiting: drop them.
-while #out - 1 < n do
-  local ids = redis.call('LPOP', KEYS[6], n - (#out - 1))
+while #out - 2 < n do
+  local ids = redis.call('LPOP', KEYS[6], n - (#out - 2))
   if not ids then break end
   local bodies = redis.call('HMGET', KEYS[3], unpack(ids))
   local counts = redis.call('HMGET', KEYS[4], unpack(ids))

@@ -16,27 +16,30 @@ are few).
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import SplitResult, quote, unquote
 
 import orjson
 
 from taskfleet.errors import QueueURLError, TaskFileError, TaskfleetError
 from taskfleet.queues.base import (
-    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_QUEUE_NAME,
     DeadLetter,
     Message,
+    Queue,
+    QueueAddress,
+    QueueNotFoundError,
     QueueStats,
     Received,
     SendResult,
-    url_max_attempts,
+    attempts_for_new_queue,
+    expired_lease_error,
 )
 from taskfleet.tasks import Task
 
@@ -44,47 +47,32 @@ if TYPE_CHECKING:
     from taskfleet.tasks.batches import TaskBatch
 
 WAITING, LEASED, DONE, DEAD = 0, 1, 2, 3
-DEFAULT_QUEUE_NAME = "tasks"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _BUSY_RETRIES = 20
 
 
-def parse_sqlite_url(url: str) -> tuple[Path, str, dict[str, list[str]]]:
+def parse_sqlite_url(url: str) -> tuple[Path, str, int | None]:
     """`sqlite:///rel/path.db` (three slashes: relative), `sqlite:////abs/path.db` (four:
-    absolute), as in SQLAlchemy; a bare `path.db` works too. `?name=` picks a queue in the file."""
-    if "://" not in url:
-        path_text, query = url, ""
-        if "?" in url:
-            path_text, query = url.split("?", 1)
-    else:
-        parts = urlsplit(url)
-        if parts.netloc:
-            raise QueueURLError(
-                f"{url!r}: a SQLite queue URL has no host; write sqlite:///relative/path.db "
-                "or sqlite:////absolute/path.db"
-            )
-        path_text, query = unquote(parts.path), parts.query
-        if path_text.startswith("/"):
-            path_text = path_text[1:]
-    if not path_text:
-        raise QueueURLError(f"{url!r}: the SQLite queue URL names no file")
-    options = parse_qs(query)
-    name = options.pop("name", [DEFAULT_QUEUE_NAME])[-1]
-    if not _NAME_RE.match(name):
-        raise QueueURLError(
-            f"{url!r}: queue name {name!r} may hold only letters, digits, '_', '-' and '.'"
-        )
-    unknown = sorted(set(options) - {"max_attempts"})
-    if unknown:
-        raise QueueURLError(
-            f"{url!r}: unknown option(s) {', '.join(unknown)}; "
-            "a SQLite queue URL takes name= and max_attempts="
-        )
-    return Path(path_text), name, options
+    absolute), as in SQLAlchemy; a bare `path.db` works too. `?name=` picks a queue in the
+    file. Returns the file, the queue name and the URL's max_attempts (None if not given)."""
+    address = SQLiteQueue.parse_url(url)
+    return SQLiteQueue.path_of(address), address.name, address.max_attempts
 
 
-class SQLiteQueue:
+class SQLiteQueue(Queue):
     """A queue stored in a SQLite file; see the module docstring for the design."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
+    example_url: ClassVar[str] = "sqlite:///path/to/queue.db"
+    bare_path_suffixes: ClassVar[tuple[str, ...]] = (".db", ".sqlite", ".sqlite3")
+    exact_counts: ClassVar[bool] = True
+    idempotent_send: ClassVar[bool] = True
+    # A load is one transaction, so a bad entry anywhere inserts nothing (the CLI says so).
+    atomic_send: ClassVar[bool] = True
+    bulk_load: ClassVar[bool] = True
+    lists_leases: ClassVar[bool] = True
+    delayed_retry: ClassVar[bool] = True
+    dead_letter_store: ClassVar[bool] = True
+    reports_expired_dead_letters: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -94,6 +82,7 @@ class SQLiteQueue:
         max_attempts: int | None = None,
         url: str | None = None,
     ) -> None:
+        attempts = attempts_for_new_queue(max_attempts)
         self.path = Path(path)
         self.name = name
         self.url = url or f"sqlite:///{self.path}" + (
@@ -101,43 +90,70 @@ class SQLiteQueue:
         )
         self._table = f'"q_{name}"'
         self._lock = threading.RLock()
-        self._pid = os.getpid()
         if self.path.parent and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = self._connect()
-        self.max_attempts = self._ensure_schema(max_attempts)
+        self.max_attempts = self._ensure_schema(attempts)
 
     # -- construction ---------------------------------------------------------------------
 
     @classmethod
-    def from_url(cls, url: str, *, max_attempts: int | None = None) -> SQLiteQueue:
-        path, name, options = parse_sqlite_url(url)
-        if max_attempts is None and "max_attempts" in options:
-            max_attempts = url_max_attempts(options.pop("max_attempts")[-1], url)
-        return cls(path, name, max_attempts=max_attempts, url=url)
+    def split_url(cls, url: str) -> SplitResult:
+        """A bare file name (`job.db?name=x`) reads as `sqlite:///job.db?name=x`."""
+        if "://" not in url:
+            path_text, _, query = url.partition("?")
+            return SplitResult(cls.schemes[0], "", "/" + quote(path_text), query, "")
+        return super().split_url(url)
 
-    @staticmethod
-    def event_queue_url(url: str) -> str:
-        path, name, _ = parse_sqlite_url(url)
-        base = url.split("?", 1)[0] if "://" in url else f"sqlite:///{path}"
-        return f"{base}?name={name}-events"
+    @classmethod
+    def path_of(cls, address: QueueAddress) -> Path:
+        """The file of a parsed SQLite queue URL."""
+        parts = address.parts
+        if parts.netloc:
+            raise QueueURLError(
+                f"{address.url!r}: a SQLite queue URL has no host; write "
+                "sqlite:///relative/path.db or sqlite:////absolute/path.db"
+            )
+        path_text = unquote(parts.path)
+        if path_text.startswith("/"):
+            path_text = path_text[1:]
+        if not path_text:
+            raise QueueURLError(f"{address.url!r}: the SQLite queue URL names no file")
+        return Path(path_text)
+
+    @classmethod
+    def from_address(cls, address: QueueAddress, max_attempts: int | None) -> SQLiteQueue:
+        return cls(cls.path_of(address), address.name, max_attempts=max_attempts, url=address.url)
+
+    @classmethod
+    def url_for(cls, address: QueueAddress, name: str) -> str:
+        url = address.url
+        base = url.split("?", 1)[0] if "://" in url else f"sqlite:///{cls.path_of(address)}"
+        return f"{base}?name={name}"
+
+    @classmethod
+    def check_exists(cls, url: str) -> None:
+        path = cls.path_of(cls.parse_url(url))
+        if not path.exists():
+            raise QueueNotFoundError(
+                f"no queue file {path}; check the path (sqlite:///relative/path.db, "
+                "sqlite:////absolute/path.db)"
+            )
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
             self.path, timeout=60.0, isolation_level=None, check_same_thread=False
         )
         # The page size applies only to a new file and must come before WAL mode is set. Large
-        # pages make a million-task load about a quarter cheaper (fewer B-tree splits and
-        # levels); receive and ack, which touch a few pages a batch, do not suffer from them.
+        # pages make a million-task load cheaper (fewer B-tree splits and levels); receive and
+        # ack, which touch a few pages a batch, do not suffer from them.
         conn.execute("PRAGMA page_size=16384")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA cache_size=-65536")
         return conn
 
-    def _ensure_schema(self, max_attempts: int | None) -> int:
-        if max_attempts is not None and max_attempts < 1:
-            raise QueueURLError(f"max_attempts must be at least 1, not {max_attempts}")
+    def _ensure_schema(self, max_attempts: int) -> int:
         t = self._table
         with self._write() as c:
             c.execute(
@@ -164,7 +180,7 @@ class SQLiteQueue:
             c.execute(
                 "INSERT OR IGNORE INTO taskfleet_queues(name, max_attempts, created) "
                 "VALUES (?, ?, ?)",
-                (self.name, max_attempts or DEFAULT_MAX_ATTEMPTS, time.time()),
+                (self.name, max_attempts, time.time()),
             )
             (stored,) = c.execute(
                 "SELECT max_attempts FROM taskfleet_queues WHERE name = ?", (self.name,)
@@ -190,8 +206,6 @@ class SQLiteQueue:
 
     # Tasks a send inserts with one statement (one JSON array, expanded by json_each).
     SEND_BATCH = 2000
-    # A load is one transaction, so a bad entry anywhere inserts nothing (the CLI says so).
-    atomic_send = True
 
     def send(self, tasks: Iterable[Task], batch_size: int = 0) -> SendResult:
         """Insert all tasks in one transaction: a bad task in the iterable inserts nothing.
@@ -308,10 +322,7 @@ class SQLiteQueue:
                 from_waiting = from_leased = dead_from_leased = 0
                 for seq, body, state, attempts, lease in rows:
                     if state == LEASED and attempts >= self.max_attempts:
-                        error = (
-                            f"lease expired on attempt {attempts} of {self.max_attempts} "
-                            "(the worker died or was killed)"
-                        )
+                        error = expired_lease_error(attempts, self.max_attempts)
                         dead_rows.append((error, seq))
                         messages.dead_lettered.append(
                             DeadLetter(Task.from_json(body), attempts, error)
@@ -536,15 +547,6 @@ class SQLiteQueue:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
-
-    def __enter__(self) -> SQLiteQueue:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"SQLiteQueue({str(self.path)!r}, name={self.name!r})"
 
 
 class _WriteTransaction:

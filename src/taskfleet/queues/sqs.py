@@ -1,8 +1,12 @@
 """The Amazon SQS queue: `sqs://NAME?region=REGION[&endpoint_url=URL][&max_attempts=N]`.
 
-Opening the queue creates it if needed, with a dead-letter queue `NAME-dlq` and a redrive
-policy of `maxReceiveCount = max_attempts`, so SQS itself dead-letters a task whose worker died
-on its last attempt. An existing queue keeps its own policy (that is its `max_attempts`).
+Opening the queue creates it if needed, with a dead-letter queue `NAME-dlq`, its
+`max_attempts` in the tag `taskfleet-max-attempts`, and a redrive policy whose
+`maxReceiveCount` is a few receives above `max_attempts`. `receive` moves a message that SQS
+hands out for attempt `max_attempts + 1` (its last lease expired) to the dead-letter queue
+itself, and reports it; SQS's own redrive is only the backstop for a move that failed again and
+again. An existing queue keeps its own `max_attempts` (a queue made before the tag existed: its
+`maxReceiveCount`, and SQS moves its spent tasks unseen).
 `NAME.fifo` makes a FIFO queue (its dead-letter queue is `NAME-dlq.fifo`): the task id is the
 deduplication id, so loading the same tasks twice within SQS's 5-minute deduplication window
 enqueues them once, and each task is its own message group, so FIFO order costs no parallelism.
@@ -36,23 +40,20 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
-
-import boto3
-import botocore.config
-import botocore.exceptions
+from typing import Any, ClassVar
 
 from taskfleet.errors import MessageTooLargeError, QueueConnectionError, QueueURLError
 from taskfleet.queues.base import (
-    DEFAULT_MAX_ATTEMPTS,
     DeadLetter,
     Message,
+    Queue,
+    QueueAddress,
     QueueStats,
     Received,
     SendInterrupted,
     SendResult,
-    url_max_attempts,
+    attempts_for_new_queue,
+    expired_lease_error,
 )
 from taskfleet.redact import redact
 from taskfleet.tasks import Task
@@ -66,6 +67,11 @@ MAX_WAIT = 20  # longest long poll
 THREADS = 16  # batches in flight
 RETENTION = 14 * 24 * 3600  # the longest SQS allows: a long job must not lose tasks
 SEND_TRIES = 8
+MAX_RECEIVE_COUNT = 1000  # the largest maxReceiveCount SQS allows
+# Receives beyond max_attempts before SQS's own redrive moves a message: only a message that
+# `receive` failed to move to the dead-letter queue that many times goes there unreported.
+BACKSTOP_RECEIVES = 3
+MAX_ATTEMPTS_TAG = "taskfleet-max-attempts"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 _DEDUP_RE = re.compile(r"^[!-~]{1,128}$")  # SQS: 1-128 printable ASCII characters
 ERROR_ATTRIBUTE = "taskfleet_error"
@@ -76,29 +82,8 @@ _GONE = {"ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidParameterValue"
 
 def parse_sqs_url(url: str) -> tuple[str, dict[str, str], int | None]:
     """`sqs://NAME?region=R&endpoint_url=U&max_attempts=N` -> (name, client options, attempts)."""
-    parts = urlsplit(url)
-    if parts.scheme != "sqs":
-        raise QueueURLError(f"{redact(url)!r} is not an sqs:// URL")
-    name = parts.netloc + parts.path.rstrip("/")
-    base = name[: -len(".fifo")] if name.endswith(".fifo") else name
-    if not _NAME_RE.match(base) or len(base) + len("-dlq") + (5 if base != name else 0) > 80:
-        raise QueueURLError(
-            f"{redact(url)!r}: the SQS queue name {name!r} must be 1-76 letters, digits, '-' "
-            "or '_' (optionally ending in .fifo), so that NAME-dlq fits in SQS's 80 characters"
-        )
-    options: dict[str, str] = {}
-    max_attempts: int | None = None
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key in ("region", "endpoint_url"):
-            options[key] = value
-        elif key == "max_attempts":
-            max_attempts = url_max_attempts(value, url)
-        else:
-            raise QueueURLError(
-                f"{redact(url)!r}: unknown option {key!r}; an SQS queue URL takes region=, "
-                "endpoint_url= and max_attempts="
-            )
-    return name, options, max_attempts
+    address = SQSQueue.parse_url(url)
+    return address.name, address.options, address.max_attempts
 
 
 def _seconds(value: float, limit: int) -> int:
@@ -121,8 +106,28 @@ def _body(task: Task) -> str:
     return text
 
 
-class SQSQueue:
+def native_receive_limit(max_attempts: int) -> int:
+    """The `maxReceiveCount` of a new queue's redrive policy: the backstop above the attempts
+    that `receive` enforces itself."""
+    return min(MAX_RECEIVE_COUNT, max_attempts + BACKSTOP_RECEIVES)
+
+
+class SQSQueue(Queue):
     """A task queue in Amazon SQS; see the module docstring for what differs from the others."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("sqs",)
+    extra: ClassVar[str | None] = "aws"
+    library: ClassVar[str | None] = "boto3"
+    example_url: ClassVar[str] = "sqs://NAME?region=REGION"
+    name_in_query: ClassVar[bool] = False
+    url_options: ClassVar[tuple[str, ...]] = ("region", "endpoint_url")
+    name_rule: ClassVar[str] = (
+        "must be 1-76 letters, digits, '-' or '_' (optionally ending in .fifo), so that "
+        "NAME-dlq fits in SQS's 80 characters"
+    )
+    delayed_retry: ClassVar[bool] = True
+    dead_letter_store: ClassVar[bool] = True
+    reports_expired_dead_letters: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -134,8 +139,11 @@ class SQSQueue:
         url: str | None = None,
         client: Any = None,
     ) -> None:
-        if max_attempts is not None and max_attempts < 1:
-            raise QueueURLError(f"max_attempts must be at least 1, not {max_attempts}")
+        import boto3
+        import botocore.config
+        import botocore.exceptions
+
+        attempts = attempts_for_new_queue(max_attempts)
         self.name = name
         self.fifo = name.endswith(".fifo")
         self.dlq_name = name[:-5] + "-dlq.fifo" if self.fifo else name + "-dlq"
@@ -152,7 +160,7 @@ class SQSQueue:
                     retries={"mode": "standard", "max_attempts": 5},
                 ),
             )
-            self.queue_url, self.dlq_url, self.max_attempts = self._open(max_attempts)
+            self.queue_url, self.dlq_url, self.max_attempts = self._open(attempts)
         except botocore.exceptions.NoRegionError:
             raise QueueURLError(
                 f"{redact(self.url)!r}: no AWS region; add ?region=REGION to the URL or set "
@@ -172,28 +180,27 @@ class SQSQueue:
     # -- construction ---------------------------------------------------------------------
 
     @classmethod
-    def from_url(cls, url: str, *, max_attempts: int | None = None) -> SQSQueue:
-        name, options, url_attempts = parse_sqs_url(url)
+    def check_name(cls, name: str, url: str) -> None:
+        base = name[: -len(".fifo")] if name.endswith(".fifo") else name
+        if not _NAME_RE.match(base) or len(base) + len("-dlq") + (5 if base != name else 0) > 80:
+            raise QueueURLError(f"{redact(url)!r}: the SQS queue name {name!r} {cls.name_rule}")
+
+    @classmethod
+    def from_address(cls, address: QueueAddress, max_attempts: int | None) -> SQSQueue:
         return cls(
-            name,
-            region=options.get("region"),
-            endpoint_url=options.get("endpoint_url"),
-            max_attempts=max_attempts if max_attempts is not None else url_attempts,
-            url=url,
+            address.name,
+            region=address.options.get("region"),
+            endpoint_url=address.options.get("endpoint_url"),
+            max_attempts=max_attempts,
+            url=address.url,
         )
 
-    @staticmethod
-    def event_queue_url(url: str) -> str:
-        """`NAME-events` (a standard queue even for a FIFO task queue: events need no order
-        and carry unique ids), in the same region and endpoint."""
-        name, _, _ = parse_sqs_url(url)
-        base = name[:-5] if name.endswith(".fifo") else name
-        query = [
-            (k, v)
-            for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True)
-            if k != "max_attempts"
-        ]
-        return f"sqs://{base}-events" + (f"?{urlencode(query)}" if query else "")
+    @classmethod
+    def event_queue_name(cls, name: str) -> str:
+        """`NAME-events`: a standard queue even for a FIFO task queue (events need no order
+        and carry unique ids)."""
+        base = name[: -len(".fifo")] if name.endswith(".fifo") else name
+        return f"{base}-events"
 
     def _queue_url(self, name: str) -> str | None:
         try:
@@ -201,44 +208,55 @@ class SQSQueue:
         except self.client.exceptions.QueueDoesNotExist:
             return None
 
-    def _create(self, name: str, attributes: dict[str, str]) -> str:
+    def _create(
+        self, name: str, attributes: dict[str, str], tags: dict[str, str] | None = None
+    ) -> str:
         if self.fifo:
             attributes = {**attributes, "FifoQueue": "true"}
-        return self.client.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        extra: dict[str, Any] = {"tags": tags} if tags else {}
+        return self.client.create_queue(QueueName=name, Attributes=attributes, **extra)["QueueUrl"]
 
-    def _open(self, max_attempts: int | None) -> tuple[str, str, int]:
+    def _open(self, max_attempts: int) -> tuple[str, str, int]:
         """Find or create the queue and its dead-letter queue; return their URLs and the
-        max_attempts of the queue's redrive policy."""
+        queue's max_attempts (`max_attempts` applies only to a queue created now)."""
         queue_url = self._queue_url(self.name)
         if queue_url is not None:
             attributes = self.client.get_queue_attributes(
                 QueueUrl=queue_url, AttributeNames=["RedrivePolicy"]
-            )["Attributes"]
+            ).get("Attributes", {})  # none at all when the queue has no redrive policy
             if "RedrivePolicy" in attributes:
                 policy = json.loads(attributes["RedrivePolicy"])
                 dlq_name = policy["deadLetterTargetArn"].rsplit(":", 1)[-1]
                 dlq_url = self._queue_url(dlq_name) or self._create(
                     dlq_name, {"MessageRetentionPeriod": str(RETENTION)}
                 )
+                tags = self.client.list_queue_tags(QueueUrl=queue_url).get("Tags", {})
+                if MAX_ATTEMPTS_TAG in tags:
+                    return queue_url, dlq_url, int(tags[MAX_ATTEMPTS_TAG])
+                # Made before the tag, or by hand: SQS's own redrive is its max_attempts.
                 return queue_url, dlq_url, int(policy["maxReceiveCount"])
-        attempts = max_attempts or DEFAULT_MAX_ATTEMPTS
         dlq_url = self._queue_url(self.dlq_name) or self._create(
             self.dlq_name, {"MessageRetentionPeriod": str(RETENTION)}
         )
         dlq_arn = self.client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
             "Attributes"
         ]["QueueArn"]
-        policy_text = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": attempts})
+        policy_text = json.dumps(
+            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": native_receive_limit(max_attempts)}
+        )
+        tags = {MAX_ATTEMPTS_TAG: str(max_attempts)}
         if queue_url is None:
             queue_url = self._create(
                 self.name,
                 {"MessageRetentionPeriod": str(RETENTION), "RedrivePolicy": policy_text},
+                tags,
             )
         else:  # an existing queue without a dead-letter queue: give it ours
             self.client.set_queue_attributes(
                 QueueUrl=queue_url, Attributes={"RedrivePolicy": policy_text}
             )
-        return queue_url, dlq_url, attempts
+            self.client.tag_queue(QueueUrl=queue_url, Tags=tags)
+        return queue_url, dlq_url, max_attempts
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -390,18 +408,24 @@ class SQSQueue:
         return self.client.receive_message(**kwargs).get("Messages", [])
 
     def receive(self, max_messages: int, lease_seconds: float, wait_seconds: float = 0) -> Received:
-        """Up to `max_messages`, 10 per call; only the first call long-polls."""
+        """Up to `max_messages`, 10 per call; only the first call long-polls.
+
+        A message received for attempt `max_attempts + 1` (its lease expired on the last
+        attempt, or it was given back then: SQS counts every receive) is moved to the
+        dead-letter queue and reported instead of leased.
+        """
+        received = Received()
         if max_messages <= 0:
-            return Received()
+            return received
         visibility = max(1, _seconds(lease_seconds, MAX_VISIBILITY))
         deadline = time.monotonic() + max(0.0, wait_seconds)
-        messages: list[Message] = []
-        while len(messages) < max_messages:
+        while len(received) < max_messages:
             wait_now = 0
-            if not messages:
+            if not received and not received.dead_lettered:
                 wait_now = _seconds(deadline - time.monotonic(), MAX_WAIT)
-            want = min(BATCH, max_messages - len(messages))
+            want = min(BATCH, max_messages - len(received))
             raw = self._receive(self.queue_url, want, visibility, wait_now)
+            spent: list[tuple[dict[str, Any], Task]] = []
             for m in raw:
                 try:
                     task = Task.from_json(m["Body"])
@@ -414,10 +438,48 @@ class SQSQueue:
                     )
                     continue
                 attempt = int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-                messages.append(Message(task, m["ReceiptHandle"], attempt))
-            if len(raw) < want and (messages or time.monotonic() >= deadline):
+                if attempt > self.max_attempts:
+                    spent.append((m, task))
+                else:
+                    received.append(Message(task, m["ReceiptHandle"], attempt))
+            if spent:
+                received.dead_lettered.extend(self._move_spent(spent))
+            done = received or received.dead_lettered or time.monotonic() >= deadline
+            if len(raw) < want and done:
                 break
-        return Received(messages)
+        return received
+
+    def _move_spent(self, spent: list[tuple[dict[str, Any], Task]]) -> list[DeadLetter]:
+        """Move messages whose attempts are spent to the dead-letter queue: one
+        SendMessageBatch there, then one DeleteMessageBatch here (in that order: a failure
+        between the two leaves a duplicate, never a loss). A message SQS refused to take stays
+        leased here and comes back for the next receive."""
+        error = expired_lease_error(self.max_attempts, self.max_attempts)
+        moved: list[DeadLetter] = []
+        for start in range(0, len(spent), BATCH):
+            chunk = spent[start : start + BATCH]
+            entries = [
+                {"Id": str(i), **self._dead_letter_fields(task, self.max_attempts, error)}
+                for i, (_, task) in enumerate(chunk)
+            ]
+            refused = {
+                f["Id"] for f in self._entries_call("send_message_batch", self.dlq_url, entries)
+            }
+            if refused:
+                log.warning(
+                    "SQS queue %s: the dead-letter queue refused %d spent task(s); they will be "
+                    "moved when received again",
+                    self.name,
+                    len(refused),
+                )
+            taken = [(i, m, task) for i, (m, task) in enumerate(chunk) if str(i) not in refused]
+            if not taken:
+                continue
+            deletes = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m, _ in taken]
+            failed = self._entries_call("delete_message_batch", self.queue_url, deletes)
+            self._raise_unless_gone("delete", failed)
+            moved.extend(DeadLetter(task, self.max_attempts, error) for _, _, task in taken)
+        return moved
 
     def ack(self, messages: Sequence[Message]) -> None:
         """DeleteMessageBatch; a receipt SQS no longer knows means the task is gone already."""
@@ -447,6 +509,8 @@ class SQSQueue:
         self._parallel(change, batches)
 
     def retry(self, message: Message, delay_seconds: float = 0, error: str | None = None) -> bool:
+        from botocore.exceptions import ClientError
+
         if message.attempt >= self.max_attempts:
             self.dead_letter(message, error)
             return False
@@ -456,37 +520,39 @@ class SQSQueue:
                 ReceiptHandle=message.receipt,
                 VisibilityTimeout=_seconds(delay_seconds, MAX_VISIBILITY),
             )
-        except botocore.exceptions.ClientError as exc:
+        except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") not in _GONE:
                 raise
         return True
 
-    def dead_letter(self, message: Message, error: str | None = None) -> None:
-        """Copy the task to the dead-letter queue with its error, then delete it here (in that
-        order: a crash between the two leaves a duplicate, never a loss)."""
+    def _dead_letter_fields(self, task: Task, attempts: int, error: str | None) -> dict[str, Any]:
+        """The body, attributes and FIFO ids of a task's message in the dead-letter queue."""
         attributes: dict[str, Any] = {
-            ATTEMPTS_ATTRIBUTE: {"DataType": "Number", "StringValue": str(message.attempt)}
+            ATTEMPTS_ATTRIBUTE: {"DataType": "Number", "StringValue": str(attempts)}
         }
         if error:
             attributes[ERROR_ATTRIBUTE] = {
                 "DataType": "String",
                 "StringValue": error[:MAX_ERROR_CHARS],
             }
-        kwargs: dict[str, Any] = {}
+        fields: dict[str, Any] = {"MessageBody": _body(task), "MessageAttributes": attributes}
         if self.fifo:
-            kwargs = {
-                "MessageGroupId": _dedup_id(message.task_id),
-                "MessageDeduplicationId": uuid.uuid4().hex,
-            }
+            fields["MessageGroupId"] = _dedup_id(task.id)
+            fields["MessageDeduplicationId"] = uuid.uuid4().hex
+        return fields
+
+    def dead_letter(self, message: Message, error: str | None = None) -> None:
+        """Copy the task to the dead-letter queue with its error, then delete it here (in that
+        order: a crash between the two leaves a duplicate, never a loss)."""
+        from botocore.exceptions import ClientError
+
         self.client.send_message(
             QueueUrl=self.dlq_url,
-            MessageBody=_body(message.task),
-            MessageAttributes=attributes,
-            **kwargs,
+            **self._dead_letter_fields(message.task, message.attempt, error),
         )
         try:
             self.client.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message.receipt)
-        except botocore.exceptions.ClientError as exc:
+        except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") not in _GONE:
                 raise
 
@@ -551,10 +617,7 @@ class SQSQueue:
             error = attrs.get(ERROR_ATTRIBUTE, {}).get("StringValue")
         else:  # moved by SQS's redrive policy: its last lease expired
             attempts = self.max_attempts
-            error = (
-                f"lease expired on attempt {attempts} of {self.max_attempts} "
-                "(the worker died or was killed)"
-            )
+            error = expired_lease_error(attempts, self.max_attempts)
         return DeadLetter(task, attempts, error)
 
     def dead_letters(self) -> Iterator[DeadLetter]:
@@ -602,10 +665,12 @@ class SQSQueue:
     def purge(self) -> None:
         """PurgeQueue both queues; SQS allows one purge a minute, so a second purge within the
         minute deletes the messages it can receive instead."""
+        from botocore.exceptions import ClientError
+
         for queue_url in (self.queue_url, self.dlq_url):
             try:
                 self.client.purge_queue(QueueUrl=queue_url)
-            except botocore.exceptions.ClientError as exc:
+            except ClientError as exc:
                 if "PurgeQueueInProgress" not in exc.response.get("Error", {}).get("Code", ""):
                     raise
                 self._drain(queue_url)
@@ -628,12 +693,3 @@ class SQSQueue:
         close = getattr(self.client, "close", None)
         if close is not None:
             close()
-
-    def __enter__(self) -> SQSQueue:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"SQSQueue({redact(self.url)!r})"

@@ -1,9 +1,10 @@
 """Load a task source into a queue: what `taskfleet load-queue` and a local worker run.
 
-A queue with a bulk path (`send_batches`: the embedded SQLite queue) takes validated batches
-(`taskfleet.tasks.batches`) and finds repeated ids in its own unique index; the other backends
-take tasks one by one from `iter_tasks`, which checks for repeats itself. Either way the
-messages for bad input are the same.
+The source is read as validated batches (`taskfleet.tasks.batches`), a block at a time in a
+thread of its own, and handed to `Queue.send_batches`. A backend with a native bulk path (the
+embedded SQLite queue) inserts each batch whole and finds repeated ids in its own unique index;
+for the others the base class finds them and feeds `send`. Either way the messages for bad
+input are those of `iter_tasks`.
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ import threading
 from collections.abc import Callable, Generator, Iterator
 
 from taskfleet.queues.base import Queue, SendResult
-from taskfleet.tasks import Task, TaskSource, iter_tasks
+from taskfleet.tasks import TaskSource
 from taskfleet.tasks.batches import TaskBatch, iter_task_batches
 
-# How often (in tasks) a one-by-one load reports progress.
-PROGRESS_EVERY = 5000
 # How long a load that stops early waits for its read-ahead thread to stop.
 READER_STOP_SECONDS = 2.0
 
@@ -38,14 +37,11 @@ def load_tasks_into(
     """Validate `source` and send its tasks to `queue`; `on_progress(n)` hears the number of
     tasks read so far. Raises `TaskFileError` at the first bad entry (see `Queue.send` for
     what a backend has inserted by then)."""
-    send_batches = getattr(queue, "send_batches", None)
-    if send_batches is not None:
-        batches = iter_task_batches(source, skip=skip, limit=limit, check_duplicates=False)
-        # Closed here, not when the garbage collector gets to it: an error's traceback keeps
-        # the generator alive, and with it a reader thread waiting to hand over a batch.
-        with contextlib.closing(_read_ahead(batches)) as read_ahead:
-            return send_batches(_counted_batches(read_ahead, on_progress))
-    return queue.send(_counted_tasks(iter_tasks(source, skip=skip, limit=limit), on_progress))
+    batches = iter_task_batches(source, skip=skip, limit=limit, check_duplicates=False)
+    # Closed here, not when the garbage collector gets to it: an error's traceback keeps the
+    # generator alive, and with it a reader thread waiting to hand over a batch.
+    with contextlib.closing(_read_ahead(batches)) as read_ahead:
+        return queue.send_batches(_counted_batches(read_ahead, on_progress))
 
 
 def _counted_batches(
@@ -59,19 +55,6 @@ def _counted_batches(
         yield batch
         count += len(batch)
         on_progress(count)
-
-
-def _counted_tasks(tasks: Iterator[Task], on_progress: Progress | None) -> Iterator[Task]:
-    if on_progress is None:
-        yield from tasks
-        return
-    count = 0
-    for task in tasks:
-        yield task
-        count += 1
-        if count % PROGRESS_EVERY == 0:
-            on_progress(count)
-    on_progress(count)
 
 
 def _read_ahead(batches: Generator[TaskBatch, None, None], depth: int = 2) -> Iterator[TaskBatch]:

@@ -16,11 +16,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+from urllib.parse import quote
 
 import orjson
 
 from taskfleet.errors import TaskfleetError
-from taskfleet.queues.sqlite import SQLiteQueue
+from taskfleet.queues.base import Queue
 
 
 def default_state_path(event_log_file: str | None) -> Path:
@@ -29,6 +30,11 @@ def default_state_path(event_log_file: str | None) -> Path:
         log_path = Path(event_log_file)
         return log_path.with_name(log_path.name.split(".", 1)[0] + ".state.db")
     return Path("taskfleet.state.db")
+
+
+def state_url(state_path: str | os.PathLike[str]) -> str:
+    """The URL of the embedded queue kept in the state file (a SQLite queue)."""
+    return "sqlite:///" + quote(os.fspath(state_path))
 
 
 class StateLock:
@@ -101,8 +107,9 @@ def completed_ids_in_log(event_log_file: str | None, candidates: Iterable[str]) 
     return found
 
 
-def recover(queue: SQLiteQueue, event_log_file: str | None) -> Recovery:
-    """Take back the leases of an interrupted run (the caller holds the state lock)."""
+def recover(queue: Queue, event_log_file: str | None) -> Recovery:
+    """Take back the leases of an interrupted run (the caller holds the state lock, so no
+    other consumer can hold one). The queue must list its leases (`Queue.lists_leases`)."""
     leased = queue.leased_ids()
     if not leased:
         return Recovery()

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -27,13 +28,12 @@ from taskfleet.events.sinks import open_event_sink
 from taskfleet.monitoring.stats_sink import StatsSink
 from taskfleet.monitoring.summary_text import format_summary
 from taskfleet.queues import Queue, event_queue_url, open_queue
-from taskfleet.queues.sqlite import SQLiteQueue
 from taskfleet.redact import redact
 from taskfleet.tasks import TaskSource
 from taskfleet.tasks.loading import load_tasks_into
 from taskfleet.worker.logs import configure_logging
 from taskfleet.worker.progress import ProgressView
-from taskfleet.worker.resume import Recovery, StateLock, default_state_path, recover
+from taskfleet.worker.resume import Recovery, StateLock, default_state_path, recover, state_url
 from taskfleet.worker.settings import WorkerSettings, build_parser, resolve_settings
 from taskfleet.worker.shared_memory import SharedFlags
 from taskfleet.worker.supervisor import RunCounts, Supervisor, install_signal_handlers
@@ -235,12 +235,12 @@ class Worker:
             lock = StateLock(Path(state_path))
             lock.acquire()
             try:
-                sqlite_queue = SQLiteQueue(state_path, max_attempts=settings.max_attempts)
-                recovery = recover(sqlite_queue, settings.event_log_file)
+                embedded = open_queue(state_url(state_path), max_attempts=settings.max_attempts)
+                recovery = recover(embedded, settings.event_log_file)
             except BaseException:
                 lock.release()
                 raise
-            queue = sqlite_queue
+            queue = embedded
         else:
             queue = open_queue(settings.queue, max_attempts=settings.max_attempts)  # type: ignore[arg-type]
         try:
@@ -364,7 +364,7 @@ class Worker:
             print(format_summary(sink.summary()), file=sys.stderr, flush=True)
         print(summary.line(), flush=True)
         if summary.exit_code == EXIT_FAILED:
-            where = f"--queue sqlite:///{queue.path}" if isinstance(queue, SQLiteQueue) else ""
+            where = f"--queue {shlex.quote(redact(queue.url))}"
             print(
                 f"some tasks were dead-lettered: see `taskfleet dead-letters {where}`; after a "
                 f"fix, `taskfleet redrive {where}` and run again",

@@ -1,0 +1,409 @@
+"""The reference backend: `memory://NAME`, a queue that lives inside one Python process.
+
+It keeps every rule of the contract (leases that expire on a clock, attempts counted exactly,
+delayed retries, dead letters with their errors, redrive, exact counts, idempotent and atomic
+sends) with nothing to install or start, so the runtime's policy and a user's own worker can
+be tested fast and without files or servers, as Dramatiq's StubBroker and Huey's MemoryStorage
+serve theirs:
+
+    queue = open_queue("memory://job")
+    queue.send(tasks)
+    Worker(process_task, argv=["--queue", "memory://job"]).run()
+
+Queues are named stores shared within the process: opening `memory://job` twice gives the
+same queue (and its event queue `memory://job-events` works like any other), from any thread.
+Another process sees nothing of it. `drop_all_stores()` forgets every store, for tests.
+
+Each store is one lock and a condition to wait on: tasks by id in a dict (state, attempts,
+lease token, error), the ids visible now in a deque (released tasks at its head), and two
+heaps of due times, one for leases and one for delayed retries. A heap entry carries the
+version of its task, which every change bumps, so an entry outdated by a later change is
+skipped when it comes up instead of being searched for and removed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import ClassVar
+
+from taskfleet.queues.base import (
+    DeadLetter,
+    Message,
+    Queue,
+    QueueAddress,
+    QueueNotFoundError,
+    QueueStats,
+    Received,
+    SendResult,
+    attempts_for_new_queue,
+    expired_lease_error,
+)
+from taskfleet.tasks import Task
+
+
+class _State(Enum):
+    WAITING = "waiting"  # visible now, or after a retry delay
+    LEASED = "leased"  # held by a consumer until its lease passes
+    DEAD = "dead"  # in the dead letters
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One task that is not done yet."""
+
+    task: Task
+    state: _State = _State.WAITING
+    visible_at: float = 0.0  # waiting: when it becomes visible; leased: when the lease ends
+    attempts: int = 0
+    lease: int = 0  # token of the current lease (never reused within the store)
+    version: int = 0  # bumped by every change; outdated heap and deque entries are skipped
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class _Counts:
+    inserted: int = 0
+    duplicates: int = 0
+    completed: int = 0
+
+
+@dataclass
+class _Store:
+    """The state of one named queue; every access holds `changed`, its lock."""
+
+    max_attempts: int
+    changed: threading.Condition = field(default_factory=threading.Condition)
+    known: set[str] = field(default_factory=set)  # every id ever inserted (until a purge)
+    entries: dict[str, _Entry] = field(default_factory=dict)  # not done, in insertion order
+    ready: deque[tuple[str, int]] = field(default_factory=deque)  # (id, version) visible now
+    leases: list[tuple[float, str, int]] = field(default_factory=list)  # heap: (until, id, ver)
+    delays: list[tuple[float, str, int]] = field(default_factory=list)  # heap: (due, id, ver)
+    dead: dict[str, None] = field(default_factory=dict)  # ids in the order they died
+    counts: _Counts = field(default_factory=_Counts)
+    next_lease: int = 0
+
+
+_STORES: dict[str, _Store] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def drop_all_stores() -> None:
+    """Forget every memory queue of this process (for tests: a fresh start each time)."""
+    with _STORES_LOCK:
+        _STORES.clear()
+
+
+class MemoryQueue(Queue):
+    """A queue in this process's memory; see the module docstring."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("memory",)
+    example_url: ClassVar[str] = "memory://NAME"
+    name_in_query: ClassVar[bool] = False
+    exact_counts: ClassVar[bool] = True
+    idempotent_send: ClassVar[bool] = True
+    atomic_send: ClassVar[bool] = True
+    lists_leases: ClassVar[bool] = True
+    delayed_retry: ClassVar[bool] = True
+    dead_letter_store: ClassVar[bool] = True
+    reports_expired_dead_letters: ClassVar[bool] = True
+    shared_between_processes: ClassVar[bool] = False
+
+    def __init__(
+        self, name: str, *, max_attempts: int | None = None, url: str | None = None
+    ) -> None:
+        attempts = attempts_for_new_queue(max_attempts)
+        self.name = name
+        self.url = url or f"memory://{name}"
+        with _STORES_LOCK:
+            store = _STORES.get(name)
+            if store is None:
+                store = _STORES[name] = _Store(attempts)
+        self._store = store
+        self.max_attempts = store.max_attempts
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_address(cls, address: QueueAddress, max_attempts: int | None) -> MemoryQueue:
+        return cls(address.name, max_attempts=max_attempts, url=address.url)
+
+    @classmethod
+    def check_exists(cls, url: str) -> None:
+        name = cls.parse_url(url).name
+        with _STORES_LOCK:
+            if name in _STORES:
+                return
+        raise QueueNotFoundError(
+            f"no memory queue {name!r} in this process: a memory:// queue lives only in the "
+            "Python process that opened it"
+        )
+
+    # -- inside the lock ------------------------------------------------------------------
+
+    def _change(self, entry: _Entry, state: _State, visible_at: float = 0.0) -> None:
+        entry.state = state
+        entry.visible_at = visible_at
+        entry.version += 1
+
+    def _make_visible(self, task_id: str, entry: _Entry, first: bool = False) -> None:
+        self._change(entry, _State.WAITING)
+        item = (task_id, entry.version)
+        if first:
+            self._store.ready.appendleft(item)
+        else:
+            self._store.ready.append(item)
+
+    def _bury(self, task_id: str, entry: _Entry, error: str | None) -> None:
+        self._change(entry, _State.DEAD)
+        entry.error = error
+        self._store.dead[task_id] = None
+
+    def _lease(self, task_id: str, entry: _Entry, until: float) -> Message:
+        store = self._store
+        store.next_lease += 1
+        entry.lease = store.next_lease
+        entry.attempts += 1
+        self._change(entry, _State.LEASED, until)
+        heapq.heappush(store.leases, (until, task_id, entry.version))
+        return Message(entry.task, f"{entry.lease}:{task_id}", entry.attempts)
+
+    def _current(self, task_id: str, version: int) -> _Entry | None:
+        entry = self._store.entries.get(task_id)
+        return entry if entry is not None and entry.version == version else None
+
+    def _holding(self, message: Message) -> tuple[str, _Entry] | None:
+        """The task of a delivery whose lease is still its task's current one."""
+        token, _, task_id = message.receipt.partition(":")
+        entry = self._store.entries.get(task_id)
+        if entry is None or entry.state is not _State.LEASED or str(entry.lease) != token:
+            return None
+        return task_id, entry
+
+    def _receive_now(self, max_messages: int, lease_seconds: float) -> Received:
+        store = self._store
+        now = time.monotonic()
+        until = now + lease_seconds
+        received = Received()
+        # 1. Expired leases first (a dead worker's tasks do not wait behind the backlog);
+        #    a lease that was the task's last attempt sends it to the dead letters.
+        while store.leases and store.leases[0][0] <= now and len(received) < max_messages:
+            _, task_id, version = heapq.heappop(store.leases)
+            entry = self._current(task_id, version)
+            if entry is None:
+                continue
+            if entry.attempts >= store.max_attempts:
+                error = expired_lease_error(entry.attempts, store.max_attempts)
+                self._bury(task_id, entry, error)
+                received.dead_lettered.append(DeadLetter(entry.task, entry.attempts, error))
+            else:
+                received.append(self._lease(task_id, entry, until))
+        # 2. Delayed retries that are due join the end of the visible tasks.
+        while store.delays and store.delays[0][0] <= now:
+            _, task_id, version = heapq.heappop(store.delays)
+            entry = self._current(task_id, version)
+            if entry is not None:
+                self._make_visible(task_id, entry)
+        # 3. Visible tasks, in order.
+        while store.ready and len(received) < max_messages:
+            task_id, version = store.ready.popleft()
+            entry = self._current(task_id, version)
+            if entry is not None:
+                received.append(self._lease(task_id, entry, until))
+        if received:
+            store.changed.notify_all()  # receivers waiting elsewhere must wake when these expire
+        return received
+
+    def _next_due(self) -> float | None:
+        """When the first lease or delayed retry falls due (outdated entries may be early)."""
+        store = self._store
+        times = [heap[0][0] for heap in (store.leases, store.delays) if heap]
+        return min(times) if times else None
+
+    # -- the protocol ---------------------------------------------------------------------
+
+    def send(self, tasks: Iterable[Task], batch_size: int = 0) -> SendResult:
+        """Insert all tasks at once: the iterable is read before the queue changes, so one
+        that fails inserts nothing (`atomic_send`)."""
+        batch = list(tasks)
+        result = SendResult(ids_seen=len(batch))
+        store = self._store
+        with store.changed:
+            for task in batch:
+                if task.id in store.known:
+                    result.already_present += 1
+                    continue
+                store.known.add(task.id)
+                entry = store.entries[task.id] = _Entry(task)
+                store.ready.append((task.id, entry.version))
+                result.inserted += 1
+            store.counts.inserted += result.inserted
+            store.counts.duplicates += result.already_present
+            if result.inserted:
+                store.changed.notify_all()
+        return result
+
+    def receive(self, max_messages: int, lease_seconds: float, wait_seconds: float = 0) -> Received:
+        if max_messages <= 0:
+            return Received()
+        store = self._store
+        deadline = time.monotonic() + max(0.0, wait_seconds)
+        with store.changed:
+            while True:
+                received = self._receive_now(max_messages, lease_seconds)
+                now = time.monotonic()
+                if received or received.dead_lettered or now >= deadline:
+                    return received
+                due = self._next_due()
+                wake = deadline if due is None else min(deadline, due)
+                store.changed.wait(max(0.0, wake - now))
+
+    def ack(self, messages: Sequence[Message]) -> None:
+        store = self._store
+        with store.changed:
+            for message in messages:
+                entry = store.entries.get(message.task_id)
+                if entry is not None and entry.state is not _State.DEAD:
+                    del store.entries[message.task_id]
+                    store.counts.completed += 1
+
+    def retry(self, message: Message, delay_seconds: float = 0, error: str | None = None) -> bool:
+        store = self._store
+        with store.changed:
+            held = self._holding(message)
+            if held is None:
+                return True  # the lease has passed on; the task is someone else's now
+            task_id, entry = held
+            if entry.attempts >= store.max_attempts:
+                self._bury(task_id, entry, error)
+                return False
+            entry.error = error
+            if delay_seconds <= 0:
+                self._make_visible(task_id, entry)
+            else:
+                self._change(entry, _State.WAITING, time.monotonic() + delay_seconds)
+                heapq.heappush(store.delays, (entry.visible_at, task_id, entry.version))
+            store.changed.notify_all()  # visible now, or waiting receivers learn when
+            return True
+
+    def dead_letter(self, message: Message, error: str | None = None) -> None:
+        with self._store.changed:
+            held = self._holding(message)
+            if held is not None:
+                self._bury(*held, error)
+
+    def release(self, messages: Sequence[Message]) -> None:
+        store = self._store
+        with store.changed:
+            for message in reversed(messages):  # each to the head: they keep their order
+                held = self._holding(message)
+                if held is not None:
+                    task_id, entry = held
+                    entry.attempts = max(0, entry.attempts - 1)
+                    self._make_visible(task_id, entry, first=True)
+            store.changed.notify_all()
+
+    def extend(self, messages: Sequence[Message], lease_seconds: float) -> None:
+        store = self._store
+        with store.changed:
+            until = time.monotonic() + lease_seconds
+            for message in messages:
+                held = self._holding(message)
+                if held is not None:
+                    task_id, entry = held
+                    self._change(entry, _State.LEASED, until)
+                    heapq.heappush(store.leases, (until, task_id, entry.version))
+
+    def stats(self) -> QueueStats:
+        store = self._store
+        with store.changed:
+            now = time.monotonic()
+            visible = leased = delayed = 0
+            for entry in store.entries.values():
+                if entry.state is _State.DEAD:
+                    continue
+                if entry.visible_at <= now:
+                    visible += 1  # waiting and due, or a lease that expired
+                elif entry.state is _State.LEASED:
+                    leased += 1
+                else:
+                    delayed += 1
+            return QueueStats(
+                visible=visible,
+                leased=leased,
+                delayed=delayed,
+                dead=len(store.dead),
+                inserted=store.counts.inserted,
+                completed=store.counts.completed,
+                duplicates_skipped=store.counts.duplicates,
+            )
+
+    def dead_letters(self) -> Iterator[DeadLetter]:
+        store = self._store
+        with store.changed:
+            letters = [
+                DeadLetter(store.entries[i].task, store.entries[i].attempts, store.entries[i].error)
+                for i in store.dead
+            ]
+        yield from letters
+
+    def redrive(self, ids: Iterable[str] | None = None) -> int:
+        store = self._store
+        with store.changed:
+            chosen = list(store.dead) if ids is None else [i for i in ids if i in store.dead]
+            for task_id in chosen:
+                del store.dead[task_id]
+                entry = store.entries[task_id]
+                entry.attempts = 0
+                self._make_visible(task_id, entry)
+            if chosen:
+                store.changed.notify_all()
+            return len(chosen)
+
+    def purge(self) -> None:
+        store = self._store
+        with store.changed:
+            store.known.clear()
+            store.entries.clear()
+            store.ready.clear()
+            store.leases.clear()
+            store.delays.clear()
+            store.dead.clear()
+            store.counts = _Counts()
+
+    def close(self) -> None:
+        """Nothing to release: the queue stays in the process until purged or dropped."""
+
+    # -- leases by id (what release-all and the resumable local run use) -------------------
+
+    def leased_ids(self) -> list[str]:
+        with self._store.changed:
+            return [i for i, e in self._store.entries.items() if e.state is _State.LEASED]
+
+    def ack_ids(self, ids: Iterable[str]) -> int:
+        store = self._store
+        done = 0
+        with store.changed:
+            for task_id in ids:
+                entry = store.entries.get(task_id)
+                if entry is not None and entry.state is not _State.DEAD:
+                    del store.entries[task_id]
+                    done += 1
+            store.counts.completed += done
+        return done
+
+    def release_all(self) -> int:
+        store = self._store
+        with store.changed:
+            leased = [(i, e) for i, e in store.entries.items() if e.state is _State.LEASED]
+            for task_id, entry in reversed(leased):
+                entry.attempts = max(0, entry.attempts - 1)
+                self._make_visible(task_id, entry, first=True)
+            if leased:
+                store.changed.notify_all()
+        return len(leased)
