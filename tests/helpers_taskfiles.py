@@ -103,7 +103,7 @@ BAD_ENTRIES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "empty id": ({"id": "", "data": {}}, ("the id is empty",)),
     "id not a string": ({"id": 17, "data": {}}, ("must be a string", "int")),
     "id null": ({"id": None, "data": {}}, ("must be a string",)),
-    "id too long": ({"id": "a" * 257, "data": {}}, ("257 characters", "256")),
+    "id too long": ({"id": "a" * 201, "data": {}}, ("201 characters", "200 bytes")),
     "id with slash": ({"id": "a/b", "data": {}}, ("'/'",)),
     "id with backslash": ({"id": "a\\b", "data": {}}, ("'\\\\'",)),
     "id with NUL": ({"id": "a\x00b", "data": {}}, ("control character",)),

@@ -63,7 +63,44 @@ def outcome(read: Any) -> tuple[str, Any]:
 
 _PLAIN_ID = st.from_regex(r"[a-z0-9][a-z0-9_.-]{0,12}", fullmatch=True)
 _ODD_ID = st.sampled_from(
-    ['say "hi"', "café", "日本", "a b", "x" * 256, "x" * 257, "a/b", "", ".hidden", "t\x7f"]
+    [
+        'say "hi"',
+        "café",
+        "日本",
+        "a b",
+        "x" * 200,
+        "x" * 201,
+        "é" * 101,
+        "a\u202eb",
+        "a/b",
+        "",
+        ".hidden",
+        "t\x7f",
+    ]
+)
+
+
+def _nested(levels: int) -> object:
+    value: object = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+# Values on both sides of a task's limits (64 bits, 64 levels within the data object).
+_AT_THE_LIMITS = st.sampled_from(
+    [
+        2**63 - 1,
+        -(2**63),
+        2**63,
+        -(2**63) - 1,
+        2**64,
+        10**30,
+        "12345678901234567890123",
+        "[[[{{",
+        _nested(63),
+        _nested(64),
+    ]
 )
 _LINE_FORMS = st.sampled_from(["compact", "spaced", "reversed", "task_id", "no data", "crlf"])
 
@@ -75,6 +112,8 @@ def jsonl_files(draw: st.DrawFn) -> bytes:
     for n in range(draw(st.integers(0, 40))):
         task_id = draw(st.one_of(_PLAIN_ID, _PLAIN_ID, _PLAIN_ID, _ODD_ID))
         data = {"n": n, "s": draw(st.sampled_from(["", "é", "\\", "\u2028", "line\nbreak"]))}
+        if draw(st.integers(0, 6)) == 0:
+            data["x"] = draw(_AT_THE_LIMITS)
         form = draw(_LINE_FORMS)
         if form == "compact":
             line = json.dumps({"id": task_id, "data": data}, separators=(",", ":"))
@@ -224,7 +263,7 @@ def test_loading_again_skips_what_is_there_and_counts_it(tmp_path: Path) -> None
 
 
 def test_ids_that_need_escaping_are_stored_and_received_exactly(tmp_path: Path) -> None:
-    odd = ['say "hi"', "café", "日本語", "a b", "tab\\not"[:3], "x" * 256]
+    odd = ['say "hi"', "café", "日本語", "a b", "tab\\not"[:3], "x" * 200]
     path = tmp_path / "tasks.jsonl"
     write_entries(path, [{"id": i, "data": {"n": n}} for n, i in enumerate(odd)])
     with queue_at(tmp_path) as queue:

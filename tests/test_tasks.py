@@ -30,7 +30,7 @@ from helpers_taskfiles import (
     write_entries,
 )
 from taskfleet.errors import MissingExtraError, TaskFileError, TaskfleetError
-from taskfleet.tasks import MAX_TASK_ID_LENGTH, Task, iter_tasks, load_tasks, task_id_problem
+from taskfleet.tasks import MAX_TASK_ID_BYTES, Task, iter_tasks, load_tasks, task_id_problem
 
 FORMATS = [".json", ".jsonl", ".yaml"]
 GOOD = [task(0), task(1), task(2)]
@@ -110,8 +110,8 @@ def test_unicode_ids_and_data_survive(tmp_path: Path) -> None:
 
 
 def test_id_of_exactly_the_maximum_length_is_accepted() -> None:
-    assert task_id_problem("a" * MAX_TASK_ID_LENGTH) is None
-    assert task_id_problem("a" * (MAX_TASK_ID_LENGTH + 1)) is not None
+    assert task_id_problem("a" * MAX_TASK_ID_BYTES) is None
+    assert task_id_problem("a" * (MAX_TASK_ID_BYTES + 1)) is not None
     assert task_id_problem("a.b-c_d") is None
     assert task_id_problem("a\ud800") is not None  # a lone surrogate cannot be a file name
 
@@ -168,11 +168,11 @@ def test_iterable_errors_name_the_item() -> None:
 
 
 def test_data_that_json_cannot_hold_is_refused_where_it_is(tmp_path: Path) -> None:
-    with pytest.raises(TaskFileError, match=r"item 1: the data of task 'b' cannot be stored"):
+    with pytest.raises(TaskFileError, match=r"item 1: task 'b': its data cannot be stored"):
         load_tasks([{"id": "a"}, {"id": "b", "data": {"when": object()}}])
     path = tmp_path / "tasks.yaml"
     path.write_text("- id: a\n- id: b\n  data: {blob: !!binary aGVsbG8=}\n")
-    with pytest.raises(TaskFileError, match=r"tasks.yaml: line 2: the data of task 'b' cannot"):
+    with pytest.raises(TaskFileError, match=r"tasks.yaml: line 2: task 'b': its data cannot"):
         load_tasks(path)
 
 

@@ -5,11 +5,11 @@ The package exports what users and the other layers need; `loading` is imported 
 (it depends on the queues, which depend on the task model).
 """
 
-from taskfleet.tasks.model import MAX_TASK_ID_LENGTH, Task, TaskSource, task_id_problem
+from taskfleet.tasks.model import MAX_TASK_ID_BYTES, Task, TaskSource, task_id_problem
 from taskfleet.tasks.readers import iter_tasks, load_tasks, open_task_file, validated
 
 __all__ = [
-    "MAX_TASK_ID_LENGTH",
+    "MAX_TASK_ID_BYTES",
     "Task",
     "TaskSource",
     "iter_tasks",

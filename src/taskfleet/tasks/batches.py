@@ -6,7 +6,7 @@ again for the queue. A load does not need Task objects, only each task's id and 
 a JSONL file is read in blocks of about half a megabyte, and each block is checked by C code as a
 whole: msgspec decodes the block as one JSON list into structs that admit only `id` (a string)
 and `data` (an object), and the ids, joined into one string, pass a handful of string tests (ASCII,
-printable, no `/`, `\\` or `"`, none empty, none over 256 characters, none starting with `.`).
+printable, no `/`, `\\` or `"`, none empty, none over 200 characters, none starting with `.`).
 The lines themselves are the task bodies the queue stores. (An object that repeats its `id` key
 counts by its last one, in msgspec here as in orjson when a worker reads the body back.)
 
@@ -33,9 +33,11 @@ import msgspec
 import orjson
 
 from taskfleet.errors import TaskFileError
+from taskfleet.tasks.limits import TaskLimits
 from taskfleet.tasks.readers import (
     BOM,
-    MAX_TASK_ID_LENGTH,
+    MAX_TASK_ID_BYTES,
+    DataCheck,
     DuplicateTracker,
     Task,
     TaskSource,
@@ -119,7 +121,7 @@ class TaskBatch:
 
 
 def ids_are_plain(ids: list[str]) -> bool:
-    """Whether every id is valid and plainly so: 1 to 256 printable ASCII characters, no `/`,
+    """Whether every id is valid and plainly so: 1 to 200 printable ASCII characters, no `/`,
     `\\` or `"`, not starting with `.`. Each test runs in C over all ids at once."""
     if not ids:
         return True
@@ -133,7 +135,7 @@ def ids_are_plain(ids: list[str]) -> bool:
         and "/." not in joined
         and not joined.startswith(".")
         and min(map(len, ids)) > 0
-        and max(map(len, ids)) <= MAX_TASK_ID_LENGTH
+        and max(map(len, ids)) <= MAX_TASK_ID_BYTES
     )
 
 
@@ -144,6 +146,7 @@ def iter_task_batches(
     limit: int | None = None,
     check_duplicates: bool = True,
     block_bytes: int = BLOCK_BYTES,
+    limits: TaskLimits | None = None,
 ) -> Iterator[TaskBatch]:
     """Yield the tasks of `source` in validated batches, in order.
 
@@ -156,21 +159,24 @@ def iter_task_batches(
     if limit == 0:
         return
     check_duplicates = check_duplicates or skip > 0
+    limits = limits or TaskLimits.from_env()
     if not isinstance(source, (str, os.PathLike)):
         entries = enumerate(task_iterable(source))
-        positioned = validated("task source", "item", entries, True, skip, limit, check_duplicates)
+        positioned = validated(
+            "task source", "item", entries, DataCheck.FULL, limits, skip, limit, check_duplicates
+        )
         yield from _batches_of(positioned, "task source", "item", GENERIC_BATCH)
         return
     with open_task_file(source) as (f, name, fmt):
         if fmt == "jsonl":
             tracker = DuplicateTracker(file_progress(f)) if check_duplicates else None
             wanted = None if limit is None else skip + limit
-            batches = _jsonl_batches(f, name, block_bytes, wanted)
+            batches = _jsonl_batches(f, name, block_bytes, wanted, limits)
             yield from _skip_and_limit(batches, skip, limit, tracker)
             return
-        unit, entries, json_check = read_entries(f, name, fmt)
+        unit, entries, check = read_entries(f, name, fmt, limits)
         positioned = validated(
-            name, unit, entries, json_check, skip, limit, check_duplicates, file_progress(f)
+            name, unit, entries, check, limits, skip, limit, check_duplicates, file_progress(f)
         )
         yield from _batches_of(positioned, name, unit, GENERIC_BATCH)
 
@@ -207,12 +213,12 @@ def _skip_and_limit(
 
 
 def _jsonl_batches(
-    f: IO[bytes], name: str, block_bytes: int, wanted: int | None
+    f: IO[bytes], name: str, block_bytes: int, wanted: int | None, limits: TaskLimits
 ) -> Iterator[TaskBatch]:
     """Blocks of whole lines, each checked at once, or line by line where that fails.
 
     `wanted` (skip + limit) stops the reading there: a line after it is not read, so it
-    cannot fail the load, as with `iter_tasks`.
+    cannot fail the load, as with `iter_tasks`. A file without a task is refused.
     """
     rest = b""
     first_line = 1
@@ -234,41 +240,56 @@ def _jsonl_batches(
                 continue
             whole, rest = data[:cut], data[cut:]
         most = None if wanted is None else wanted - produced
-        for batch in _checked_block(whole, name, first_line, most):
+        for batch in _checked_block(whole, name, first_line, most, limits):
             produced += len(batch)
             yield batch
         if not block:
+            if not produced:
+                raise TaskFileError(
+                    f"{name}: the file is empty; it should hold one task per line, "
+                    '{"id": ..., "data": {...}}.'
+                )
             return
         first_line += whole.count(b"\n")
 
 
-def _checked_block(raw: bytes, name: str, first_line: int, most: int | None) -> Iterator[TaskBatch]:
+def _checked_block(
+    raw: bytes, name: str, first_line: int, most: int | None, limits: TaskLimits
+) -> Iterator[TaskBatch]:
     """The lines of `raw` (whole lines; only at the end of a file may the last newline be
     missing) as one batch if the fast check passes, else at most `most` tasks validated line
-    by line."""
+    by line. The limits are checked on the block's text first: a block that might break one
+    (a long line, deep nesting, a long run of digits) goes line by line."""
+    if limits.text_needs_check(raw) or (
+        len(raw) > limits.max_bytes and max(map(len, raw.split(b"\n"))) > limits.max_bytes
+    ):
+        yield from _slow_block(raw, name, first_line, most, limits)
+        return
     try:
         text = raw.decode()
         lines = (text[:-1] if text.endswith("\n") else text).split("\n")
         entries = _BLOCK_DECODER.decode("[" + ",".join(lines) + "]")
     except (UnicodeDecodeError, msgspec.DecodeError, RecursionError):
-        yield from _slow_block(raw, name, first_line, most)
+        yield from _slow_block(raw, name, first_line, most, limits)
         return
     ids = [entry.id for entry in entries]
     if not ids_are_plain(ids):
-        yield from _slow_block(raw, name, first_line, most)
+        yield from _slow_block(raw, name, first_line, most, limits)
         return
     positions = range(first_line, first_line + len(ids))
     yield TaskBatch(name, "line", positions, ids, lines, True)
 
 
-def _slow_block(raw: bytes, name: str, first_line: int, most: int | None) -> Iterator[TaskBatch]:
+def _slow_block(
+    raw: bytes, name: str, first_line: int, most: int | None, limits: TaskLimits
+) -> Iterator[TaskBatch]:
     """The exact line-by-line validation of `taskfleet.tasks`, for a block the fast check
     refused: it raises the error that names the line, or accepts what the fast path is too
     plain for (blank lines, non-ASCII ids, `task_id`, tasks without data)."""
     if most == 0:
         return
-    entries = iter_jsonl_entries(io.BytesIO(raw), name, first_line)
-    positioned = validated(name, "line", entries, False, 0, most, False)
+    entries = iter_jsonl_entries(io.BytesIO(raw), name, limits, first_line, whole_file=False)
+    positioned = validated(name, "line", entries, DataCheck.NONE, limits, 0, most, False)
     yield from _batches_of(positioned, name, "line", len(raw) + 1)
 
 

@@ -2,23 +2,32 @@
 
 A task is `{"id": str, "data": object}` (`task_id` is accepted for `id`, as rms-cloud-tasks
 files use it). Ids are checked here, once, so that every later layer may use one as a file
-name: non-empty strings of at most 256 characters without `/`, `\\`, control characters, and
-not starting with `.`.
+name: a non-empty string of at most 200 bytes in UTF-8 (so that the id plus a suffix such as
+`.json.tmp` fits the 255-byte file names of Linux and macOS and the 255 UTF-16 units of
+Windows), not starting with `.`, without `/` or `\\`, and without characters that are invisible
+or change the direction of text (control and format characters such as U+200B or U+202E,
+line and paragraph separators, spaces other than the plain space, surrogates, private-use and
+unassigned code points): an id must be the same file name on every system and read as what it is.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-MAX_TASK_ID_LENGTH = 256
+MAX_TASK_ID_BYTES = 200
 # Path separators and control characters (C0, DEL and C1): an id must be usable as a file name.
 BAD_ID_CHARACTER = re.compile(r"[/\\\x00-\x1f\x7f-\x9f]")
+# Unicode categories of characters that show nothing or reorder text: format (Cf: zero-width
+# spaces and joiners, bidirectional overrides), line and paragraph separators, surrogates,
+# private use and unassigned code points.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 TaskSource = str | os.PathLike | Iterable[Any] | Callable[[], Iterable[Any]]
 
@@ -50,8 +59,11 @@ def task_id_problem(task_id: object) -> str | None:
         return f"the id must be a string, not {type(task_id).__name__} ({task_id!r})"
     if not task_id:
         return "the id is empty"
-    if len(task_id) > MAX_TASK_ID_LENGTH:
-        return f"the id is {len(task_id)} characters long; at most {MAX_TASK_ID_LENGTH} are allowed"
+    if len(task_id) > MAX_TASK_ID_BYTES:
+        return (
+            f"the id is {len(task_id)} characters long; at most {MAX_TASK_ID_BYTES} bytes "
+            "(in UTF-8) are allowed, so that it fits a file name"
+        )
     if task_id[0] == ".":
         return f"the id {task_id!r} starts with '.'; ids become file names, so this is not allowed"
     bad = BAD_ID_CHARACTER.search(task_id)
@@ -61,10 +73,30 @@ def task_id_problem(task_id: object) -> str | None:
             return f"the id {task_id!r} contains {ch!r}; ids become file names, so use '-' instead"
         return f"the id {task_id!r} contains the control character {ch!r}"
     if not task_id.isascii():
-        try:
-            task_id.encode("utf-8")
-        except UnicodeEncodeError:
-            return f"the id {task_id!r} is not valid Unicode (it holds a lone surrogate)"
+        return _unicode_id_problem(task_id)
+    return None
+
+
+def _unicode_id_problem(task_id: str) -> str | None:
+    try:
+        size = len(task_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        return f"the id {task_id!r} is not valid Unicode (it holds a lone surrogate)"
+    if size > MAX_TASK_ID_BYTES:
+        return (
+            f"the id is {size} bytes long in UTF-8; at most {MAX_TASK_ID_BYTES} are allowed, so "
+            "that it fits a file name"
+        )
+    for ch in task_id:
+        if ch.isascii():
+            continue
+        category = unicodedata.category(ch)
+        if category in _INVISIBLE_CATEGORIES or (category == "Zs" and ch != " "):
+            name = unicodedata.name(ch, "unnamed")
+            return (
+                f"the id {task_id!r} contains U+{ord(ch):04X} ({name}), a character that is "
+                "invisible or changes the direction of text; ids become file names"
+            )
     return None
 
 

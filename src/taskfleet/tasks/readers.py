@@ -13,8 +13,10 @@ starting with `.`. Every problem is reported with the file and the line (JSONL, 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import re
 import sys
 from array import array
 from collections.abc import Callable, Iterable, Iterator
@@ -24,10 +26,12 @@ from typing import IO, Any
 
 import orjson
 
+from taskfleet._compat import StrEnum
 from taskfleet.errors import MissingExtraError, TaskFileError
+from taskfleet.tasks.limits import NestingGuard, SurrogateGuard, TaskLimits
 from taskfleet.tasks.model import (
     BAD_ID_CHARACTER,
-    MAX_TASK_ID_LENGTH,
+    MAX_TASK_ID_BYTES,
     MISSING,
     Task,
     TaskSource,
@@ -152,6 +156,29 @@ def _open_binary(source: str | os.PathLike) -> tuple[IO[bytes], str]:
         raise TaskFileError(f"{name}: cannot open the task file: {exc.strerror}.") from None
 
 
+# Byte order marks of encodings other than UTF-8 (UTF-32 first: its LE mark starts as UTF-16's).
+_OTHER_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+
+
+def _check_encoding(name: str, head: bytes) -> None:
+    """Refuse a file in UTF-16 or UTF-32 by its encoding, before a parser blames its content."""
+    marked = [encoding for bom, encoding in _OTHER_BOMS if head.startswith(bom)]
+    if marked:
+        encoding = marked[0]
+    else:
+        # Without a mark: ASCII text in UTF-16 has a zero byte beside every character.
+        sample = head[:64]
+        if len(sample) < 4 or sample.count(0) < len(sample) // 4:
+            return
+        encoding = "UTF-16 or UTF-32"
+    raise TaskFileError(f"{name}: the file is in {encoding}; save it as UTF-8.")
+
+
 def _detect_format(name: str, head: bytes) -> str:
     lower = name.lower().split("?", 1)[0]
     for suffix, fmt in (
@@ -177,21 +204,59 @@ def _detect_format(name: str, head: bytes) -> str:
 
 
 def iter_jsonl_entries(
-    f: IO[bytes], name: str, first_line: int = 1
+    f: IO[bytes], name: str, limits: TaskLimits, first_line: int = 1, whole_file: bool = True
 ) -> Iterator[tuple[int, object]]:
     """(line number, parsed entry) of each non-blank line; `first_line` numbers a part of a
-    file read on its own (a block of a bulk load)."""
+    file read on its own (a block of a bulk load, `whole_file` False). Each line is checked
+    against `limits` on its text, before parsing: orjson would turn an integer too large for
+    64 bits into a float. A whole file without a task is refused, as an empty JSON list is."""
+    entries = 0
     loads = orjson.loads
     lineno = first_line - 1
-    for line in f:
-        lineno += 1
-        try:
-            obj = loads(line)
-        except orjson.JSONDecodeError:
-            obj = _jsonl_refused(line, lineno, name)
-            if obj is MISSING:
-                continue
-        yield lineno, obj
+    # Lines come a block at a time, so that the limits are checked on a block's text at once;
+    # only a block that might break one is checked line by line.
+    while lines := f.readlines(_LINES_BLOCK_BYTES):
+        block = b"".join(lines)
+        suspect = limits.text_needs_check(block) or (
+            len(block) > limits.max_bytes and max(map(len, lines)) > limits.max_bytes
+        )
+        for line in lines:
+            lineno += 1
+            if suspect:
+                _check_jsonl_line(line, lineno, name, limits)
+            try:
+                obj = loads(line)
+            except orjson.JSONDecodeError:
+                obj = _jsonl_refused(line, lineno, name)
+                if obj is MISSING:
+                    continue
+            entries += 1
+            yield lineno, obj
+    if whole_file and not entries:
+        raise TaskFileError(
+            f"{name}: the file is empty; it should hold one task per line, "
+            '{"id": ..., "data": {...}}.'
+        )
+
+
+_LINES_BLOCK_BYTES = 1 << 16
+_LEADING_ID = re.compile(rb'\s*\{\s*"(?:id|task_id)"\s*:\s*"([ -!#-\[\]-~]{1,200})"')
+
+
+def _check_jsonl_line(line: bytes, lineno: int, name: str, limits: TaskLimits) -> None:
+    if lineno == 1 and line.startswith(BOM):
+        line = line[len(BOM) :]
+    problem = limits.task_text_problem(line)
+    if problem is None:
+        return
+    leading_id = _LEADING_ID.match(line)  # the usual case, without parsing a line too large
+    task_id: object = leading_id.group(1).decode() if leading_id else None
+    if task_id is None and len(line) <= limits.max_bytes:
+        with contextlib.suppress(ValueError, RecursionError, AttributeError):
+            entry = orjson.loads(line)
+            task_id = entry.get("id", entry.get("task_id"))
+    which = f"task {task_id!r}" if isinstance(task_id, str) else "the task on this line"
+    raise TaskFileError(f"{name}: line {lineno}: {which}: {problem}.")
 
 
 def _jsonl_refused(line: bytes, lineno: int, name: str) -> object:
@@ -236,7 +301,7 @@ def _first_bytes(f: IO[bytes]) -> bytes:
     return b""
 
 
-def _iter_json_list(f: IO[bytes], name: str) -> Iterator[tuple[int, object]]:
+def _iter_json_list(f: IO[bytes], name: str, limits: TaskLimits) -> Iterator[tuple[int, object]]:
     import ijson
 
     head = _first_bytes(f)
@@ -249,47 +314,96 @@ def _iter_json_list(f: IO[bytes], name: str) -> Iterator[tuple[int, object]]:
         )
     index = -1
     try:
-        stream = io.BufferedReader(_Prefixed(head, f))  # type: ignore[arg-type]
+        raw = _GuardedJSON(head, f, name, limits)
+        stream = io.BufferedReader(raw)  # type: ignore[arg-type]
         for index, obj in enumerate(ijson.items(stream, "item", use_float=True)):
+            if raw.may_hold_large_task:
+                _check_list_entry_size(obj, index, name, limits)
             yield index, obj
+    except TaskFileError:
+        raise
     except ijson.JSONError as exc:
         # The entries up to `index` were whole, so the problem is in the next one or after it.
-        raise TaskFileError(
-            f"{name}: index {index + 1}: invalid JSON: {_ijson_message(exc)}."
-        ) from None
+        message = _ijson_message(exc)
+        if not message.startswith("an integer"):
+            message = f"invalid JSON: {message}"
+        raise TaskFileError(f"{name}: index {index + 1}: {message}.") from None
     except UnicodeDecodeError:
         raise TaskFileError(
             f"{name}: index {index + 1}: the file is not valid UTF-8; save it as UTF-8."
         ) from None
 
 
+def _check_list_entry_size(obj: object, index: int, name: str, limits: TaskLimits) -> None:
+    """Refuse an entry of a JSON list whose JSON is over the size limit, naming it."""
+    try:
+        size = len(orjson.dumps(obj))
+    except orjson.JSONEncodeError:
+        return  # not a task; `validated` says what is wrong with it
+    if size > limits.max_bytes:
+        task_id = obj.get("id", obj.get("task_id")) if isinstance(obj, dict) else None
+        which = f"task {task_id!r}" if isinstance(task_id, str) else "the task"
+        problem = limits.data_problem(None, size)
+        raise TaskFileError(f"{name}: index {index}: {which}: {problem}.")
+
+
 def _ijson_message(exc: Exception) -> str:
     text = str(exc).strip()
+    if "integer overflow" in text:
+        return (
+            "an integer does not fit in 64 bits and would not come back unchanged; pass it "
+            "as a string"
+        )
     if "utf-8" in text.lower() or "utf8" in text.lower():
         return "the file is not valid UTF-8; save it as UTF-8"
     return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
 
 
-class _Prefixed(io.RawIOBase):
-    """A raw stream that replays bytes already read (for format sniffing) before the rest."""
+class _GuardedJSON(io.RawIOBase):
+    """The raw stream a JSON list is parsed from: it replays the bytes already read (for format
+    sniffing) before the rest, and checks each chunk before the parser sees it, for nesting
+    deeper than the limit (the parser would build it in memory out of all proportion to the
+    file) and for lone surrogate escapes (the parser would turn them into `?`)."""
 
-    def __init__(self, prefix: bytes, rest: IO[bytes]) -> None:
+    def __init__(self, prefix: bytes, rest: IO[bytes], name: str, limits: TaskLimits) -> None:
         self._prefix = prefix
         self._rest = rest
+        self._name = name
+        self._limits = limits
+        # the list itself and each task object are two levels above the data
+        self._nesting = NestingGuard(limits.max_depth + 2)
+        self._surrogates = SurrogateGuard()
+        self.may_hold_large_task = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         if self._prefix:
-            n = min(len(buffer), len(self._prefix))
-            buffer[:n] = self._prefix[:n]
-            self._prefix = self._prefix[n:]
-            return n
-        data = self._rest.read(len(buffer))
+            data, self._prefix = self._prefix[: len(buffer)], self._prefix[len(buffer) :]
+        else:
+            data = self._rest.read(len(buffer))
+        self._check(data)
         n = len(data)
         buffer[:n] = data
         return n
+
+    def _check(self, data: bytes) -> None:
+        line = self._nesting.feed(data)
+        if self._nesting.longest_item_bound > self._limits.max_bytes:
+            self.may_hold_large_task = True
+        if line is not None:
+            raise TaskFileError(
+                f"{self._name}: line {line}: a task's data nests more than "
+                f"{self._limits.max_depth} levels deep (TASKFLEET_MAX_TASK_DEPTH); flatten it "
+                "or raise the limit."
+            )
+        line = self._surrogates.feed(data, final=not data)
+        if line is not None:
+            raise TaskFileError(
+                f"{self._name}: line {line}: a string holds a lone surrogate escape (such as "
+                "\\ud800), which is not valid Unicode; fix the text that wrote it."
+            )
 
 
 def _iter_yaml(f: IO[bytes], name: str) -> Iterator[tuple[int, object]]:
@@ -317,6 +431,10 @@ def _iter_yaml(f: IO[bytes], name: str) -> Iterator[tuple[int, object]]:
             )
         for item in root.value:
             yield item.start_mark.line + 1, loader.construct_document(item)
+    except RecursionError:
+        raise TaskFileError(
+            f"{name}: a task's data nests too deeply to be read; flatten it."
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
@@ -339,6 +457,7 @@ def open_task_file(source: str | os.PathLike) -> Iterator[tuple[IO[bytes], str, 
     try:
         peekable = f if hasattr(f, "peek") else io.BufferedReader(f)  # type: ignore[arg-type]
         head = peekable.peek(64)[:64] if hasattr(peekable, "peek") else b""
+        _check_encoding(name, head)
         yield peekable, name, _detect_format(name, head)
     except TaskFileError:
         raise
@@ -353,16 +472,25 @@ def open_task_file(source: str | os.PathLike) -> Iterator[tuple[IO[bytes], str, 
             f.close()
 
 
+class DataCheck(StrEnum):
+    """How much of a task's data `validated` must still check against the limits."""
+
+    #: Checked by its reader, on its text (JSON Lines, JSON lists).
+    NONE = "none"
+    #: Parsed by a library that admits more than JSON (YAML), or built in Python: everything.
+    FULL = "full"
+
+
 def read_entries(
-    f: IO[bytes], name: str, fmt: str
-) -> tuple[str, Iterator[tuple[int, object]], bool]:
-    """(position unit, entries, whether entries need a JSON check) of an open task file."""
+    f: IO[bytes], name: str, fmt: str, limits: TaskLimits
+) -> tuple[str, Iterator[tuple[int, object]], DataCheck]:
+    """(position unit, entries, what `validated` must still check) of an open task file."""
     if fmt == "jsonl":
-        return "line", iter_jsonl_entries(f, name), False
+        return "line", iter_jsonl_entries(f, name, limits), DataCheck.NONE
     if fmt == "json":
-        return "index", _iter_json_list(f, name), False
+        return "index", _iter_json_list(f, name, limits), DataCheck.NONE
     # YAML can hold what JSON cannot (binary, sets, non-string keys); the queue stores JSON.
-    return "line", _iter_yaml(f, name), True
+    return "line", _iter_yaml(f, name), DataCheck.FULL
 
 
 def file_progress(f: IO[bytes]) -> Callable[[], float] | None:
@@ -402,27 +530,41 @@ def iter_tasks(
     skip: int = 0,
     limit: int | None = None,
     check_duplicates: bool = True,
+    limits: TaskLimits | None = None,
 ) -> Iterator[Task]:
     """Yield validated tasks from a file, URL, '-', iterable, or task factory.
 
     `skip` drops the first tasks and `limit` stops after that many (both after validation, so
     the numbers match the tasks a user sees in the file). Raises `TaskFileError` at the first
-    bad entry, naming where it is; tasks yielded before it are valid.
+    bad entry, naming where it is; tasks yielded before it are valid. `limits` (by default from
+    the `TASKFLEET_*` variables) say how large and deep a task may be.
     """
     check_skip_and_limit(skip, limit)
     if limit == 0:
         return
+    limits = limits or TaskLimits.from_env()
     if isinstance(source, (str, os.PathLike)):
         with open_task_file(source) as (f, name, fmt):
-            unit, entries, json_check = read_entries(f, name, fmt)
+            unit, entries, check = read_entries(f, name, fmt, limits)
             positioned = validated(
-                name, unit, entries, json_check, skip, limit, check_duplicates, file_progress(f)
+                name,
+                unit,
+                entries,
+                check,
+                limits,
+                skip,
+                limit,
+                check_duplicates,
+                file_progress(f),
             )
             for _, task in positioned:
                 yield task
         return
     entries = enumerate(task_iterable(source))
-    for _, task in validated("task source", "item", entries, True, skip, limit, check_duplicates):
+    positioned = validated(
+        "task source", "item", entries, DataCheck.FULL, limits, skip, limit, check_duplicates
+    )
+    for _, task in positioned:
         yield task
 
 
@@ -430,7 +572,8 @@ def validated(
     name: str,
     unit: str,
     entries: Iterator[tuple[int, object]],
-    json_check: bool,
+    check: DataCheck,
+    limits: TaskLimits,
     skip: int,
     limit: int | None,
     check_duplicates: bool,
@@ -454,7 +597,7 @@ def validated(
         if (
             type(task_id) is str
             and type(data) is dict
-            and 0 < len(task_id) <= MAX_TASK_ID_LENGTH
+            and 0 < len(task_id) <= MAX_TASK_ID_BYTES
             and task_id[0] != "."
             and task_id.isascii()
             and bad_character(task_id) is None
@@ -465,15 +608,10 @@ def validated(
             if problem is not None:
                 raise TaskFileError(f"{name}: {unit} {position}: {problem}.")
             assert task is not None
-        if json_check:
-            try:
-                orjson.dumps(task.data)
-            except orjson.JSONEncodeError as exc:
-                raise TaskFileError(
-                    f"{name}: {unit} {position}: the data of task {task.id!r} cannot be stored "
-                    f"as JSON ({exc}); use only objects with string keys, lists, strings, "
-                    "numbers, true, false and null."
-                ) from None
+        if check is not DataCheck.NONE:
+            problem = _data_problem(task, limits)
+            if problem is not None:
+                raise TaskFileError(f"{name}: {unit} {position}: task {task.id!r}: {problem}.")
         if is_duplicate is not None and is_duplicate(task.id):
             raise TaskFileError(
                 f"{name}: {unit} {position}: duplicate id {task.id!r}; each task id must be "
@@ -486,6 +624,25 @@ def validated(
         produced += 1
         if produced == limit:
             return
+
+
+def _data_problem(task: Task, limits: TaskLimits) -> str | None:
+    """Why `task`'s data cannot go into a queue unchanged, or None."""
+    problem = limits.data_problem(task.data)
+    if problem is not None:
+        return problem
+    try:
+        encoded = orjson.dumps(task.data)
+    except orjson.JSONEncodeError as exc:
+        return (
+            f"its data cannot be stored as JSON ({exc}); use only objects with string keys, "
+            "lists, strings, numbers, true, false and null"
+        )
+    # the size of {"id":<id>,"data":<data>} as the queue stores it
+    size = len(encoded) + len(orjson.dumps(task.id)) + 15
+    if size > limits.max_bytes:
+        return limits.data_problem(None, size)
+    return None
 
 
 def load_tasks(source: TaskSource, **kwargs: Any) -> list[Task]:
