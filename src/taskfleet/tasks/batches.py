@@ -23,13 +23,13 @@ batches of the same shape.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
-import msgspec
 import orjson
 
 from taskfleet.errors import TaskFileError
@@ -53,14 +53,21 @@ BLOCK_BYTES = 1 << 19
 GENERIC_BATCH = 4096
 
 
-class _PlainTask(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """The shape the fast path accepts: exactly `id` (a string) and `data` (an object)."""
+@functools.cache
+def _block_decoder() -> Any:
+    """The decoder of a block into the shape the fast path accepts. Made on the first JSONL
+    block: a run from a JSON list or a YAML file starts without importing msgspec."""
+    import msgspec
 
-    id: str
-    data: dict
+    class _PlainTask(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+        """Exactly `id` (a string) and `data` (an object)."""
+
+        id: str
+        data: dict
+
+    return msgspec.json.Decoder(list[_PlainTask])
 
 
-_BLOCK_DECODER = msgspec.json.Decoder(list[_PlainTask])
 _PLAIN_MEMBER = '"{}":{}'.format  # a plain id needs no escaping between quotes
 _MEMBER = "{}:{}".format
 
@@ -246,10 +253,12 @@ def _checked_block(raw: bytes, name: str, first_line: int, most: int | None) -> 
     """The lines of `raw` (whole lines; only at the end of a file may the last newline be
     missing) as one batch if the fast check passes, else at most `most` tasks validated line
     by line."""
+    import msgspec
+
     try:
         text = raw.decode()
         lines = (text[:-1] if text.endswith("\n") else text).split("\n")
-        entries = _BLOCK_DECODER.decode("[" + ",".join(lines) + "]")
+        entries = _block_decoder().decode("[" + ",".join(lines) + "]")
     except (UnicodeDecodeError, msgspec.DecodeError, RecursionError):
         yield from _slow_block(raw, name, first_line, most)
         return
