@@ -168,9 +168,9 @@ class WorkerSettings:
     verbose: bool = option(False, "Log every task (DEBUG level).")
 
 
-def check_backoff_order(settings: WorkerSettings) -> None:
+def check_backoff_order(backoff_base: float, backoff_cap: float) -> None:
     """The one rule between two options (both validation paths apply it)."""
-    if settings.backoff_cap < settings.backoff_base:
+    if backoff_cap < backoff_base:
         raise ValueError("backoff_cap must be at least backoff_base")
 
 
@@ -319,7 +319,7 @@ def _read_config(config_path: str) -> dict[Any, Any]:
 
 _UNSET = object()
 _DIGITS = re.compile(r"[0-9]{1,18}")
-_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_DECIMAL = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,15})?")
 
 
 def _plain_value(row: _Option, value: Any) -> Any:
@@ -337,10 +337,11 @@ def _plain_value(row: _Option, value: Any) -> Any:
     if kind is str:
         if not (_DIGITS if row.kind is int else _DECIMAL).fullmatch(value):
             return _UNSET
-        number: int | float = row.kind(value)
-    elif kind is int or (kind is float and row.kind is float):
+    elif not (kind is int or (kind is float and row.kind is float)):
+        return _UNSET
+    try:
         number = row.kind(value)
-    else:
+    except OverflowError:  # an int too large for a float
         return _UNSET
     if (row.ge is not None and not number >= row.ge) or (
         row.gt is not None and not number > row.gt
@@ -361,12 +362,11 @@ def _validate_plain(merged: dict[str, Any]) -> WorkerSettings | None:
         if value is _UNSET:
             return None
         values[name] = value
-    settings = WorkerSettings(**values)
     try:
-        check_backoff_order(settings)
+        check_backoff_order(values["backoff_base"], values["backoff_cap"])
     except ValueError:
         return None
-    return settings
+    return WorkerSettings(**values)
 
 
 @functools.cache
@@ -375,7 +375,7 @@ def _pydantic_model() -> Any:
     from pydantic import ConfigDict, Field, create_model, model_validator
 
     def backoff_order(model: Any) -> Any:
-        check_backoff_order(model)
+        check_backoff_order(model.backoff_base, model.backoff_cap)
         return model
 
     definitions: dict[str, Any] = {}
