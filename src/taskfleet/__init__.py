@@ -1,28 +1,39 @@
 """taskfleet: run large batches of independent tasks in parallel, locally or on a fleet.
 
-`from taskfleet import Worker, WorkerData` is the user API. The worker runtime is imported on
-first use, so `import taskfleet` stays light (and never imports a cloud SDK).
+`from taskfleet import Worker, WorkerData` is the user API. Every name below except the errors
+is imported on first use, so `import taskfleet` costs next to nothing (and never imports a
+cloud SDK), and a worker imports only what its run needs at start (see "Start-up" in
+docs/design-notes.md).
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from taskfleet.errors import TaskFileError, TaskfleetError
-from taskfleet.tasks import Task, iter_tasks, load_tasks
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from taskfleet.tasks import Task, iter_tasks, load_tasks
     from taskfleet.worker.worker import Worker, WorkerData
+
+# name -> the module that defines it
+_LAZY = {
+    "Task": "taskfleet.tasks",
+    "iter_tasks": "taskfleet.tasks",
+    "load_tasks": "taskfleet.tasks",
+    "Worker": "taskfleet.worker.worker",
+    "WorkerData": "taskfleet.worker.worker",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Worker", "WorkerData"):
-        from taskfleet.worker import worker
-
-        return getattr(worker, name)
-    raise AttributeError(f"module 'taskfleet' has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'taskfleet' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
 
 __all__ = [

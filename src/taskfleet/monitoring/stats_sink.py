@@ -4,11 +4,13 @@ end-of-run summary (the same figures as `taskfleet monitor`)."""
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskfleet.events.sinks import EventSink
-from taskfleet.monitoring.statistics import EventStats
-from taskfleet.monitoring.summary import Summary
+
+if TYPE_CHECKING:
+    from taskfleet.monitoring.statistics import EventStats
+    from taskfleet.monitoring.summary import Summary
 
 
 class StatsSink:
@@ -21,9 +23,19 @@ class StatsSink:
 
     def __init__(self, inner: EventSink, stats: EventStats | None = None) -> None:
         self.inner = inner
-        self.stats = stats if stats is not None else EventStats()
+        self._stats = stats
         self._pending: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+
+    @property
+    def stats(self) -> EventStats:
+        """Made when first needed (the first flush, after the first tasks are done), so that a
+        worker starts its tasks without importing the statistics and msgspec."""
+        if self._stats is None:
+            from taskfleet.monitoring.statistics import EventStats
+
+            self._stats = EventStats()
+        return self._stats
 
     def emit(self, event: dict[str, Any]) -> None:
         with self._lock:

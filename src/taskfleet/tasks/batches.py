@@ -23,13 +23,13 @@ batches of the same shape.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
-import msgspec
 import orjson
 
 from taskfleet.errors import TaskFileError
@@ -55,14 +55,21 @@ BLOCK_BYTES = 1 << 19
 GENERIC_BATCH = 4096
 
 
-class _PlainTask(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """The shape the fast path accepts: exactly `id` (a string) and `data` (an object)."""
+@functools.cache
+def _block_decoder() -> Any:
+    """The decoder of a block into the shape the fast path accepts. Made on the first JSONL
+    block: a run from a JSON list or a YAML file starts without importing msgspec."""
+    import msgspec
 
-    id: str
-    data: dict
+    class _PlainTask(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+        """Exactly `id` (a string) and `data` (an object)."""
+
+        id: str
+        data: dict
+
+    return msgspec.json.Decoder(list[_PlainTask])
 
 
-_BLOCK_DECODER = msgspec.json.Decoder(list[_PlainTask])
 _PLAIN_MEMBER = '"{}":{}'.format  # a plain id needs no escaping between quotes
 _MEMBER = "{}:{}".format
 
@@ -260,6 +267,8 @@ def _checked_block(
     missing) as one batch if the fast check passes, else at most `most` tasks validated line
     by line. The limits are checked on the block's text first: a block that might break one
     (a long line, deep nesting, a long run of digits) goes line by line."""
+    import msgspec
+
     if limits.text_needs_check(raw) or (
         len(raw) > limits.max_bytes and max(map(len, raw.split(b"\n"))) > limits.max_bytes
     ):
@@ -268,7 +277,7 @@ def _checked_block(
     try:
         text = raw.decode()
         lines = (text[:-1] if text.endswith("\n") else text).split("\n")
-        entries = _BLOCK_DECODER.decode("[" + ",".join(lines) + "]")
+        entries = _block_decoder().decode("[" + ",".join(lines) + "]")
     except (UnicodeDecodeError, msgspec.DecodeError, RecursionError):
         yield from _slow_block(raw, name, first_line, most, limits)
         return

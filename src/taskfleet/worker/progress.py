@@ -1,22 +1,18 @@
-"""Progress while a worker runs: a live bar on a terminal, else a log line every few seconds."""
+"""Progress while a worker runs: a live bar on a terminal, else a log line every few seconds.
+
+rich draws the bar, and is imported only when there is a terminal to draw on: a worker whose
+output goes to a file or a pipe (a VM, a batch job, a benchmark) starts without it.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 log = logging.getLogger("taskfleet.worker")
 
@@ -35,6 +31,17 @@ class ProgressView:
         self._last = 0.0
         self._progress: Progress | None = None
         if self.live:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TaskProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
             self._progress = Progress(
                 TextColumn("[bold]tasks"),
                 BarColumn(bar_width=None),

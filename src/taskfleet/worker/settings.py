@@ -1,20 +1,32 @@
-"""Worker options: one pydantic model, fed from four sources in a fixed order of precedence.
+"""Worker options: one table, fed from four sources in a fixed order of precedence.
 
 A value comes from the command-line flag, else the `TASKFLEET_<NAME>` environment variable,
 else the `--config` YAML file, else the default. Merging happens before validation, so a bad
 value is reported once, naming where it came from (`--max-runtime`, `TASKFLEET_MAX_RUNTIME`,
 or the config file's key) and what is allowed.
+
+The table is `WorkerSettings`: each field carries its type, default, bounds, help text and
+metavar, and the command line, the environment names and the validation are all derived from
+it. Validation has two paths over that one table. Every worker process starts by validating
+its options, and importing pydantic would be the largest part of that start (see "Start-up" in
+docs/design-notes.md), so values of the plain shape every run passes (a number, a word, a
+boolean, within its bounds) are checked here directly. Anything else (an unknown option, a
+value out of bounds or of another shape, such as `1e3` or `t` for true) goes to a pydantic
+model built from the same table, which accepts exactly what it always accepted and words every
+error as it always did.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+import re
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
-
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from taskfleet.errors import TaskfleetError
 
@@ -29,110 +41,189 @@ def default_num_simultaneous_tasks() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class WorkerSettings(BaseModel):
+def option(
+    default: Any = None,
+    help_text: str = "",
+    *,
+    default_factory: Callable[[], Any] | None = None,
+    ge: float | None = None,
+    gt: float | None = None,
+    metavar: str = "N",
+) -> Any:
+    """One row of the option table: a dataclass field with its bounds, help and metavar."""
+    metadata = {"help": help_text, "ge": ge, "gt": gt, "metavar": metavar}
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class WorkerSettings:
     """Everything a worker can be told. Field names are the flag names with '_' for '-'."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    task_file: str | None = option(
+        None,
+        "Local JSON/JSONL/YAML task file, '-' or a URL (s3://, gs://, https://).",
+        metavar="PATH|URL",
+    )
+    queue: str | None = option(
+        None,
+        "Queue URL to drain (sqlite:///q.db, redis://host/0?name=JOB, sqs://NAME?region=R).",
+        metavar="URL",
+    )
+    state: str | None = option(
+        None,
+        "Embedded queue file for a --task-file run (default: beside the event log).",
+        metavar="PATH",
+    )
+    num_simultaneous_tasks: int = option(
+        help_text="Tasks run at once (default: CPUs available).",
+        default_factory=default_num_simultaneous_tasks,
+        ge=1,
+    )
+    max_runtime: float = option(
+        3600.0, "Seconds before a task is killed (default 3600).", gt=0, metavar="SECONDS"
+    )
+    max_attempts: int | None = option(
+        None, "Attempts per task before it is dead-lettered (default 3).", ge=1
+    )
+    retry_on_exit: bool = option(
+        True, "Retry a task whose process exited or crashed (default: yes)."
+    )
+    retry_on_exception: bool = option(False, "Retry a task that raised an exception (default: no).")
+    retry_on_timeout: bool = option(False, "Retry a task that timed out (default: no).")
+    backoff_base: float = option(
+        1.0,
+        "First retry delay in seconds; doubles each attempt, with jitter (default 1).",
+        ge=0,
+        metavar="SECONDS",
+    )
+    backoff_cap: float = option(
+        300.0, "Longest retry delay in seconds (default 300).", ge=0, metavar="SECONDS"
+    )
+    max_tasks_per_child: int | None = option(
+        None, "Replace a child process after this many tasks (default: never).", ge=1
+    )
+    process_per_task: bool = option(
+        False, "Run every task in a fresh process (for code that leaks)."
+    )
+    max_memory_per_task: float | None = option(
+        None, "Address-space limit per task process, in GB (RLIMIT_AS).", gt=0, metavar="GB"
+    )
+    shutdown_grace_period: float = option(
+        30.0,
+        "Seconds running tasks get to finish after Ctrl-C (default 30).",
+        ge=0,
+        metavar="SECONDS",
+    )
+    tasks_to_skip: int = option(0, "Skip this many tasks of the task file.", ge=0)
+    max_num_tasks: int | None = option(None, "Process at most this many tasks.", ge=0)
+    event_log_file: str | None = option(
+        "events.jsonl",
+        "Events file, JSON Lines (default events.jsonl; '' for none).",
+        metavar="PATH",
+    )
+    event_queue: str | None = option(
+        None,
+        "Also send events to this queue URL (default with --queue: the queue's event queue, "
+        "e.g. JOB-events; 'none' for no event queue).",
+        metavar="URL",
+    )
+    exit_when_idle: float | None = option(
+        None,
+        "Queue mode: exit after the queue has been empty this many seconds.",
+        ge=0,
+        metavar="SECONDS",
+    )
+    lease_seconds: float = option(
+        60.0,
+        "Lease length in seconds; running tasks' leases are renewed (default 60).",
+        gt=0,
+        metavar="SECONDS",
+    )
+    provider: Literal["aws", "gcp", "AWS", "GCP"] | None = option(
+        None, "Cloud provider (aws or gcp), for spot termination notices.", metavar="aws|gcp"
+    )
+    is_spot: bool = option(
+        False, "This machine is a spot/preemptible instance: watch for termination notices."
+    )
+    simulate_spot_termination_after: float | None = option(
+        None, "Pretend a spot termination notice arrives after N s.", ge=0, metavar="SECONDS"
+    )
+    simulate_spot_termination_delay: float | None = option(
+        None,
+        "After a (simulated) notice, kill running tasks after N s.",
+        ge=0,
+        metavar="SECONDS",
+    )
+    job_id: str | None = option(None, "Job name, informational.", metavar="NAME")
+    instance_type: str | None = option(None, "Instance type, informational.", metavar="TYPE")
+    num_cpus: int | None = option(None, "vCPUs of this machine, informational.", ge=1)
+    memory_gb: float | None = option(
+        None, "Memory of this machine in GB, informational.", gt=0, metavar="GB"
+    )
+    price: float | None = option(
+        None, "Price per hour of this machine, informational.", ge=0, metavar="USD"
+    )
+    verbose: bool = option(False, "Log every task (DEBUG level).")
 
-    task_file: str | None = None
-    queue: str | None = None
-    state: str | None = None
-    num_simultaneous_tasks: int = Field(default_factory=default_num_simultaneous_tasks, ge=1)
-    max_runtime: float = Field(default=3600.0, gt=0)
-    max_attempts: int | None = Field(default=None, ge=1)
-    retry_on_exit: bool = True
-    retry_on_exception: bool = False
-    retry_on_timeout: bool = False
-    backoff_base: float = Field(default=1.0, ge=0)
-    backoff_cap: float = Field(default=300.0, ge=0)
-    max_tasks_per_child: int | None = Field(default=None, ge=1)
-    process_per_task: bool = False
-    max_memory_per_task: float | None = Field(default=None, gt=0)
-    shutdown_grace_period: float = Field(default=30.0, ge=0)
-    tasks_to_skip: int = Field(default=0, ge=0)
-    max_num_tasks: int | None = Field(default=None, ge=0)
-    event_log_file: str | None = "events.jsonl"
-    event_queue: str | None = None
-    exit_when_idle: float | None = Field(default=None, ge=0)
-    lease_seconds: float = Field(default=60.0, gt=0)
-    provider: Literal["aws", "gcp", "AWS", "GCP"] | None = None
-    is_spot: bool = False
-    simulate_spot_termination_after: float | None = Field(default=None, ge=0)
-    simulate_spot_termination_delay: float | None = Field(default=None, ge=0)
-    job_id: str | None = None
-    instance_type: str | None = None
-    num_cpus: int | None = Field(default=None, ge=1)
-    memory_gb: float | None = Field(default=None, gt=0)
-    price: float | None = Field(default=None, ge=0)
-    verbose: bool = False
 
-    @model_validator(mode="after")
-    def _backoff_order(self) -> WorkerSettings:
-        if self.backoff_cap < self.backoff_base:
-            raise ValueError("backoff_cap must be at least backoff_base")
-        return self
+def check_backoff_order(backoff_base: float, backoff_cap: float) -> None:
+    """The one rule between two options (both validation paths apply it)."""
+    if backoff_cap < backoff_base:
+        raise ValueError("backoff_cap must be at least backoff_base")
 
 
-# flag name -> (argparse kwargs). Booleans get --x/--no-x pairs.
-_FLAG_HELP: dict[str, str] = {
-    "task_file": "Local JSON/JSONL/YAML task file, '-' or a URL (s3://, gs://, https://).",
-    "queue": "Queue URL to drain (sqlite:///q.db, redis://host/0?name=JOB, sqs://NAME?region=R).",
-    "state": "Embedded queue file for a --task-file run (default: beside the event log).",
-    "num_simultaneous_tasks": "Tasks run at once (default: CPUs available).",
-    "max_runtime": "Seconds before a task is killed (default 3600).",
-    "max_attempts": "Attempts per task before it is dead-lettered (default 3).",
-    "retry_on_exit": "Retry a task whose process exited or crashed (default: yes).",
-    "retry_on_exception": "Retry a task that raised an exception (default: no).",
-    "retry_on_timeout": "Retry a task that timed out (default: no).",
-    "backoff_base": "First retry delay in seconds; doubles each attempt, with jitter (default 1).",
-    "backoff_cap": "Longest retry delay in seconds (default 300).",
-    "max_tasks_per_child": "Replace a child process after this many tasks (default: never).",
-    "process_per_task": "Run every task in a fresh process (for code that leaks).",
-    "max_memory_per_task": "Address-space limit per task process, in GB (RLIMIT_AS).",
-    "shutdown_grace_period": "Seconds running tasks get to finish after Ctrl-C (default 30).",
-    "tasks_to_skip": "Skip this many tasks of the task file.",
-    "max_num_tasks": "Process at most this many tasks.",
-    "event_log_file": "Events file, JSON Lines (default events.jsonl; '' for none).",
-    "event_queue": "Also send events to this queue URL (default with --queue: the queue's "
-    "event queue, e.g. JOB-events; 'none' for no event queue).",
-    "exit_when_idle": "Queue mode: exit after the queue has been empty this many seconds.",
-    "lease_seconds": "Lease length in seconds; running tasks' leases are renewed (default 60).",
-    "provider": "Cloud provider (aws or gcp), for spot termination notices.",
-    "is_spot": "This machine is a spot/preemptible instance: watch for termination notices.",
-    "simulate_spot_termination_after": "Pretend a spot termination notice arrives after N s.",
-    "simulate_spot_termination_delay": "After a (simulated) notice, kill running tasks after N s.",
-    "job_id": "Job name, informational.",
-    "instance_type": "Instance type, informational.",
-    "num_cpus": "vCPUs of this machine, informational.",
-    "memory_gb": "Memory of this machine in GB, informational.",
-    "price": "Price per hour of this machine, informational.",
-    "verbose": "Log every task (DEBUG level).",
-}
+@dataclass(frozen=True)
+class _Option:
+    """A row of the table, as the parser and the validation read it."""
+
+    name: str
+    annotation: Any  # the field's type, as pydantic is given it
+    kind: type  # int, float, bool or str
+    optional: bool
+    choices: tuple[str, ...] | None
+    ge: float | None
+    gt: float | None
+    help_text: str
+    metavar: str
+    default: Any  # the default, or MISSING when `default_factory` gives it
+    default_factory: Any
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def default_value(self) -> Any:
+        return self.default_factory() if self.default is MISSING else self.default
 
 
-_METAVARS: dict[str, str] = {
-    "task_file": "PATH|URL",
-    "queue": "URL",
-    "state": "PATH",
-    "event_log_file": "PATH",
-    "event_queue": "URL",
-    "provider": "aws|gcp",
-    "max_memory_per_task": "GB",
-    "memory_gb": "GB",
-    "price": "USD",
-    "job_id": "NAME",
-    "instance_type": "TYPE",
-}
-
-
-def _metavar(name: str) -> str:
-    if name in _METAVARS:
-        return _METAVARS[name]
-    if name.endswith(("_seconds", "_runtime", "_period", "_after", "_delay", "_idle", "_base")):
-        return "SECONDS"
-    if name == "backoff_cap":
-        return "SECONDS"
-    return "N"
+@functools.cache
+def options() -> dict[str, _Option]:
+    """The option table, with each field's type resolved (the annotations are strings)."""
+    hints = typing.get_type_hints(WorkerSettings)
+    table = {}
+    for spec in fields(WorkerSettings):
+        annotation = hints[spec.name]
+        optional = type(None) in typing.get_args(annotation)
+        base = annotation
+        if optional:
+            (base,) = (a for a in typing.get_args(annotation) if a is not type(None))
+        choices = typing.get_args(base) if typing.get_origin(base) is Literal else None
+        table[spec.name] = _Option(
+            name=spec.name,
+            annotation=annotation,
+            kind=str if choices else base,
+            optional=optional,
+            choices=choices,
+            ge=spec.metadata["ge"],
+            gt=spec.metadata["gt"],
+            help_text=spec.metadata["help"],
+            metavar=spec.metadata["metavar"],
+            default=spec.default,
+            default_factory=spec.default_factory,
+        )
+    return table
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -149,11 +240,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", metavar="PATH", help="YAML file of options (keys as flag names)."
     )
-    for name, field in WorkerSettings.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        help_text = _FLAG_HELP.get(name, "") + f" [env {ENV_PREFIX}{name.upper()}]"
-        if field.annotation is bool:
-            flags = [flag] + (["-v"] if name == "verbose" else [])
+    for name, row in options().items():
+        help_text = row.help_text + f" [env {ENV_PREFIX}{name.upper()}]"
+        if row.kind is bool:
+            flags = [row.flag] + (["-v"] if name == "verbose" else [])
             if name != "verbose":
                 help_text += f" (--no-{name.replace('_', '-')} to turn off)"
             parser.add_argument(*flags, dest=name, action="store_const", const=True, help=help_text)
@@ -166,7 +256,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                     help=argparse.SUPPRESS,
                 )
         else:
-            parser.add_argument(flag, dest=name, metavar=_metavar(name), help=help_text)
+            parser.add_argument(row.flag, dest=name, metavar=row.metavar, help=help_text)
     return parser
 
 
@@ -191,34 +281,123 @@ def resolve_settings(
     origin: dict[str, str] = {}
     config_path = cli_values.get("config") or config_path or environ.get(ENV_PREFIX + "CONFIG")
     if config_path:
-        path = Path(config_path)
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise TaskfleetError(f"{config_path}: the config file does not exist") from None
-        except yaml.YAMLError as exc:
-            raise TaskfleetError(f"{config_path}: invalid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise TaskfleetError(f"{config_path}: the config file must be a mapping of options")
-        for key, value in loaded.items():
+        for key, value in _read_config(config_path).items():
             name = str(key).replace("-", "_")
             merged[name] = value
             origin[name] = f"{config_path}: {key}"
-    for name, field in WorkerSettings.model_fields.items():
+    table = options()
+    for name, row in table.items():
         env_name = ENV_PREFIX + name.upper()
         if env_name in environ:
             raw = environ[env_name]
-            merged[name] = _parse_bool(raw) if field.annotation is bool else (raw or None)
+            merged[name] = _parse_bool(raw) if row.kind is bool else (raw or None)
             origin[name] = env_name
     for name, value in cli_values.items():
-        if name in WorkerSettings.model_fields and value is not None:
+        if name in table and value is not None:
             merged[name] = value
             origin[name] = "--" + name.replace("_", "-")
     for name, value in (overrides or {}).items():
         merged[name] = value
         origin[name] = name
+    settings = _validate_plain(merged)
+    return settings if settings is not None else _validate_with_pydantic(merged, origin)
+
+
+def _read_config(config_path: str) -> dict[Any, Any]:
+    import yaml
+
     try:
-        return WorkerSettings.model_validate(merged)
+        loaded = yaml.safe_load(Path(config_path).read_text()) or {}
+    except FileNotFoundError:
+        raise TaskfleetError(f"{config_path}: the config file does not exist") from None
+    except yaml.YAMLError as exc:
+        raise TaskfleetError(f"{config_path}: invalid YAML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise TaskfleetError(f"{config_path}: the config file must be a mapping of options")
+    return loaded
+
+
+_UNSET = object()
+_DIGITS = re.compile(r"[0-9]{1,18}")
+_DECIMAL = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,15})?")
+
+
+def _plain_value(row: _Option, value: Any) -> Any:
+    """`value` converted as pydantic would convert it, or `_UNSET` when it is not of the plain
+    shape (then pydantic decides, and words the error if there is one)."""
+    if value is None:
+        return None if row.optional else _UNSET
+    kind = type(value)
+    if row.kind is bool:
+        return value if kind is bool else _UNSET
+    if row.kind is str:
+        if kind is not str or (row.choices is not None and value not in row.choices):
+            return _UNSET
+        return value
+    if kind is str:
+        if not (_DIGITS if row.kind is int else _DECIMAL).fullmatch(value):
+            return _UNSET
+    elif not (kind is int or (kind is float and row.kind is float)):
+        return _UNSET
+    try:
+        number = row.kind(value)
+    except OverflowError:  # an int too large for a float
+        return _UNSET
+    if (row.ge is not None and not number >= row.ge) or (
+        row.gt is not None and not number > row.gt
+    ):
+        return _UNSET
+    return number
+
+
+def _validate_plain(merged: dict[str, Any]) -> WorkerSettings | None:
+    """The settings, when every value is of the plain shape and valid; else None."""
+    table = options()
+    if not merged.keys() <= table.keys():
+        return None
+    values = {}
+    for name, row in table.items():
+        raw = merged.get(name, _UNSET)
+        value = row.default_value() if raw is _UNSET else _plain_value(row, raw)
+        if value is _UNSET:
+            return None
+        values[name] = value
+    try:
+        check_backoff_order(values["backoff_base"], values["backoff_cap"])
+    except ValueError:
+        return None
+    return WorkerSettings(**values)
+
+
+@functools.cache
+def _pydantic_model() -> Any:
+    """A pydantic model of the same table, for values of any other shape and for the errors."""
+    from pydantic import ConfigDict, Field, create_model, model_validator
+
+    def backoff_order(model: Any) -> Any:
+        check_backoff_order(model.backoff_base, model.backoff_cap)
+        return model
+
+    definitions: dict[str, Any] = {}
+    for name, row in options().items():
+        if row.default is MISSING:
+            default = Field(default_factory=row.default_factory, ge=row.ge, gt=row.gt)
+        else:
+            default = Field(default=row.default, ge=row.ge, gt=row.gt)
+        definitions[name] = (row.annotation, default)
+    return create_model(  # type: ignore[call-overload]
+        "WorkerSettings",
+        __config__=ConfigDict(extra="forbid", validate_default=True),
+        __validators__={"backoff_order": model_validator(mode="after")(backoff_order)},
+        **definitions,
+    )
+
+
+def _validate_with_pydantic(merged: dict[str, Any], origin: dict[str, str]) -> WorkerSettings:
+    from pydantic import ValidationError
+
+    try:
+        model = _pydantic_model().model_validate(merged)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -229,3 +408,4 @@ def resolve_settings(
             else:
                 problems.append(f"{where}: {error['msg']} (got {error.get('input')!r})")
         raise TaskfleetError("invalid worker options: " + "; ".join(problems)) from None
+    return WorkerSettings(**{name: getattr(model, name) for name in options()})

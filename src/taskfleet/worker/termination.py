@@ -12,8 +12,6 @@ import logging
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
 
 log = logging.getLogger("taskfleet.worker")
 
@@ -25,6 +23,9 @@ HTTP_TIMEOUT = 1.0
 
 def aws_notice(base_url: str | None = None, timeout: float = HTTP_TIMEOUT) -> bool:
     """True if AWS has scheduled this spot instance for interruption (IMDSv2)."""
+    import urllib.error  # only a worker told it runs on a spot instance asks
+    import urllib.request
+
     base = base_url or os.environ.get("TASKFLEET_AWS_METADATA_URL", AWS_METADATA_URL)
     token_request = urllib.request.Request(
         f"{base}/latest/api/token",
@@ -48,6 +49,8 @@ def aws_notice(base_url: str | None = None, timeout: float = HTTP_TIMEOUT) -> bo
 
 def gcp_notice(base_url: str | None = None, timeout: float = HTTP_TIMEOUT) -> bool:
     """True if GCP is preempting this instance."""
+    import urllib.request
+
     base = base_url or os.environ.get("TASKFLEET_GCP_METADATA_URL", GCP_METADATA_URL)
     request = urllib.request.Request(
         f"{base}/computeMetadata/v1/instance/preempted", headers={"Metadata-Flavor": "Google"}

@@ -8,7 +8,6 @@ through a resumable embedded queue) and on a cloud VM (`--queue sqs://...`).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
@@ -193,6 +192,8 @@ class Worker:
 
     async def start(self) -> RunSummary:
         """For asyncio callers: runs the worker in a thread; Ctrl-C still stops it gracefully."""
+        import asyncio  # only asyncio callers pay for importing it
+
         loop = asyncio.get_running_loop()
         installed = []
         if threading.current_thread() is threading.main_thread():
