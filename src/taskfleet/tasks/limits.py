@@ -21,7 +21,6 @@ walked exactly, so the bulk load of plain tasks pays almost nothing for them.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -120,7 +119,9 @@ class TaskLimits:
             return self._depth_problem()
         if not has_long_digit_run(text):
             return None
-        try:  # the standard library keeps integers of any size, where orjson makes floats
+        import json  # only here: the standard library keeps integers of any size
+
+        try:
             entry = json.loads(text)
         except (ValueError, RecursionError):
             return None  # not JSON: the reader says so
