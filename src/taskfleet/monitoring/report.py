@@ -55,7 +55,7 @@ _OUTCOME_OF = {
 
 @dataclass
 class Attempts:
-    """One entry per task attempt, in compact columns (a million attempts fit in ~100 MB)."""
+    """One entry per task attempt, in compact columns (arrays, not an object per attempt)."""
 
     start: array[float] = field(default_factory=lambda: array("d"))  # epoch seconds
     elapsed: array[float] = field(default_factory=lambda: array("d"))

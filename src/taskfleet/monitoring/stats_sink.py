@@ -18,7 +18,7 @@ class StatsSink:
     end-of-run summary (the same figures as `taskfleet monitor`).
 
     Events are folded when flushed, so the summary counts what was durably written, and the
-    fold runs once per batch (about 1 µs an event) instead of once per event.
+    fold runs once per batch instead of once per event.
     """
 
     def __init__(self, inner: EventSink, stats: EventStats | None = None) -> None:

@@ -62,7 +62,7 @@ class Message:
 class QueueStats:
     """Counts of a queue's tasks by state.
 
-    `approximate` is True for backends whose counts are estimates (SQS, Pub/Sub). Counts a
+    `approximate` is True for backends whose counts are estimates (SQS). Counts a
     backend cannot know are None (SQS does not remember completed tasks, for instance).
     """
 
@@ -145,7 +145,7 @@ class SendResult:
 class SendInterrupted(TaskfleetError):
     """A send stopped part way: `inserted` tasks went into the queue before `cause` was raised.
 
-    The contract for backends whose `send` is not one transaction (Redis, SQS, Pub/Sub): when
+    The contract for backends whose `send` is not one transaction (Redis, SQS): when
     the task iterable raises (a bad entry in the task file) or the service fails after some
     batches went out, catch the exception and `raise SendInterrupted(inserted=..., cause=exc)
     from exc`, with `inserted` the tasks the queue confirmed (exact for a failing iterable: the

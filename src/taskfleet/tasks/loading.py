@@ -61,8 +61,8 @@ def _read_ahead(batches: Generator[TaskBatch, None, None], depth: int = 2) -> It
     """Read and build batches in a thread while the caller inserts the previous ones.
 
     SQLite releases the GIL while it runs a statement, so on two cores the reading, checking
-    and JSON building of the next batch overlap the insert of this one: a million-task load
-    takes about 1.0 s instead of 1.8 s. Errors from the reader are raised here, in the caller's
+    and JSON building of the next batch overlap the insert of this one (docs/design-notes.md
+    has the figures). Errors from the reader are raised here, in the caller's
     thread; when the caller stops early (an error of its own), the reader stops and closes its
     file.
     """

@@ -47,7 +47,7 @@ class DuplicateTracker:
     It keeps the 64-bit hash of each id in an open-addressing table packed into one
     `array('q')`: 8 bytes a slot, at most two thirds full, so 12 to 24 bytes per task (about
     16 MB for a million ids). A `set` of the same hashes costs about 76 bytes per task (a
-    36-byte int object plus its slots), which alone broke the 150 MB budget of a 1M-task load.
+    36-byte int object plus its slots), far more than a load's memory budget allows.
     Two different ids share a 64-bit hash with odds of about n^2 / 2^65 (1 in 37 million for a
     million ids); such a pair would be reported as a duplicate.
 
