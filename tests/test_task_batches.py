@@ -141,6 +141,59 @@ def jsonl_files(draw: st.DrawFn) -> bytes:
     return raw
 
 
+@st.composite
+def json_list_files(draw: st.DrawFn) -> bytes:
+    """JSON lists mixing plain tasks with everything the whole-file path must hand over."""
+    entries: list[Any] = []
+    for n in range(draw(st.integers(0, 30))):
+        task_id = draw(st.one_of(_PLAIN_ID, _PLAIN_ID, _PLAIN_ID, _ODD_ID))
+        data: dict[str, Any] = {"n": n, "s": draw(st.sampled_from(["", "é", "[{", '\\"', "\n"]))}
+        if draw(st.integers(0, 6)) == 0:
+            data["x"] = draw(_AT_THE_LIMITS)
+        form = draw(st.sampled_from(["plain", "plain", "plain", "task_id", "no data", "extra"]))
+        if form == "plain":
+            entries.append({"id": task_id, "data": data})
+        elif form == "task_id":
+            entries.append({"task_id": task_id, "data": data})
+        elif form == "no data":
+            entries.append({"id": task_id})
+        else:
+            entries.append({"id": task_id, "data": data, "more": 1})
+        if draw(st.integers(0, 20)) == 0:
+            entries.append(draw(st.sampled_from([None, [1], "text", {"id": 5}])))
+    spacing = draw(st.sampled_from([None, 1, 2]))
+    text = json.dumps(entries, indent=spacing, ensure_ascii=draw(st.booleans()))
+    if draw(st.integers(0, 15)) == 0:
+        text = text[: len(text) // 2]  # truncated
+    raw = text.encode()
+    if draw(st.integers(0, 15)) == 0:
+        raw = raw.replace(b'"s": ""', b'"s": "\\ud800"', 1)
+    if draw(st.integers(0, 10)) == 0:
+        raw = b"\xef\xbb\xbf" + raw
+    return raw
+
+
+@settings(
+    max_examples=int(os.environ.get("TASKFLEET_HYPOTHESIS_EXAMPLES", 300)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(raw=json_list_files(), skip=st.integers(0, 3), limit=st.sampled_from([None, 0, 2, 10]))
+def test_whole_json_list_path_accepts_and_refuses_like_iter_tasks(
+    tmp_path: Path, raw: bytes, skip: int, limit: int | None
+) -> None:
+    path = tmp_path / "tasks.json"
+    path.write_bytes(raw)
+    options = {"skip": skip, "limit": limit}
+    expected = outcome(lambda: one_by_one(path, **options))
+    assert outcome(lambda: batched(path, BLOCK_SIZES[0], **options)) == expected
+    assert (
+        outcome(lambda: batched(path, BLOCK_SIZES[0], check_duplicates=False, **options))[0]
+        == expected[0]
+        or "duplicate id" in expected[1]
+    )
+
+
 @settings(
     max_examples=int(os.environ.get("TASKFLEET_HYPOTHESIS_EXAMPLES", 300)),
     deadline=None,
@@ -332,3 +385,19 @@ def test_cli_names_a_repeated_id_far_apart_and_inserts_nothing(tmp_path: Path) -
     assert "nothing was inserted" in result.stderr
     with SQLiteQueue(tmp_path / "queue.db") as queue:
         assert queue.stats().inserted == 0
+
+
+def test_a_plain_local_json_list_is_read_whole_and_an_unusual_one_streamed(
+    tmp_path: Path,
+) -> None:
+    tasks = [{"id": f"t-{i:05d}", "data": {"n": i, "s": "[{"}} for i in range(10_000)]
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps(tasks, indent=1))
+    (batch,) = iter_task_batches(path)  # one batch: decoded whole, not 4,096 at a time
+    assert batch.ids == [t["id"] for t in tasks]
+    assert [json.loads(body) for body in batch.bodies] == tasks
+    tasks[5000] = {"task_id": "t-05000", "data": {}}  # valid, but not plain
+    path.write_text(json.dumps(tasks))
+    batches = list(iter_task_batches(path))
+    assert len(batches) == 3
+    assert [i for b in batches for i in b.ids] == [f"t-{i:05d}" for i in range(10_000)]

@@ -96,18 +96,22 @@ class TaskLimits:
     # -- raw JSON text -----------------------------------------------------------------------
 
     def text_needs_check(self, text: bytes, *, base_depth: int = 1) -> bool:
-        """Whether JSON `text` of whole tasks (one per line: `base_depth` 1) may break a limit
-        on nesting or numbers; False clears it at C speed.
+        """Whether JSON `text` of whole tasks may break a limit on nesting or numbers; False
+        clears it at C speed. `base_depth` is the depth of a task object: 1 for JSON Lines (a
+        task per line), 2 for a JSON list.
 
         Size is left to the caller (it knows where each task starts and ends).
         """
         if has_long_digit_run(text):
             return True
         allowed = self.max_depth + base_depth
-        # A line cannot nest deeper than it has brackets: most lines have a handful, and counting
-        # them (strings included) is cheaper than following the strings.
-        if max(map(len, text.translate(None, _NOT_BRACKET_OR_NEWLINE).split(b"\n"))) <= allowed:
-            return False
+        # A line of JSON Lines cannot nest deeper than it has brackets: most lines have a
+        # handful, and counting them (strings included) is cheaper than following the strings.
+        # (In a JSON list a line starts inside the list, so there the depth is measured.)
+        if base_depth == 1:
+            openers = text.translate(None, _NOT_BRACKET_OR_NEWLINE).split(b"\n")
+            if max(map(len, openers)) <= allowed:
+                return False
         return max_nesting(text) > allowed
 
     def task_text_problem(self, text: bytes) -> str | None:
