@@ -59,9 +59,6 @@ class Children:
     def __iter__(self) -> Iterator[ChildProcess]:
         return iter(self._by_slot.values())
 
-    def __len__(self) -> int:
-        return len(self._by_slot)
-
     # -- starting and discarding ------------------------------------------------------------
 
     def start(self) -> ChildProcess:

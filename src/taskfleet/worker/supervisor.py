@@ -1,28 +1,35 @@
 """The supervisor: one loop, as named steps over small collaborators. It never runs user code.
 
-Who writes and who reads each channel between the supervisor and its children::
+The flow of a task, and the channels between the supervisor and its children::
 
-    queue ──receive──▶ Dispatch ──task lines──▶ [task pipe] ──▶ child  (one per slot)
-                                                                  │ runs process_task
-    Attempts ◀──outcomes── Children ◀──outcome lines── [outcome pipe]
-       │                      ▲
-       │                      └─ reads ── [StartGate] ◀── child: "task n starts now"
-       │                                      ▲
-       │                      Stopping ─ lowers the last number a child may start
-       ├─ events ──▶ sink (flushed first)       [SharedFlags] ◀── Stopping; read by tasks
-       └─ ack / retry / dead_letter ──▶ queue   Leases ── extend / release ──▶ queue
+               receive                    task line                     process_task
+    queue ──────────────▶ Dispatch ───▶ [task pipe] ───────────▶ child ─────────────┐
+      ▲                                                            │                │
+      │ ack / retry /                                 "n starts"   ▼                │
+      │ dead_letter           Children ◀── reads ──── [StartGate] ◀┘                │
+      │                          │    ◀──────────────── [outcome pipe] ◀────────────┘
+      │                          ▼ outcome
+      └───────────────────── Attempts ──── events, flushed first ───▶ sink
 
-- The task pipe carries one JSON line per task (dispatch number, id, data, attempt), written
-  by the supervisor in batches; the outcome pipe one JSON line per outcome, read in batches.
-  Both hold 1 MiB, so neither side waits on the other, and the supervisor's ends never block.
-- A `StartGate` (shared memory, one per child) is written by the child under its lock before
-  each task; the supervisor reads it for deadlines and after a crash, and lowers it at a stop.
-  So no message per task ever goes the other way.
-- Events are flushed before the queue calls of the same batch: no ack without a record.
+    channel        written by                             read by
+    task pipe      Dispatch (a batch of JSON lines)       the child, line by line
+    outcome pipe   the child (a JSON line per outcome)    Children, every line there is
+    StartGate      the child: "task n starts now";        the child: "may task n start?";
+                   Stopping: "start nothing after n"      Children: deadlines, and after a
+                                                          crash, which task was running
+    SharedFlags    Stopping: notice, shutdown requested   the tasks, through WorkerData
+    queue          Dispatch (receive), Leases (extend,    -
+                   release), Attempts (ack, retry,
+                   dead_letter)
 
-Each turn of the loop: decide whether to stop, lease and deal tasks (or begin the stop), send
-the children their tasks, wait briefly for outcomes, check the children (deadlines, ends), settle
-a batch of attempts, renew leases, report progress.
+The pipes hold 1 MiB and the supervisor's ends never block, so neither side waits on the
+other; no message per task ever goes from the supervisor to a running child. The events of a
+batch are flushed before its queue calls, so no outcome is acked without its record.
+
+Each turn of the loop: stop at once if told to; notice a termination notice; lease and deal
+tasks, or begin the stop; send the children their tasks; wait briefly for outcomes; check the
+children (deadlines, ends); kill what outlived the grace period; settle a batch of attempts;
+renew leases; report progress.
 """
 
 from __future__ import annotations
