@@ -97,7 +97,9 @@ def hostname() -> str:
     return _HOSTNAME
 
 
-_SECOND_PREFIX: tuple[int, str] = (-1, "")
+# The second the format was made for, and its date and time followed by `.%06d+00:00`; one
+# tuple, so that a thread never pairs one second's format with another's microseconds.
+_STAMP_FORMAT: tuple[int, str] = (-1, "")
 
 
 def utc_timestamp(when: datetime | None = None) -> str:
@@ -107,16 +109,17 @@ def utc_timestamp(when: datetime | None = None) -> str:
     correct when every writer formats them the same way. The runtime stamps every task event,
     so "now" formats the date and time once per second and only the microseconds per call.
     """
-    global _SECOND_PREFIX
+    global _STAMP_FORMAT
     if when is not None:
         return when.astimezone(timezone.utc).isoformat(timespec="microseconds")
-    now_us = time.time_ns() // 1000
-    second, micro = divmod(now_us, 1_000_000)
-    cached_second, prefix = _SECOND_PREFIX
+    second, micro = divmod(time.time_ns() // 1000, 1_000_000)
+    cached_second, stamp_format = _STAMP_FORMAT
     if second != cached_second:
-        prefix = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        _SECOND_PREFIX = (second, prefix)
-    return f"{prefix}.{micro:06d}+00:00"
+        stamp_format = datetime.fromtimestamp(second, timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%S.%%06d+00:00"
+        )
+        _STAMP_FORMAT = (second, stamp_format)
+    return stamp_format % micro
 
 
 _default_hostname = hostname  # `make_event`'s `hostname` argument hides the function
