@@ -21,6 +21,7 @@ attempts than this runtime knew of, it reports that, and this module writes the
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Sequence
@@ -34,6 +35,8 @@ from taskfleet.queues.base import DeadLetter, Message, Queue
 
 if TYPE_CHECKING:
     from taskfleet.worker.settings import WorkerSettings
+
+log = logging.getLogger("taskfleet.worker")
 
 SETTLE_INTERVAL = 0.05  # seconds between event batches (and so between queue-call batches)
 SETTLE_MAX = 2000  # attempts that force a batch sooner
@@ -241,6 +244,12 @@ class Attempts:
             self._write_dead_lettered(dead.task.id, dead.attempts, dead.error)
         self.counts.dead_lettered += len(dead_letters)
         self.sink.flush()
+        log.warning(
+            "the queue dead-lettered %d task(s) whose lease expired on their last attempt "
+            "(a worker died holding them), e.g. %s",
+            len(dead_letters),
+            dead_letters[0].task.id,
+        )
 
     # -- settling ---------------------------------------------------------------------------
 
