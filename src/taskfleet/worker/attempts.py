@@ -4,13 +4,13 @@ A child reports how an attempt ended (the task returned or raised); the children
 reports what a child cannot (it exited while running the task, or was killed at its deadline).
 From there everything about the attempt happens here, in this order:
 
-1. the outcome's event is built and buffered in the sink, followed by `task_dead_lettered`
-   when the task will not be tried again;
-2. `RetryPolicy` decides what follows: ack, retry after a backoff, or dead letter;
-3. `settle` flushes the batch's events and only then makes the batch's queue calls, so no
-   outcome is ever acked without its record (a crash in between runs the task again: delivery
-   is at least once);
-4. the run's counts (`RunCounts`) are kept, for the progress view, the summary line and the
+1. `RetryPolicy` decides what follows: ack, retry after a backoff, or dead letter; the attempt
+   waits, with the others that ended since the last batch, to be settled;
+2. `settle` builds each attempt's event (stamped as it is written), followed by
+   `task_dead_lettered` when the task will not be tried again, flushes the batch's events and
+   only then makes the batch's queue calls, so no outcome is ever acked without its record (a
+   crash in between runs the task again: delivery is at least once);
+3. the run's counts (`RunCounts`) are kept, for the progress view, the summary line and the
    exit code.
 
 Backends decide nothing. When a queue dead-letters a task itself, because `receive` found the
@@ -122,12 +122,18 @@ class RunCounts:
         return self.completed + self.dead_lettered
 
 
+# An attempt waiting to be settled: its event type and fields (the event itself is made when
+# the batch is written, so that it is stamped then), the message, what follows the attempt, and
+# the error a retry or dead letter keeps. A plain tuple: one is made per task.
+_Pending = tuple[EventType, dict[str, Any], Message, Action, str | None]
+
+
 class Attempts:
     """Settles every attempt of a run (see the module docstring for the order of things).
 
-    The outcome methods (`returned`, `raised`, `exited`, `timed_out`) buffer the event and the
-    decision; `settle` writes and carries out a batch of them; `dead_lettered_by_queue` takes
-    the dead letters a `receive` reports.
+    The outcome methods (`returned`, `raised`, `exited`, `timed_out`) decide what follows and
+    keep the attempt pending; `settle` writes the events of the pending batch and carries out
+    the decisions; `dead_lettered_by_queue` takes the dead letters a `receive` reports.
     """
 
     def __init__(
@@ -146,92 +152,81 @@ class Attempts:
         self.counts = counts
         self.hostname = hostname
         self.rng = rng or random.Random()
-        self.pending = 0  # attempts recorded and not yet settled
         self.last_settled = time.monotonic()
-        self._acks: list[Message] = []
-        self._retries: list[tuple[Message, str]] = []
-        self._dead_letters: list[tuple[Message, str]] = []
+        self._pending: list[_Pending] = []
+
+    @property
+    def pending(self) -> int:
+        """Attempts that ended and are not settled yet."""
+        return len(self._pending)
 
     # -- how an attempt ended ---------------------------------------------------------------
 
     def returned(self, message: Message, slot: int, pid: int, raw: dict[str, Any]) -> None:
         """The task returned `(retry, result)`: ack it, or retry it if it asked to be."""
         retry = bool(raw["retry"])
-        self._write_outcome(
-            make_event(
-                EventType.TASK_COMPLETED,
-                hostname=self.hostname,
-                task_id=message.task.id,
-                attempt=message.attempt,
-                worker_id=slot,
-                pid=pid,
-                elapsed_time=raw["elapsed"],
-                retry=retry,
-                result=raw.get("result"),
-            )
-        )
+        fields = {
+            "task_id": message.task.id,
+            "attempt": message.attempt,
+            "worker_id": slot,
+            "pid": pid,
+            "elapsed_time": raw["elapsed"],
+            "retry": retry,
+            "result": raw.get("result"),
+        }
         if retry:
-            self._follow(message, self.policy.decide(message.attempt, True), RETRY_ASKED)
+            action = self.policy.decide(message.attempt, True)
+            self._pending.append((EventType.TASK_COMPLETED, fields, message, action, RETRY_ASKED))
         else:
-            self._acks.append(message)
-            self.pending += 1
+            self._pending.append((EventType.TASK_COMPLETED, fields, message, Action.ACK, None))
 
     def raised(self, message: Message, slot: int, pid: int, raw: dict[str, Any]) -> None:
         """The task raised (or returned something that is not a JSON `(retry, result)`)."""
-        self._write_outcome(
-            make_event(
-                EventType.TASK_EXCEPTION,
-                hostname=self.hostname,
-                task_id=message.task.id,
-                attempt=message.attempt,
-                worker_id=slot,
-                pid=pid,
-                elapsed_time=raw["elapsed"],
-                exception=raw["exception"],
-                stack_trace=raw.get("stack_trace") or None,
-            )
-        )
-        self._failed(message, self.policy.retry_on_exception, raw["exception"])
+        fields = {
+            "task_id": message.task.id,
+            "attempt": message.attempt,
+            "worker_id": slot,
+            "pid": pid,
+            "elapsed_time": raw["elapsed"],
+            "exception": raw["exception"],
+            "stack_trace": raw.get("stack_trace") or None,
+        }
+        action = self.policy.decide(message.attempt, self.policy.retry_on_exception)
+        self._pending.append((EventType.TASK_EXCEPTION, fields, message, action, raw["exception"]))
 
     def exited(
         self, message: Message, slot: int, pid: int, exit_code: int | None, elapsed: float
     ) -> None:
         """The child process ended while it ran the task."""
-        self._write_outcome(
-            make_event(
-                EventType.TASK_EXITED,
-                hostname=self.hostname,
-                task_id=message.task.id,
-                attempt=message.attempt,
-                worker_id=slot,
-                pid=pid,
-                elapsed_time=elapsed,
-                exit_code=exit_code,
-            )
-        )
+        fields = {
+            "task_id": message.task.id,
+            "attempt": message.attempt,
+            "worker_id": slot,
+            "pid": pid,
+            "elapsed_time": elapsed,
+            "exit_code": exit_code,
+        }
         if exit_code is not None and exit_code < 0:
             error = f"the task's process was killed by signal {-exit_code}"
         else:
             error = f"the task's process exited with code {exit_code} before returning"
-        self._failed(message, self.policy.retry_on_exit, error)
+        action = self.policy.decide(message.attempt, self.policy.retry_on_exit)
+        self._pending.append((EventType.TASK_EXITED, fields, message, action, error))
 
     def timed_out(
         self, message: Message, slot: int, pid: int, elapsed: float, max_runtime: float
     ) -> None:
         """The task ran past `--max-runtime` and its child was killed."""
-        self._write_outcome(
-            make_event(
-                EventType.TASK_TIMED_OUT,
-                hostname=self.hostname,
-                task_id=message.task.id,
-                attempt=message.attempt,
-                worker_id=slot,
-                pid=pid,
-                elapsed_time=elapsed,
-            )
-        )
+        fields = {
+            "task_id": message.task.id,
+            "attempt": message.attempt,
+            "worker_id": slot,
+            "pid": pid,
+            "elapsed_time": elapsed,
+        }
         error = f"the task ran longer than --max-runtime {max_runtime:g} s and was killed"
-        self._failed(message, self.policy.retry_on_timeout, error)
+        action = self.policy.decide(message.attempt, self.policy.retry_on_timeout)
+        self._pending.append((EventType.TASK_TIMED_OUT, fields, message, action, error))
 
     # -- what the queue did by itself -------------------------------------------------------
 
@@ -255,28 +250,44 @@ class Attempts:
 
     def seconds_until_due(self, now: float) -> float | None:
         """How long the pending batch may still wait to be settled (None: nothing pending)."""
-        if not self.pending:
+        if not self._pending:
             return None
         return max(0.0, SETTLE_INTERVAL - (now - self.last_settled))
 
     def settle_if_due(self, now: float) -> None:
         """Settle the pending batch once it is old enough or large enough."""
-        if self.pending and (
-            now - self.last_settled >= SETTLE_INTERVAL or self.pending >= SETTLE_MAX
-        ):
+        pending = len(self._pending)
+        if pending and (now - self.last_settled >= SETTLE_INTERVAL or pending >= SETTLE_MAX):
             self.settle()
 
     def settle(self) -> None:
         """Write the batch's events, then make its queue calls: never ack before the record."""
-        acks, retries, dead_letters = self._acks, self._retries, self._dead_letters
-        self._acks, self._retries, self._dead_letters = [], [], []
-        self.pending = 0
+        batch, self._pending = self._pending, []
         counts = self.counts
+        by_event = counts.by_event
+        emit = self.sink.emit
+        hostname = self.hostname
+        acks: list[Message] = []
+        retries: list[tuple[Message, str | None]] = []
+        dead_letters: list[tuple[Message, str | None]] = []
+        for kind, fields, message, action, error in batch:
+            emit(make_event(kind, fields, hostname=hostname))
+            by_event[kind] = by_event.get(kind, 0) + 1
+            if action is Action.ACK:
+                acks.append(message)
+                continue
+            if kind != EventType.TASK_COMPLETED:
+                counts.failed_attempts += 1
+            if action is Action.RETRY:
+                retries.append((message, error))
+            else:
+                dead_letters.append((message, error))
+                self._write_dead_lettered(message.task.id, message.attempt, error)
         self.sink.flush()
         if acks:
             self.queue.ack(acks)
             counts.completed += len(acks)
-        refused: list[tuple[Message, str]] = []
+        refused: list[tuple[Message, str | None]] = []
         for message, error in retries:
             delay = self.policy.delay(message.attempt, self.rng)
             if self.queue.retry(message, delay, error):
@@ -292,26 +303,6 @@ class Attempts:
             counts.dead_lettered += len(refused)
             self.sink.flush()
         self.last_settled = time.monotonic()
-
-    # -- internals --------------------------------------------------------------------------
-
-    def _write_outcome(self, event: dict[str, Any]) -> None:
-        self.sink.emit(event)
-        by_event = self.counts.by_event
-        kind = event["event_type"]
-        by_event[kind] = by_event.get(kind, 0) + 1
-
-    def _failed(self, message: Message, wants_retry: bool, error: str) -> None:
-        self.counts.failed_attempts += 1
-        self._follow(message, self.policy.decide(message.attempt, wants_retry), error)
-
-    def _follow(self, message: Message, action: Action, error: str) -> None:
-        if action is Action.RETRY:
-            self._retries.append((message, error))
-        else:
-            self._dead_letters.append((message, error))
-            self._write_dead_lettered(message.task.id, message.attempt, error)
-        self.pending += 1
 
     def _write_dead_lettered(self, task_id: str, attempt: int, error: str | None) -> None:
         self.sink.emit(

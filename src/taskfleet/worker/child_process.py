@@ -16,9 +16,8 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing.context import BaseContext
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -38,9 +37,9 @@ class KillReason(StrEnum):
     SHUTDOWN = "shutdown"  # the worker is stopping (grace period over, second signal, error)
 
 
-@dataclass(slots=True, frozen=True)
-class Inflight:
-    """A task handed to a child: its dispatch number and its queue message."""
+class Inflight(NamedTuple):
+    """A task handed to a child: its dispatch number and its queue message (one per task, so
+    a named tuple, which is made faster than a frozen dataclass)."""
 
     n: int
     message: Message
