@@ -335,3 +335,15 @@ def test_a_batch_is_settled_when_it_is_old_or_large_enough(run: Run) -> None:
     attempts.returned(rest[-1], 0, 1, returned())
     attempts.settle_if_due(attempts.last_settled)
     assert attempts.pending == 0 and run.queue.stats().completed == SETTLE_MAX + 1
+
+
+def test_fields_that_do_not_apply_are_left_out_of_the_events(run: Run) -> None:
+    attempts = run.owner()
+    returned_none, crashed = run.lease("none", "crashed")
+    attempts.returned(returned_none, 0, 1, returned(result=None))
+    attempts.raised(crashed, 1, 2, {"n": 1, "exception": "E", "stack_trace": "", "elapsed": 0.1})
+    attempts.settle()
+    completed, failure, _dead = read_events(run.events_path)
+    assert "result" not in completed and completed["retry"] is False
+    assert "stack_trace" not in failure and failure["exception"] == "E"
+    assert all(list(e) == [f for f in FIELDS if f in e] for e in (completed, failure))
