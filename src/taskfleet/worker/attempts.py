@@ -126,6 +126,7 @@ class RunCounts:
 # the batch is written, so that it is stamped then), the message, what follows the attempt, and
 # the error a retry or dead letter keeps. A plain tuple: one is made per task.
 _Pending = tuple[EventType, dict[str, Any], Message, Action, str | None]
+_Settled = tuple[Message, str | None]  # a message to retry or dead-letter, and its error
 
 
 class Attempts:
@@ -263,13 +264,23 @@ class Attempts:
     def settle(self) -> None:
         """Write the batch's events, then make its queue calls: never ack before the record."""
         batch, self._pending = self._pending, []
+        acks, retries, dead_letters = self._write_events(batch)
+        self.sink.flush()
+        self._call_queue(acks, retries, dead_letters)
+        self.last_settled = time.monotonic()
+
+    def _write_events(
+        self, batch: list[_Pending]
+    ) -> tuple[list[Message], list[_Settled], list[_Settled]]:
+        """Buffer each attempt's event (and `task_dead_lettered` after those that end their
+        task); returns the messages to ack, to retry and to dead-letter."""
         counts = self.counts
         by_event = counts.by_event
         emit = self.sink.emit
         hostname = self.hostname
         acks: list[Message] = []
-        retries: list[tuple[Message, str | None]] = []
-        dead_letters: list[tuple[Message, str | None]] = []
+        retries: list[_Settled] = []
+        dead_letters: list[_Settled] = []
         for kind, fields, message, action, error in batch:
             emit(make_event(kind, fields, hostname=hostname))
             by_event[kind] = by_event.get(kind, 0) + 1
@@ -283,16 +294,23 @@ class Attempts:
             else:
                 dead_letters.append((message, error))
                 self._write_dead_lettered(message.task.id, message.attempt, error)
-        self.sink.flush()
+        return acks, retries, dead_letters
+
+    def _call_queue(
+        self, acks: list[Message], retries: list[_Settled], dead_letters: list[_Settled]
+    ) -> None:
+        """Ack, retry after a backoff, dead-letter; a retry the queue refuses (it counted more
+        attempts than we knew of, and dead-lettered the task) gets its event here."""
+        counts = self.counts
         if acks:
             self.queue.ack(acks)
             counts.completed += len(acks)
-        refused: list[tuple[Message, str | None]] = []
+        refused: list[_Settled] = []
         for message, error in retries:
             delay = self.policy.delay(message.attempt, self.rng)
             if self.queue.retry(message, delay, error):
                 counts.retried += 1
-            else:  # the queue counted more attempts than we knew of, and dead-lettered it
+            else:
                 refused.append((message, error))
         for message, error in dead_letters:
             self.queue.dead_letter(message, error)
@@ -302,7 +320,6 @@ class Attempts:
                 self._write_dead_lettered(message.task.id, message.attempt, error)
             counts.dead_lettered += len(refused)
             self.sink.flush()
-        self.last_settled = time.monotonic()
 
     def _write_dead_lettered(self, task_id: str, attempt: int, error: str | None) -> None:
         self.sink.emit(
