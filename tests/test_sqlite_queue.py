@@ -6,7 +6,6 @@ live use a long one, so that a slow, shared machine cannot make them flaky.
 
 from __future__ import annotations
 
-import random
 import sqlite3
 import subprocess
 import sys
@@ -27,7 +26,6 @@ from taskfleet.queues import (
 )
 from taskfleet.queues.sqlite import SQLiteQueue, parse_sqlite_url
 from taskfleet.tasks import Task, iter_tasks
-from taskfleet.worker.attempts import backoff_delay
 
 LONG = 3600.0  # a lease that stays live for the whole test
 
@@ -287,19 +285,6 @@ def test_retry_with_a_delay(queue: SQLiteQueue) -> None:
     (message,) = queue.receive(5, LONG)
     assert (message.task_id, message.attempt) == (soon.task_id, 2)
     assert queue.stats().delayed == 1
-
-
-def test_backoff_is_exponential_capped_and_jittered() -> None:
-    rng = random.Random(1)
-    for attempt in range(1, 12):
-        exponential = min(60.0, 2.0 * 2 ** (attempt - 1))
-        samples = [backoff_delay(attempt, base=2.0, cap=60.0, rng=rng) for _ in range(200)]
-        assert all(exponential / 2 <= s <= exponential for s in samples), attempt
-        assert len(set(samples)) > 150  # jitter: failing workers do not retry in lockstep
-    assert backoff_delay(1, base=1.0, rng=random.Random(0)) >= 0.5  # never a hot loop
-    assert backoff_delay(100, base=1.0, cap=300.0, rng=random.Random(0)) <= 300.0
-    means = [sum(backoff_delay(a, rng=rng) for _ in range(300)) / 300 for a in (1, 2, 3, 4)]
-    assert means == sorted(means) and means[3] > 6 * means[0]
 
 
 def test_release_gives_back_without_counting_the_attempt(queue: SQLiteQueue) -> None:

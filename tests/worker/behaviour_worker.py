@@ -4,13 +4,16 @@ Task data: {"action": ..., "seconds": ..., "marker": ...}. Actions: ok, retry, r
 (asks to retry on attempt 1 only), raise, exit (sys.exit(3)), os_exit (os._exit(0) with no
 result), segfault (ctypes), sleep, spawn_sleep (a grandchild that sleeps, and the task too),
 nonjson (returns a set), memory (allocates past the memory cap), flag (sleeps until a
-termination notice or shutdown request is visible, then reports it).
+termination notice or shutdown request is visible, then reports it), kill_supervisor (waits
+until `wait_for` tasks have started, as $BEHAVIOUR_MARKERS shows, then SIGKILLs the worker's
+supervisor, as when a machine dies with tasks in hand).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -60,6 +63,14 @@ def process_task(task_id: str, data: dict, worker_data: WorkerData) -> tuple[boo
                 }
             time.sleep(0.02)
         return False, "no notice"
+    if action == "kill_supervisor":
+        deadline = time.monotonic() + 60
+        while len(os.listdir(marker_dir or ".")) < data["wait_for"]:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the other tasks never started")
+            time.sleep(0.01)
+        os.kill(os.getppid(), signal.SIGKILL)
+        time.sleep(600)  # the kernel ends this child with its supervisor
     raise RuntimeError(f"unknown action {action!r}")
 
 

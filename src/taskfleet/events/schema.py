@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -88,7 +89,9 @@ def hostname() -> str:
     return _HOSTNAME
 
 
-_SECOND_PREFIX: tuple[int, str] = (-1, "")
+# The second the format was made for, and its date and time followed by `.%06d+00:00`; one
+# tuple, so that a thread never pairs one second's format with another's microseconds.
+_STAMP_FORMAT: tuple[int, str] = (-1, "")
 
 
 def utc_timestamp(when: datetime | None = None) -> str:
@@ -98,30 +101,51 @@ def utc_timestamp(when: datetime | None = None) -> str:
     correct when every writer formats them the same way. The runtime stamps every task event,
     so "now" formats the date and time once per second and only the microseconds per call.
     """
-    global _SECOND_PREFIX
+    global _STAMP_FORMAT
     if when is not None:
         return when.astimezone(timezone.utc).isoformat(timespec="microseconds")
-    now_us = time.time_ns() // 1000
-    second, micro = divmod(now_us, 1_000_000)
-    cached_second, prefix = _SECOND_PREFIX
+    second, micro = divmod(time.time_ns() // 1000, 1_000_000)
+    cached_second, stamp_format = _STAMP_FORMAT
     if second != cached_second:
-        prefix = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        _SECOND_PREFIX = (second, prefix)
-    return f"{prefix}.{micro:06d}+00:00"
+        stamp_format = datetime.fromtimestamp(second, timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%S.%%06d+00:00"
+        )
+        _STAMP_FORMAT = (second, stamp_format)
+    return stamp_format % micro
 
 
-def make_event(event_type: str, **fields: Any) -> dict[str, Any]:
-    """A new event: `timestamp`, `hostname`, `event_type`, then the given fields.
+_default_hostname = hostname  # `make_event`'s `hostname` argument hides the function
 
-    Fields whose value is None are left out, so a reader can tell "not applicable" from a value.
-    `timestamp` or `hostname` given as fields override the defaults (for converters and tests).
+
+def make_event(
+    event_type: str,
+    fields: Mapping[str, Any] | None = None,
+    /,
+    *,
+    timestamp: str | None = None,
+    hostname: str | None = None,
+    **more: Any,
+) -> dict[str, Any]:
+    """A new event: `timestamp`, `hostname`, `event_type`, then its fields in their order.
+
+    The one builder of every event's envelope, the runtime's per-task events included. Fields
+    come as a mapping, as keywords, or both (the mapping's first): the runtime keeps each
+    attempt's fields in a dict until its batch is written, and passing that dict costs no
+    keyword unpacking on the hot path. Fields whose value is None are left out, so a reader can
+    tell "not applicable" from a value. `timestamp` and `hostname` default to now and this
+    machine; converters and tests give them, and the runtime passes the hostname it looked up
+    once.
     """
     event: dict[str, Any] = {
-        "timestamp": fields.pop("timestamp", None) or utc_timestamp(),
-        "hostname": fields.pop("hostname", None) or hostname(),
+        "timestamp": timestamp or utc_timestamp(),
+        "hostname": hostname or _default_hostname(),
         "event_type": event_type,
     }
-    for key, value in fields.items():
+    if fields is not None:
+        for key, value in fields.items():
+            if value is not None:
+                event[key] = value
+    for key, value in more.items():
         if value is not None:
             event[key] = value
     return event

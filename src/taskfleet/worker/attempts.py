@@ -1,101 +1,54 @@
-"""What a task's outcome means: the event to write and what to do with the queue message.
+"""The one owner of an attempt's outcome: what follows it, its events, its queue calls, its counts.
 
-Kept apart from the supervisor's loop so the retry policy reads in one place: a task that
-returned is acked (or retried when it asked to be); an exception, an exit or a timeout is
-retried if the matching `--retry-on-*` option says so and attempts remain, else it goes to the
-dead letters, where `taskfleet redrive` can bring it back after a fix.
+A child reports how an attempt ended (the task returned or raised); the children's keeper
+reports what a child cannot (it exited while running the task, or was killed at its deadline).
+From there everything about the attempt happens here, in this order:
+
+1. `RetryPolicy` decides what follows: ack, retry after a backoff, or dead letter; the attempt
+   waits, with the others that ended since the last batch, to be settled;
+2. `settle` builds each attempt's event (stamped as it is written), followed by
+   `task_dead_lettered` when the task will not be tried again, flushes the batch's events and
+   only then makes the batch's queue calls, so no outcome is ever acked without its record (a
+   crash in between runs the task again: delivery is at least once);
+3. the run's counts (`RunCounts`) are kept, for the progress view, the summary line and the
+   exit code.
+
+Backends decide nothing. When a queue dead-letters a task itself, because `receive` found the
+task's lease expired on its last attempt (its worker died) or because `retry` counted more
+attempts than this runtime knew of, it reports that, and this module writes the
+`task_dead_lettered` event and counts it exactly as for the policy's own dead letters.
 """
 
 from __future__ import annotations
 
+import logging
 import random
-from dataclasses import dataclass
-from typing import Any, Literal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from taskfleet.queues.base import Message
+from taskfleet._compat import StrEnum
+from taskfleet.events.schema import EventType, make_event
+from taskfleet.events.sinks import EventSink
+from taskfleet.queues.base import DeadLetter, Message, Queue
 
-Action = Literal["ack", "retry", "dead", "release"]
+if TYPE_CHECKING:
+    from taskfleet.worker.settings import WorkerSettings
 
+log = logging.getLogger("taskfleet.worker")
 
-@dataclass(slots=True)
-class Outcome:
-    message: Message
-    worker_id: int
-    pid: int
-    event_type: str
-    fields: dict[str, Any]
-    action: Action
-    error: str | None = None
-
-    @property
-    def succeeded(self) -> bool:
-        return self.event_type == "task_completed" and not self.fields.get("retry")
+SETTLE_INTERVAL = 0.05  # seconds between event batches (and so between queue-call batches)
+SETTLE_MAX = 2000  # attempts that force a batch sooner
+RETRY_ASKED = "the task asked to be retried"  # the error a dead letter keeps in that case
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    retry_on_exit: bool
-    retry_on_exception: bool
-    retry_on_timeout: bool
-    max_attempts: int
+class Action(StrEnum):
+    """What follows an attempt."""
 
-    def decide(self, message: Message, wants_retry: bool) -> Action:
-        if not wants_retry:
-            return "dead"
-        return "retry" if message.attempt < self.max_attempts else "dead"
-
-    def completed(self, message: Message, worker_id: int, pid: int, raw: dict[str, Any]) -> Outcome:
-        retry = bool(raw["retry"])
-        fields = {"elapsed_time": raw["elapsed"], "retry": retry, "result": raw.get("result")}
-        if not retry:
-            return Outcome(message, worker_id, pid, "task_completed", fields, "ack")
-        action = self.decide(message, True)
-        return Outcome(
-            message,
-            worker_id,
-            pid,
-            "task_completed",
-            fields,
-            action,
-            error="the task asked to be retried",
-        )
-
-    def exception(self, message: Message, worker_id: int, pid: int, raw: dict[str, Any]) -> Outcome:
-        fields = {
-            "elapsed_time": raw["elapsed"],
-            "exception": raw["exception"],
-            "stack_trace": raw.get("stack_trace") or None,
-        }
-        action = self.decide(message, self.retry_on_exception)
-        return Outcome(
-            message, worker_id, pid, "task_exception", fields, action, error=raw["exception"]
-        )
-
-    def exited(
-        self, message: Message, worker_id: int, pid: int, exit_code: int | None, elapsed: float
-    ) -> Outcome:
-        fields = {"elapsed_time": elapsed, "exit_code": exit_code}
-        action = self.decide(message, self.retry_on_exit)
-        if exit_code is not None and exit_code < 0:
-            error = f"the task's process was killed by signal {-exit_code}"
-        else:
-            error = f"the task's process exited with code {exit_code} before returning"
-        return Outcome(message, worker_id, pid, "task_exited", fields, action, error=error)
-
-    def timed_out(
-        self, message: Message, worker_id: int, pid: int, elapsed: float, max_runtime: float
-    ) -> Outcome:
-        fields = {"elapsed_time": elapsed}
-        action = self.decide(message, self.retry_on_timeout)
-        return Outcome(
-            message,
-            worker_id,
-            pid,
-            "task_timed_out",
-            fields,
-            action,
-            error=f"the task ran longer than --max-runtime {max_runtime:g} s and was killed",
-        )
+    ACK = "ack"
+    RETRY = "retry"
+    DEAD_LETTER = "dead_letter"
 
 
 def backoff_delay(
@@ -110,3 +63,271 @@ def backoff_delay(
     exponential = min(cap, base * (2 ** max(0, attempt - 1)))
     r = (rng or random).random()
     return exponential * (0.5 + 0.5 * r)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """Which failed attempts are tried again, how often, and after how long.
+
+    A task that asks to be retried (returns `retry=True`) is retried while attempts remain; an
+    exception, an exit or a timeout is retried if the matching `--retry-on-*` option says so and
+    attempts remain. Everything else goes to the dead letters, where `taskfleet redrive` can
+    bring it back after a fix.
+    """
+
+    max_attempts: int
+    retry_on_exit: bool
+    retry_on_exception: bool
+    retry_on_timeout: bool
+    backoff_base: float
+    backoff_cap: float
+
+    @classmethod
+    def from_settings(cls, settings: WorkerSettings, max_attempts: int) -> RetryPolicy:
+        """The policy of a run: the worker's options, the queue's `max_attempts`."""
+        return cls(
+            max_attempts=max_attempts,
+            retry_on_exit=settings.retry_on_exit,
+            retry_on_exception=settings.retry_on_exception,
+            retry_on_timeout=settings.retry_on_timeout,
+            backoff_base=settings.backoff_base,
+            backoff_cap=settings.backoff_cap,
+        )
+
+    def decide(self, attempt: int, wants_retry: bool) -> Action:
+        """After a failed attempt number `attempt` (from 1): retry or dead letter."""
+        if wants_retry and attempt < self.max_attempts:
+            return Action.RETRY
+        return Action.DEAD_LETTER
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before the attempt after `attempt`."""
+        return backoff_delay(attempt, self.backoff_base, self.backoff_cap, rng)
+
+
+@dataclass
+class RunCounts:
+    """What happened in this run, for the progress view and the final summary."""
+
+    completed: int = 0
+    failed_attempts: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    released: int = 0
+    received: int = 0
+    by_event: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> int:
+        return self.completed + self.dead_lettered
+
+
+# An attempt waiting to be settled: its event type and fields (the event itself is made when
+# the batch is written, so that it is stamped then), the message, what follows the attempt, and
+# the error a retry or dead letter keeps. A plain tuple: one is made per task.
+_Pending = tuple[EventType, dict[str, Any], Message, Action, str | None]
+_Settled = tuple[Message, str | None]  # a message to retry or dead-letter, and its error
+
+
+class Attempts:
+    """Settles every attempt of a run (see the module docstring for the order of things).
+
+    The outcome methods (`returned`, `raised`, `exited`, `timed_out`) decide what follows and
+    keep the attempt pending; `settle` writes the events of the pending batch and carries out
+    the decisions; `dead_lettered_by_queue` takes the dead letters a `receive` reports.
+    """
+
+    def __init__(
+        self,
+        queue: Queue,
+        sink: EventSink,
+        policy: RetryPolicy,
+        counts: RunCounts,
+        *,
+        hostname: str,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.queue = queue
+        self.sink = sink
+        self.policy = policy
+        self.counts = counts
+        self.hostname = hostname
+        self.rng = rng or random.Random()
+        self.last_settled = time.monotonic()
+        self._pending: list[_Pending] = []
+
+    @property
+    def pending(self) -> int:
+        """Attempts that ended and are not settled yet."""
+        return len(self._pending)
+
+    # -- how an attempt ended ---------------------------------------------------------------
+
+    def returned(self, message: Message, slot: int, pid: int, raw: dict[str, Any]) -> None:
+        """The task returned `(retry, result)`: ack it, or retry it if it asked to be."""
+        retry = bool(raw["retry"])
+        fields = {
+            "task_id": message.task.id,
+            "attempt": message.attempt,
+            "worker_id": slot,
+            "pid": pid,
+            "elapsed_time": raw["elapsed"],
+            "retry": retry,
+            "result": raw.get("result"),
+        }
+        if retry:
+            action = self.policy.decide(message.attempt, True)
+            self._pending.append((EventType.TASK_COMPLETED, fields, message, action, RETRY_ASKED))
+        else:
+            self._pending.append((EventType.TASK_COMPLETED, fields, message, Action.ACK, None))
+
+    def raised(self, message: Message, slot: int, pid: int, raw: dict[str, Any]) -> None:
+        """The task raised (or returned something that is not a JSON `(retry, result)`)."""
+        fields = {
+            "task_id": message.task.id,
+            "attempt": message.attempt,
+            "worker_id": slot,
+            "pid": pid,
+            "elapsed_time": raw["elapsed"],
+            "exception": raw["exception"],
+            "stack_trace": raw.get("stack_trace") or None,
+        }
+        action = self.policy.decide(message.attempt, self.policy.retry_on_exception)
+        self._pending.append((EventType.TASK_EXCEPTION, fields, message, action, raw["exception"]))
+
+    def exited(
+        self, message: Message, slot: int, pid: int, exit_code: int | None, elapsed: float
+    ) -> None:
+        """The child process ended while it ran the task."""
+        fields = {
+            "task_id": message.task.id,
+            "attempt": message.attempt,
+            "worker_id": slot,
+            "pid": pid,
+            "elapsed_time": elapsed,
+            "exit_code": exit_code,
+        }
+        if exit_code is not None and exit_code < 0:
+            error = f"the task's process was killed by signal {-exit_code}"
+        else:
+            error = f"the task's process exited with code {exit_code} before returning"
+        action = self.policy.decide(message.attempt, self.policy.retry_on_exit)
+        self._pending.append((EventType.TASK_EXITED, fields, message, action, error))
+
+    def timed_out(
+        self, message: Message, slot: int, pid: int, elapsed: float, max_runtime: float
+    ) -> None:
+        """The task ran past `--max-runtime` and its child was killed."""
+        fields = {
+            "task_id": message.task.id,
+            "attempt": message.attempt,
+            "worker_id": slot,
+            "pid": pid,
+            "elapsed_time": elapsed,
+        }
+        error = f"the task ran longer than --max-runtime {max_runtime:g} s and was killed"
+        action = self.policy.decide(message.attempt, self.policy.retry_on_timeout)
+        self._pending.append((EventType.TASK_TIMED_OUT, fields, message, action, error))
+
+    # -- what the queue did by itself -------------------------------------------------------
+
+    def dead_lettered_by_queue(self, dead_letters: Sequence[DeadLetter]) -> None:
+        """Tasks `receive` dead-lettered (their lease expired on their last attempt): the queue
+        has moved them already; write their events now and count them."""
+        if not dead_letters:
+            return
+        for dead in dead_letters:
+            self._write_dead_lettered(dead.task.id, dead.attempts, dead.error)
+        self.counts.dead_lettered += len(dead_letters)
+        self.sink.flush()
+        log.warning(
+            "the queue dead-lettered %d task(s) whose lease expired on their last attempt "
+            "(a worker died holding them), e.g. %s",
+            len(dead_letters),
+            dead_letters[0].task.id,
+        )
+
+    # -- settling ---------------------------------------------------------------------------
+
+    def seconds_until_due(self, now: float) -> float | None:
+        """How long the pending batch may still wait to be settled (None: nothing pending)."""
+        if not self._pending:
+            return None
+        return max(0.0, SETTLE_INTERVAL - (now - self.last_settled))
+
+    def settle_if_due(self, now: float) -> None:
+        """Settle the pending batch once it is old enough or large enough."""
+        pending = len(self._pending)
+        if pending and (now - self.last_settled >= SETTLE_INTERVAL or pending >= SETTLE_MAX):
+            self.settle()
+
+    def settle(self) -> None:
+        """Write the batch's events, then make its queue calls: never ack before the record."""
+        batch, self._pending = self._pending, []
+        acks, retries, dead_letters = self._write_events(batch)
+        self.sink.flush()
+        self._call_queue(acks, retries, dead_letters)
+        self.last_settled = time.monotonic()
+
+    def _write_events(
+        self, batch: list[_Pending]
+    ) -> tuple[list[Message], list[_Settled], list[_Settled]]:
+        """Buffer each attempt's event (and `task_dead_lettered` after those that end their
+        task); returns the messages to ack, to retry and to dead-letter."""
+        counts = self.counts
+        by_event = counts.by_event
+        emit = self.sink.emit
+        hostname = self.hostname
+        acks: list[Message] = []
+        retries: list[_Settled] = []
+        dead_letters: list[_Settled] = []
+        for kind, fields, message, action, error in batch:
+            emit(make_event(kind, fields, hostname=hostname))
+            by_event[kind] = by_event.get(kind, 0) + 1
+            if action is Action.ACK:
+                acks.append(message)
+                continue
+            if kind != EventType.TASK_COMPLETED:
+                counts.failed_attempts += 1
+            if action is Action.RETRY:
+                retries.append((message, error))
+            else:
+                dead_letters.append((message, error))
+                self._write_dead_lettered(message.task.id, message.attempt, error)
+        return acks, retries, dead_letters
+
+    def _call_queue(
+        self, acks: list[Message], retries: list[_Settled], dead_letters: list[_Settled]
+    ) -> None:
+        """Ack, retry after a backoff, dead-letter; a retry the queue refuses (it counted more
+        attempts than we knew of, and dead-lettered the task) gets its event here."""
+        counts = self.counts
+        if acks:
+            self.queue.ack(acks)
+            counts.completed += len(acks)
+        refused: list[_Settled] = []
+        for message, error in retries:
+            delay = self.policy.delay(message.attempt, self.rng)
+            if self.queue.retry(message, delay, error):
+                counts.retried += 1
+            else:
+                refused.append((message, error))
+        for message, error in dead_letters:
+            self.queue.dead_letter(message, error)
+            counts.dead_lettered += 1
+        if refused:
+            for message, error in refused:
+                self._write_dead_lettered(message.task.id, message.attempt, error)
+            counts.dead_lettered += len(refused)
+            self.sink.flush()
+
+    def _write_dead_lettered(self, task_id: str, attempt: int, error: str | None) -> None:
+        self.sink.emit(
+            make_event(
+                EventType.TASK_DEAD_LETTERED,
+                hostname=self.hostname,
+                task_id=task_id,
+                attempt=attempt,
+                exception=error,
+            )
+        )

@@ -1,9 +1,10 @@
 """The loop that runs inside each child process. User code runs only here.
 
 A child reads tasks as JSON lines from its input pipe and writes one JSON line per outcome to
-its output pipe. Before starting a task it records, under its slot's lock, which task it starts
-and when, in shared memory: the supervisor reads that to enforce deadlines and to know, after a
-crash, which task was running and which were never started, without a message per task.
+its output pipe. Before starting a task it asks its `StartGate` (shared memory) whether it may
+still start it, and the gate records, under its lock, which task starts and when: the
+supervisor reads that to enforce deadlines and to know, after a crash, which task was running
+and which were never started, without a message per task.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from taskfleet.worker.shared_memory import ChildSlot
+from taskfleet.worker.shared_memory import StartGate
 
 ProcessTask = Callable[[str, Any, Any], Any]
 
@@ -87,12 +88,12 @@ def child_main(
     worker_data: Any,
     in_fd: int,
     out_fd: int,
-    slot: ChildSlot,
+    gate: StartGate,
     max_tasks: int | None,
     memory_limit_bytes: int | None,
     supervisor_pid: int,
 ) -> None:
-    """Run tasks until the input pipe closes, the task quota is used, or the slot says stop."""
+    """Run tasks until the input pipe closes, the task quota is used, or the gate says stop."""
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)  # own process group: a timeout kill reaches the task's grandchildren
     _die_with_parent(supervisor_pid)
@@ -106,7 +107,7 @@ def child_main(
     with os.fdopen(in_fd, "rb", buffering=1 << 16) as reader:
         for line in reader:
             n, task_id, data, attempt = orjson.loads(line)
-            if not slot.begin(n):
+            if not gate.begin(n):
                 break
             worker_data._attempt = attempt
             start = time.perf_counter()

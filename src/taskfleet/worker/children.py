@@ -1,221 +1,259 @@
-"""Child processes: start, feed, read, kill, and replace them.
+"""The supervisor's set of child processes: start, replace, watch deadlines, settle a child's end.
 
-The supervisor talks to each child through two pipes (tasks in, outcomes out, one JSON line
-each, written and read in batches) and a `ChildSlot` in shared memory. Pipes are non-blocking on
-the supervisor's side, so a child that is slow to read can never stall the supervisor's loop.
+Children are numbered by slot (0, 1, ...; a replacement gets the next number), which is the
+`worker_id` of their events. This module reads their outcomes and hands them to the attempt
+owner, kills a child whose task runs past `--max-runtime`, and, when a child has ended, tells
+the task it was running (its attempt ended: `task_exited` or `task_timed_out`) from the tasks
+queued behind it (never started: given back without counting an attempt), then replaces it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import os
-import signal
+import logging
+import multiprocessing
+import selectors
 import time
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
-from multiprocessing.context import BaseContext
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import orjson
-
 from taskfleet.queues.base import Message
-from taskfleet.worker.child_loop import child_main
-from taskfleet.worker.shared_memory import ChildSlot
+from taskfleet.worker.attempts import Attempts
+from taskfleet.worker.child_process import ChildProcess, KillReason
+from taskfleet.worker.leases import Leases
+from taskfleet.worker.settings import WorkerSettings
 
-READ_CHUNK = 1 << 20
-PIPE_BUFFER_BYTES = 1 << 20
+log = logging.getLogger("taskfleet.worker")
 
-
-@dataclass(slots=True, frozen=True)
-class Inflight:
-    """A task handed to a child: its dispatch number and its queue message."""
-
-    n: int
-    message: Message
+DEADLINE_CHECK_INTERVAL = 0.05
+TIMEOUT_KILL_GRACE = 1.0
 
 
-def _child_entry(
-    process_task: Callable[..., Any],
-    worker_data: Any,
-    in_fd: int,
-    out_fd: int,
-    slot: ChildSlot,
-    max_tasks: int | None,
-    memory_limit: int | None,
-    close_fds: list[int],
-    supervisor_pid: int,
-) -> None:
-    for fd in close_fds:  # other children's pipes, inherited through fork
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    child_main(
-        process_task, worker_data, in_fd, out_fd, slot, max_tasks, memory_limit, supervisor_pid
-    )
-
-
-def _enlarge_pipe(fd: int) -> None:
-    """Give a pipe 1 MiB of buffer (Linux): a child writing outcomes must never block while
-    the supervisor writes a batch of events, nor the supervisor wait to hand out a prefetch
-    batch. The default 64 KiB holds only a few hundred outcomes."""
-    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
-    if set_size is not None:
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(fd, set_size, PIPE_BUFFER_BYTES)
-
-
-class ChildProcess:
-    """One long-lived child and the supervisor's view of it."""
+class Children:
+    """The live children by slot, the selector over their outcome pipes, and what they ran."""
 
     def __init__(
         self,
-        ctx: BaseContext,
-        worker_id: int,
         process_task: Callable[..., Any],
         worker_data: Any,
-        *,
-        max_tasks: int | None,
-        memory_limit: int | None,
-        close_fds: list[int],
+        settings: WorkerSettings,
+        attempts: Attempts,
+        leases: Leases,
     ) -> None:
-        self.worker_id = worker_id
-        self.slot = ChildSlot(ctx)
-        in_r, self.in_w = os.pipe()
-        self.out_r, out_w = os.pipe()
-        _enlarge_pipe(self.in_w)
-        _enlarge_pipe(out_w)
-        worker_data.worker_id = worker_id
-        self.process = ctx.Process(
-            target=_child_entry,
-            args=(
-                process_task,
-                worker_data,
-                in_r,
-                out_w,
-                self.slot,
-                max_tasks,
-                memory_limit,
-                [*close_fds, self.in_w, self.out_r],
-                os.getpid(),
-            ),
-            name=f"taskfleet-worker-{worker_id}",
-            daemon=False,
+        self.process_task = process_task
+        self.worker_data = worker_data
+        self.attempts = attempts
+        self.leases = leases
+        self.max_runtime = settings.max_runtime
+        self.max_tasks_per_child = 1 if settings.process_per_task else settings.max_tasks_per_child
+        self.memory_limit = (
+            int(settings.max_memory_per_task * 1024**3) if settings.max_memory_per_task else None
         )
-        self.process.start()
-        os.close(in_r)
-        os.close(out_w)
-        os.set_blocking(self.in_w, False)
-        os.set_blocking(self.out_r, False)
-        self.pid: int = self.process.pid  # type: ignore[assignment]
-        self.inflight: deque[Inflight] = deque()
-        self.max_tasks = max_tasks
-        self.dispatched = 0
-        self.outbox = bytearray()
-        self.partial = b""
-        self.alive = True
-        self.input_closed = False
-        self.kill_reason: str | None = None  # "timeout", "shutdown"
-        self.kill_target: int | None = None  # dispatch number that timed out
-        self.sigkill_at: float | None = None
+        self.average_task_seconds: float | None = None  # moving average, for prefetch
+        self._ctx = multiprocessing.get_context("fork")
+        self._selector = selectors.DefaultSelector()
+        self._by_slot: dict[int, ChildProcess] = {}
+        self._next_slot = 0
+        self._last_deadline_check = 0.0
 
-    # -- feeding --------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[ChildProcess]:
+        return iter(self._by_slot.values())
 
-    def quota_left(self) -> int:
-        if self.max_tasks is None:
-            return 1 << 30
-        return self.max_tasks - self.dispatched
+    # -- starting and discarding ------------------------------------------------------------
 
-    def dispatch(self, n: int, message: Message) -> None:
-        self.inflight.append(Inflight(n, message))
-        self.dispatched += 1
-        self.outbox += orjson.dumps(
-            [n, message.task.id, message.task.data, message.attempt],
-            option=orjson.OPT_APPEND_NEWLINE,
+    def start(self) -> ChildProcess:
+        slot = self._next_slot
+        self._next_slot += 1
+        inherited = [fd for c in self._by_slot.values() for fd in (c.in_w, c.out_r)]
+        child = ChildProcess(
+            self._ctx,
+            slot,
+            self.process_task,
+            self.worker_data,
+            max_tasks=self.max_tasks_per_child,
+            memory_limit=self.memory_limit,
+            close_fds=inherited,
         )
+        self._by_slot[slot] = child
+        self._selector.register(child.out_r, selectors.EVENT_READ, child)
+        log.debug("started child #%d (pid %d)", slot, child.pid)
+        return child
 
-    def flush_outbox(self) -> bool:
-        """Write what the pipe takes now; True if everything was written."""
-        if self.outbox and not self.input_closed:
-            try:
-                written = os.write(self.in_w, self.outbox)
-                del self.outbox[:written]
-            except BlockingIOError:
-                pass
-            except BrokenPipeError:
-                self.outbox.clear()
-        return not self.outbox
-
-    def close_input(self) -> None:
-        """No more tasks: the child exits after the ones already sent (or at once if idle)."""
-        if not self.input_closed:
-            self.input_closed = True
-            self.outbox.clear()
-            with contextlib.suppress(OSError):
-                os.close(self.in_w)
-
-    # -- reading --------------------------------------------------------------------------
-
-    def read_outcomes(self) -> list[dict[str, Any]]:
-        """Every complete outcome line the child has written so far."""
-        chunks = []
-        while True:
-            try:
-                data = os.read(self.out_r, READ_CHUNK)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno == errno.EBADF:
-                    break
-                raise
-            if not data:
-                break
-            chunks.append(data)
-            if len(data) < READ_CHUNK:
-                break
-        if not chunks:
-            return []
-        buffer = self.partial + b"".join(chunks)
-        *lines, self.partial = buffer.split(b"\n")
-        return [orjson.loads(line) for line in lines if line]
-
-    # -- ending ---------------------------------------------------------------------------
-
-    def kill(self, reason: str, target: int | None = None, grace: float = 1.0) -> None:
-        """SIGTERM the child's process group now and SIGKILL it after `grace` seconds."""
-        if self.kill_reason is None:
-            self.kill_reason = reason
-            self.kill_target = target
-        self._signal_group(signal.SIGTERM if grace > 0 else signal.SIGKILL)
-        deadline = time.monotonic() + grace
-        if self.sigkill_at is None or deadline < self.sigkill_at:
-            self.sigkill_at = deadline
-
-    def escalate(self, now: float) -> None:
-        """SIGKILL the group once the grace period after SIGTERM is over."""
-        if self.sigkill_at is not None and now >= self.sigkill_at:
-            self._signal_group(signal.SIGKILL)
-            self.sigkill_at = None
-
-    def _signal_group(self, sig: int) -> None:
-        try:
-            os.killpg(self.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(self.pid, sig)
-
-    def reap(self) -> int | None:
-        """The exit code once the child has ended (negative: killed by that signal)."""
-        self.process.join(0)
-        return self.process.exitcode
+    def discard(self, child: ChildProcess) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(child.out_r)
+        if child.alive:
+            child.kill(KillReason.SHUTDOWN, grace=0)
+            child.process.join(2)
+            child.alive = False
+        child.close()
+        self._by_slot.pop(child.slot, None)
 
     def close(self) -> None:
-        self.close_input()
-        with contextlib.suppress(OSError):
-            os.close(self.out_r)
-        # the group may still hold grandchildren that ignored SIGTERM
-        if self.sigkill_at is not None:
-            self._signal_group(signal.SIGKILL)
-        self.slot.close()
-        self.process.close()
+        """Discard every child (killing any still alive) and the selector."""
+        for child in list(self._by_slot.values()):
+            self.discard(child)
+        self._selector.close()
+
+    # -- what they hold ---------------------------------------------------------------------
+
+    def inflight_total(self) -> int:
+        return sum(len(c.inflight) for c in self._by_slot.values())
+
+    def running(self) -> int:
+        """Children holding at least one task."""
+        return sum(1 for c in self._by_slot.values() if c.inflight)
+
+    def leased_messages(self) -> list[Message]:
+        """The messages of every task handed to a child and not yet settled."""
+        return [e.message for c in self._by_slot.values() for e in c.inflight]
+
+    def all_have_work_queued(self) -> bool:
+        """Every live child has tasks waiting behind the one it runs."""
+        if not self._by_slot:
+            return False
+        return all(len(c.inflight) >= 3 for c in self._by_slot.values() if c.alive)
+
+    # -- talking to them --------------------------------------------------------------------
+
+    def flush_inputs(self) -> None:
+        """Write the tasks dealt to each child since the last turn, as far as its pipe takes."""
+        for child in self._by_slot.values():
+            if child.outbox:
+                child.flush_outbox()
+
+    def read_outcomes(self, timeout: float) -> None:
+        """Wait up to `timeout` for outcomes, and take every one that arrived."""
+        for key, _ in self._selector.select(timeout):
+            child = key.data
+            if key.fd == child.out_r:
+                self.take_outcomes(child, child.read_outcomes())
+
+    def take_outcomes(self, child: ChildProcess, raws: list[dict[str, Any]]) -> None:
+        """Hand each outcome a child reported to the attempt owner, in dispatch order."""
+        attempts = self.attempts
+        for raw in raws:
+            if not child.inflight or child.inflight[0].n != raw["n"]:
+                log.warning("child #%d reported an unexpected task; ignored", child.slot)
+                continue
+            entry = child.inflight.popleft()
+            elapsed = float(raw["elapsed"])
+            average = self.average_task_seconds
+            self.average_task_seconds = (
+                elapsed if average is None else 0.9 * average + 0.1 * elapsed
+            )
+            if "exception" in raw:
+                attempts.raised(entry.message, child.slot, child.pid, raw)
+            else:
+                attempts.returned(entry.message, child.slot, child.pid, raw)
+
+    # -- deadlines and ends -----------------------------------------------------------------
+
+    def check(self, now: float, *, replace: bool) -> None:
+        """Finish kills in progress, settle children that ended (replacing them if `replace`),
+        and kill a child whose task has run past `--max-runtime`."""
+        check_deadlines = now - self._last_deadline_check >= DEADLINE_CHECK_INTERVAL
+        if check_deadlines:
+            self._last_deadline_check = now
+        for child in list(self._by_slot.values()):
+            if child.sigkill_at is not None:
+                child.escalate(now)
+            if not child.process.is_alive():
+                self._ended(child, replace=replace)
+                continue
+            if check_deadlines and child.inflight and child.kill_reason is None:
+                self._enforce_deadline(child, now)
+
+    def _enforce_deadline(self, child: ChildProcess, now: float) -> None:
+        started = child.gate.started()
+        if started is None:
+            return
+        n, start = started
+        head = child.inflight[0]
+        if n == head.n and now - start > self.max_runtime:
+            log.warning(
+                "task %s ran longer than %g s: killing child #%d",
+                head.message.task_id,
+                self.max_runtime,
+                child.slot,
+            )
+            child.kill(KillReason.TIMEOUT, head.n, grace=TIMEOUT_KILL_GRACE)
+
+    def _ended(self, child: ChildProcess, *, replace: bool) -> None:
+        """A child is gone: read its last outcomes, settle its tasks, replace it."""
+        self.take_outcomes(child, child.read_outcomes())
+        exit_code = child.reap()
+        child.alive = False
+        started = child.gate.started(child_alive=False)
+        running_n = started[0] if started else -1
+        now = time.monotonic()
+        to_release: list[Message] = []
+        for entry in child.inflight:
+            if entry.n != running_n:
+                to_release.append(entry.message)
+                continue
+            elapsed = now - started[1] if started else 0.0
+            if child.kill_reason is None:
+                self.attempts.exited(entry.message, child.slot, child.pid, exit_code, elapsed)
+                log.warning(
+                    "task %s: child #%d exited with code %s",
+                    entry.message.task_id,
+                    child.slot,
+                    exit_code,
+                )
+            elif child.kill_reason is KillReason.TIMEOUT and child.kill_target == entry.n:
+                self.attempts.timed_out(
+                    entry.message, child.slot, child.pid, elapsed, self.max_runtime
+                )
+            else:
+                to_release.append(entry.message)
+        child.inflight.clear()
+        if to_release:
+            self.leases.release(to_release)
+        slot = child.slot
+        self.discard(child)
+        if replace:
+            log.debug("replacing child #%d", slot)
+            self.start()
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    def stop_starting(self) -> list[Message]:
+        """Let no child start another task; returns the messages of the tasks that will now
+        never start (to give back at once). The running ones go on; each child's input is
+        closed, so it exits after them."""
+        unstarted: list[Message] = []
+        for child in self._by_slot.values():
+            if not child.alive:
+                continue
+            started = child.gate.stop_starting()
+            if started is None:  # stuck holding its lock: stop it the hard way
+                child.kill(KillReason.SHUTDOWN, grace=0)
+                continue
+            keep = [e for e in child.inflight if e.n <= started]
+            unstarted.extend(e.message for e in child.inflight if e.n > started)
+            child.inflight.clear()
+            child.inflight.extend(keep)
+            child.close_input()
+        return unstarted
+
+    def kill_running(self) -> None:
+        """The grace period is over: kill every child still running a task."""
+        for child in self._by_slot.values():
+            if child.alive and child.inflight and child.kill_reason is None:
+                child.kill(KillReason.SHUTDOWN, grace=0)
+
+    def kill_all(self) -> list[Message]:
+        """Kill every child now, take what outcomes they wrote, and return the messages of the
+        tasks that are left unsettled (to give back)."""
+        for child in self._by_slot.values():
+            if child.alive:
+                child.kill(KillReason.SHUTDOWN, grace=0)
+        unsettled: list[Message] = []
+        for child in list(self._by_slot.values()):
+            child.process.join(5)
+            self.take_outcomes(child, child.read_outcomes())
+            unsettled.extend(e.message for e in child.inflight)
+            child.inflight.clear()
+            child.alive = False
+        return unsettled

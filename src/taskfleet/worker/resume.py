@@ -21,6 +21,7 @@ from urllib.parse import quote
 import orjson
 
 from taskfleet.errors import TaskfleetError
+from taskfleet.events.schema import EventType
 from taskfleet.queues.base import Queue
 
 
@@ -83,6 +84,9 @@ class Recovery:
         return self.leased - self.acknowledged_from_log
 
 
+_COMPLETED = EventType.TASK_COMPLETED.encode()  # lines without it are not parsed
+
+
 def completed_ids_in_log(event_log_file: str | None, candidates: Iterable[str]) -> set[str]:
     """Which of `candidates` have a final `task_completed` event in the log."""
     wanted = set(candidates)
@@ -91,7 +95,7 @@ def completed_ids_in_log(event_log_file: str | None, candidates: Iterable[str]) 
         return found
     with open(event_log_file, "rb") as f:
         for line in f:
-            if b"task_completed" not in line:
+            if _COMPLETED not in line:
                 continue
             try:
                 event = orjson.loads(line)
@@ -100,7 +104,7 @@ def completed_ids_in_log(event_log_file: str | None, candidates: Iterable[str]) 
             task_id = event.get("task_id")
             if (
                 task_id in wanted
-                and event.get("event_type") == "task_completed"
+                and event.get("event_type") == EventType.TASK_COMPLETED
                 and not event.get("retry")
             ):
                 found.add(task_id)

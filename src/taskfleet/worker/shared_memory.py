@@ -1,9 +1,11 @@
 """Memory shared between the supervisor and its children, so that per-task facts need no message.
 
-`ChildSlot` holds, for one child, the number of the task it runs and when that task started
-(the supervisor's deadline check reads it), and the highest task number it may still start
-(the supervisor lowers it to stop a child from starting prefetched tasks at shutdown). A lock
-makes "may I start task n?" and "which task has started?" one atomic step on both sides.
+`StartGate` is one child's gate for starting tasks: it holds the highest task number the child
+may still start (the supervisor lowers it to stop a child from starting prefetched tasks at
+shutdown), and records the number of the task the child started last and when (the deadline
+check reads it, and after a crash it tells the task that was running from those queued behind
+it). A lock makes "may I start task n?" and "which task has started?" one atomic step on both
+sides.
 
 `SharedFlags` holds the two flags a running task may poll through `WorkerData`: a termination
 notice arrived, and a shutdown was requested.
@@ -17,25 +19,27 @@ import time
 from multiprocessing.context import BaseContext
 from typing import Any
 
-_SLOT = struct.Struct("=qdq")  # started task number, start time (monotonic), allowed number
+_GATE = struct.Struct("=qdq")  # started task number, start time (monotonic), allowed number
 NO_LIMIT = 2**62
 
 
-class ChildSlot:
+class StartGate:
+    """Which task number one child may start, and which one it started last (and when)."""
+
     __slots__ = ("_lock", "_mem")
 
     def __init__(self, ctx: BaseContext) -> None:
-        self._mem = mmap.mmap(-1, _SLOT.size)  # anonymous and MAP_SHARED: shared after fork
+        self._mem = mmap.mmap(-1, _GATE.size)  # anonymous and MAP_SHARED: shared after fork
         self._lock: Any = ctx.Lock()
-        _SLOT.pack_into(self._mem, 0, -1, 0.0, NO_LIMIT)
+        _GATE.pack_into(self._mem, 0, -1, 0.0, NO_LIMIT)
 
     def begin(self, n: int) -> bool:
         """Child side: record that task `n` starts now, unless it may no longer start."""
         with self._lock:
-            _, _, allowed = _SLOT.unpack_from(self._mem, 0)
+            _, _, allowed = _GATE.unpack_from(self._mem, 0)
             if n > allowed:
                 return False
-            _SLOT.pack_into(self._mem, 0, n, time.monotonic(), allowed)
+            _GATE.pack_into(self._mem, 0, n, time.monotonic(), allowed)
             return True
 
     def started(self, child_alive: bool = True) -> tuple[int, float] | None:
@@ -46,12 +50,12 @@ class ChildSlot:
         for a live one it gives up after a moment (None) and looks again on its next round.
         """
         if not child_alive:
-            n, start, _ = _SLOT.unpack_from(self._mem, 0)
+            n, start, _ = _GATE.unpack_from(self._mem, 0)
             return n, start
         if not self._lock.acquire(timeout=0.05):
             return None
         try:
-            n, start, _ = _SLOT.unpack_from(self._mem, 0)
+            n, start, _ = _GATE.unpack_from(self._mem, 0)
         finally:
             self._lock.release()
         return n, start
@@ -62,8 +66,8 @@ class ChildSlot:
         if not self._lock.acquire(timeout=0.5):
             return None
         try:
-            n, start, _ = _SLOT.unpack_from(self._mem, 0)
-            _SLOT.pack_into(self._mem, 0, n, start, n)
+            n, start, _ = _GATE.unpack_from(self._mem, 0)
+            _GATE.pack_into(self._mem, 0, n, start, n)
         finally:
             self._lock.release()
         return n

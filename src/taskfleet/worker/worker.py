@@ -30,12 +30,14 @@ from taskfleet.queues import Queue, event_queue_url, open_queue
 from taskfleet.redact import redact
 from taskfleet.tasks import TaskSource
 from taskfleet.tasks.loading import load_tasks_into
+from taskfleet.worker.attempts import RunCounts
 from taskfleet.worker.logs import configure_logging
 from taskfleet.worker.progress import ProgressView
 from taskfleet.worker.resume import Recovery, StateLock, default_state_path, recover, state_url
 from taskfleet.worker.settings import WorkerSettings, build_parser, resolve_settings
 from taskfleet.worker.shared_memory import SharedFlags
-from taskfleet.worker.supervisor import RunCounts, Supervisor, install_signal_handlers
+from taskfleet.worker.stopping import install_signal_handlers
+from taskfleet.worker.supervisor import Supervisor
 from taskfleet.worker.termination import TerminationWatcher
 
 log = logging.getLogger("taskfleet.worker")
@@ -328,7 +330,7 @@ class Worker:
             termination_check=watcher.notice_received if watcher.active else None,
         )
         self._supervisor = supervisor
-        restore = install_signal_handlers(supervisor)
+        restore = install_signal_handlers(supervisor.stopping)
         log.info(
             "running %s with %d simultaneous tasks (events: %s)",
             f"{stats.remaining:,} tasks" if local else redact(settings.queue or ""),
@@ -345,7 +347,7 @@ class Worker:
             sink.close()
             self._supervisor = None
         end = queue.stats()
-        interrupted = supervisor.stop_reason in ("signal", "spot") or supervisor.abort
+        interrupted = supervisor.interrupted
         summary = RunSummary(
             counts=counts,
             completed_before=completed_before,
@@ -360,7 +362,7 @@ class Worker:
             summary.exit_code = EXIT_INTERRUPTED
         elif (local and end.dead) or counts.dead_lettered:
             summary.exit_code = EXIT_FAILED
-        if counts.received:
+        if counts.received or counts.dead_lettered:
             # the same statistics as `taskfleet monitor`, for this run's events
             print(format_summary(sink.summary()), file=sys.stderr, flush=True)
         print(summary.line(), flush=True)

@@ -1,0 +1,229 @@
+"""One child process as the supervisor sees it: start it, feed it, read it, kill it.
+
+The supervisor talks to each child through two pipes (tasks in, outcomes out, one JSON line
+each, written and read in batches) and a `StartGate` in shared memory. Pipes are non-blocking on
+the supervisor's side, so a child that is slow to read can never stall the supervisor's loop.
+The set of children (starting, replacing, deadlines) is `children.Children`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from multiprocessing.context import BaseContext
+from typing import Any, NamedTuple
+
+import orjson
+
+from taskfleet._compat import StrEnum
+from taskfleet.queues.base import Message
+from taskfleet.worker.child_loop import child_main
+from taskfleet.worker.shared_memory import StartGate
+
+READ_CHUNK = 1 << 20
+PIPE_BUFFER_BYTES = 1 << 20
+
+
+class KillReason(StrEnum):
+    """Why the supervisor killed a child."""
+
+    TIMEOUT = "timeout"  # its task ran past --max-runtime
+    SHUTDOWN = "shutdown"  # the worker is stopping (grace period over, second signal, error)
+
+
+class Inflight(NamedTuple):
+    """A task handed to a child: its dispatch number and its queue message (one per task, so
+    a named tuple, which is made faster than a frozen dataclass)."""
+
+    n: int
+    message: Message
+
+
+def _child_entry(
+    process_task: Callable[..., Any],
+    worker_data: Any,
+    in_fd: int,
+    out_fd: int,
+    gate: StartGate,
+    max_tasks: int | None,
+    memory_limit: int | None,
+    close_fds: list[int],
+    supervisor_pid: int,
+) -> None:
+    for fd in close_fds:  # other children's pipes, inherited through fork
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    child_main(
+        process_task, worker_data, in_fd, out_fd, gate, max_tasks, memory_limit, supervisor_pid
+    )
+
+
+def _enlarge_pipe(fd: int) -> None:
+    """Give a pipe 1 MiB of buffer (Linux): a child writing outcomes must never block while
+    the supervisor writes a batch of events, nor the supervisor wait to hand out a prefetch
+    batch. The default 64 KiB holds only a few hundred outcomes."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if set_size is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, set_size, PIPE_BUFFER_BYTES)
+
+
+class ChildProcess:
+    """One long-lived child and the supervisor's view of it."""
+
+    def __init__(
+        self,
+        ctx: BaseContext,
+        slot: int,
+        process_task: Callable[..., Any],
+        worker_data: Any,
+        *,
+        max_tasks: int | None,
+        memory_limit: int | None,
+        close_fds: list[int],
+    ) -> None:
+        self.slot = slot
+        self.gate = StartGate(ctx)
+        in_r, self.in_w = os.pipe()
+        self.out_r, out_w = os.pipe()
+        _enlarge_pipe(self.in_w)
+        _enlarge_pipe(out_w)
+        worker_data.worker_id = slot  # its public name, as in rms-cloud-tasks
+        self.process = ctx.Process(
+            target=_child_entry,
+            args=(
+                process_task,
+                worker_data,
+                in_r,
+                out_w,
+                self.gate,
+                max_tasks,
+                memory_limit,
+                [*close_fds, self.in_w, self.out_r],
+                os.getpid(),
+            ),
+            name=f"taskfleet-child-{slot}",
+            daemon=False,
+        )
+        self.process.start()
+        os.close(in_r)
+        os.close(out_w)
+        os.set_blocking(self.in_w, False)
+        os.set_blocking(self.out_r, False)
+        self.pid: int = self.process.pid  # type: ignore[assignment]
+        self.inflight: deque[Inflight] = deque()
+        self.max_tasks = max_tasks
+        self.dispatched = 0
+        self.outbox = bytearray()
+        self.partial = b""
+        self.alive = True
+        self.input_closed = False
+        self.kill_reason: KillReason | None = None
+        self.kill_target: int | None = None  # dispatch number that timed out
+        self.sigkill_at: float | None = None
+
+    # -- feeding --------------------------------------------------------------------------
+
+    def quota_left(self) -> int:
+        if self.max_tasks is None:
+            return 1 << 30
+        return self.max_tasks - self.dispatched
+
+    def dispatch(self, n: int, message: Message) -> None:
+        self.inflight.append(Inflight(n, message))
+        self.dispatched += 1
+        self.outbox += orjson.dumps(
+            [n, message.task.id, message.task.data, message.attempt],
+            option=orjson.OPT_APPEND_NEWLINE,
+        )
+
+    def flush_outbox(self) -> bool:
+        """Write what the pipe takes now; True if everything was written."""
+        if self.outbox and not self.input_closed:
+            try:
+                written = os.write(self.in_w, self.outbox)
+                del self.outbox[:written]
+            except BlockingIOError:
+                pass
+            except BrokenPipeError:
+                self.outbox.clear()
+        return not self.outbox
+
+    def close_input(self) -> None:
+        """No more tasks: the child exits after the ones already sent (or at once if idle)."""
+        if not self.input_closed:
+            self.input_closed = True
+            self.outbox.clear()
+            with contextlib.suppress(OSError):
+                os.close(self.in_w)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def read_outcomes(self) -> list[dict[str, Any]]:
+        """Every complete outcome line the child has written so far."""
+        chunks = []
+        while True:
+            try:
+                data = os.read(self.out_r, READ_CHUNK)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EBADF:
+                    break
+                raise
+            if not data:
+                break
+            chunks.append(data)
+            if len(data) < READ_CHUNK:
+                break
+        if not chunks:
+            return []
+        buffer = self.partial + b"".join(chunks)
+        *lines, self.partial = buffer.split(b"\n")
+        return [orjson.loads(line) for line in lines if line]
+
+    # -- ending ---------------------------------------------------------------------------
+
+    def kill(self, reason: KillReason, target: int | None = None, grace: float = 1.0) -> None:
+        """SIGTERM the child's process group now and SIGKILL it after `grace` seconds."""
+        if self.kill_reason is None:
+            self.kill_reason = reason
+            self.kill_target = target
+        self._signal_group(signal.SIGTERM if grace > 0 else signal.SIGKILL)
+        deadline = time.monotonic() + grace
+        if self.sigkill_at is None or deadline < self.sigkill_at:
+            self.sigkill_at = deadline
+
+    def escalate(self, now: float) -> None:
+        """SIGKILL the group once the grace period after SIGTERM is over."""
+        if self.sigkill_at is not None and now >= self.sigkill_at:
+            self._signal_group(signal.SIGKILL)
+            self.sigkill_at = None
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.pid, sig)
+
+    def reap(self) -> int | None:
+        """The exit code once the child has ended (negative: killed by that signal)."""
+        self.process.join(0)
+        return self.process.exitcode
+
+    def close(self) -> None:
+        self.close_input()
+        with contextlib.suppress(OSError):
+            os.close(self.out_r)
+        # the group may still hold grandchildren that ignored SIGTERM
+        if self.sigkill_at is not None:
+            self._signal_group(signal.SIGKILL)
+        self.gate.close()
+        self.process.close()

@@ -1,0 +1,163 @@
+"""How a run stops: why (`StopReason`), signals, termination notices, the grace period, kills.
+
+A stop is decided once and carried out over the following turns of the loop. The first
+SIGINT/SIGTERM, or a spot/preemption notice, stops leasing, gives prefetched tasks back at once
+and lets running tasks finish within the grace period, after which their children are killed
+and their tasks given back; a second signal kills everything at once. A run also stops when its
+work is over (`done`, `idle`, `limit`, decided by the dispatch); then running tasks simply
+finish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from taskfleet._compat import StrEnum
+from taskfleet.events.schema import EventType
+from taskfleet.worker.attempts import Attempts
+from taskfleet.worker.children import Children
+from taskfleet.worker.leases import Leases
+from taskfleet.worker.run_events import RunEvents
+from taskfleet.worker.settings import WorkerSettings
+from taskfleet.worker.shared_memory import SharedFlags
+
+log = logging.getLogger("taskfleet.worker")
+
+
+class StopReason(StrEnum):
+    """Why a run stops: the `reason` of its `worker_stopped` event."""
+
+    SIGNAL = "signal"  # Ctrl-C or SIGTERM
+    SPOT = "spot"  # a spot/preemption notice
+    DONE = "done"  # a local run finished its tasks
+    IDLE = "idle"  # the queue stayed empty for --exit-when-idle
+    LIMIT = "limit"  # --max-num-tasks were received
+
+    @property
+    def interrupts(self) -> bool:
+        """Stopped from outside, before the work was over."""
+        return self in (StopReason.SIGNAL, StopReason.SPOT)
+
+
+class Stopping:
+    """Decides that the run stops, and stops it: gently first, at once if it must."""
+
+    def __init__(
+        self,
+        children: Children,
+        leases: Leases,
+        attempts: Attempts,
+        events: RunEvents,
+        flags: SharedFlags,
+        settings: WorkerSettings,
+        termination_check: Callable[[], bool] | None,
+    ) -> None:
+        self.children = children
+        self.leases = leases
+        self.attempts = attempts
+        self.events = events
+        self.flags = flags
+        self.settings = settings
+        self.termination_check = termination_check
+        self.reason: StopReason | None = None
+        self.signals = 0
+        self.abort = False  # stop at once: a second signal
+        self.begun = False
+        self.kill_deadline: float | None = None
+        self._notice_seen = False
+
+    @property
+    def interrupted(self) -> bool:
+        return self.abort or (self.reason is not None and self.reason.interrupts)
+
+    # -- deciding ---------------------------------------------------------------------------
+
+    def stop(self, reason: StopReason) -> None:
+        """Stop for `reason`, unless a stop was decided already."""
+        if self.reason is None:
+            self.reason = reason
+
+    def request_stop(self) -> None:
+        """First Ctrl-C/SIGTERM: graceful stop; a second one: stop at once."""
+        self.signals += 1
+        if self.signals >= 2:
+            self.abort = True
+        else:
+            self.stop(StopReason.SIGNAL)
+
+    def check_termination_notice(self) -> None:
+        """A spot/preemption notice stops the run as a signal does, and tells every task."""
+        if self._notice_seen or self.termination_check is None:
+            return
+        if self.termination_check():
+            self._notice_seen = True
+            self.flags.set_termination_notice()
+            self.events.emit(EventType.SPOT_TERMINATION)
+            log.warning("termination notice received: no new tasks; finishing running ones")
+            self.stop(StopReason.SPOT)
+
+    # -- carrying it out --------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Stop leasing, give back prefetched tasks at once, let running ones finish."""
+        self.begun = True
+        if self.reason is not None and self.reason.interrupts:
+            self.flags.set_shutdown_requested()
+            delay = self.settings.shutdown_grace_period
+            if (
+                self.reason is StopReason.SPOT
+                and self.settings.simulate_spot_termination_delay is not None
+            ):
+                delay = self.settings.simulate_spot_termination_delay
+            self.kill_deadline = time.monotonic() + delay
+            log.info(
+                "stopping (%s): no new tasks; running tasks have %.0f s to finish",
+                "signal" if self.reason is StopReason.SIGNAL else "termination notice",
+                delay,
+            )
+        unstarted = self.children.stop_starting()
+        if unstarted:
+            self.leases.release(unstarted)
+
+    def enforce_grace(self, now: float) -> None:
+        """Once the grace period is over, kill the children still running tasks."""
+        if self.kill_deadline is not None and now >= self.kill_deadline:
+            self.children.kill_running()
+
+    def kill_everything(self) -> None:
+        """Second signal or fatal error: kill every child now and give back every task."""
+        unsettled = self.children.kill_all()
+        if self.attempts.pending:
+            with contextlib.suppress(Exception):
+                self.attempts.settle()
+        if unsettled:
+            self.leases.release(unsettled)
+
+
+def install_signal_handlers(stopping: Stopping) -> Callable[[], None]:
+    """SIGINT and SIGTERM ask the run to stop; returns a function restoring the old handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: Any) -> None:
+        stopping.request_stop()
+        if stopping.signals == 1:
+            log.warning(
+                "%s: finishing running tasks (up to %.0f s); press Ctrl-C again to stop at once",
+                signal.Signals(signum).name,
+                stopping.settings.shutdown_grace_period,
+            )
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
