@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import random
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import psutil
 from tests.worker.helpers import (
     ADDITION_DIR,
+    BEHAVIOUR_WORKER,
     check_addition_results,
     read_events,
     run_worker,
@@ -19,6 +22,7 @@ from tests.worker.helpers import (
 )
 
 from taskfleet.queues.sqlite import SQLiteQueue
+from taskfleet.tasks.batches import TaskBatch
 
 ADDITION_WORKER = ADDITION_DIR / "worker_addition.py"
 
@@ -114,3 +118,41 @@ def test_chaos_random_child_kills_lose_nothing(tmp_path: Path) -> None:
     assert set(completed) == {t["id"] for t in tasks}
     # duplicates are counted: every failed attempt shows in the summary
     assert f"{len(exited):,} failed attempts ({len(exited):,} retried)" in out
+
+
+def test_a_task_that_cannot_reach_a_child_is_dead_lettered_and_the_run_goes_on(
+    tmp_path: Path,
+) -> None:
+    """A task nested deeper than any encoder takes, put in the queue past the loader's limits
+    (as an older version or another program could): the supervisor must dead-letter it with
+    its reason, finish the others, and exit 2; before, it died on every run."""
+    db = tmp_path / "q.db"
+    deep = "[" * 400 + "]" * 400
+    bodies = [
+        '{"id": "fine-1", "data": {"action": "ok"}}',
+        '{"id": "too-deep", "data": {"x": ' + deep + "}}",
+        '{"id": "fine-2", "data": {"action": "ok"}}',
+    ]
+    ids = ["fine-1", "too-deep", "fine-2"]
+    with SQLiteQueue(db, max_attempts=3) as queue:
+        queue.send_batches([TaskBatch("test", "item", range(3), ids, bodies, True)])
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.run(
+        [
+            sys.executable, str(BEHAVIOUR_WORKER), "--queue", f"sqlite:///{db}",
+            "--exit-when-idle", "0", "--event-log-file", str(events),
+        ],
+        cwd=tmp_path, env=worker_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    by_task = {}
+    for event in read_events(events):
+        if "task_id" in event:
+            by_task.setdefault(event["task_id"], []).append(event["event_type"])
+    assert by_task["fine-1"] == by_task["fine-2"] == ["task_completed"]
+    assert by_task["too-deep"] == ["task_exception", "task_dead_lettered"]
+    with SQLiteQueue(db) as queue:
+        (dead,) = list(queue.dead_letters())
+    assert dead.task.id == "too-deep"
+    assert "cannot be sent to a child process" in (dead.error or "")

@@ -229,6 +229,22 @@ class Attempts:
         action = self.policy.decide(message.attempt, self.policy.retry_on_timeout)
         self._pending.append((EventType.TASK_TIMED_OUT, fields, message, action, error))
 
+    def undeliverable(self, message: Message, error: str) -> None:
+        """The task cannot even be handed to a child (its data cannot be encoded for the pipe:
+        a task put in the queue by something that skipped the loader's limits). It would fail
+        the same way every time, so it is dead-lettered at once, with the reason."""
+        fields = {
+            "task_id": message.task.id,
+            "attempt": message.attempt,
+            "elapsed_time": 0.0,
+            "exception": f"the task cannot be sent to a child process ({error}); "
+            "see the limits on tasks in the README",
+        }
+        log.warning("task %s cannot be sent to a child process: %s", message.task.id, error)
+        self._pending.append(
+            (EventType.TASK_EXCEPTION, fields, message, Action.DEAD_LETTER, fields["exception"])
+        )
+
     # -- what the queue did by itself -------------------------------------------------------
 
     def dead_lettered_by_queue(self, dead_letters: Sequence[DeadLetter]) -> None:
@@ -255,10 +271,13 @@ class Attempts:
             return None
         return max(0.0, SETTLE_INTERVAL - (now - self.last_settled))
 
-    def settle_if_due(self, now: float) -> None:
-        """Settle the pending batch once it is old enough or large enough."""
+    def settle_if_due(self, now: float, *, nothing_running: bool = False) -> None:
+        """Settle the pending batch once it is old enough or large enough, or at once when no
+        task is running (no outcome will come soon to share the batch)."""
         pending = len(self._pending)
-        if pending and (now - self.last_settled >= SETTLE_INTERVAL or pending >= SETTLE_MAX):
+        if pending and (
+            nothing_running or now - self.last_settled >= SETTLE_INTERVAL or pending >= SETTLE_MAX
+        ):
             self.settle()
 
     def settle(self) -> None:

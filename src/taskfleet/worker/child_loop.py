@@ -10,6 +10,7 @@ and which were never started, without a message per task.
 from __future__ import annotations
 
 import contextlib
+import ctypes  # here, not in each child: the supervisor imports it once before forking
 import os
 import signal
 import time
@@ -73,8 +74,6 @@ def _die_with_parent(supervisor_pid: int) -> None:
     """Ask Linux to kill this child when the supervisor dies (even by SIGKILL): an orphan
     would go on working on a task whose outcome nobody can record any more."""
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):

@@ -136,12 +136,15 @@ class ChildProcess:
         return self.max_tasks - self.dispatched
 
     def dispatch(self, n: int, message: Message) -> None:
-        self.inflight.append(Inflight(n, message))
-        self.dispatched += 1
-        self.outbox += orjson.dumps(
+        """Queue the task for the child. Raises `orjson.JSONEncodeError` (and takes nothing)
+        for a task whose data cannot be encoded for the pipe."""
+        line = orjson.dumps(
             [n, message.task.id, message.task.data, message.attempt],
             option=orjson.OPT_APPEND_NEWLINE,
         )
+        self.inflight.append(Inflight(n, message))
+        self.dispatched += 1
+        self.outbox += line
 
     def flush_outbox(self) -> bool:
         """Write what the pipe takes now; True if everything was written."""

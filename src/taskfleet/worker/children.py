@@ -90,8 +90,13 @@ class Children:
         self._by_slot.pop(child.slot, None)
 
     def close(self) -> None:
-        """Discard every child (killing any still alive) and the selector."""
-        for child in list(self._by_slot.values()):
+        """Discard every child (killing any still alive) and the selector. Every child is
+        signalled before any is waited for, so the children end together, not one by one."""
+        children = list(self._by_slot.values())
+        for child in children:
+            if child.alive:
+                child.kill(KillReason.SHUTDOWN, grace=0)
+        for child in children:
             self.discard(child)
         self._selector.close()
 

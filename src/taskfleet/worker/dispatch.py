@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import time
 
+import orjson
+
 from taskfleet.queues.base import Message, Queue
 from taskfleet.worker.attempts import Attempts
 from taskfleet.worker.child_process import ChildProcess
@@ -133,7 +135,11 @@ class Dispatch:
                 message = next(pending, None)
                 if message is None:
                     return
-                child.dispatch(self.next_n, message)
+                try:
+                    child.dispatch(self.next_n, message)
+                except orjson.JSONEncodeError as exc:  # the loader's limits keep these out
+                    self.attempts.undeliverable(message, f"{type(exc).__name__}: {exc}")
+                    continue
                 self.next_n += 1
                 room[child.slot] -= 1
                 if room[child.slot] <= 0:
@@ -141,6 +147,12 @@ class Dispatch:
         leftover = list(pending)
         if leftover:  # nobody has room after all (a child died meanwhile): give them back
             self.leases.release(leftover)
+
+    def look_again_now(self) -> None:
+        """Nothing runs and every outcome is settled: a local run that found its queue empty
+        while tasks ran may be over now, so look at once instead of after the pause."""
+        if self.local_mode:
+            self.next_receive_at = 0.0
 
     def _queue_empty(self, now: float, idle: bool) -> None:
         """Nothing to lease: a local run may be done; a shared worker may have been idle long

@@ -28,8 +28,9 @@ batch are flushed before its queue calls, so no outcome is acked without its rec
 
 Each turn of the loop: stop at once if told to; notice a termination notice; lease and deal
 tasks, or begin the stop; send the children their tasks; wait briefly for outcomes; check the
-children (deadlines, ends); kill what outlived the grace period; settle a batch of attempts;
-renew leases; report progress.
+children (deadlines, ends); kill what outlived the grace period; settle a batch of attempts
+(at once when nothing runs: no outcome will come to share the batch, and a local run may be
+over); renew leases; report progress.
 """
 
 from __future__ import annotations
@@ -150,12 +151,17 @@ class Supervisor:
             self.dispatch.fill(now)
         elif not self.stopping.begun:
             self.stopping.begin()
+        if self._over():
+            return True  # not one more wait for outcomes that cannot come
         self.children.flush_inputs()
         self._wait_for_outcomes(now)
         now = time.monotonic()
         self.children.check(now, replace=self.stopping.reason is None)
         self.stopping.enforce_grace(now)
-        self.attempts.settle_if_due(now)
+        nothing_running = not self.children.inflight_total()
+        self.attempts.settle_if_due(now, nothing_running=nothing_running)
+        if nothing_running:
+            self.dispatch.look_again_now()
         if self.leases.renewal_due(now):
             self.leases.renew(self.children.leased_messages(), now)
         if self.on_progress is not None:
