@@ -342,28 +342,26 @@ def _walk(value: object, depth: int, max_depth: int, budget: list[int]) -> str |
         for key, item in items:
             if not isinstance(key, str):
                 return f"its data has the key {key!r}, which is not a string"
-            problem = _scalar_problem(key)
             budget[0] -= len(key)
-            if problem is None and isinstance(item, (dict, list, tuple)):
-                problem = _walk(item, depth + 1, max_depth, budget)
-            elif problem is None:
-                problem = _scalar_problem(item)
-                if type(item) is str:
-                    budget[0] -= len(item)
+            problem = _scalar_problem(key) or _item_problem(item, depth, max_depth, budget)
             if problem is not None or budget[0] < 0:
                 return problem
         return None
     budget[0] -= len(value) + 2  # type: ignore[arg-type]
     for item in value:  # type: ignore[attr-defined]
-        if isinstance(item, (dict, list, tuple)):
-            problem = _walk(item, depth + 1, max_depth, budget)
-        else:
-            problem = _scalar_problem(item)
-            if type(item) is str:
-                budget[0] -= len(item)
+        problem = _item_problem(item, depth, max_depth, budget)
         if problem is not None or budget[0] < 0:
             return problem
     return None
+
+
+def _item_problem(item: object, depth: int, max_depth: int, budget: list[int]) -> str | None:
+    """The first problem in a value held by a container at nesting `depth`."""
+    if isinstance(item, (dict, list, tuple)):
+        return _walk(item, depth + 1, max_depth, budget)
+    if type(item) is str:
+        budget[0] -= len(item)
+    return _scalar_problem(item)
 
 
 def _scalar_problem(value: object) -> str | None:
