@@ -68,7 +68,7 @@ class WorkerSettings:
     )
     queue: str | None = option(
         None,
-        "Queue URL to drain (sqlite:///q.db, redis://host/0?name=JOB, sqs://NAME?region=R).",
+        "Queue URL to drain (the kinds of queue and their URLs: taskfleet load-queue --help).",
         metavar="URL",
     )
     state: str | None = option(
