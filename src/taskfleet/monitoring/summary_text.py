@@ -54,7 +54,7 @@ def _groups(lines: list[str], title: str, groups: list[FailureGroup], limit: int
         lines.append(f"    ... {len(groups) - limit} more kinds")
 
 
-def format_summary(s: Summary, *, examples: int = 10, failures: int = 10) -> str:
+def format_summary(s: Summary, *, failures: int = 10) -> str:
     lines = ["Summary:"]
     if s.tasks_in_task_file is not None:
         lines.append(
