@@ -18,7 +18,9 @@ from tests.worker.helpers import (
     write_tasks,
 )
 
+from taskfleet.queues import open_queue
 from taskfleet.queues.sqlite import SQLiteQueue
+from taskfleet.tasks import Task
 
 
 def _sleep_tasks(tmp_path: Path, count: int, seconds: float) -> None:
@@ -266,3 +268,40 @@ def test_asyncio_start_stops_gracefully_on_each_stop_signal(
     assert "asyncio run ended: 130 3" in out
     stats = _state(tmp_path)
     assert stats.completed == 3 and stats.visible == 6 and stats.leased == 0
+
+
+def test_sighup_in_queue_mode_gives_every_lease_back_at_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    with open_queue(url) as queue:
+        queue.send(
+            [Task(f"t{i}", {"action": "sleep", "seconds": 60}) for i in range(3)]
+            + [Task(f"s{i}", {"action": "ok"}) for i in range(3)]
+        )
+    proc = _start_on_queue(tmp_path, url, "--shutdown-grace-period", "1")
+    _wait_for_running(tmp_path, proc, 3)
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "completed 0 tasks in this run" in out
+    with open_queue(url) as queue:  # not held until the leases expire: back in the queue now
+        stats = queue.stats()
+        assert stats.leased == 0 and stats.visible == 6 and stats.dead == 0
+        (message, *_) = queue.receive(6, lease_seconds=30)
+        assert message.attempt == 1  # released, not counted as a failed attempt
+
+
+def _start_on_queue(tmp_path: Path, url: str, *args: str):  # type: ignore[no-untyped-def]
+    (tmp_path / "markers").mkdir()
+    return start_worker(
+        tmp_path,
+        "--queue",
+        url,
+        "--num-simultaneous-tasks",
+        "3",
+        "--lease-seconds",
+        "600",
+        "--event-queue",
+        "none",
+        *args,
+        env=worker_env(BEHAVIOUR_MARKERS=str(tmp_path / "markers")),
+    )
