@@ -1,8 +1,10 @@
 """A worker whose every task says what to do: the test suite's scripted misbehaviour.
 
 Task data: {"action": ..., "seconds": ..., "marker": ...}. Actions: ok, retry, retry_once
-(asks to retry on attempt 1 only), raise, exit (sys.exit(3)), os_exit (os._exit(0) with no
-result), segfault (ctypes), sleep, spawn_sleep (a grandchild that sleeps, and the task too),
+(asks to retry on attempt 1 only), raise, exit (sys.exit(3)), keyboard_interrupt (raises it),
+broken_str (raises an exception whose __str__ raises), broken_repr (returns a set holding an
+object whose __repr__ raises), os_exit (os._exit(code), 0 by default, with no result),
+segfault (ctypes), sleep, spawn_sleep (a grandchild that sleeps, and the task too),
 nonjson (returns a set), memory (allocates past the memory cap), flag (sleeps until a
 termination notice or shutdown request is visible, then reports it), kill_supervisor (waits
 until `wait_for` tasks have started, as $BEHAVIOUR_MARKERS shows, then SIGKILLs the worker's
@@ -22,6 +24,16 @@ from pathlib import Path
 from taskfleet import Worker, WorkerData
 
 
+class BrokenStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
+
+
+class BrokenRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
 def process_task(task_id: str, data: dict, worker_data: WorkerData) -> tuple[bool, object]:
     action = data.get("action", "ok")
     marker_dir = os.environ.get("BEHAVIOUR_MARKERS")
@@ -37,8 +49,14 @@ def process_task(task_id: str, data: dict, worker_data: WorkerData) -> tuple[boo
         raise ValueError(f"bad input in {task_id}")
     if action == "exit":
         sys.exit(3)
+    if action == "keyboard_interrupt":
+        raise KeyboardInterrupt
+    if action == "broken_str":
+        raise BrokenStr
+    if action == "broken_repr":
+        return False, {BrokenRepr()}
     if action == "os_exit":
-        os._exit(0)
+        os._exit(int(data.get("code", 0)))
     if action == "segfault":
         ctypes.string_at(0)
     if action == "sleep":

@@ -120,11 +120,18 @@ def test_exception_is_retried_with_retry_on_exception(tmp_path: Path) -> None:
     assert kinds == [("task_exception", 1), ("task_exception", 2), ("task_dead_lettered", 2)]
 
 
-@pytest.mark.parametrize(("action", "exit_code"), [("exit", 3), ("os_exit", 0), ("segfault", -11)])
+@pytest.mark.parametrize(
+    ("data", "exit_code"),
+    [
+        ({"action": "os_exit", "code": 3}, 3),
+        ({"action": "os_exit"}, 0),
+        ({"action": "segfault"}, -11),
+    ],
+)
 def test_exits_and_crashes_are_isolated_and_retried(
-    tmp_path: Path, action: str, exit_code: int
+    tmp_path: Path, data: dict, exit_code: int
 ) -> None:
-    tasks = [{"id": "bad", "data": {"action": action}}] + [
+    tasks = [{"id": "bad", "data": data}] + [
         {"id": f"ok{i}", "data": {"action": "ok"}} for i in range(20)
     ]
     code, events, output = _run(tmp_path, tasks, "--max-attempts", "2")
@@ -139,13 +146,70 @@ def test_exits_and_crashes_are_isolated_and_retried(
 
 def test_no_retry_on_exit_dead_letters_at_once(tmp_path: Path) -> None:
     code, events, _ = _run(
-        tmp_path, [{"id": "e", "data": {"action": "exit"}}], "--no-retry-on-exit"
+        tmp_path, [{"id": "e", "data": {"action": "os_exit", "code": 3}}], "--no-retry-on-exit"
     )
     assert code == 2
     assert [e["event_type"] for e in events_of(events, "e")] == [
         "task_exited",
         "task_dead_lettered",
     ]
+
+
+RAISED = [
+    ("exit", "SystemExit: 3"),
+    ("keyboard_interrupt", "KeyboardInterrupt"),
+    ("broken_str", "BrokenStr: (its message could not be read: RuntimeError in __str__)"),
+]
+
+
+@pytest.mark.parametrize(("action", "exception"), RAISED)
+def test_what_a_task_raises_is_an_exception_not_an_exit(
+    tmp_path: Path, action: str, exception: str
+) -> None:
+    tasks = [{"id": "bad", "data": {"action": action}}] + [
+        {"id": f"ok{i}", "data": {"action": "ok"}} for i in range(5)
+    ]
+    code, events, output = _run(tmp_path, tasks, "--max-attempts", "3")
+    assert code == 2, output
+    # under the exception policy: not retried by default, although exits are
+    failure, dead = events_of(events, "bad")
+    assert failure["event_type"] == "task_exception"
+    assert failure["exception"] == exception
+    assert "Traceback" in failure["stack_trace"]
+    assert dead["event_type"] == "task_dead_lettered" and dead["exception"] == exception
+    assert _dead_letters(tmp_path)["bad"] == exception
+    completed = {e["task_id"] for e in events if e["event_type"] == "task_completed"}
+    assert completed == {f"ok{i}" for i in range(5)}
+
+
+@pytest.mark.parametrize(("action", "exception"), RAISED)
+def test_what_a_task_raises_is_retried_with_retry_on_exception(
+    tmp_path: Path, action: str, exception: str
+) -> None:
+    code, events, _ = _run(
+        tmp_path,
+        [{"id": "bad", "data": {"action": action}}],
+        "--retry-on-exception",
+        "--no-retry-on-exit",
+        "--max-attempts",
+        "2",
+    )
+    assert code == 2
+    kinds = [(e["event_type"], e["attempt"], e["exception"]) for e in events_of(events, "bad")]
+    assert kinds == [
+        ("task_exception", 1, exception),
+        ("task_exception", 2, exception),
+        ("task_dead_lettered", 2, exception),
+    ]
+
+
+def test_a_result_whose_repr_raises_is_a_task_error(tmp_path: Path) -> None:
+    code, events, _ = _run(tmp_path, [{"id": "r", "data": {"action": "broken_repr"}}])
+    assert code == 2
+    failure, _ = events_of(events, "r")
+    assert failure["event_type"] == "task_exception"
+    assert failure["exception"].startswith("TypeError: the result of process_task is not JSON")
+    assert failure["exception"].endswith("<set object, whose repr() raised>")
 
 
 def test_timeout_kills_the_task_and_its_grandchildren(tmp_path: Path) -> None:

@@ -1,14 +1,26 @@
-"""Ctrl-C, SIGTERM and spot termination, delivered to a real supervisor process."""
+"""Ctrl-C, SIGTERM, SIGHUP and spot termination, delivered to a real supervisor process."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-from tests.worker.helpers import read_events, start_worker, write_tasks
+import pytest
+from tests.worker.helpers import (
+    BEHAVIOUR_WORKER,
+    read_events,
+    start_worker,
+    worker_env,
+    write_tasks,
+)
 
+from taskfleet.queues import open_queue
 from taskfleet.queues.sqlite import SQLiteQueue
+from taskfleet.tasks import Task
 
 
 def _sleep_tasks(tmp_path: Path, count: int, seconds: float) -> None:
@@ -31,10 +43,8 @@ def _wait_for_running(tmp_path: Path, proc, markers: int) -> None:  # type: igno
     raise AssertionError("tasks did not start")
 
 
-def _start(tmp_path: Path, *args: str):  # type: ignore[no-untyped-def]
+def _start(tmp_path: Path, *args: str, script: Path = BEHAVIOUR_WORKER):  # type: ignore[no-untyped-def]
     (tmp_path / "markers").mkdir()
-    from tests.worker.helpers import worker_env
-
     return start_worker(
         tmp_path,
         "--task-file",
@@ -42,6 +52,7 @@ def _start(tmp_path: Path, *args: str):  # type: ignore[no-untyped-def]
         "--num-simultaneous-tasks",
         "3",
         *args,
+        script=script,
         env=worker_env(BEHAVIOUR_MARKERS=str(tmp_path / "markers")),
     )
 
@@ -150,3 +161,147 @@ def test_spot_termination_kills_running_tasks_after_the_delay(tmp_path: Path) ->
     assert time.monotonic() - started < 15
     stats = _state(tmp_path)
     assert stats.visible == 3 and stats.completed == 0 and stats.dead == 0
+
+
+def test_sighup_behaves_as_sigterm(tmp_path: Path) -> None:
+    _sleep_tasks(tmp_path, 9, 1.0)
+    proc = _start(tmp_path)
+    _wait_for_running(tmp_path, proc, 3)
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "completed 3 tasks in this run" in out
+    events = read_events(tmp_path / "events.jsonl")
+    (stopped,) = [e for e in events if e["event_type"] == "worker_stopped"]
+    assert stopped["reason"] == "signal"
+    stats = _state(tmp_path)
+    # the running tasks finished; the rest were given back, not left leased
+    assert stats.completed == 3 and stats.visible == 6 and stats.leased == 0
+
+
+def test_sighup_to_the_whole_process_group_leaves_children_to_the_supervisor(
+    tmp_path: Path,
+) -> None:
+    # A terminal that closes sends SIGHUP to every process of its session: children ignore it.
+    _sleep_tasks(tmp_path, 6, 1.0)
+    (tmp_path / "markers").mkdir()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(BEHAVIOUR_WORKER),
+            "--task-file",
+            "tasks.json",
+            "--num-simultaneous-tasks",
+            "3",
+        ],
+        cwd=tmp_path,
+        env=worker_env(BEHAVIOUR_MARKERS=str(tmp_path / "markers")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    _wait_for_running(tmp_path, proc, 3)
+    os.killpg(proc.pid, signal.SIGHUP)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    events = read_events(tmp_path / "events.jsonl")
+    assert not [e for e in events if e["event_type"] == "task_exited"]
+    assert len([e for e in events if e["event_type"] == "task_completed"]) == 3
+    stats = _state(tmp_path)
+    assert stats.completed == 3 and stats.visible == 3 and stats.leased == 0
+
+
+def _name(sig: signal.Signals) -> str:
+    return sig.name
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (signal.SIGHUP, signal.SIGHUP),
+        (signal.SIGHUP, signal.SIGINT),
+        (signal.SIGTERM, signal.SIGHUP),
+        (signal.SIGINT, signal.SIGTERM),
+    ],
+    ids=_name,
+)
+def test_a_second_signal_of_any_kind_stops_at_once(
+    tmp_path: Path, first: signal.Signals, second: signal.Signals
+) -> None:
+    _sleep_tasks(tmp_path, 9, 60)
+    proc = _start(tmp_path)
+    _wait_for_running(tmp_path, proc, 3)
+    proc.send_signal(first)
+    time.sleep(0.3)
+    proc.send_signal(second)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    stats = _state(tmp_path)
+    assert stats.completed == 0 and stats.visible == 9 and stats.leased == 0
+
+
+ASYNC_WORKER = """
+import asyncio, sys
+sys.path.insert(0, {here!r})
+from behaviour_worker import process_task
+from taskfleet import Worker
+
+summary = asyncio.run(Worker(process_task).start())
+print("asyncio run ended:", summary.exit_code, summary.counts.completed)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=_name)
+def test_asyncio_start_stops_gracefully_on_each_stop_signal(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    _sleep_tasks(tmp_path, 9, 1.0)
+    script = tmp_path / "async_worker.py"
+    script.write_text(ASYNC_WORKER.format(here=str(BEHAVIOUR_WORKER.parent)))
+    proc = _start(tmp_path, script=script)
+    _wait_for_running(tmp_path, proc, 3)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "asyncio run ended: 130 3" in out
+    stats = _state(tmp_path)
+    assert stats.completed == 3 and stats.visible == 6 and stats.leased == 0
+
+
+def test_sighup_in_queue_mode_gives_every_lease_back_at_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    with open_queue(url) as queue:
+        queue.send(
+            [Task(f"t{i}", {"action": "sleep", "seconds": 60}) for i in range(3)]
+            + [Task(f"s{i}", {"action": "ok"}) for i in range(3)]
+        )
+    proc = _start_on_queue(tmp_path, url, "--shutdown-grace-period", "1")
+    _wait_for_running(tmp_path, proc, 3)
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "completed 0 tasks in this run" in out
+    with open_queue(url) as queue:  # not held until the leases expire: back in the queue now
+        stats = queue.stats()
+        assert stats.leased == 0 and stats.visible == 6 and stats.dead == 0
+        (message, *_) = queue.receive(6, lease_seconds=30)
+        assert message.attempt == 1  # released, not counted as a failed attempt
+
+
+def _start_on_queue(tmp_path: Path, url: str, *args: str):  # type: ignore[no-untyped-def]
+    (tmp_path / "markers").mkdir()
+    return start_worker(
+        tmp_path,
+        "--queue",
+        url,
+        "--num-simultaneous-tasks",
+        "3",
+        "--lease-seconds",
+        "600",
+        "--event-queue",
+        "none",
+        *args,
+        env=worker_env(BEHAVIOUR_MARKERS=str(tmp_path / "markers")),
+    )

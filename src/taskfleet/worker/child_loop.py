@@ -5,6 +5,11 @@ its output pipe. Before starting a task it asks its `StartGate` (shared memory) 
 still start it, and the gate records, under its lock, which task starts and when: the
 supervisor reads that to enforce deadlines and to know, after a crash, which task was running
 and which were never started, without a message per task.
+
+Whatever a task raises, `SystemExit` (`sys.exit()`) and `KeyboardInterrupt` included, is an
+exception it raised and comes back as an outcome line; only a child that ends (`os._exit`, a
+crash, a signal) is an exit. The child ignores SIGINT and SIGHUP: the supervisor decides when
+tasks stop.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ def _outcome_line(n: int, returned: object, elapsed: float) -> bytes:
     if not (isinstance(returned, tuple) and len(returned) == 2):
         return _exception_line(
             n,
-            f"TypeError: process_task must return a tuple (retry, result), not {returned!r:.200}",
+            "TypeError: process_task must return a tuple (retry, result), "
+            f"not {_safe_repr(returned)}",
             "",
             elapsed,
         )
@@ -50,7 +56,7 @@ def _outcome_line(n: int, returned: object, elapsed: float) -> bytes:
         return _exception_line(
             n,
             f"TypeError: the result of process_task is not JSON-serialisable ({exc}): "
-            f"{result!r:.200}",
+            f"{_safe_repr(result)}",
             "",
             elapsed,
         )
@@ -63,11 +69,27 @@ def _exception_line(n: int, exception: str, stack_trace: str, elapsed: float) ->
     )
 
 
+def _safe_repr(value: object) -> str:
+    """The start of `repr(value)`, or its type's name when its `__repr__` raises: describing
+    what a task returned must never end the child."""
+    try:
+        return f"{value!r:.200}"
+    except BaseException:  # any failure of user code is described, not raised
+        return f"<{type(value).__name__} object, whose repr() raised>"
+
+
 def _describe(exc: BaseException, memory_limit_bytes: int | None) -> str:
-    if isinstance(exc, MemoryError) and memory_limit_bytes and not str(exc):
+    """`"TypeName: message"`, or the bare type name when the message is empty. An exception
+    whose `__str__` raises is named with a note, never re-raised."""
+    name = type(exc).__name__
+    try:
+        message = str(exc)
+    except BaseException as broken:  # user code: described, never raised
+        return f"{name}: (its message could not be read: {type(broken).__name__} in __str__)"
+    if isinstance(exc, MemoryError) and memory_limit_bytes and not message:
         limit = memory_limit_bytes / 1024**3
         return f"MemoryError: the task reached --max-memory-per-task ({limit:g} GB)"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return f"{name}: {message}" if message else name
 
 
 def _die_with_parent(supervisor_pid: int) -> None:
@@ -96,7 +118,8 @@ def child_main(
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)  # own process group: a timeout kill reaches the task's grandchildren
     _die_with_parent(supervisor_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when tasks stop
+    for sig in (signal.SIGINT, signal.SIGHUP):  # the supervisor decides when tasks stop
+        signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if memory_limit_bytes:
         import resource
@@ -113,7 +136,11 @@ def child_main(
             try:
                 returned = process_task(task_id, data, worker_data)
                 out = _outcome_line(n, returned, time.perf_counter() - start)
-            except Exception as exc:  # includes MemoryError under the memory cap
+            except BaseException as exc:
+                # Whatever the task raised is an exception it raised (SystemExit from
+                # sys.exit() and KeyboardInterrupt too: the child ignores SIGINT, so the task
+                # raised it itself), and MemoryError under the memory cap. Only a process that
+                # ends (os._exit, a crash, a signal) is an exit.
                 elapsed = time.perf_counter() - start
                 try:
                     stack = traceback.format_exc()

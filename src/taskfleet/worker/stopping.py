@@ -1,11 +1,17 @@
 """How a run stops: why (`StopReason`), signals, termination notices, the grace period, kills.
 
 A stop is decided once and carried out over the following turns of the loop. The first
-SIGINT/SIGTERM, or a spot/preemption notice, stops leasing, gives prefetched tasks back at once
-and lets running tasks finish within the grace period, after which their children are killed
-and their tasks given back; a second signal kills everything at once. A run also stops when its
-work is over (`done`, `idle`, `limit`, decided by the dispatch); then running tasks simply
-finish.
+SIGINT/SIGTERM/SIGHUP, or a spot/preemption notice, stops leasing, gives prefetched tasks back
+at once and lets running tasks finish within the grace period, after which their children are
+killed and their tasks given back; a second signal kills everything at once. A run also stops
+when its work is over (`done`, `idle`, `limit`, decided by the dispatch); then running tasks
+simply finish.
+
+SIGHUP (the terminal or SSH session went away) is a SIGTERM: a worker must not die at once
+holding leases it could give back. `STOP_SIGNALS` are the signals that ask a run to stop.
+Before the loop runs (opening the state, loading a task file) there is nothing to finish, so
+any of them interrupts at once, as Ctrl-C does: what was being written is rolled back, and
+`Worker.run` ends with one line and exit code 130.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from taskfleet._compat import StrEnum
@@ -29,11 +35,14 @@ from taskfleet.worker.shared_memory import SharedFlags
 
 log = logging.getLogger("taskfleet.worker")
 
+# The signals that ask a run to stop: gracefully the first time, at once the second.
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 
 class StopReason(StrEnum):
     """Why a run stops: the `reason` of its `worker_stopped` event."""
 
-    SIGNAL = "signal"  # Ctrl-C or SIGTERM
+    SIGNAL = "signal"  # Ctrl-C, SIGTERM or SIGHUP
     SPOT = "spot"  # a spot/preemption notice
     DONE = "done"  # a local run finished its tasks
     IDLE = "idle"  # the queue stayed empty for --exit-when-idle
@@ -84,7 +93,7 @@ class Stopping:
             self.reason = reason
 
     def request_stop(self) -> None:
-        """First Ctrl-C/SIGTERM: graceful stop; a second one: stop at once."""
+        """First Ctrl-C/SIGTERM/SIGHUP: graceful stop; a second one (any): stop at once."""
         self.signals += 1
         if self.signals >= 2:
             self.abort = True
@@ -141,7 +150,7 @@ class Stopping:
 
 
 def install_signal_handlers(stopping: Stopping) -> Callable[[], None]:
-    """SIGINT and SIGTERM ask the run to stop; returns a function restoring the old handlers."""
+    """`STOP_SIGNALS` ask the run to stop; returns a function restoring the old handlers."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
@@ -154,10 +163,29 @@ def install_signal_handlers(stopping: Stopping) -> Callable[[], None]:
                 stopping.settings.shutdown_grace_period,
             )
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
 
     def restore() -> None:
         for sig, old in previous.items():
             signal.signal(sig, old)
 
     return restore
+
+
+@contextlib.contextmanager
+def interrupt_on_stop_signals() -> Iterator[None]:
+    """While nothing runs yet, any of `STOP_SIGNALS` raises `KeyboardInterrupt` (its argument
+    is the signal's name), which unwinds what was being written; old handlers come back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

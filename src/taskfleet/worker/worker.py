@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import shlex
-import signal
 import sys
 import threading
 import time
@@ -36,7 +35,11 @@ from taskfleet.worker.progress import ProgressView
 from taskfleet.worker.resume import Recovery, StateLock, default_state_path, recover, state_url
 from taskfleet.worker.settings import WorkerSettings, build_parser, resolve_settings
 from taskfleet.worker.shared_memory import SharedFlags
-from taskfleet.worker.stopping import install_signal_handlers
+from taskfleet.worker.stopping import (
+    STOP_SIGNALS,
+    install_signal_handlers,
+    interrupt_on_stop_signals,
+)
 from taskfleet.worker.supervisor import Supervisor
 from taskfleet.worker.termination import TerminationWatcher
 
@@ -179,7 +182,9 @@ class Worker:
         """Run until every task is done (task file) or the queue stays idle, or a signal.
 
         With `exit=True` (for scripts) the process exits with the run's exit code: 0 all done,
-        1 bad options or input, 2 some tasks were dead-lettered, 130 interrupted.
+        1 bad options or input, 2 some tasks were dead-lettered, 130 interrupted. A signal
+        before any task started (while the task file loads, say) ends a script with one line
+        and 130; with `exit=False` it is raised as `KeyboardInterrupt`.
         """
         try:
             summary = self._run()
@@ -188,6 +193,16 @@ class Worker:
                 raise
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(EXIT_USAGE) from None
+        except KeyboardInterrupt as exc:
+            if not exit:
+                raise
+            what = str(exc) or "SIGINT"
+            print(
+                f"interrupted ({what}) before any task started; nothing of an unfinished load "
+                "was kept: run the same command again to resume",
+                file=sys.stderr,
+            )
+            raise SystemExit(EXIT_INTERRUPTED) from None
         if exit:
             raise SystemExit(summary.exit_code)
         return summary
@@ -199,7 +214,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         installed = []
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in STOP_SIGNALS:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, self.request_stop)
                     installed.append(sig)
@@ -233,26 +248,28 @@ class Worker:
         lock: StateLock | None = None
         recovery = Recovery()
         queue: Queue
-        if local and not settings.queue:
-            state_path = settings.state or str(default_state_path(settings.event_log_file))
-            lock = StateLock(Path(state_path))
-            lock.acquire()
-            try:
-                embedded = open_queue(state_url(state_path), max_attempts=settings.max_attempts)
-                recovery = recover(embedded, settings.event_log_file)
-            except BaseException:
-                lock.release()
-                raise
-            queue = embedded
-        else:
-            queue = open_queue(settings.queue, max_attempts=settings.max_attempts)  # type: ignore[arg-type]
+        with interrupt_on_stop_signals():  # nothing runs yet: a signal interrupts at once
+            if local and not settings.queue:
+                state_path = settings.state or str(default_state_path(settings.event_log_file))
+                lock = StateLock(Path(state_path))
+                lock.acquire()
+                try:
+                    embedded = open_queue(state_url(state_path), max_attempts=settings.max_attempts)
+                    recovery = recover(embedded, settings.event_log_file)
+                except BaseException:
+                    lock.release()
+                    raise
+                queue = embedded
+            else:
+                queue = open_queue(settings.queue, max_attempts=settings.max_attempts)  # type: ignore[arg-type]
         try:
             if local:
                 assert source is not None
-                before = queue.stats()
-                loaded = load_tasks_into(
-                    queue, source, skip=settings.tasks_to_skip, limit=settings.max_num_tasks
-                )
+                with interrupt_on_stop_signals():  # the load is one transaction: rolled back
+                    before = queue.stats()
+                    loaded = load_tasks_into(
+                        queue, source, skip=settings.tasks_to_skip, limit=settings.max_num_tasks
+                    )
                 log.info(
                     "tasks: %s new, %s already known (%s done before this run)",
                     f"{loaded.inserted:,}",
