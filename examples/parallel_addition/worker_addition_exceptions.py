@@ -3,7 +3,7 @@
 Environment (probabilities between 0 and 1, per task attempt):
     ADDITION_EXCEPTION_PROBABILITY   raise an exception
     ADDITION_TIMEOUT_PROBABILITY     sleep forever (killed at --max-runtime)
-    ADDITION_EXIT_PROBABILITY        end the process (os._exit(2); a sys.exit() is an exception)
+    ADDITION_EXIT_PROBABILITY        sys.exit(2)
 plus ADDITION_OUTPUT_DIR and ADDITION_TASK_DELAY as in worker_addition.py.
 
     python worker_addition_exceptions.py --task-file addition_tasks.json --max-runtime 5 \
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import time
 
 from worker_addition import process_task as add_numbers
@@ -32,7 +33,7 @@ def process_task(task_id: str, task_data: dict, worker_data: WorkerData) -> tupl
         while True:
             time.sleep(60)
     if random.random() < _probability("ADDITION_EXIT_PROBABILITY"):
-        os._exit(2)
+        sys.exit(2)
     return add_numbers(task_id, task_data, worker_data)
 
 

@@ -123,6 +123,7 @@ def test_exception_is_retried_with_retry_on_exception(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("data", "exit_code"),
     [
+        ({"action": "exit"}, 3),
         ({"action": "os_exit", "code": 3}, 3),
         ({"action": "os_exit"}, 0),
         ({"action": "segfault"}, -11),
@@ -155,15 +156,31 @@ def test_no_retry_on_exit_dead_letters_at_once(tmp_path: Path) -> None:
     ]
 
 
+def test_sys_exit_in_a_task_is_an_exit_that_records_what_was_raised(tmp_path: Path) -> None:
+    """rms-cloud-tasks ran a process per task, so sys.exit() there was the task's process
+    exiting: ported workers rely on that (its exceptions example does). It stays an exit under
+    the exit policy, and the event now says what was raised."""
+    code, events, output = _run(
+        tmp_path, [{"id": "x", "data": {"action": "exit"}}], "--max-attempts", "2"
+    )
+    assert code == 2, output
+    exits = [e for e in events_of(events, "x") if e["event_type"] == "task_exited"]
+    assert [(e["attempt"], e["exit_code"], e["exception"]) for e in exits] == [
+        (1, 3, "SystemExit: 3"),
+        (2, 3, "SystemExit: 3"),
+    ]
+    assert "sys.exit" in exits[0]["stack_trace"]
+    assert "SystemExit: 3" in _dead_letters(tmp_path)["x"]
+
+
 RAISED = [
-    ("exit", "SystemExit: 3"),
     ("keyboard_interrupt", "KeyboardInterrupt"),
     ("broken_str", "BrokenStr: (its message could not be read: RuntimeError in __str__)"),
 ]
 
 
 @pytest.mark.parametrize(("action", "exception"), RAISED)
-def test_what_a_task_raises_is_an_exception_not_an_exit(
+def test_what_else_a_task_raises_is_an_exception_not_an_exit(
     tmp_path: Path, action: str, exception: str
 ) -> None:
     tasks = [{"id": "bad", "data": {"action": action}}] + [

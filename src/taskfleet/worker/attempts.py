@@ -196,9 +196,18 @@ class Attempts:
         self._pending.append((EventType.TASK_EXCEPTION, fields, message, action, raw["exception"]))
 
     def exited(
-        self, message: Message, slot: int, pid: int, exit_code: int | None, elapsed: float
+        self,
+        message: Message,
+        slot: int,
+        pid: int,
+        exit_code: int | None,
+        elapsed: float,
+        *,
+        exception: str | None = None,
+        stack_trace: str | None = None,
     ) -> None:
-        """The child process ended while it ran the task."""
+        """The child process ended while it ran the task, or the task called `sys.exit()`
+        (`exception` then says so: the `SystemExit` it raised)."""
         fields = {
             "task_id": message.task.id,
             "attempt": message.attempt,
@@ -206,8 +215,12 @@ class Attempts:
             "pid": pid,
             "elapsed_time": elapsed,
             "exit_code": exit_code,
+            "exception": exception,
+            "stack_trace": stack_trace,
         }
-        if exit_code is not None and exit_code < 0:
+        if exception is not None:
+            error = f"the task called sys.exit() ({exception}, exit code {exit_code})"
+        elif exit_code is not None and exit_code < 0:
             error = f"the task's process was killed by signal {-exit_code}"
         else:
             error = f"the task's process exited with code {exit_code} before returning"

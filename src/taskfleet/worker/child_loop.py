@@ -6,10 +6,12 @@ still start it, and the gate records, under its lock, which task starts and when
 supervisor reads that to enforce deadlines and to know, after a crash, which task was running
 and which were never started, without a message per task.
 
-Whatever a task raises, `SystemExit` (`sys.exit()`) and `KeyboardInterrupt` included, is an
-exception it raised and comes back as an outcome line; only a child that ends (`os._exit`, a
-crash, a signal) is an exit. The child ignores SIGINT and SIGHUP: the supervisor decides when
-tasks stop.
+A task that calls `sys.exit(code)` asked to end its process, as it would under rms-cloud-tasks
+(a process per task): it is reported as an exit with that code, with the `SystemExit` recorded,
+and the child carries on (it need not die for the exit to count). Whatever else a task raises,
+`KeyboardInterrupt` included, is an exception it raised. A child that really ends (`os._exit`,
+a crash, a signal) is found by the supervisor. The child ignores SIGINT and SIGHUP: the
+supervisor decides when tasks stop.
 """
 
 from __future__ import annotations
@@ -67,6 +69,26 @@ def _exception_line(n: int, exception: str, stack_trace: str, elapsed: float) ->
         {"n": n, "exception": exception, "stack_trace": stack_trace, "elapsed": elapsed},
         option=orjson.OPT_APPEND_NEWLINE,
     )
+
+
+def _exit_line(n: int, code: int, exception: str, stack_trace: str, elapsed: float) -> bytes:
+    return orjson.dumps(
+        {
+            "n": n,
+            "exit_code": code,
+            "exception": exception,
+            "stack_trace": stack_trace,
+            "elapsed": elapsed,
+        },
+        option=orjson.OPT_APPEND_NEWLINE,
+    )
+
+
+def _exit_code(exc: SystemExit) -> int:
+    """The status Python would exit with: the code, 0 for none, 1 for a message."""
+    if exc.code is None:
+        return 0
+    return exc.code if isinstance(exc.code, int) else 1
 
 
 def _safe_repr(value: object) -> str:
@@ -137,16 +159,19 @@ def child_main(
                 returned = process_task(task_id, data, worker_data)
                 out = _outcome_line(n, returned, time.perf_counter() - start)
             except BaseException as exc:
-                # Whatever the task raised is an exception it raised (SystemExit from
-                # sys.exit() and KeyboardInterrupt too: the child ignores SIGINT, so the task
-                # raised it itself), and MemoryError under the memory cap. Only a process that
-                # ends (os._exit, a crash, a signal) is an exit.
+                # An exit the task asked for (sys.exit), or an exception it raised: anything,
+                # KeyboardInterrupt included (the child ignores SIGINT, so the task raised it),
+                # and MemoryError under the memory cap.
                 elapsed = time.perf_counter() - start
                 try:
                     stack = traceback.format_exc()
                 except MemoryError:
                     stack = ""
-                out = _exception_line(n, _describe(exc, memory_limit_bytes), stack, elapsed)
+                described = _describe(exc, memory_limit_bytes)
+                if isinstance(exc, SystemExit):
+                    out = _exit_line(n, _exit_code(exc), described, stack, elapsed)
+                else:
+                    out = _exception_line(n, described, stack, elapsed)
             _write_all(out_fd, out)
             done += 1
             if max_tasks is not None and done >= max_tasks:

@@ -147,7 +147,17 @@ class Children:
             self.average_task_seconds = (
                 elapsed if average is None else 0.9 * average + 0.1 * elapsed
             )
-            if "exception" in raw:
+            if "exit_code" in raw:  # the task called sys.exit()
+                attempts.exited(
+                    entry.message,
+                    child.slot,
+                    child.pid,
+                    raw["exit_code"],
+                    elapsed,
+                    exception=raw["exception"],
+                    stack_trace=raw.get("stack_trace") or None,
+                )
+            elif "exception" in raw:
                 attempts.raised(entry.message, child.slot, child.pid, raw)
             else:
                 attempts.returned(entry.message, child.slot, child.pid, raw)
