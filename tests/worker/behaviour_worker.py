@@ -1,6 +1,8 @@
 """A worker whose every task says what to do: the test suite's scripted misbehaviour.
 
-Task data: {"action": ..., "seconds": ..., "marker": ...}. Actions: ok, retry, retry_once
+Task data: {"action": ..., "seconds": ..., "marker": ...}. Actions: ok, timer_thread
+(leaves a non-daemon thread), fork (os.fork without exec), session_sleep (a grandchild in a
+new session, pid in `pidfile`; then sleeps `seconds`), retry, retry_once
 (asks to retry on attempt 1 only), raise, exit (sys.exit(3)), keyboard_interrupt (raises it),
 broken_str (raises an exception whose __str__ raises), broken_repr (returns a set holding an
 object whose __repr__ raises), os_exit (os._exit(code), 0 by default, with no result),
@@ -18,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -41,6 +44,19 @@ def process_task(task_id: str, data: dict, worker_data: WorkerData) -> tuple[boo
         Path(marker_dir, f"{task_id}.{worker_data.attempt}.{os.getpid()}").touch()
     if action == "ok":
         return False, {"task": task_id, "pid": os.getpid()}
+    if action == "timer_thread":  # leaves a non-daemon thread running
+        threading.Timer(600, lambda: None).start()
+        return False, "left a timer"
+    if action == "fork":  # a copy of the process that returns here too, without exec
+        os.fork()
+        return False, {"task": task_id}
+    if action == "session_sleep":  # a grandchild in a session of its own (out of the group)
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True
+        )
+        Path(data["pidfile"]).write_text(str(child.pid))
+        time.sleep(float(data.get("seconds", 0)))
+        return False, "left a grandchild"
     if action == "retry":
         return True, "please retry"
     if action == "retry_once":

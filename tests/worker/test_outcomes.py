@@ -303,3 +303,63 @@ def test_process_per_task_uses_a_fresh_process_each_time(tmp_path: Path) -> None
     pids = [e["result"]["pid"] for e in events if e["event_type"] == "task_completed"]
     assert len(set(pids)) == 8
     assert os.getpid() not in pids
+
+
+def _gone(pid: int, within: float = 5.0) -> bool:
+    """Whether process `pid` ended (or is only a zombie) within `within` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("recycle", [("--process-per-task",), ("--max-tasks-per-child", "1")])
+def test_a_thread_left_running_does_not_keep_a_finished_child_alive(
+    tmp_path: Path, recycle: tuple[str, ...]
+) -> None:
+    tasks = [{"id": f"t{i}", "data": {"action": "timer_thread"}} for i in range(6)]
+    started = time.monotonic()
+    code, events, output = _run(tmp_path, tasks, *recycle)
+    assert code == 0, output
+    assert time.monotonic() - started < 30
+    assert sorted(e["task_id"] for e in events if e["event_type"] == "task_completed") == [
+        f"t{i}" for i in range(6)
+    ]
+
+
+def test_a_task_that_forks_without_exec_is_reported_once(tmp_path: Path) -> None:
+    tasks = [{"id": f"f{i}", "data": {"action": "fork"}} for i in range(20)]
+    started = time.monotonic()
+    code, events, output = _run(tmp_path, tasks)
+    assert code == 0, output
+    assert time.monotonic() - started < 30
+    completed = [e["task_id"] for e in events if e["event_type"] == "task_completed"]
+    assert sorted(completed) == sorted(f"f{i}" for i in range(20))  # each once, none lost
+    assert {e["pid"] for e in events if e["event_type"] == "task_completed"} <= {
+        e["pid"] for e in events if "pid" in e
+    }
+
+
+def test_a_grandchild_in_its_own_session_ends_at_the_timeout(tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild.pid"
+    tasks = [
+        {"id": "slow", "data": {"action": "session_sleep", "pidfile": str(pidfile), "seconds": 60}}
+    ]
+    code, events, output = _run(tmp_path, tasks, "--max-runtime", "1")
+    assert code == 2, output
+    assert events_of(events, "slow")[0]["event_type"] == "task_timed_out"
+    assert _gone(int(pidfile.read_text())), "a grandchild in a new session survived the timeout"
+
+
+def test_what_a_finished_task_left_running_ends_with_the_run(tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild.pid"
+    tasks = [{"id": "leaves", "data": {"action": "session_sleep", "pidfile": str(pidfile)}}]
+    code, events, output = _run(tmp_path, tasks)
+    assert code == 0, output
+    assert events_of(events, "leaves")[0]["event_type"] == "task_completed"
+    assert _gone(int(pidfile.read_text())), "a daemon a task started outlived the run"

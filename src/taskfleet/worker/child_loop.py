@@ -148,6 +148,7 @@ def child_main(
 
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
     done = 0
+    own_pid = os.getpid()
     with os.fdopen(in_fd, "rb", buffering=1 << 16) as reader:
         for line in reader:
             n, task_id, data, attempt = orjson.loads(line)
@@ -172,6 +173,10 @@ def child_main(
                     out = _exit_line(n, _exit_code(exc), described, stack, elapsed)
                 else:
                     out = _exception_line(n, described, stack, elapsed)
+            if os.getpid() != own_pid:
+                # A copy the task made with os.fork() and did not exec: it returned here as
+                # if it were the child. It must not report, nor read the child's tasks.
+                os._exit(0)
             _write_all(out_fd, out)
             done += 1
             if max_tasks is not None and done >= max_tasks:

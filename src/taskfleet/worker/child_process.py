@@ -13,6 +13,7 @@ import errno
 import fcntl
 import os
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,6 +24,7 @@ import orjson
 
 from taskfleet._compat import StrEnum
 from taskfleet.queues.base import Message
+from taskfleet.worker import process_tree
 from taskfleet.worker.child_loop import child_main
 from taskfleet.worker.shared_memory import StartGate
 
@@ -59,9 +61,19 @@ def _child_entry(
     for fd in close_fds:  # other children's pipes, inherited through fork
         with contextlib.suppress(OSError):
             os.close(fd)
-    child_main(
-        process_task, worker_data, in_fd, out_fd, gate, max_tasks, memory_limit, supervisor_pid
-    )
+    status = 1
+    try:
+        child_main(
+            process_task, worker_data, in_fd, out_fd, gate, max_tasks, memory_limit, supervisor_pid
+        )
+        status = 0
+    finally:
+        # Exit now, not through multiprocessing's shutdown, which waits for every thread a
+        # task left running (a `threading.Timer`, say): a child whose work is done must end.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(status)
 
 
 def _enlarge_pipe(fd: int) -> None:
@@ -127,6 +139,8 @@ class ChildProcess:
         self.kill_reason: KillReason | None = None
         self.kill_target: int | None = None  # dispatch number that timed out
         self.sigkill_at: float | None = None
+        # Processes below the child when it was killed at a deadline (signalled with it).
+        self._tree: set[int] = set()
 
     # -- feeding --------------------------------------------------------------------------
 
@@ -193,11 +207,24 @@ class ChildProcess:
 
     # -- ending ---------------------------------------------------------------------------
 
-    def kill(self, reason: KillReason, target: int | None = None, grace: float = 1.0) -> None:
-        """SIGTERM the child's process group now and SIGKILL it after `grace` seconds."""
+    def kill(
+        self,
+        reason: KillReason,
+        target: int | None = None,
+        grace: float = 1.0,
+        *,
+        whole_tree: bool = False,
+    ) -> None:
+        """SIGTERM the child's process group now and SIGKILL it after `grace` seconds.
+
+        `whole_tree` also reaches every process below the child, those in sessions of their
+        own too (see `process_tree`): for a task killed at its deadline. At the end of a run
+        the supervisor ends such processes all at once instead."""
         if self.kill_reason is None:
             self.kill_reason = reason
             self.kill_target = target
+        if whole_tree:
+            self._tree.update(process_tree.descendants(self.pid))
         self._signal_group(signal.SIGTERM if grace > 0 else signal.SIGKILL)
         deadline = time.monotonic() + grace
         if self.sigkill_at is None or deadline < self.sigkill_at:
@@ -206,6 +233,8 @@ class ChildProcess:
     def escalate(self, now: float) -> None:
         """SIGKILL the group once the grace period after SIGTERM is over."""
         if self.sigkill_at is not None and now >= self.sigkill_at:
+            if self._tree:
+                self._tree.update(process_tree.descendants(self.pid))
             self._signal_group(signal.SIGKILL)
             self.sigkill_at = None
 
@@ -215,6 +244,7 @@ class ChildProcess:
         except (ProcessLookupError, PermissionError):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(self.pid, sig)
+        process_tree.signal_all(self._tree, sig)
 
     def reap(self) -> int | None:
         """The exit code once the child has ended (negative: killed by that signal)."""

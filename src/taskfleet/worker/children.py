@@ -2,7 +2,8 @@
 
 Children are numbered by slot (0, 1, ...; a replacement gets the next number), which is the
 `worker_id` of their events. This module reads their outcomes and hands them to the attempt
-owner, kills a child whose task runs past `--max-runtime`, and, when a child has ended, tells
+owner, kills a child whose task runs past `--max-runtime` (with everything below it, see
+`process_tree`), and, when a child has ended, tells
 the task it was running (its attempt ended: `task_exited` or `task_timed_out`) from the tasks
 queued behind it (never started: given back without counting an attempt), then replaces it.
 """
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from taskfleet.queues.base import Message
+from taskfleet.worker import process_tree
 from taskfleet.worker.attempts import Attempts
 from taskfleet.worker.child_process import ChildProcess, KillReason
 from taskfleet.worker.leases import Leases
@@ -55,6 +57,9 @@ class Children:
         self._by_slot: dict[int, ChildProcess] = {}
         self._next_slot = 0
         self._last_deadline_check = 0.0
+        # Processes this one had before the run (the caller's own): never taken for orphans.
+        self._foreign = process_tree.direct_children()
+        self._subreaper = process_tree.set_subreaper(True)
 
     def __iter__(self) -> Iterator[ChildProcess]:
         return iter(self._by_slot.values())
@@ -98,6 +103,14 @@ class Children:
                 child.kill(KillReason.SHUTDOWN, grace=0)
         for child in children:
             self.discard(child)
+        if self._subreaper:
+            # what tasks started and left behind (daemons in sessions of their own, orphans
+            # of killed children) was re-parented here: it ends with the run
+            ended = process_tree.end_orphans(keep=self._foreign)
+            if ended:
+                log.info("ended %d process(es) that tasks had left running", ended)
+            process_tree.set_subreaper(False)
+            self._subreaper = False
         self._selector.close()
 
     # -- what they hold ---------------------------------------------------------------------
@@ -192,7 +205,7 @@ class Children:
                 self.max_runtime,
                 child.slot,
             )
-            child.kill(KillReason.TIMEOUT, head.n, grace=TIMEOUT_KILL_GRACE)
+            child.kill(KillReason.TIMEOUT, head.n, grace=TIMEOUT_KILL_GRACE, whole_tree=True)
 
     def _ended(self, child: ChildProcess, *, replace: bool) -> None:
         """A child is gone: read its last outcomes, settle its tasks, replace it."""
