@@ -121,3 +121,10 @@ def test_the_standard_library_reads_the_same_user_information() -> None:
     parts = urlsplit(url)
     assert (parts.username, parts.password, parts.hostname) == ("bob", "Zq7@Xv8:Kp9", "h.example")
     assert redact(url) == "redis://bob:***@h.example:6379/0"
+
+
+@pytest.mark.parametrize("user", ["", "bob"])
+def test_a_url_given_alone_may_hold_a_raw_space_in_its_password(user: str) -> None:
+    # urlsplit (so redis-py) takes 'Zq7 Xv8 Kp9' as the password; so does redact
+    url = f"redis://{user}:{password_with(' ')}@h.example:6379/0?name=job"
+    assert redact(url) == f"redis://{user}:***@h.example:6379/0?name=job"

@@ -19,9 +19,13 @@ import re
 
 HIDDEN = "***"
 
-# A URL starts at its scheme and runs to the next white space (quotes and punctuation around
-# it are kept as they are: only the user information is rewritten).
-_URL = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<rest>\S*)")
+# In free text a URL starts at its scheme and runs to the next white space (quotes and
+# punctuation around it are kept as they are: only the user information is rewritten). A text
+# that starts with a scheme is taken whole as one URL, because most callers pass a URL alone,
+# and urlsplit (so redis-py) accepts a raw space in a password.
+_SCHEME = r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)"
+_URL = re.compile(_SCHEME + r"(?P<rest>\S*)")
+_WHOLE_URL = re.compile(_SCHEME + r"(?P<rest>.*)", re.DOTALL)
 # A query parameter whose name holds one of these words carries a secret: this covers AWS
 # (X-Amz-Signature, X-Amz-Security-Token), GCS (X-Goog-Signature, X-Goog-Credential), Azure
 # (sig) and the usual api_key, access_token, client_secret, password. Hiding a harmless
@@ -49,5 +53,6 @@ def _redact_url(match: re.Match[str]) -> str:
 
 def redact(text: str) -> str:
     """Replace passwords in URLs and secret query parameters in `text` with '***'."""
-    text = _URL.sub(_redact_url, text)
+    whole = _WHOLE_URL.fullmatch(text)
+    text = _redact_url(whole) if whole else _URL.sub(_redact_url, text)
     return _SECRET_PARAMS.sub(lambda m: m.group("key") + HIDDEN, text)
