@@ -36,7 +36,7 @@ _SECRET_PARAMS = re.compile(
 )
 
 
-def hide_user_info(user_info: str) -> str:
+def _hide_user_info(user_info: str) -> str:
     """`user:***` for `user:password`, `***` for a user information without a user name (a
     lone token, or `:password`)."""
     user, colon, _password = user_info.partition(":")
@@ -48,7 +48,7 @@ def _redact_url(match: re.Match[str]) -> str:
     at = rest.rfind("@")  # the end of the user information, as explained above
     if at <= 0:  # no user information, or an empty one ('redis://@host')
         return match.group(0)
-    return f"{match.group('scheme')}{hide_user_info(rest[:at])}{rest[at:]}"
+    return f"{match.group('scheme')}{_hide_user_info(rest[:at])}{rest[at:]}"
 
 
 def redact(text: str) -> str:
