@@ -38,8 +38,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    """A throwaway redis-server on 127.0.0.1 without persistence; yields `redis://host:port`."""
+def redis_server(*options: str) -> Iterator[str]:
+    """A throwaway redis-server on 127.0.0.1 without persistence; yields `redis://host:port`.
+
+    `options` are more redis-server arguments (`"--requirepass", PASSWORD`)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise ServerUnavailable("redis-server is not installed (apt-get install redis-server)")
@@ -54,6 +56,7 @@ def redis_server() -> Iterator[str]:
                 "--appendonly", "no",
                 "--dir", workdir,
                 "--loglevel", "warning",
+                *options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from taskfleet.events.reader import EventFileReader
+from taskfleet.events.reader import EventFileReader, schema_error
+from taskfleet.events.schema import dumps_line
 from taskfleet.events.sinks import EVENT_QUEUE_MAX_ATTEMPTS, FileEventSink
 from taskfleet.monitoring.statistics import EventStats, Summary
 from taskfleet.redact import redact
@@ -132,17 +133,32 @@ class QueueSource:
         messages = self.queue.receive(self.batch, self.lease_seconds, wait_seconds=wait)
         if not messages:
             return 0
-        events = []
+        events: list[dict[str, Any]] = []
+        lines: dict[int, bytes] = {}  # id(event) -> its line in the output file
         for message in messages:
-            if isinstance(message.task.data, dict):
-                events.append(message.task.data)
-            else:  # not an event: reported with the unreadable lines, and acked all the same
-                stats.malformed_event(message.task.data)
+            data = message.task.data
+            line = self._line(data)
+            if line is None:  # not an event: reported with the unreadable lines, and acked
+                stats.malformed_event(data)
+            else:
+                events.append(data)
+                lines[id(data)] = line
         for event in stats.add_new(events):
-            self._out.emit(event)
+            self._out.emit_line(lines[id(event)])
         self._out.flush()  # durable in the output file...
         self.queue.ack(messages)  # ...before the queue forgets them
         return len(messages)
+
+    @staticmethod
+    def _line(data: Any) -> bytes | None:
+        """`data` as its line in the output file, or None when it is not an event: it breaks
+        the schema, or holds a value that no JSON line can (an integer beyond 64 bits)."""
+        if not isinstance(data, dict) or schema_error(data) is not None:
+            return None
+        try:
+            return dumps_line(data)
+        except TypeError:
+            return None
 
     def finish(self, stats: EventStats) -> None:
         self._out.close()

@@ -302,7 +302,10 @@ class Queue:
     @classmethod
     def parse_url(cls, url: str) -> QueueAddress:
         """Take a queue URL apart, refusing unknown options and names that break the rules."""
-        parts = cls.split_url(url)
+        try:
+            parts = cls.split_url(url)
+        except ValueError as exc:  # urlsplit: an unbalanced '[' or ']' in the host part
+            raise QueueURLError(f"{redact(url)!r}: {exc}") from None
         if parts.scheme not in cls.schemes:
             raise QueueURLError(f"{redact(url)!r} is not a {cls._scheme_words()} URL")
         name = DEFAULT_QUEUE_NAME

@@ -120,6 +120,15 @@ class RedisQueue(Queue):
     @classmethod
     def client_url(cls, address: QueueAddress) -> str:
         """The URL for redis-py: the server, and the options that are redis-py's."""
+        parts = address.parts
+        if "@" in parts.path + parts.query + parts.fragment:
+            # The user information ends at the first '/', '?' or '#': the rest of a password
+            # holding one of them would be read as the host, the database or an option.
+            raise QueueURLError(
+                f"{redact(address.url)!r}: a password holding '/', '?', '#' or another "
+                "reserved character must be percent-encoded (urllib.parse.quote(password, "
+                "safe=''))"
+            )
         if not address.parts.hostname:
             raise QueueURLError(
                 f"{redact(address.url)!r}: the Redis URL names no host; write "
