@@ -10,7 +10,6 @@ never renamed. Every event type is an `EventType` member and every event is buil
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -79,13 +78,19 @@ _HOSTNAME: str | None = None
 
 def hostname() -> str:
     """This machine's name for events: `$TASKFLEET_HOSTNAME` if set (tests fake many hosts with
-    it), else `socket.gethostname()` (looked up once)."""
+    it), else the host name (looked up once; from `os.uname` where there is one, which spares
+    every worker's start the import of `socket`)."""
     override = os.environ.get("TASKFLEET_HOSTNAME")
     if override:
         return override
     global _HOSTNAME
     if _HOSTNAME is None:
-        _HOSTNAME = socket.gethostname()
+        if hasattr(os, "uname"):
+            _HOSTNAME = os.uname().nodename
+        else:  # Windows
+            import socket
+
+            _HOSTNAME = socket.gethostname()
     return _HOSTNAME
 
 
