@@ -49,7 +49,7 @@ def process_task(task_id: str, data: dict, worker_data: WorkerData) -> tuple[boo
         return False, "left a timer"
     if action == "fork":  # a copy of the process that returns here too, without exec
         os.fork()
-        return False, {"task": task_id}
+        return False, {"task": task_id, "pid": os.getpid()}
     if action == "session_sleep":  # a grandchild in a session of its own (out of the group)
         child = subprocess.Popen(
             [sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True
