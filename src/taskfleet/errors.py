@@ -37,3 +37,12 @@ class MessageTooLargeError(TaskfleetError):
 
 class QueueConnectionError(TaskfleetError):
     """A queue server or service could not be reached or refused us (the URL is redacted)."""
+
+
+def path_error(path: object, exc: OSError, what: str, hint: str) -> TaskfleetError:
+    """One line for a file the machine would not let us open or create: which file, for what,
+    why (a folder on the way that is a file is named as such), and what to do."""
+    reason = exc.strerror or str(exc)
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        reason = "a folder on its path is a file"
+    return TaskfleetError(f"{path}: cannot open the {what}: {reason}; {hint}")

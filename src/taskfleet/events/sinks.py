@@ -24,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
+from taskfleet.errors import path_error
 from taskfleet.events.schema import dumps_line
 
 #: An event queue is drained by the monitor; a message that keeps coming back (the monitor was
@@ -145,10 +146,15 @@ class FileEventSink(_BufferedSink):
         super().__init__()
         self.path = Path(path)
         self._fsync = fsync
-        if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-        self._fd = os.open(self.path, flags, 0o644)
+        try:
+            if self.path.parent and not self.path.parent.exists():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, flags, 0o644)
+        except OSError as exc:
+            raise path_error(
+                self.path, exc, "event log", "give --event-log-file a path in a writable folder"
+            ) from None
 
     def emit(self, event: dict[str, Any]) -> None:
         # Serialise now: the caller may reuse or change the dict after emit returns.
@@ -171,10 +177,13 @@ class FileEventSink(_BufferedSink):
         # hit; then finish the rest rather than lose it. If it fails, lines already written
         # come again with the batch (readers drop duplicates) and a half-written line is
         # reported as torn: nothing is lost.
-        while written < len(data):
-            written += os.write(self._fd, view[written:])
-        if self._fsync:
-            os.fsync(self._fd)
+        try:
+            while written < len(data):
+                written += os.write(self._fd, view[written:])
+            if self._fsync:
+                os.fsync(self._fd)
+        except OSError as exc:  # name the file: a write has none of its own
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
 
     def _release(self) -> None:
         os.close(self._fd)

@@ -27,7 +27,7 @@ from urllib.parse import SplitResult, quote, unquote
 
 import orjson
 
-from taskfleet.errors import QueueURLError, TaskFileError, TaskfleetError
+from taskfleet.errors import QueueURLError, TaskFileError, TaskfleetError, path_error
 from taskfleet.queues.base import (
     DEFAULT_QUEUE_NAME,
     DeadLetter,
@@ -90,10 +90,20 @@ class SQLiteQueue(Queue):
         )
         self._table = f'"q_{name}"'
         self._lock = threading.RLock()
-        if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = self._connect()
-        self.max_attempts = self._ensure_schema(attempts)
+        try:
+            if self.path.parent and not self.path.parent.exists():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = self._connect()
+            self.max_attempts = self._ensure_schema(attempts)
+        except OSError as exc:
+            raise path_error(
+                self.path, exc, "queue", "the file and its folder must be writable"
+            ) from None
+        except sqlite3.Error as exc:
+            raise TaskfleetError(
+                f"{self.path}: cannot open the queue: {exc}; the file and its folder must be "
+                "writable (and the disk not full)"
+            ) from None
 
     # -- construction ---------------------------------------------------------------------
 

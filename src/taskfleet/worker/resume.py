@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import orjson
 
-from taskfleet.errors import TaskfleetError
+from taskfleet.errors import TaskfleetError, path_error
 from taskfleet.events.schema import EventType
 from taskfleet.queues.base import Queue
 
@@ -46,8 +46,16 @@ class StateLock:
         self._file: IO[str] | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.path.open("a+")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = self.path.open("a+")
+        except OSError as exc:
+            raise path_error(
+                self.path.with_suffix(""),
+                exc,
+                "state file",
+                "give --state (or --event-log-file) a path in a writable folder",
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import shlex
+import sqlite3
 import sys
 import threading
 import time
@@ -53,6 +54,17 @@ def _memory_gb() -> float | None:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def _system_error(exc: OSError | sqlite3.Error) -> str:
+    """One line for an error of the machine: the file and what was refused, no traceback."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return (
+            f"{where}{exc.strerror}; the run stopped, and the tasks it had not finished are "
+            "still queued: free the disk or fix the path and run the same command again"
+        )
+    return redact(f"{type(exc).__name__}: {exc}; the run stopped: run the same command again")
 
 
 @dataclass
@@ -192,6 +204,13 @@ class Worker:
             if not exit:
                 raise
             print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(EXIT_USAGE) from None
+        except (OSError, sqlite3.Error) as exc:
+            # The machine refused a write or a read (a full disk, a read-only file): the tasks
+            # not finished are back in their queue or its state, so say what and stop.
+            if not exit:
+                raise
+            print(f"error: {_system_error(exc)}", file=sys.stderr)
             raise SystemExit(EXIT_USAGE) from None
         except KeyboardInterrupt as exc:
             if not exit:
