@@ -25,27 +25,13 @@ from hypothesis import strategies as st
 from helpers_events import ev
 from taskfleet.cli import main
 from taskfleet.events.reader import EventFileReader
+from taskfleet.events.schema import FIELDS
 from taskfleet.monitoring.monitor import QueueSource
 from taskfleet.monitoring.report import build_report
 from taskfleet.monitoring.statistics import EventStats
 from taskfleet.queues import open_queue
 from taskfleet.tasks import Task
 
-FIELDS = [
-    "timestamp",
-    "hostname",
-    "event_type",
-    "task_id",
-    "attempt",
-    "worker_id",
-    "pid",
-    "elapsed_time",
-    "retry",
-    "exit_code",
-    "exception",
-    "result",
-    "stack_trace",
-]
 EVENT_TYPES = ["task_completed", "task_exception", "task_timed_out", "task_exited"]
 
 json_values = st.recursive(

@@ -53,10 +53,10 @@ from taskfleet.events.reader import (
 from taskfleet.events.schema import EventType
 from taskfleet.monitoring.summary import (
     ElapsedSummary,
-    FailureGroup,
     HostSummary,
     Summary,
     exception_type,
+    failure_groups,
     summarize_elapsed,
 )
 
@@ -491,8 +491,7 @@ class EventStats:
 
     @property
     def event_counts(self) -> dict[str, int]:
-        """Events counted per event type (duplicates excluded), keyed by plain strings (the
-        runtime's own events carry `EventType` members)."""
+        """Events counted per event type (duplicates excluded), keyed by plain strings."""
         counts: dict[str, int] = {}
         for (_, event_type), n in self._host_type_counts.items():
             key = str(event_type)
@@ -649,23 +648,12 @@ class EventStats:
         if not_completed == 0:
             eta = 0.0
         example_ids = self._example_ids(examples)
-
-        def groups(source: dict[str, list[Any]]) -> list[FailureGroup]:
-            rows = [
-                FailureGroup(
-                    kind, g[0], g[2], None if g[3] is None else str(g[3])[:500], g[1] or None
-                )
-                for kind, g in source.items()
-            ]
-            rows.sort(key=lambda r: (-r.count, r.kind))
-            return rows
-
         return Summary(
             events=self.events,
             duplicate_events=self.duplicates,
             unreadable_lines=self.bad_lines,
             unreadable_examples=list(self.bad_line_examples),
-            event_counts=dict(sorted(self.event_counts.items(), key=lambda kv: str(kv[0]))),
+            event_counts=dict(sorted(self.event_counts.items())),
             completed_retry_false=self.completed_retry_false,
             completed_retry_true=self.completed_retry_true,
             tasks_in_task_file=self.expected,
@@ -685,8 +673,8 @@ class EventStats:
             recent_rate=recent,
             eta_seconds=eta,
             elapsed=self.elapsed_summary(),
-            failures=groups(self._failures),
-            worker_errors=groups(self._worker_errors),
+            failures=failure_groups(self._failures),
+            worker_errors=failure_groups(self._worker_errors),
             hosts=self.host_summaries(),
         )
 

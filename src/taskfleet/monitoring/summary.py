@@ -173,3 +173,14 @@ class Summary:
             if isinstance(value, float) and not math.isfinite(value):
                 data[key] = None
         return data
+
+
+def failure_groups(source: dict[str, list[Any]]) -> list[FailureGroup]:
+    """Failures grouped by kind (`kind -> [count, hosts, first, example message]`, as the fold
+    keeps them), most frequent first, each example message cut to 500 characters."""
+    rows = [
+        FailureGroup(kind, g[0], g[2], None if g[3] is None else str(g[3])[:500], g[1] or None)
+        for kind, g in source.items()
+    ]
+    rows.sort(key=lambda r: (-r.count, r.kind))
+    return rows
