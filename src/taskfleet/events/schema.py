@@ -68,6 +68,7 @@ FIELDS: tuple[str, ...] = (
     "elapsed_time",
     "retry",
     "result",
+    "result_type",
     "exit_code",
     "exception",
     "stack_trace",

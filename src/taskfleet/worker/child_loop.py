@@ -49,16 +49,22 @@ def _outcome_line(n: int, returned: object, elapsed: float) -> bytes:
             elapsed,
         )
     retry, result = returned
+    outcome = {"n": n, "retry": bool(retry), "result": result, "elapsed": elapsed}
     try:
-        return orjson.dumps(
-            {"n": n, "retry": bool(retry), "result": result, "elapsed": elapsed},
-            option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS,
-        )
-    except TypeError as exc:
+        return orjson.dumps(outcome, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        pass
+    # Not JSON (a `Path`, say, as rms-cloud-tasks' examples return): recorded as its str(),
+    # with its type, as rms-cloud-tasks records it. Only a result whose str() fails is an error.
+    try:
+        outcome["result"] = str(result)
+        outcome["result_type"] = type(result).__name__
+        return orjson.dumps(outcome, option=orjson.OPT_APPEND_NEWLINE)
+    except BaseException as exc:  # user code's __str__: described, never raised
         return _exception_line(
             n,
-            f"TypeError: the result of process_task is not JSON-serialisable ({exc}): "
-            f"{_safe_repr(result)}",
+            "TypeError: the result of process_task is not JSON and its str() failed "
+            f"({type(exc).__name__}): {_safe_repr(result)}",
             "",
             elapsed,
         )
