@@ -226,8 +226,11 @@ class Worker:
             raise SystemExit(summary.exit_code)
         return summary
 
-    async def start(self) -> RunSummary:
-        """For asyncio callers: runs the worker in a thread; Ctrl-C still stops it gracefully."""
+    async def start(self, exit: bool = True) -> RunSummary:
+        """For asyncio callers, as rms-cloud-tasks workers start (`asyncio.run(worker.start())`):
+        `run(exit)` in a thread, so it ends as `run` does (with `exit=True`, one line for a user
+        error and the process exiting with the run's exit code); Ctrl-C still stops it
+        gracefully."""
         import asyncio  # only asyncio callers pay for importing it
 
         loop = asyncio.get_running_loop()
@@ -238,7 +241,8 @@ class Worker:
                     loop.add_signal_handler(sig, self.request_stop)
                     installed.append(sig)
         try:
-            return await asyncio.to_thread(self.run, False)
+            # The thread's SystemExit is raised here again, and ends `asyncio.run` with its code.
+            return await asyncio.to_thread(self.run, exit)
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
