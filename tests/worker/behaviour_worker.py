@@ -8,10 +8,11 @@ broken_str (raises an exception whose __str__ raises), broken_repr (returns a se
 object whose __repr__ raises), os_exit (os._exit(code), 0 by default, with no result),
 segfault (ctypes), sleep, spawn_sleep (a grandchild that sleeps, and the task too),
 nonjson (returns a set), path (returns a `Path`, as rms-cloud-tasks' examples do),
-unprintable (returns an object that is not JSON and whose __str__ raises), memory (allocates past the memory cap), flag (sleeps until a
-termination notice or shutdown request is visible, then reports it), kill_supervisor (waits
-until `wait_for` tasks have started, as $BEHAVIOUR_MARKERS shows, then SIGKILLs the worker's
-supervisor, as when a machine dies with tasks in hand).
+unprintable (returns an object that is not JSON and whose __str__ raises), memory (allocates
+past the memory cap), flag (sleeps until a termination notice or shutdown request is visible,
+then reports it), kill_supervisor (waits until `wait_for` tasks have started, as
+$BEHAVIOUR_MARKERS shows, then SIGKILLs the worker's supervisor, as when a machine dies with
+tasks in hand).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Worker options: one table, fed from four sources in a fixed order of precedence.
 
-A value comes from the command-line flag, else the `TASKFLEET_<NAME>` environment variable,
-else the `--config` YAML file, else the default. Merging happens before validation, so a bad
+A value comes from the command-line flag, else the `TASKFLEET_<NAME>` environment variable
+(or its rms-cloud-tasks alias, `RMS_CLOUD_TASKS_*`), else the `--config` YAML file (ours, or
+an rms-cloud-tasks job file), else the default. Merging happens before validation, so a bad
 value is reported once, naming where it came from (`--max-runtime`, `TASKFLEET_MAX_RUNTIME`,
 or the config file's key) and what is allowed.
 
@@ -29,6 +30,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from taskfleet.errors import TaskfleetError
+from taskfleet.worker.rms_compat import (
+    RMS_FLAG_ALIASES,
+    environment_options,
+    options_from_config,
+)
 
 ENV_PREFIX = "TASKFLEET_"
 
@@ -165,7 +171,40 @@ class WorkerSettings:
     price: float | None = option(
         None, "Price per hour of this machine, informational.", ge=0, metavar="USD"
     )
-    verbose: bool = option(False, "Log every task (DEBUG level).")
+    verbose: bool = option(
+        False, "Print the configuration at start and a line per task (DEBUG level)."
+    )
+    # rms-cloud-tasks' options (worker/rms_compat.py says what each becomes)
+    queue_name: str | None = option(
+        None,
+        "Queue name, with --provider (aws: sqs://NAME; gcp: pubsub://PROJECT/NAME); "
+        "without it, --job-id names the queue, as in rms-cloud-tasks.",
+        metavar="NAME",
+    )
+    project_id: str | None = option(None, "GCP project of a --queue-name queue.", metavar="ID")
+    region: str | None = option(None, "AWS region of a --queue-name queue.", metavar="REGION")
+    exactly_once_queue: bool = option(
+        False, "Exactly-once delivery: Pub/Sub's option; refused, with why, by other queues."
+    )
+    event_log_to_file: bool | None = option(
+        None, "Write events to --event-log-file (default: yes)."
+    )
+    event_log_to_queue: bool | None = option(
+        None, "Send events to the event queue (default: yes when draining a queue)."
+    )
+    local_ssd: float | None = option(
+        None, "Local SSD of this machine in GB, informational.", ge=0, metavar="GB"
+    )
+    boot_disk: float | None = option(
+        None, "Boot disk of this machine in GB, informational.", ge=0, metavar="GB"
+    )
+    keep_alive_seconds: float | None = option(
+        None,
+        "Write a keep_alive event this often (default: 60 when draining a queue, off for a "
+        "--task-file run; 0 for never).",
+        ge=0,
+        metavar="SECONDS",
+    )
 
 
 def check_backoff_order(backoff_base: float, backoff_cap: float) -> None:
@@ -268,6 +307,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                 )
         else:
             parser.add_argument(row.flag, dest=name, metavar=row.metavar, help=help_text)
+    for flag, dest in RMS_FLAG_ALIASES.items():
+        parser.add_argument(flag, dest=dest, metavar="GB", help=argparse.SUPPRESS)
     return parser
 
 
@@ -291,18 +332,18 @@ def resolve_settings(
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
     config_path = cli_values.get("config") or config_path or environ.get(ENV_PREFIX + "CONFIG")
+    table = options()
     if config_path:
-        for key, value in _read_config(config_path).items():
+        provider = cli_values.get("provider")
+        loaded = options_from_config(_read_config(config_path), config_path, table, provider)
+        for key, value in loaded.items():
             name = str(key).replace("-", "_")
             merged[name] = value
             origin[name] = f"{config_path}: {key}"
-    table = options()
-    for name, row in table.items():
-        env_name = ENV_PREFIX + name.upper()
-        if env_name in environ:
-            raw = environ[env_name]
-            merged[name] = _parse_bool(raw) if row.kind is bool else (raw or None)
-            origin[name] = env_name
+    for name, (env_name, raw) in environment_options(environ, table).items():
+        row = table[name]
+        merged[name] = _parse_bool(raw) if row.kind is bool else (raw or None)
+        origin[name] = env_name
     for name, value in cli_values.items():
         if name in table and value is not None:
             merged[name] = value

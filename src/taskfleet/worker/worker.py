@@ -34,7 +34,8 @@ from taskfleet.worker.attempts import RunCounts
 from taskfleet.worker.logs import configure_logging
 from taskfleet.worker.progress import ProgressView
 from taskfleet.worker.resume import Recovery, StateLock, default_state_path, recover, state_url
-from taskfleet.worker.settings import WorkerSettings, build_parser, resolve_settings
+from taskfleet.worker.rms_compat import RmsWorkerData, apply_queue_options, log_configuration
+from taskfleet.worker.settings import WorkerSettings, build_parser, options, resolve_settings
 from taskfleet.worker.shared_memory import SharedFlags
 from taskfleet.worker.stopping import (
     STOP_SIGNALS,
@@ -68,12 +69,13 @@ def _system_error(exc: OSError | sqlite3.Error) -> str:
 
 
 @dataclass
-class WorkerData:
+class WorkerData(RmsWorkerData):
     """What a task may want to know about where and how it runs.
 
     Passed to every `process_task` call. `received_termination_notice` and
     `received_shutdown_request` change while a task runs: a long task can poll them to save
-    its work before the machine goes away.
+    its work before the machine goes away. rms-cloud-tasks' names of these fields work too
+    (`price_per_hour`, `local_ssd_gb`, ...: see `RmsWorkerData`).
     """
 
     settings: WorkerSettings
@@ -256,6 +258,9 @@ class Worker:
         settings = self.settings or self.parse()
         configure_logging(settings.verbose)
         source = self.task_source if self.task_source is not None else settings.task_file
+        apply_queue_options(settings, local=source is not None)
+        if settings.verbose:
+            log_configuration(settings, options())
         if source is None and not settings.queue:
             raise TaskfleetError(
                 "no tasks to run: give --task-file FILE (local run) or --queue URL "
