@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.worker.helpers import BEHAVIOUR_WORKER, read_events, run_worker, write_tasks
+import pytest
+from tests.worker.helpers import BEHAVIOUR_WORKER, read_events, run_worker, worker_env, write_tasks
+
+from taskfleet.errors import TaskfleetError
+from taskfleet.worker.rms_compat import apply_queue_options
+from taskfleet.worker.settings import WorkerSettings, build_parser, resolve_settings
 
 ASYNC_MAIN = """
 import asyncio, sys
@@ -51,3 +56,266 @@ def test_asyncio_start_reports_a_user_error_in_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert proc.stderr.startswith("error: ") and "missing.json" in proc.stderr
+
+
+# -- environment variables ---------------------------------------------------------------------
+
+
+def test_rms_environment_variables_are_aliases_and_taskfleet_ones_win() -> None:
+    settings = resolve_settings(
+        {},
+        environ={
+            "RMS_CLOUD_TASKS_MAX_RUNTIME": "600",
+            "RMS_CLOUD_TASKS_NUM_TASKS_PER_INSTANCE": "3",
+            "RMS_CLOUD_TASKS_INSTANCE_IS_SPOT": "true",
+            "RMS_CLOUD_TASKS_INSTANCE_PRICE": "0.25",
+            "RMS_CLOUD_TASKS_INSTANCE_SSD_GB": "375",
+            "RMS_CLOUD_TASKS_RETRY_ON_EXIT": "0",
+            "RMS_CLOUD_TASKS_PROVIDER": "GCP",
+            "RMS_CLOUD_TASKS_SHUTDOWN_GRACE_PERIOD": "5",
+            "TASKFLEET_SHUTDOWN_GRACE_PERIOD": "7",
+        },
+    )
+    assert settings.max_runtime == 600
+    assert settings.num_simultaneous_tasks == 3
+    assert settings.is_spot is True and settings.retry_on_exit is False
+    assert (settings.price, settings.local_ssd, settings.provider) == (0.25, 375, "GCP")
+    assert settings.shutdown_grace_period == 7  # TASKFLEET_* wins
+
+
+def test_a_bad_rms_value_names_its_variable() -> None:
+    with pytest.raises(TaskfleetError, match="RMS_CLOUD_TASKS_MAX_RUNTIME"):
+        resolve_settings({}, environ={"RMS_CLOUD_TASKS_MAX_RUNTIME": "soon"})
+
+
+def test_an_unknown_variable_of_either_prefix_is_warned_about_once(tmp_path: Path) -> None:
+    write_tasks(tmp_path / "tasks.json", [{"id": "t", "data": {"action": "ok"}}])
+    env = worker_env(
+        TASKFLEET_NUM_SIMULTANEOUS_TASK="3",
+        RMS_CLOUD_TASKS_NUM_TASKS_PER_INSTANC="3",
+        TASKFLEET_HOSTNAME="elsewhere",  # read elsewhere: not an unknown option
+    )
+    proc = run_worker(tmp_path, "--task-file", "tasks.json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: TASKFLEET_NUM_SIMULTANEOUS_TASK is not a worker option and is ignored; "
+        "did you mean TASKFLEET_NUM_SIMULTANEOUS_TASKS?",
+        "warning: RMS_CLOUD_TASKS_NUM_TASKS_PER_INSTANC is not a worker option and is ignored; "
+        "did you mean RMS_CLOUD_TASKS_NUM_TASKS_PER_INSTANCE?",
+    ] or warnings == [
+        "warning: RMS_CLOUD_TASKS_NUM_TASKS_PER_INSTANC is not a worker option and is ignored; "
+        "did you mean RMS_CLOUD_TASKS_NUM_TASKS_PER_INSTANCE?",
+        "warning: TASKFLEET_NUM_SIMULTANEOUS_TASK is not a worker option and is ignored; "
+        "did you mean TASKFLEET_NUM_SIMULTANEOUS_TASKS?",
+    ]
+
+
+# -- rms's flags -------------------------------------------------------------------------------
+
+
+def _settings(*argv: str, local: bool = False) -> WorkerSettings:
+    parser = build_parser()
+    known, rest = parser.parse_known_args(list(argv))
+    assert not rest
+    settings = resolve_settings(vars(known), environ={})
+    apply_queue_options(settings, local=local)
+    return settings
+
+
+@pytest.mark.parametrize(
+    ("argv", "url"),
+    [
+        (["--provider", "aws", "--queue-name", "jobq"], "sqs://jobq"),
+        (["--provider", "aws", "--queue-name", "jobq", "--region", "us-west-2"], None),
+        (["--provider", "gcp", "--project-id", "proj", "--queue-name", "jobq"], None),
+        (["--provider", "GCP", "--project-id", "proj", "--job-id", "addition"], None),
+        (
+            ["--provider", "gcp", "--project-id", "p", "--queue-name", "q", "--exactly-once-queue"],
+            "pubsub://p/q?exactly_once=true",
+        ),
+    ],
+)
+def test_queue_name_and_provider_build_the_queue_url(argv: list[str], url: str | None) -> None:
+    expected = (
+        url
+        or {
+            "us-west-2": "sqs://jobq?region=us-west-2",
+            "jobq": "pubsub://proj/jobq",
+            "addition": "pubsub://proj/addition",
+        }[argv[-1]]
+    )
+    settings = _settings(*argv)
+    assert settings.queue == expected
+    assert settings.event_log_to_queue is True  # a worker draining a queue sends its events
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--queue-name", "jobq"], "needs --provider"),
+        (["--provider", "gcp", "--queue-name", "jobq"], "needs --project-id"),
+        (["--queue", "sqlite:///q.db", "--queue-name", "jobq"], "not both"),
+        (["--queue", "sqs://jobq", "--exactly-once-queue"], "SQS delivers a message at least"),
+        (["--queue", "redis://:pw@h/0", "--exactly-once-queue"], "redis:// queue delivers"),
+        (["--provider", "aws", "--queue-name", "q", "--exactly-once-queue"], "SQS delivers"),
+    ],
+)
+def test_rms_queue_options_that_cannot_work_are_refused(argv: list[str], message: str) -> None:
+    with pytest.raises(TaskfleetError, match=message) as caught:
+        _settings(*argv)
+    assert "pw" not in str(caught.value)
+
+
+def test_exactly_once_is_refused_for_a_task_file_run() -> None:
+    with pytest.raises(TaskfleetError, match="embedded queue"):
+        _settings("--task-file", "t.json", "--exactly-once-queue", local=True)
+
+
+def test_event_log_flags() -> None:
+    assert _settings("--no-event-log-to-file", local=True).event_log_file is None
+    quiet = _settings("--queue", "sqlite:///q.db", "--no-event-log-to-queue")
+    assert quiet.event_queue == "none" and quiet.event_log_to_queue is False
+    local = _settings("--event-log-to-queue", "--provider", "aws", "--job-id", "add", local=True)
+    assert local.event_queue == "sqs://add-events" and local.queue is None
+    with pytest.raises(TaskfleetError, match="--event-log-to-queue needs a queue"):
+        _settings("--event-log-to-queue", local=True)
+
+
+def test_no_event_log_to_file_runs_without_an_events_file(tmp_path: Path) -> None:
+    write_tasks(tmp_path / "tasks.json", [{"id": "t", "data": {"action": "ok"}}])
+    proc = run_worker(tmp_path, "--task-file", "tasks.json", "--no-event-log-to-file")
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "events.jsonl").exists()
+    assert "completed 1 tasks in this run" in proc.stdout
+
+
+RMS_FIELDS = [
+    "project_id",
+    "queue_name",
+    "price_per_hour",
+    "local_ssd_gb",
+    "boot_disk_gb",
+    "retry_on_exit",
+    "retry_on_exception",
+    "retry_on_timeout",
+    "shutdown_grace_period",
+    "max_memory_allowed_per_task",
+    "event_log_file",
+    "event_log_to_file",
+    "event_log_to_queue",
+    "memory_gb",
+]
+
+
+def test_worker_data_offers_rms_field_names_and_rms_flags_fill_them(tmp_path: Path) -> None:
+    write_tasks(
+        tmp_path / "tasks.json",
+        [{"id": "t", "data": {"action": "rms_fields", "names": RMS_FIELDS}}],
+    )
+    proc = run_worker(
+        tmp_path,
+        "--task-file",
+        "tasks.json",
+        "--local-ssd",
+        "375",
+        "--boot-disk",
+        "20",
+        "--memory",
+        "16",
+        "--price",
+        "0.5",
+        "--project-id",
+        "proj",
+        "--job-id",
+        "addition",
+        "--max-memory-per-task",
+        "2",
+        "--shutdown-grace-period",
+        "12",
+    )
+    assert proc.returncode == 0, proc.stderr
+    (done,) = [e for e in read_events(tmp_path / "events.jsonl") if e.get("task_id") == "t"]
+    assert done["result"] == {
+        "project_id": "proj",
+        "queue_name": "addition",
+        "price_per_hour": 0.5,
+        "local_ssd_gb": 375.0,
+        "boot_disk_gb": 20.0,
+        "retry_on_exit": True,
+        "retry_on_exception": False,
+        "retry_on_timeout": False,
+        "shutdown_grace_period": 12.0,
+        "max_memory_allowed_per_task": 2.0,
+        "event_log_file": "events.jsonl",
+        "event_log_to_file": True,
+        "event_log_to_queue": False,
+        "memory_gb": 16.0,
+    }
+
+
+# -- rms's job file as --config ----------------------------------------------------------------
+
+JOB_YAML = """\
+provider: gcp
+run:
+  max_runtime: 60
+  retry_on_exception: true
+  min_cpu: 2
+  max_memory_allowed_per_task: 4
+gcp:
+  job_id: addition
+  project_id: proj
+  region: us-central1
+  max_runtime: 10
+  startup_script: |
+    echo hello
+"""
+
+
+def test_an_rms_job_file_is_a_worker_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = tmp_path / "job.yml"
+    job.write_text(JOB_YAML)
+    settings = resolve_settings({"config": str(job)}, environ={})
+    assert settings.provider == "gcp" and settings.job_id == "addition"
+    assert settings.project_id == "proj" and settings.region == "us-central1"
+    assert settings.max_runtime == 10  # the provider's section overrides run:
+    assert settings.retry_on_exception is True and settings.max_memory_per_task == 4
+    apply_queue_options(settings, local=False)
+    assert settings.queue == "pubsub://proj/addition"
+    note = capsys.readouterr().err.strip()
+    assert note.count("\n") == 0
+    assert note.endswith("are ignored: run.min_cpu, gcp.startup_script")
+
+
+def test_a_job_file_with_two_provider_sections_needs_a_provider(tmp_path: Path) -> None:
+    job = tmp_path / "job.yml"
+    job.write_text("aws:\n  job_id: a\ngcp:\n  job_id: b\n")
+    with pytest.raises(TaskfleetError, match="say which"):
+        resolve_settings({"config": str(job)}, environ={})
+    assert resolve_settings({"config": str(job), "provider": "aws"}, environ={}).job_id == "a"
+
+
+# -- -v ----------------------------------------------------------------------------------------
+
+
+def test_verbose_prints_the_configuration_redacted_and_a_line_per_task(tmp_path: Path) -> None:
+    write_tasks(tmp_path / "tasks.json", [{"id": "t1", "data": {"action": "ok"}}])
+    proc = run_worker(
+        tmp_path,
+        "--task-file",
+        "tasks.json",
+        "-v",
+        "--event-queue",
+        "redis://:hunter2@127.0.0.1:1/0",
+        "--no-event-log-to-queue",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "hunter2" not in proc.stderr
+    assert "INFO - Configuration:" in proc.stderr
+    assert "INFO -   --max-runtime: 3600.0" in proc.stderr
+    assert "INFO -   --event-queue: none" in proc.stderr
+    assert "child #0: started task t1 (attempt 1)" in proc.stderr
+    assert "child #0: task t1 finished in " in proc.stderr and ", retry False" in proc.stderr

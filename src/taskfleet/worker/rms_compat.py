@@ -248,9 +248,9 @@ def apply_queue_options(settings: WorkerSettings, *, local: bool) -> None:
     `--exactly-once-queue`, `--event-log-to-file` and `--event-log-to-queue` are mapped, and
     `event_log_to_file`/`event_log_to_queue` hold what the run will do.
     """
-    named = queue_url_from_names(settings)
     if settings.queue is not None and settings.queue_name is not None:
         raise TaskfleetError("give the queue once: --queue URL or --queue-name NAME, not both")
+    named = queue_url_from_names(settings)
     if not local and settings.queue is None:
         settings.queue = named
     elif local and settings.queue_name is not None:
