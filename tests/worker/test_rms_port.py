@@ -3,12 +3,16 @@ its environment variables, its flags, its job file and its `WorkerData` fields."
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from tests.worker.helpers import BEHAVIOUR_WORKER, read_events, run_worker, worker_env, write_tasks
 
 from taskfleet.errors import TaskfleetError
+from taskfleet.queues import open_queue
+from taskfleet.tasks import Task
 from taskfleet.worker.rms_compat import apply_queue_options
 from taskfleet.worker.settings import WorkerSettings, build_parser, resolve_settings
 
@@ -319,3 +323,52 @@ def test_verbose_prints_the_configuration_redacted_and_a_line_per_task(tmp_path:
     assert "INFO -   --event-queue: none" in proc.stderr
     assert "child #0: started task t1 (attempt 1)" in proc.stderr
     assert "child #0: task t1 finished in " in proc.stderr and ", retry False" in proc.stderr
+
+
+# -- keep_alive --------------------------------------------------------------------------------
+
+
+def test_keep_alive_events_are_a_sign_of_life_that_monitor_shows(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    with open_queue(url) as queue:
+        queue.send([Task("slow", {"action": "sleep", "seconds": 1.5})])
+    proc = run_worker(
+        tmp_path,
+        "--queue",
+        url,
+        "--exit-when-idle",
+        "0.5",
+        "--keep-alive-seconds",
+        "0.25",
+        "--event-queue",
+        "none",
+    )
+    assert proc.returncode == 0, proc.stderr
+    events = read_events(tmp_path / "events.jsonl")
+    alive = [e for e in events if e["event_type"] == "keep_alive"]
+    assert len(alive) >= 3
+    assert any(e["running_tasks"] == 1 for e in alive)
+    monitor = subprocess.run(
+        [sys.executable, "-c", "from taskfleet.cli import main; main()", "monitor", "events.jsonl"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert monitor.returncode == 0, monitor.stderr
+    out = monitor.stdout
+    assert "keep_alive" in out and "last sign of life " + alive[-1]["timestamp"][:10] in out
+
+
+def test_a_task_file_run_writes_no_keep_alive_unless_asked(tmp_path: Path) -> None:
+    write_tasks(tmp_path / "tasks.json", [{"id": "s", "data": {"action": "sleep", "seconds": 1}}])
+    proc = run_worker(tmp_path, "--task-file", "tasks.json")
+    assert proc.returncode == 0, proc.stderr
+    kinds = {e["event_type"] for e in read_events(tmp_path / "events.jsonl")}
+    assert "keep_alive" not in kinds
+    (tmp_path / "events.jsonl").unlink()
+    (tmp_path / "events.state.db").unlink()
+    proc = run_worker(tmp_path, "--task-file", "tasks.json", "--keep-alive-seconds", "0.2")
+    assert proc.returncode == 0, proc.stderr
+    kinds = {e["event_type"] for e in read_events(tmp_path / "events.jsonl")}
+    assert "keep_alive" in kinds

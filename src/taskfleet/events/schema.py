@@ -39,6 +39,7 @@ class EventType(StrEnum):
     SPOT_TERMINATION = "spot_termination"
     WORKER_STARTED = "worker_started"
     WORKER_STOPPED = "worker_stopped"
+    KEEP_ALIVE = "keep_alive"
 
 
 EVENT_TYPES: tuple[str, ...] = tuple(EventType)

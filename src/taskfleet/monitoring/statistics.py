@@ -107,6 +107,7 @@ class EventStats:
         # host apart, so completed and failed per host follow.
         self._host_type_counts: Counter[tuple[Any, Any]] = Counter()
         self._host_retries: Counter[Any] = Counter()
+        self._host_alive: dict[Any, str] = {}  # a host's newest worker event (keep_alive, ...)
         self.completed_retry_true = 0
         self.elapsed = array("d")
         # Sentinels instead of None keep the per-event comparisons free of None checks.
@@ -383,6 +384,9 @@ class EventStats:
                         if event_type in _WORKER_ERROR_TYPES:
                             message = get("exception")
                             group(self._worker_errors, kind_of(message), event, message)
+                        stamp = get("timestamp")
+                        if stamp.__class__ is str and stamp > self._host_alive.get(hostname, ""):
+                            self._host_alive[hostname] = stamp
                         counted.append(pair)
                         continue
                     kind = kinds_get(event_type)
@@ -525,9 +529,9 @@ class EventStats:
                 row[2] += n
         for hostname, n in self._host_retries.items():
             hosts[hostname][1] -= n
-        rows = [HostSummary(str(name) if name else "(unknown)", *v) for name, v in hosts.items()]
-        rows.sort(key=lambda h: h.hostname)
-        return rows
+        alive = self._host_alive.get
+        rows = (HostSummary(str(h) if h else "(unknown)", *v, alive(h)) for h, v in hosts.items())
+        return sorted(rows, key=lambda h: h.hostname)
 
     @property
     def first_ts(self) -> str | None:

@@ -119,12 +119,14 @@ class FailureGroup:
 
 @dataclass
 class HostSummary:
-    """Events, completions and failed attempts of one host."""
+    """Events, completions and failed attempts of one host, and its last sign of life (the
+    timestamp of its newest worker event: `keep_alive`, `worker_started`, ...)."""
 
     hostname: str
     events: int
     completed: int
     failed: int
+    last_seen: str | None = None
 
 
 @dataclass

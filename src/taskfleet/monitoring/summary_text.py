@@ -129,9 +129,12 @@ def format_summary(s: Summary, *, failures: int = 10) -> str:
         lines.append(f"  Hosts ({len(s.hosts)}):")
         width = max(len(h.hostname) for h in s.hosts)
         for h in s.hosts[:50]:
+            alive = (
+                f"  last sign of life {h.last_seen[:19].replace('T', ' ')}" if h.last_seen else ""
+            )
             lines.append(
                 f"    {h.hostname:<{width}}  {h.events:>9,} events  {h.completed:>9,} completed"
-                f"  {h.failed:>7,} failed"
+                f"  {h.failed:>7,} failed{alive}"
             )
         if len(s.hosts) > 50:
             lines.append(f"    ... {len(s.hosts) - 50} more hosts")
