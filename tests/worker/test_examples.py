@@ -103,3 +103,28 @@ def test_number_adder(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "results" / "adder-1.out").read_text() == "100\n"
     assert (tmp_path / "results" / "adder-3.out").read_text() == "777777\n"
+
+
+def test_rms_cloud_tasks_worker_ported_by_its_import(tmp_path: Path) -> None:
+    """rms-cloud-tasks' addition worker (asyncio, `args=sys.argv[1:]`, a path as its result)
+    runs as it is written, with only its import changed."""
+    script = REPO / "examples" / "parallel_addition_rms" / "worker_addition.py"
+    imports = [line for line in script.read_text().splitlines() if line.startswith("from ")]
+    assert "from taskfleet import Worker  # was: from cloud_tasks.worker import Worker" in imports
+    assert [line for line in imports if "taskfleet" in line or "cloud_tasks" in line] == [
+        "from taskfleet import Worker  # was: from cloud_tasks.worker import Worker"
+    ]
+    tasks = json.loads((ADDITION_DIR / "addition_tasks.json").read_text())[:200]
+    (tmp_path / "tasks.json").write_text(json.dumps(tasks))
+    proc = run_worker(
+        tmp_path, "--task-file", "tasks.json", "--num-simultaneous-tasks", "4", script=script
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "completed 200 tasks in this run (0 before it)" in proc.stdout
+    assert check_addition_results(tmp_path / "results", tmp_path / "tasks.json") == 200
+    done = [
+        e for e in read_events(tmp_path / "events.jsonl") if e["event_type"] == "task_completed"
+    ]
+    assert len(done) == 200
+    assert {e["result_type"] for e in done} == {"PosixPath"}
+    assert {e["result"] for e in done} == {f"results/{t['id']}.txt" for t in tasks}
