@@ -372,3 +372,8 @@ def test_a_task_file_run_writes_no_keep_alive_unless_asked(tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr
     kinds = {e["event_type"] for e in read_events(tmp_path / "events.jsonl")}
     assert "keep_alive" in kinds
+
+
+def test_a_job_id_with_a_given_queue_needs_no_project() -> None:
+    settings = _settings("--provider", "gcp", "--job-id", "x", "--queue", "sqlite:///q.db")
+    assert settings.queue == "sqlite:///q.db"

@@ -250,9 +250,8 @@ def apply_queue_options(settings: WorkerSettings, *, local: bool) -> None:
     """
     if settings.queue is not None and settings.queue_name is not None:
         raise TaskfleetError("give the queue once: --queue URL or --queue-name NAME, not both")
-    named = queue_url_from_names(settings)
     if not local and settings.queue is None:
-        settings.queue = named
+        settings.queue = queue_url_from_names(settings)
     elif local and settings.queue_name is not None:
         warn_once(
             "warning: --queue-name is ignored: the tasks come from the task file or task source"
@@ -267,21 +266,21 @@ def apply_queue_options(settings: WorkerSettings, *, local: bool) -> None:
     if settings.event_log_to_file is False:
         settings.event_log_file = None
     settings.event_log_to_file = bool(settings.event_log_file)
+    drains = settings.queue is not None and not local  # its events go to the queue's by default
     if settings.event_log_to_queue is False:
         settings.event_queue = "none"
-    elif settings.event_log_to_queue and not settings.event_queue and not settings.queue:
-        if named is None:
+    elif settings.event_log_to_queue and not settings.event_queue and not drains:
+        tasks_queue = settings.queue or queue_url_from_names(settings)
+        if tasks_queue is None:
             raise TaskfleetError(
                 "--event-log-to-queue needs a queue for the events: --event-queue URL, or "
                 "--provider with --queue-name or --job-id"
             )
         from taskfleet.queues import event_queue_url
 
-        settings.event_queue = event_queue_url(named)
+        settings.event_queue = event_queue_url(tasks_queue)
     chosen = (settings.event_queue or "").lower()
-    settings.event_log_to_queue = chosen not in _OFF_WORDS and bool(
-        chosen or (settings.queue and not local)
-    )
+    settings.event_log_to_queue = chosen not in _OFF_WORDS and bool(chosen or drains)
 
 
 # -- WorkerData --------------------------------------------------------------------------------
