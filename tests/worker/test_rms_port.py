@@ -294,12 +294,15 @@ def test_an_rms_job_file_is_a_worker_config(
     assert note.endswith("are ignored: run.min_cpu, gcp.startup_script")
 
 
-def test_a_job_file_with_two_provider_sections_needs_a_provider(tmp_path: Path) -> None:
+def test_a_job_file_with_two_provider_sections_needs_a_provider(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     job = tmp_path / "job.yml"
     job.write_text("aws:\n  job_id: a\ngcp:\n  job_id: b\n")
     with pytest.raises(TaskfleetError, match="say which"):
         resolve_settings({"config": str(job)}, environ={})
     assert resolve_settings({"config": str(job), "provider": "aws"}, environ={}).job_id == "a"
+    assert "gcp: (another provider's section)" in capsys.readouterr().err
 
 
 # -- -v ----------------------------------------------------------------------------------------

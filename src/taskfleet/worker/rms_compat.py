@@ -176,6 +176,9 @@ def options_from_config(
         take(loaded["run"], "run.")
     if section is not None and isinstance(loaded.get(section), dict):
         take(loaded[section], f"{section}.")
+    ignored.extend(
+        f"{other}: (another provider's section)" for other in sections if other != section
+    )
     if ignored:
         warn_once(
             f"note: {path}: an rms-cloud-tasks job file; keys a worker does not use (the pool's) "
