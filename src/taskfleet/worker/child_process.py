@@ -17,6 +17,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import select
 import signal
 import sys
 import time
@@ -122,8 +123,17 @@ class ForkedProcess:
         return self.poll() is None
 
     def join(self, timeout: float) -> None:
-        """Wait up to `timeout` seconds for the child to end."""
+        """Wait up to `timeout` seconds for the child to end: woken by its end through a pidfd
+        (Linux), else by polling."""
+        if self.poll() is not None:
+            return
         deadline = time.monotonic() + timeout
+        with contextlib.suppress(OSError, AttributeError):
+            fd = os.pidfd_open(self.pid)
+            try:
+                select.select([fd], [], [], timeout)
+            finally:
+                os.close(fd)
         pause = 0.0005
         while self.poll() is None and time.monotonic() < deadline:
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
