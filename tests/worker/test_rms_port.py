@@ -380,3 +380,21 @@ def test_a_task_file_run_writes_no_keep_alive_unless_asked(tmp_path: Path) -> No
 def test_a_job_id_with_a_given_queue_needs_no_project() -> None:
     settings = _settings("--provider", "gcp", "--job-id", "x", "--queue", "sqlite:///q.db")
     assert settings.queue == "sqlite:///q.db"
+
+
+def test_every_taskfleet_variable_the_code_reads_is_known_to_the_unknown_variable_warning() -> None:
+    """A `TASKFLEET_*` name anywhere in the sources is an option or listed as read elsewhere,
+    so that setting it is never warned about as a typo."""
+    import re
+
+    from taskfleet.worker.rms_compat import OTHER_TASKFLEET_VARIABLES
+    from taskfleet.worker.settings import options
+
+    src = Path(__file__).resolve().parents[2] / "src" / "taskfleet"
+    named = {
+        match
+        for path in src.rglob("*.py")
+        for match in re.findall(r"TASKFLEET_([A-Z0-9_]+)", path.read_text())
+    }
+    known = {name.upper() for name in options()} | set(OTHER_TASKFLEET_VARIABLES)
+    assert sorted(named - known - {"PREFIX", "VARIABLES"}) == []
