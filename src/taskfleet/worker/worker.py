@@ -25,7 +25,7 @@ from taskfleet.errors import TaskfleetError
 from taskfleet.events.schema import hostname as events_hostname
 from taskfleet.events.sinks import open_event_sink
 from taskfleet.monitoring.stats_sink import StatsSink
-from taskfleet.monitoring.summary_text import format_summary
+from taskfleet.monitoring.summary_text import counted, format_summary
 from taskfleet.queues import Queue, event_queue_url, open_queue
 from taskfleet.redact import redact
 from taskfleet.tasks import TaskSource
@@ -130,10 +130,10 @@ class RunSummary:
 
     def line(self) -> str:
         c = self.counts
-        parts = [f"completed {c.completed:,} tasks in this run"]
+        parts = [f"completed {counted(c.completed, 'task')} in this run"]
         if self.local:
             parts[0] += f" ({self.completed_before:,} before it)"
-        parts.append(f"{c.failed_attempts:,} failed attempts ({c.retried:,} retried)")
+        parts.append(f"{counted(c.failed_attempts, 'failed attempt')} ({c.retried:,} retried)")
         parts.append(f"{c.dead_lettered:,} dead-lettered")
         if self.local:
             parts.append(f"{self.remaining:,} remaining")
@@ -180,7 +180,10 @@ class Worker:
                 self.user_parser.print_help()
             raise SystemExit(0)
         if self.user_parser is not None:
-            self.user_args = self.user_parser.parse_args(rest)
+            try:
+                self.user_args = self.user_parser.parse_args(rest)
+            except SystemExit as exc:  # argparse has printed the usage error; 2 is dead letters
+                raise SystemExit(EXIT_USAGE if exc.code == 2 else exc.code) from None
         elif rest:
             raise TaskfleetError(
                 f"unknown option(s) {' '.join(rest)}; see --help for the worker's options"
@@ -251,6 +254,17 @@ class Worker:
     def _run(self) -> RunSummary:
         settings = self.settings or self.parse()
         configure_logging(settings.verbose)
+        if self.task_source is not None and settings.task_file:
+            raise TaskfleetError(
+                f"--task-file {settings.task_file} (or TASKFLEET_TASK_FILE) given to a worker "
+                "whose tasks come from its task_source: a run has one source of tasks; drop "
+                "the task file, or run a worker script without a task_source"
+            )
+        if settings.is_spot and not settings.provider:
+            raise TaskfleetError(
+                "--is-spot needs --provider aws or gcp: the provider's metadata server is "
+                "where termination notices are read"
+            )
         source = self.task_source if self.task_source is not None else settings.task_file
         if source is None and not settings.queue:
             raise TaskfleetError(
@@ -369,7 +383,7 @@ class Worker:
         restore = install_signal_handlers(supervisor.stopping)
         log.info(
             "running %s with %d simultaneous tasks (events: %s)",
-            f"{stats.remaining:,} tasks" if local else redact(settings.queue or ""),
+            counted(stats.remaining, "task") if local else redact(settings.queue or ""),
             settings.num_simultaneous_tasks,
             settings.event_log_file or "off",
         )
@@ -400,7 +414,8 @@ class Worker:
             summary.exit_code = EXIT_FAILED
         if counts.received or counts.dead_lettered:
             # the same statistics as `taskfleet monitor`, for this run's events
-            print(format_summary(sink.summary()), file=sys.stderr, flush=True)
+            text = format_summary(sink.summary(), queued=end.remaining, dead=end.dead)
+            print(text, file=sys.stderr, flush=True)
         print(summary.line(), flush=True)
         if summary.exit_code == EXIT_FAILED:
             where = f"--queue {shlex.quote(redact(queue.url))}"
