@@ -118,6 +118,11 @@ class WorkerSettings:
     )
     tasks_to_skip: int = option(0, "Skip this many tasks of the task file.", ge=0)
     max_num_tasks: int | None = option(None, "Process at most this many tasks.", ge=0)
+    rerun_changed: bool = option(
+        False,
+        "Task file runs: run again the completed tasks whose data changed in the file "
+        "(default: name them, do not run them).",
+    )
     event_log_file: str | None = option(
         "events.jsonl",
         "Events file, JSON Lines (default events.jsonl; '' for none).",

@@ -27,13 +27,23 @@ from taskfleet.events.sinks import open_event_sink
 from taskfleet.monitoring.stats_sink import StatsSink
 from taskfleet.monitoring.summary_text import counted, format_summary
 from taskfleet.queues import Queue, event_queue_url, open_queue
+from taskfleet.queues.base import DataChanges
 from taskfleet.redact import redact
 from taskfleet.tasks import TaskSource
 from taskfleet.tasks.loading import load_tasks_into
 from taskfleet.worker.attempts import RunCounts
 from taskfleet.worker.logs import configure_logging
 from taskfleet.worker.progress import ProgressView
-from taskfleet.worker.resume import Recovery, StateLock, default_state_path, recover, state_url
+from taskfleet.worker.resume import (
+    Recovery,
+    StateLock,
+    claim_state,
+    default_state_path,
+    describe_changes,
+    recover,
+    source_key,
+    state_url,
+)
 from taskfleet.worker.settings import WorkerSettings, build_parser, resolve_settings
 from taskfleet.worker.shared_memory import SharedFlags
 from taskfleet.worker.stopping import (
@@ -127,6 +137,7 @@ class RunSummary:
     local: bool = True
     exit_code: int = EXIT_OK
     elapsed: float = 0.0
+    changes: DataChanges = field(default_factory=DataChanges)
 
     def line(self) -> str:
         c = self.counts
@@ -142,6 +153,11 @@ class RunSummary:
                 f"{self.recovery.leased:,} interrupted by the previous run "
                 f"({self.recovery.acknowledged_from_log:,} already finished, "
                 f"{self.recovery.rerun:,} run again: possible duplicates)"
+            )
+        if self.changes.completed_changed:
+            parts.append(
+                f"{counted(self.changes.completed_changed, 'completed task')} changed in the "
+                "task file, not run again (--rerun-changed)"
             )
         rate = c.finished / self.elapsed if self.elapsed > 0 else 0.0
         parts.append(f"{self.elapsed:,.1f} s, {rate:,.0f} tasks/s")
@@ -272,6 +288,12 @@ class Worker:
                 "(drain a queue); see --help"
             )
         local = source is not None
+        if settings.rerun_changed and (not local or settings.queue):
+            raise TaskfleetError(
+                "--rerun-changed applies to task file runs; the tasks of a queue take new data "
+                "with `taskfleet load-queue --update`, and its dead letters run again with "
+                "`taskfleet redrive`"
+            )
         if settings.tasks_to_skip and not local:
             raise TaskfleetError(
                 "--tasks-to-skip applies to task files; to skip tasks of a queue, load it with "
@@ -288,6 +310,8 @@ class Worker:
                 lock.acquire()
                 try:
                     embedded = open_queue(state_url(state_path), max_attempts=settings.max_attempts)
+                    assert source is not None
+                    claim_state(Path(state_path), source_key(source, Path(state_path)))
                     recovery = recover(embedded, settings.event_log_file)
                 except BaseException:
                     lock.release()
@@ -299,20 +323,31 @@ class Worker:
             if local:
                 assert source is not None
                 with interrupt_on_stop_signals():  # the load is one transaction: rolled back
-                    before = queue.stats()
                     loaded = load_tasks_into(
-                        queue, source, skip=settings.tasks_to_skip, limit=settings.max_num_tasks
+                        queue,
+                        source,
+                        skip=settings.tasks_to_skip,
+                        limit=settings.max_num_tasks,
+                        update=lock is not None,  # the task file is the state's source of truth
+                        rerun_completed=settings.rerun_changed,
                     )
+                    completed_before = queue.stats().completed or 0
                 log.info(
                     "tasks: %s new, %s already known (%s done before this run)",
                     f"{loaded.inserted:,}",
                     f"{loaded.already_present:,}",
-                    f"{before.completed or 0:,}",
+                    f"{completed_before:,}",
                 )
-                completed_before = before.completed or 0
+                redrive = f"taskfleet redrive --queue {shlex.quote(redact(queue.url))}"
+                for line in describe_changes(loaded.changes, redrive):
+                    log.warning("%s", line)
+                changes = loaded.changes
             else:
                 completed_before = 0
-            return self._supervise(queue, settings, local, completed_before, recovery, started)
+                changes = DataChanges()
+            return self._supervise(
+                queue, settings, local, completed_before, recovery, started, changes
+            )
         finally:
             queue.close()
             if lock is not None:
@@ -340,6 +375,7 @@ class Worker:
         completed_before: int,
         recovery: Recovery,
         started: float,
+        changes: DataChanges,
     ) -> RunSummary:
         flags = SharedFlags()
         worker_data = WorkerData(
@@ -407,6 +443,7 @@ class Worker:
             interrupted=interrupted,
             local=local,
             elapsed=time.monotonic() - started,
+            changes=changes,
         )
         if interrupted:
             summary.exit_code = EXIT_INTERRUPTED
