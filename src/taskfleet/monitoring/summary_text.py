@@ -113,11 +113,15 @@ def format_summary(
             lines.append(f"      {example}")
 
     if s.span_seconds is not None and s.tasks_completed:
-        per_task = s.span_seconds / s.tasks_completed
+        running = s.span_seconds - s.paused_seconds
+        per_task = running / s.tasks_completed
         rate = s.completion_rate or 0.0
+        pauses = (
+            f"; {seconds(s.paused_seconds)} between runs not counted" if s.paused_seconds else ""
+        )
         lines.append(
-            f"  Completed {counted(s.tasks_completed, 'task')} in {seconds(s.span_seconds)} "
-            f"({rate:,.2f} tasks/s, {per_task:.3g} s/task)"
+            f"  Completed {counted(s.tasks_completed, 'task')} in {seconds(running)} "
+            f"({rate:,.2f} tasks/s, {per_task:.3g} s/task{pauses})"
         )
     if s.tasks_not_completed and s.eta_seconds is not None and s.recent_rate is not None:
         # Only while following: a rate from the last minute says the job is still running.
