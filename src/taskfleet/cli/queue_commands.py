@@ -11,6 +11,7 @@ from rich.table import Table
 
 from taskfleet.cli import cli
 from taskfleet.errors import TaskfleetError
+from taskfleet.monitoring.summary_text import counted
 from taskfleet.queues import Queue, SendInterrupted, example_urls, open_queue
 from taskfleet.redact import redact
 from taskfleet.tasks.loading import load_tasks_into
@@ -213,7 +214,7 @@ def release_all(queue_url: str) -> None:
         released = queue.release_all()
     finally:
         queue.close()
-    out.print(f"released {released:,} leased tasks")
+    out.print(f"released {counted(released, 'leased task')}")
 
 
 @cli.command("dead-letters")
@@ -268,4 +269,4 @@ def redrive(queue_url: str, ids: tuple[str, ...]) -> None:
         moved = queue.redrive(list(ids) if ids else None)
     finally:
         queue.close()
-    out.print(f"redrove {moved:,} tasks")
+    out.print(f"redrove {counted(moved, 'task')}")
