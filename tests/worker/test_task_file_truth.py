@@ -13,9 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from tests.worker.helpers import read_events, run_worker, worker_env, write_tasks
 
+from taskfleet.errors import TaskfleetError
+from taskfleet.queues import open_queue
 from taskfleet.queues.sqlite import SQLiteQueue
+from taskfleet.tasks.loading import load_tasks_into
 
 ECHO_WORKER = """
 import time
@@ -186,3 +190,15 @@ def test_another_task_file_on_the_same_state_is_refused(tmp_path: Path) -> None:
     assert "completed 1 task in this run (0 before it)" in own.stdout
     (done,) = [e for e in read_events(tmp_path / "other.jsonl") if e.get("result")]
     assert done["result"] == {"v": 9}
+
+
+def test_a_queue_that_cannot_update_data_says_so(tmp_path: Path) -> None:
+    write_tasks(tmp_path / "tasks.json", [{"id": "a", "data": {"v": 1}}])
+    queue = open_queue("memory://no-updates")
+    try:
+        assert not queue.updates_data
+        with pytest.raises(TaskfleetError, match="cannot give tasks already loaded new data"):
+            load_tasks_into(queue, tmp_path / "tasks.json", update=True)
+        assert queue.stats().inserted == 0
+    finally:
+        queue.close()
