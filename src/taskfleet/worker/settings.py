@@ -120,8 +120,8 @@ class WorkerSettings:
     max_num_tasks: int | None = option(None, "Process at most this many tasks.", ge=0)
     rerun_changed: bool = option(
         False,
-        "Task file runs: run again the completed tasks whose data changed in the file "
-        "(default: name them, do not run them).",
+        "Task file runs: run again the completed (and dead-lettered) tasks whose data changed "
+        "in the file (default: name them, do not run them).",
     )
     event_log_file: str | None = option(
         "events.jsonl",
