@@ -141,6 +141,13 @@ class WorkerSettings:
         gt=0,
         metavar="SECONDS",
     )
+    outage_seconds: float = option(
+        300.0,
+        "Ride out a queue or event log that is away this long (no new tasks, running ones go "
+        "on), then stop with exit code 1 (default 300).",
+        gt=0,
+        metavar="SECONDS",
+    )
     provider: Literal["aws", "gcp", "AWS", "GCP"] | None = option(
         None, "Cloud provider (aws or gcp), for spot termination notices.", metavar="aws|gcp"
     )

@@ -1,0 +1,220 @@
+"""A queue that goes away and comes back: workers ride it out; one that stays away stops them.
+
+Real servers throughout: a redis-server that persists every write and is SIGKILLed and started
+again on the same port mid-drain (the chaos test of issue 10, Redis half); a redis-server that
+stays away longer than `--outage-seconds`; moto's SQS behind a loopback proxy that cuts every
+connection for a while. Every task must be completed with the right result, and what ran twice
+must be counted by `taskfleet monitor` exactly as the events show it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from queue_servers import PausableProxy, RestartableRedis, ServerUnavailable
+
+from taskfleet.queues import open_queue
+from taskfleet.tasks import Task
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+WORKER = REPO / "examples" / "parallel_addition" / "worker_addition.py"
+
+
+def addition_tasks(n: int) -> list[Task]:
+    return [Task(f"addition-{i:05d}", {"num1": i, "num2": 3 * i + 1}) for i in range(n)]
+
+
+def load(url: str, tasks: list[Task]) -> None:
+    with open_queue(url) as queue:
+        assert queue.send(tasks).inserted == len(tasks)
+
+
+def start_worker(url: str, workdir: Path, host: str, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKFLEET_")}
+    env.update(
+        TASKFLEET_HOSTNAME=host,
+        ADDITION_OUTPUT_DIR=str(workdir / "results"),
+        ADDITION_TASK_DELAY=env.get("OUTAGE_TASK_DELAY", "0.01"),
+    )
+    return subprocess.Popen(
+        [
+            sys.executable, str(WORKER), "--queue", url, "--num-simultaneous-tasks", "2",
+            "--event-log-file", str(workdir / f"events-{host}.jsonl"), *args,
+        ],
+        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def finish(procs: list[subprocess.Popen[str]], timeout: float = 120) -> list[tuple[str, str]]:
+    """Wait for every worker; (stdout, stderr) of each."""
+    deadline = time.monotonic() + timeout
+    outputs = []
+    for proc in procs:
+        try:
+            outputs.append(proc.communicate(timeout=max(1, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            for other in procs:
+                if other.poll() is None:
+                    os.killpg(other.pid, signal.SIGKILL)
+            pytest.fail("the workers did not end in time")
+    return outputs
+
+
+def events_of(workdir: Path) -> list[dict[str, Any]]:
+    events = []
+    for path in sorted(workdir.glob("events-*.jsonl")):
+        events.extend(orjson.loads(line) for line in path.read_bytes().splitlines() if line)
+    return events
+
+
+def completions(workdir: Path) -> int:
+    return sum(p.read_bytes().count(b'"task_completed"') for p in workdir.glob("events-*.jsonl"))
+
+
+def wait_for_completions(workdir: Path, n: int, procs: list[subprocess.Popen[str]]) -> None:
+    deadline = time.monotonic() + 60
+    while completions(workdir) < n:
+        assert time.monotonic() < deadline, "the workers made no progress"
+        assert all(p.poll() is None for p in procs), "a worker ended early"
+        time.sleep(0.05)
+
+
+def check_all_done(workdir: Path, tasks: list[Task]) -> Counter[str]:
+    """Every task has a completion event and its right result; completions per task."""
+    per_task = Counter(
+        e["task_id"] for e in events_of(workdir) if e["event_type"] == "task_completed"
+    )
+    missing = {t.id for t in tasks} - set(per_task)
+    assert not missing, f"{len(missing)} tasks never completed, e.g. {sorted(missing)[:5]}"
+    for task in tasks:
+        text = (workdir / "results" / f"{task.id}.txt").read_text()
+        assert f"= {task.data['num1'] + task.data['num2']}" in text, text
+    return per_task
+
+
+def monitor_summary(workdir: Path, tasks: list[Task]) -> dict[str, Any]:
+    task_file = workdir / "tasks.json"
+    task_file.write_text(json.dumps([{"id": t.id, "data": t.data} for t in tasks]))
+    files = [str(p) for p in sorted(workdir.glob("events-*.jsonl"))]
+    monitor = subprocess.run(
+        [sys.executable, "-c", "from taskfleet.cli import main; main()", "monitor", "--json",
+         *files, "--task-file", str(task_file)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert monitor.returncode == 0, monitor.stderr
+    return json.loads(monitor.stdout)
+
+
+@pytest.fixture
+def restartable_redis(tmp_path: Path) -> Any:
+    (tmp_path / "redis").mkdir()
+    try:
+        server = RestartableRedis(tmp_path / "redis")
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
+    with server:
+        yield server
+
+
+def test_redis_killed_and_restarted_mid_drain_is_ridden_out(
+    restartable_redis: RestartableRedis, tmp_path: Path
+) -> None:
+    """Two workers drain 3,000 tasks while their redis-server is SIGKILLed and restarted
+    three times: both ride it out (exit 0), every result is right, nothing is lost, and the
+    tasks run twice are counted by the monitor as the events show them."""
+    tasks = addition_tasks(3000)
+    url = f"{restartable_redis.url}/0?name=chaos{uuid.uuid4().hex[:8]}"
+    load(url, tasks)
+    args = ("--lease-seconds", "4", "--exit-when-idle", "4")
+    procs = [start_worker(url, tmp_path, host, *args) for host in ("host-a", "host-b")]
+    for quarter in (1, 2, 3):
+        wait_for_completions(tmp_path, quarter * len(tasks) // 4, procs)
+        restartable_redis.kill()
+        time.sleep(1.5)
+        restartable_redis.start()
+    outputs = finish(procs)
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+        assert "Traceback" not in err, err[-3000:]
+        assert "is unavailable" in err and "back after" in err, err[-3000:]
+    per_task = check_all_done(tmp_path, tasks)
+    with open_queue(url) as queue:
+        stats = queue.stats()
+    assert (stats.visible, stats.leased, stats.delayed, stats.dead) == (0, 0, 0, 0), stats
+    assert stats.completed == len(tasks), stats
+    summary = monitor_summary(tmp_path, tasks)
+    assert summary["tasks_completed"] == len(tasks) and summary["tasks_not_completed"] == 0
+    repeated = sum(1 for n in per_task.values() if n > 1)
+    assert summary["tasks_completed_more_than_once"] == repeated
+    print(f"tasks completed more than once: {repeated}")
+
+
+def test_redis_away_longer_than_outage_seconds_stops_cleanly_and_a_rerun_finishes(
+    restartable_redis: RestartableRedis, tmp_path: Path
+) -> None:
+    tasks = addition_tasks(400)
+    url = f"{restartable_redis.url}/0?name=away{uuid.uuid4().hex[:8]}"
+    load(url, tasks)
+    worker = start_worker(url, tmp_path, "host-a", "--outage-seconds", "3", "--lease-seconds", "3")
+    wait_for_completions(tmp_path, 50, [worker])
+    restartable_redis.kill()
+    killed_at = time.monotonic()
+    ((out, err),) = finish([worker], timeout=60)
+    assert worker.returncode == 1, err[-3000:]
+    assert time.monotonic() - killed_at < 30
+    assert "Traceback" not in err, err[-3000:]
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, err[-3000:]
+    assert "is unavailable" in errors[0] and "--outage-seconds 3" in errors[0], errors[0]
+    assert "tasks in this run" in out, out  # the summary line
+    stopped = [e for e in events_of(tmp_path) if e["event_type"] == "worker_stopped"]
+    assert [e["reason"] for e in stopped] == ["outage"]  # the event log itself was fine
+
+    restartable_redis.start()
+    rerun = start_worker(url, tmp_path, "host-b", "--exit-when-idle", "4", "--lease-seconds", "3")
+    ((_, err),) = finish([rerun])
+    assert rerun.returncode == 0, err[-3000:]
+    check_all_done(tmp_path, tasks)
+    with open_queue(url) as queue:
+        stats = queue.stats()
+    assert stats.completed == len(tasks) and stats.remaining == 0 and stats.dead == 0, stats
+
+
+def test_sqs_cut_off_by_a_proxy_is_ridden_out(sqs_endpoint: str, tmp_path: Path) -> None:
+    """moto's SQS behind a proxy that cuts every connection for a few seconds mid-run."""
+    tasks = addition_tasks(300)
+    name = f"cut{uuid.uuid4().hex[:8]}"
+    direct = f"sqs://{name}?region=us-east-1&endpoint_url={sqs_endpoint}"
+    load(direct, tasks)
+    port = int(sqs_endpoint.rsplit(":", 1)[1])
+    with PausableProxy(port) as proxy:
+        url = f"sqs://{name}?region=us-east-1&endpoint_url={proxy.url_of(sqs_endpoint)}"
+        worker = start_worker(
+            url, tmp_path, "host-a", "--lease-seconds", "10", "--exit-when-idle", "4"
+        )
+        wait_for_completions(tmp_path, 60, [worker])
+        proxy.pause()
+        time.sleep(8)  # longer than boto3's own retries
+        proxy.resume()
+        ((_, err),) = finish([worker])
+    assert worker.returncode == 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert "is unavailable" in err and "back after" in err, err[-3000:]
+    check_all_done(tmp_path, tasks)
+    with open_queue(direct) as queue:
+        stats = queue.stats()
+    assert (stats.visible, stats.leased, stats.delayed, stats.dead) == (0, 0, 0, 0), stats
