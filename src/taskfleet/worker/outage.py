@@ -114,9 +114,9 @@ class Outage:
         self.retry_at = 0.0
         self.outages += 1
 
-    def give_up(self, now: float) -> None:
+    def give_up(self) -> None:
+        """Past the limit: the run ends, and `summary` says why."""
         self.gave_up = True
-        log.error("giving up after %.0f s: %s", now - (self.started or now), self.what)
 
     @property
     def summary(self) -> str:

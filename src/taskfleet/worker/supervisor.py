@@ -194,7 +194,7 @@ class Supervisor:
         try to recover (a probe of the queue, then the buffered events, the pending attempts
         and every lease, in the order of a normal batch); if all of it works, it is over."""
         if self.outage.over_limit(now):
-            self.outage.give_up(now)
+            self.outage.give_up()
             self.stopping.abandon()
             return
         if not self.outage.retry_due(now):
