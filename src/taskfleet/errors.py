@@ -63,6 +63,12 @@ class QueueUnavailableError(QueueConnectionError):
     def __init__(self, queue: str, cause: str) -> None:
         super().__init__(f"the queue {queue} is unavailable: {cause}")
         self.queue = queue
+        self.reason = cause
+
+
+#: How long a worker or a load waits for a service that is away before it stops (the default
+#: of `--outage-seconds` / `TASKFLEET_OUTAGE_SECONDS`).
+DEFAULT_OUTAGE_SECONDS = 300.0
 
 
 def path_error(path: object, exc: OSError, what: str, hint: str) -> TaskfleetError:

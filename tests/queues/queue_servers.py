@@ -102,10 +102,24 @@ class RestartableRedis:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        """Start the server and wait until it has loaded its data (it answers PING)."""
+        import redis
+
         self.process = subprocess.Popen(
             self._argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         _wait_for_port(self.port, self.process)
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.exceptions.BusyLoadingError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, nothing flushed beyond what each write already synced."""

@@ -13,7 +13,7 @@ from taskfleet.cli import cli
 from taskfleet.errors import TaskfleetError
 from taskfleet.queues import Queue, SendInterrupted, example_urls, open_queue
 from taskfleet.redact import redact
-from taskfleet.tasks.loading import load_tasks_into
+from taskfleet.tasks.load_retry import load_riding_out, outage_seconds_from_env
 
 out = Console(highlight=False)
 
@@ -81,12 +81,14 @@ def load_queue(
             bar = progress.add_task("load", total=limit)
 
             try:
-                result = load_tasks_into(
+                result = load_riding_out(
                     queue,
                     task_file,
                     skip=skip,
                     limit=limit,
                     on_progress=lambda n: progress.update(bar, completed=n),
+                    outage_seconds=outage_seconds_from_env(),
+                    notify=lambda line: progress.console.print(redact(line), markup=False),
                 )
             except TaskfleetError as exc:
                 raise TaskfleetError(_interrupted_load_message(queue, exc)) from None

@@ -28,7 +28,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from taskfleet.errors import TaskfleetError
+from taskfleet.errors import DEFAULT_OUTAGE_SECONDS, TaskfleetError
 
 ENV_PREFIX = "TASKFLEET_"
 
@@ -142,7 +142,7 @@ class WorkerSettings:
         metavar="SECONDS",
     )
     outage_seconds: float = option(
-        300.0,
+        DEFAULT_OUTAGE_SECONDS,
         "Ride out a queue or event log that is away this long (no new tasks, running ones go "
         "on), then stop with exit code 1 (default 300).",
         gt=0,
