@@ -24,8 +24,12 @@ import orjson
 import pytest
 from queue_servers import PausableProxy, RestartableRedis, ServerUnavailable
 
+from taskfleet.errors import QueueUnavailableError
+from taskfleet.events.sinks import EventLogError, FileEventSink
 from taskfleet.queues import open_queue
 from taskfleet.tasks import Task
+from taskfleet.worker.attempts import Attempts, RetryPolicy, RunCounts
+from taskfleet.worker.outage import Outage, service_away
 
 pytestmark = pytest.mark.slow
 
@@ -79,6 +83,10 @@ def events_of(workdir: Path) -> list[dict[str, Any]]:
     for path in sorted(workdir.glob("events-*.jsonl")):
         events.extend(orjson.loads(line) for line in path.read_bytes().splitlines() if line)
     return events
+
+
+def events_of_file(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
 
 
 def completions(workdir: Path) -> int:
@@ -163,13 +171,19 @@ def test_redis_killed_and_restarted_mid_drain_is_ridden_out(
     print(f"tasks completed more than once: {repeated}")
 
 
+@pytest.mark.parametrize("event_queue", ["the companion", "none"])
 def test_redis_away_longer_than_outage_seconds_stops_cleanly_and_a_rerun_finishes(
-    restartable_redis: RestartableRedis, tmp_path: Path
+    restartable_redis: RestartableRedis, tmp_path: Path, event_queue: str
 ) -> None:
+    """The worker stops with one line naming the queue, its summary and exit code 1; with
+    `--event-queue none` too (it printed a raw traceback); a rerun finishes every task."""
     tasks = addition_tasks(400)
     url = f"{restartable_redis.url}/0?name=away{uuid.uuid4().hex[:8]}"
     load(url, tasks)
-    worker = start_worker(url, tmp_path, "host-a", "--outage-seconds", "3", "--lease-seconds", "3")
+    more = ("--event-queue", "none") if event_queue == "none" else ()
+    worker = start_worker(
+        url, tmp_path, "host-a", "--outage-seconds", "3", "--lease-seconds", "3", *more
+    )
     wait_for_completions(tmp_path, 50, [worker])
     restartable_redis.kill()
     killed_at = time.monotonic()
@@ -192,6 +206,79 @@ def test_redis_away_longer_than_outage_seconds_stops_cleanly_and_a_rerun_finishe
     with open_queue(url) as queue:
         stats = queue.stats()
     assert stats.completed == len(tasks) and stats.remaining == 0 and stats.dead == 0, stats
+
+
+def test_commands_with_the_server_away_say_so_in_one_line(
+    restartable_redis: RestartableRedis, tmp_path: Path
+) -> None:
+    url = f"{restartable_redis.url}/0?name=gone{uuid.uuid4().hex[:8]}"
+    load(url, addition_tasks(10))
+    restartable_redis.kill()
+    commands = [
+        ["status", "--queue", url],
+        ["dead-letters", "--queue", url],
+        ["monitor", "--queue", url, "-o", str(tmp_path / "m.jsonl")],
+    ]
+    for command in commands:
+        proc = subprocess.run(
+            [sys.executable, "-c", "from taskfleet.cli import main; main()", *command],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 1, (command, proc.stderr)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (command, proc.stderr)
+        assert "ConnectionError" in lines[0] and str(restartable_redis.port) in lines[0]
+
+
+def test_a_batch_cut_by_an_outage_is_settled_once_when_the_queue_is_back(
+    restartable_redis: RestartableRedis, tmp_path: Path
+) -> None:
+    """The attempt owner keeps a batch whose queue calls failed: its events are written once,
+    and when the queue is back exactly the calls not made are made, each counted once."""
+    url = f"{restartable_redis.url}/0?name=batch{uuid.uuid4().hex[:8]}"
+    with open_queue(url) as queue:
+        queue.send(addition_tasks(20))
+        messages = queue.receive(20, 3600)
+        sink = FileEventSink(tmp_path / "events.jsonl")
+        counts = RunCounts()
+        policy = RetryPolicy(
+            max_attempts=3,
+            retry_on_exit=True,
+            retry_on_exception=False,
+            retry_on_timeout=False,
+            backoff_base=60.0,
+            backoff_cap=300.0,
+        )
+        attempts = Attempts(queue, sink, policy, counts, hostname="h")
+        for m in messages[:10]:
+            attempts.returned(m, 0, 1, {"retry": False, "elapsed": 0.1, "result": 1})
+        for m in messages[10:]:  # exceptions are not retried: dead letters
+            attempts.raised(m, 0, 1, {"elapsed": 0.1, "exception": "ValueError: no"})
+        restartable_redis.kill()
+        with pytest.raises(QueueUnavailableError) as info:
+            attempts.settle()
+        assert service_away(info.value) is not None
+        assert attempts.pending == 20 and counts.completed == 0
+        restartable_redis.start()
+        attempts.settle()
+        assert attempts.pending == 0
+        assert (counts.completed, counts.dead_lettered) == (10, 10)
+        stats = queue.stats()
+        sink.close()
+    assert (stats.completed, stats.dead, stats.remaining) == (10, 10, 0), stats
+    types = Counter(e["event_type"] for e in events_of_file(tmp_path / "events.jsonl"))
+    assert types == {"task_completed": 10, "task_exception": 10, "task_dead_lettered": 10}
+
+
+def test_only_a_service_away_is_an_outage() -> None:
+    outage = Outage(60)
+    assert not outage.absorb(ValueError("a bug"), "testing") and not outage.away
+    assert not outage.absorb(OSError(28, "No space left on device"), "testing")
+    assert outage.absorb(EventLogError(28, "No space left on device", "/x/events.jsonl"), "t")
+    assert outage.away and "/x/events.jsonl" in outage.what
+    assert outage.absorb(QueueUnavailableError("redis://h:1/0?name=q", "gone"), "testing")
+    assert "redis://h:1/0?name=q" in outage.what and "stayed away" in outage.summary
 
 
 def test_sqs_cut_off_by_a_proxy_is_ridden_out(sqs_endpoint: str, tmp_path: Path) -> None:

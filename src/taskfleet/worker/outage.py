@@ -16,6 +16,8 @@ acked before its events are written. Every `retry_at` the supervisor tries to re
 order of a normal batch: a probe of the queue, write the buffered events, settle the pending
 attempts, renew every lease held; when all that works the outage is over and leasing resumes.
 A lease that expired meanwhile only means the task may run twice (delivery is at least once).
+Each outage is also a `non_fatal_exception` event (written once the events can be written), so
+`taskfleet monitor` and the report list it among the worker errors.
 The tries back off exponentially with jitter (`RETRY_BASE`, doubling, up to `RETRY_CAP`), so a
 service that comes back is used again within `RETRY_CAP` seconds; the log has one line when an
 outage starts, at most one every `LOG_EVERY` seconds while it lasts, and one when it ends.
@@ -32,8 +34,10 @@ import random
 import time
 
 from taskfleet.errors import QueueUnavailableError
+from taskfleet.events.schema import EventType
 from taskfleet.events.sinks import EventLogError
 from taskfleet.worker.attempts import backoff_delay
+from taskfleet.worker.run_events import RunEvents
 
 log = logging.getLogger("taskfleet.worker")
 
@@ -55,8 +59,14 @@ class Outage:
     """Whether a service is away, since when, and when to try again (see the module
     docstring for what the supervisor does meanwhile)."""
 
-    def __init__(self, limit_seconds: float, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        limit_seconds: float,
+        events: RunEvents | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.limit = limit_seconds
+        self.events = events
         self.rng = rng or random.Random()
         self.started: float | None = None
         self.what = ""  # the service that is away, in words (the latest failure's)
@@ -88,6 +98,8 @@ class Outage:
                 doing,
                 self.limit,
             )
+            if self.events is not None:  # buffered with the rest until it can be written
+                self.events.emit(EventType.NON_FATAL_EXCEPTION, exception=f"{what} (while {doing})")
         elif now - self.last_logged >= LOG_EVERY:
             self.last_logged = now
             log.warning("still away after %.0f s: %s", now - self.started, what)

@@ -82,9 +82,9 @@ class Supervisor:
         self.queue = queue
         self.sink = sink
         self.on_progress = on_progress
-        self.outage = Outage(settings.outage_seconds)
         self.counts = RunCounts()
         self.events = RunEvents(sink, hostname())
+        self.outage = Outage(settings.outage_seconds, self.events)
         self.attempts = Attempts(
             queue,
             sink,
