@@ -13,16 +13,21 @@ round trip; `receive`, `ack`, `release` and `extend` are one script call per bat
 `receive` with `wait_seconds` blocks on the server (BLMOVE of the ready list onto itself, which
 changes nothing) instead of polling, and wakes up early when a delayed task or a lease falls due.
 
+A server that is away for now (a lost connection, a timeout, a server still loading its data
+after a restart, a replica) raises `QueueUnavailableError` from every method that calls it (the
+methods marked `_calls_server`), which the worker rides out; redis-py's own retries stay short.
+
 Needs Redis 6.2 or newer (LPOP with a count, BLMOVE) and redis-py 5 or newer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import urlencode, urlunsplit
 
 from taskfleet.errors import QueueConnectionError, QueueUnavailableError, QueueURLError
@@ -75,6 +80,20 @@ def is_unavailable(exc: BaseException) -> bool:
             exc, (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
         )
     return isinstance(exc, redis.ResponseError) and str(exc).startswith(_AWAY_REPLIES)
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _calls_server(method: _Method) -> _Method:
+    """Marks a method that calls the server: see `RedisQueue._server`."""
+
+    @functools.wraps(method)
+    def call(self: RedisQueue, *args: Any, **kwargs: Any) -> Any:
+        with self._server():
+            return method(self, *args, **kwargs)
+
+    return call  # type: ignore[return-value]
 
 
 def parse_redis_url(url: str) -> tuple[str, str, int | None]:
@@ -196,10 +215,11 @@ class RedisQueue(Queue):
                 ) from None
             raise
 
+    @_calls_server
     def _run(self, script: str, args: Sequence[Any]) -> Any:
-        with self._server():
-            return self._scripts[script](keys=self._keys, args=args)
+        return self._scripts[script](keys=self._keys, args=args)
 
+    @_calls_server
     def _run_many(self, script: str, arg_lists: Sequence[Sequence[Any]]) -> list[Any]:
         """Several calls of one script in one round trip.
 
@@ -207,10 +227,6 @@ class RedisQueue(Queue):
         execute; instead we send EVALSHA and load the script only if the server says it is
         missing (a restart, SCRIPT FLUSH), then rerun just the calls that did not run.
         """
-        with self._server():
-            return self._run_many_now(script, arg_lists)
-
-    def _run_many_now(self, script: str, arg_lists: Sequence[Sequence[Any]]) -> list[Any]:
         import redis
 
         script = self._scripts[script]
@@ -306,8 +322,11 @@ class RedisQueue(Queue):
             # BLMOVE of the list onto its own tail returns as soon as the list has an element
             # and leaves it where it was: a server-side wait for new tasks, no polling.
             ready = self._keys[5]
-            with self._server():
-                self._redis.blmove(ready, ready, max(0.01, block), "RIGHT", "RIGHT")
+            self._wait_for_ready(ready, block)
+
+    @_calls_server
+    def _wait_for_ready(self, ready: str, block: float) -> None:
+        self._redis.blmove(ready, ready, max(0.01, block), "RIGHT", "RIGHT")
 
     def ack(self, messages: Sequence[Message]) -> None:
         """Done. Accepted even if the lease has passed on: the work is done either way."""
@@ -395,16 +414,16 @@ class RedisQueue(Queue):
         chunks = [["ids", *chunk] for chunk in _chunks(list(ids), BATCH_CHUNK)]
         return sum(int(n) for n in self._run_many("REDRIVE", chunks)) if chunks else 0
 
+    @_calls_server
     def purge(self) -> None:
         """Delete every task, dead letter and counter; max_attempts stays."""
-        with self._server():
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.unlink(*self._keys[1:])
-            pipe.hset(
-                self._keys[0],
-                mapping={"inserted": 0, "duplicates": 0, "completed": 0, "stale": 0},
-            )
-            pipe.execute()
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.unlink(*self._keys[1:])
+        pipe.hset(
+            self._keys[0],
+            mapping={"inserted": 0, "duplicates": 0, "completed": 0, "stale": 0},
+        )
+        pipe.execute()
 
     def close(self) -> None:
         self._redis.close()

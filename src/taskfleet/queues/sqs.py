@@ -25,7 +25,9 @@ What SQS cannot do, and what we do instead (the contract suite lists these in on
 Every call is batched: SendMessageBatch of 10 with many batches in flight on a thread pool,
 ReceiveMessage of up to 10 with long polling, DeleteMessageBatch and
 ChangeMessageVisibilityBatch of 10. Credentials come from boto3's default chain; nothing we log
-or raise contains a secret (URLs go through `redact`).
+or raise contains a secret (URLs go through `redact`). Every call goes through one wrapper of
+the client (`_Service`): SQS away for now (no connection, a connection cut or timed out,
+throttling, a 5xx answer), once boto3's few retries are spent, raises `QueueUnavailableError`.
 """
 
 from __future__ import annotations

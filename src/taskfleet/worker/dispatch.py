@@ -157,6 +157,11 @@ class Dispatch:
         if leftover:  # nobody has room after all (a child died meanwhile): give them back
             self.leases.release(leftover)
 
+    def resume(self, now: float) -> None:
+        """A service that was away is back: lease at once; the outage was not idle time."""
+        self.next_receive_at = 0.0
+        self.last_activity = now
+
     def look_again_now(self) -> None:
         """Nothing runs and every outcome is settled: a local run that found its queue empty
         while tasks ran may be over now, so look at once instead of after the pause."""

@@ -209,8 +209,9 @@ class Supervisor:
             if not self.outage.absorb(exc, "trying again"):
                 raise
             return
-        self.outage.ended(time.monotonic())
-        self.dispatch.next_receive_at = 0.0
+        now = time.monotonic()
+        self.outage.ended(now)
+        self.dispatch.resume(now)
 
     def _wait_for_outcomes(self, now: float) -> None:
         """Wait for outcomes until the next deadline check or the pending batch is due (while
