@@ -208,6 +208,25 @@ def test_redis_away_longer_than_outage_seconds_stops_cleanly_and_a_rerun_finishe
     assert stats.completed == len(tasks) and stats.remaining == 0 and stats.dead == 0, stats
 
 
+def test_sigterm_while_the_queue_is_away_stops_after_the_grace_period(
+    restartable_redis: RestartableRedis, tmp_path: Path
+) -> None:
+    """A stop asked for during an outage does not wait for the service: after the grace
+    period the run ends as interrupted (130), with its summary, and no traceback."""
+    tasks = addition_tasks(400)
+    url = f"{restartable_redis.url}/0?name=term{uuid.uuid4().hex[:8]}"
+    load(url, tasks)
+    worker = start_worker(url, tmp_path, "host-a", "--shutdown-grace-period", "1")
+    wait_for_completions(tmp_path, 50, [worker])
+    restartable_redis.kill()
+    time.sleep(1)
+    worker.send_signal(signal.SIGTERM)
+    ((out, err),) = finish([worker], timeout=30)
+    assert worker.returncode == 130, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert "tasks in this run" in out, out
+
+
 def test_commands_with_the_server_away_say_so_in_one_line(
     restartable_redis: RestartableRedis, tmp_path: Path
 ) -> None:

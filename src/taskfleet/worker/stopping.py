@@ -142,10 +142,15 @@ class Stopping:
         if self.kill_deadline is not None and now >= self.kill_deadline:
             self.children.kill_running()
 
+    def grace_over(self, now: float) -> bool:
+        """A signal or notice stopped the run, and its grace period is over."""
+        return self.kill_deadline is not None and now >= self.kill_deadline
+
     def abandon(self) -> None:
-        """A service stayed away past `--outage-seconds`: kill every child now, forget the
-        outcomes that could not be recorded, and give their tasks back if the queue answers
-        (otherwise their leases expire and they come back then)."""
+        """A service is away and the run must end anyway (it stayed away past
+        `--outage-seconds`, or a stop's grace period is over): kill every child now, forget
+        the outcomes that could not be recorded, and give their tasks back if the queue
+        answers (otherwise their leases expire and they come back then)."""
         self.stop(StopReason.OUTAGE)
         self.begun = True
         self.flags.set_shutdown_requested()

@@ -197,6 +197,9 @@ class Supervisor:
             self.outage.give_up()
             self.stopping.abandon()
             return
+        if self.stopping.grace_over(now):  # a signal's stop cannot wait for the service
+            self.stopping.abandon()
+            return
         if not self.outage.retry_due(now):
             return
         try:

@@ -381,7 +381,7 @@ class Worker:
             watcher.stop()
             view.update(supervisor.counts, 0, force=True)
             view.close()
-            if supervisor.outage.gave_up:  # the events it could not write are not lost: their
+            if supervisor.outage.away:  # the events it could not write are not lost: their
                 with contextlib.suppress(OSError, TaskfleetError):  # tasks were not acked
                     sink.close()
             else:
