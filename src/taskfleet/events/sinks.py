@@ -231,7 +231,7 @@ class QueueEventSink(_BufferedSink):
         except SendInterrupted as exc:
             # The event queue is away: say so as itself. The whole batch stays buffered and is
             # sent again (ids chosen at emit time: a backend that remembers ids skips those it
-            # took; others may hold an event twice, counted as a duplicate event by the statistics).
+            # took; others may hold an event twice, which the statistics count as a duplicate).
             if isinstance(exc.cause, QueueUnavailableError):
                 raise exc.cause from None
             raise

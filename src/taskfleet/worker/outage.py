@@ -73,7 +73,6 @@ class Outage:
         self.tries = 0  # failed tries since the outage started
         self.retry_at = 0.0
         self.last_logged = 0.0
-        self.outages = 0  # outages ridden out in this run, for the summary
         self.gave_up = False
 
     @property
@@ -124,7 +123,6 @@ class Outage:
         log.warning("back after %.1f s: %s", now - self.started, self.what)
         self.started = None
         self.retry_at = 0.0
-        self.outages += 1
 
     def give_up(self) -> None:
         """Past the limit: the run ends, and `summary` says why."""
