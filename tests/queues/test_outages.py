@@ -2,9 +2,10 @@
 
 Real servers throughout: a redis-server that persists every write and is SIGKILLed and started
 again on the same port mid-drain (the chaos test of issue 10, Redis half); a redis-server that
-stays away longer than `--outage-seconds`; moto's SQS behind a loopback proxy that cuts every
-connection for a while. Every task must be completed with the right result, and what ran twice
-must be counted by `taskfleet monitor` exactly as the events show it.
+stays away longer than `--outage-seconds`; moto's SQS and a redis-server behind a loopback
+proxy that cuts every connection for a while; `taskfleet load-queue` through a restart. Every
+task must be completed with the right result, and what ran twice must be counted by `taskfleet
+monitor` exactly as the events show it.
 """
 
 from __future__ import annotations
@@ -300,21 +301,30 @@ def test_only_a_service_away_is_an_outage() -> None:
     assert "redis://h:1/0?name=q" in outage.what and "stayed away" in outage.summary
 
 
-def test_sqs_cut_off_by_a_proxy_is_ridden_out(sqs_endpoint: str, tmp_path: Path) -> None:
-    """moto's SQS behind a proxy that cuts every connection for a few seconds mid-run."""
+@pytest.mark.parametrize("kind", ["sqs", "redis"])
+def test_a_network_cut_by_a_proxy_is_ridden_out(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The queue's server stays up, but a proxy in front of it cuts every connection for a
+    few seconds mid-run (longer than boto3's and redis-py's own retries): the worker rides it
+    out and finishes everything."""
     tasks = addition_tasks(300)
     name = f"cut{uuid.uuid4().hex[:8]}"
-    direct = f"sqs://{name}?region=us-east-1&endpoint_url={sqs_endpoint}"
+    if kind == "sqs":
+        server = request.getfixturevalue("sqs_endpoint")
+        direct = f"sqs://{name}?region=us-east-1&endpoint_url={server}"
+    else:
+        server = request.getfixturevalue("redis_url")
+        direct = f"{server}/0?name={name}"
     load(direct, tasks)
-    port = int(sqs_endpoint.rsplit(":", 1)[1])
-    with PausableProxy(port) as proxy:
-        url = f"sqs://{name}?region=us-east-1&endpoint_url={proxy.url_of(sqs_endpoint)}"
+    with PausableProxy(int(server.rsplit(":", 1)[1])) as proxy:
+        through = proxy.url_of(direct)
         worker = start_worker(
-            url, tmp_path, "host-a", "--lease-seconds", "10", "--exit-when-idle", "4"
+            through, tmp_path, "host-a", "--lease-seconds", "10", "--exit-when-idle", "4"
         )
         wait_for_completions(tmp_path, 60, [worker])
         proxy.pause()
-        time.sleep(8)  # longer than boto3's own retries
+        time.sleep(8)
         proxy.resume()
         ((_, err),) = finish([worker])
     assert worker.returncode == 0, err[-3000:]
