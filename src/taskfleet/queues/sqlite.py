@@ -598,7 +598,10 @@ class _WriteTransaction:
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     q._lock.release()
-                    raise
+                    away = _unavailable(q, exc)  # a failing disk
+                    if away is None:
+                        raise
+                    raise away from None
                 time.sleep(min(0.05 * (attempt + 1), 1.0))
         q._lock.release()
         raise QueueUnavailableError(str(q.path), "the file stayed locked by another process")
