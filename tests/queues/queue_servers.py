@@ -11,12 +11,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import selectors
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 MOTO_ENV = {
     # Fake credentials: boto3's default chain must find some, and must never find real ones.
@@ -71,6 +75,177 @@ def redis_server(*options: str) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+class RestartableRedis:
+    """A redis-server that persists every write (`--appendonly yes --appendfsync always`) and
+    can be killed with SIGKILL and started again on the same port with the same data: a crash
+    and restart of the service, as a worker sees it. Use as a context manager."""
+
+    def __init__(self, workdir: Path, *options: str) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ServerUnavailable("redis-server is not installed (apt-get install redis-server)")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self._argv = [
+            binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "yes",
+            "--appendfsync", "always",
+            "--dir", str(workdir),
+            "--loglevel", "warning",
+            *options,
+        ]  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the server and wait until it has loaded its data (it answers PING)."""
+        import redis
+
+        self.process = subprocess.Popen(
+            self._argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        _wait_for_port(self.port, self.process)
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.exceptions.BusyLoadingError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, nothing flushed beyond what each write already synced."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> RestartableRedis:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class PausableProxy:
+    """A loopback TCP proxy in front of a server, in a thread of this process; `pause()` cuts
+    every connection and refuses new ones (the service is unreachable), `resume()` listens
+    again on the same port. `url_of(url)` rewrites a server's URL to go through the proxy."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._pairs: dict[socket.socket, socket.socket] = {}
+        self._selector = selectors.DefaultSelector()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="proxy", daemon=True)
+
+    def url_of(self, url: str) -> str:
+        return url.replace(f":{self.target[1]}", f":{self.port}", 1)
+
+    def __enter__(self) -> PausableProxy:
+        self.resume()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.pause()
+
+    def resume(self) -> None:
+        with self._lock:
+            if self._listener is not None:
+                return
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", self.port))
+            listener.listen(128)
+            listener.setblocking(False)
+            self._listener = listener
+            self._selector.register(listener, selectors.EVENT_READ)
+
+    def pause(self) -> None:
+        with self._lock:
+            if self._listener is not None:
+                self._selector.unregister(self._listener)
+                self._listener.close()
+                self._listener = None
+            for sock in list(self._pairs):
+                self._drop(sock)
+
+    def _drop(self, sock: socket.socket) -> None:
+        other = self._pairs.pop(sock, None)
+        for s in (sock, other):
+            if s is None:
+                continue
+            self._pairs.pop(s, None)
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(s)
+            with contextlib.suppress(OSError):  # a reset, as when a host goes away
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                ready = self._selector.select(0.005) if self._selector.get_map() else []
+                for key, _ in ready:
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    if sock is self._listener:
+                        self._accept(sock)
+                    elif sock in self._pairs:
+                        self._forward(sock)
+            if not ready:
+                time.sleep(0.001)
+
+    def _accept(self, listener: socket.socket) -> None:
+        with contextlib.suppress(BlockingIOError):
+            client, _ = listener.accept()
+            try:
+                upstream = socket.create_connection(self.target, 2)
+            except OSError:
+                client.close()
+                return
+            for s in (client, upstream):
+                s.setblocking(False)
+                self._selector.register(s, selectors.EVENT_READ)
+            self._pairs[client], self._pairs[upstream] = upstream, client
+
+    def _forward(self, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(sock)
+            return
+        other = self._pairs[sock]
+        other.setblocking(True)
+        try:
+            other.sendall(data)
+        except OSError:
+            self._drop(sock)
+        else:
+            other.setblocking(False)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from taskfleet.errors import TaskfleetError
 from taskfleet.monitoring.summary_text import counted
 from taskfleet.queues import Queue, SendInterrupted, example_urls, open_queue
 from taskfleet.redact import redact
-from taskfleet.tasks.loading import load_tasks_into
+from taskfleet.tasks.load_retry import load_riding_out, outage_seconds_from_env
 
 out = Console(highlight=False)
 
@@ -99,13 +99,15 @@ def load_queue(
             bar = progress.add_task("load", total=limit)
 
             try:
-                result = load_tasks_into(
+                result = load_riding_out(
                     queue,
                     task_file,
                     skip=skip,
                     limit=limit,
                     on_progress=lambda n: progress.update(bar, completed=n),
                     update=update,
+                    outage_seconds=outage_seconds_from_env(),
+                    notify=lambda line: progress.console.print(redact(line), markup=False),
                 )
             except TaskfleetError as exc:
                 raise TaskfleetError(_interrupted_load_message(queue, exc)) from None

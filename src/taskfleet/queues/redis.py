@@ -13,18 +13,24 @@ round trip; `receive`, `ack`, `release` and `extend` are one script call per bat
 `receive` with `wait_seconds` blocks on the server (BLMOVE of the ready list onto itself, which
 changes nothing) instead of polling, and wakes up early when a delayed task or a lease falls due.
 
+A server that is away for now (a lost connection, a timeout, a server still loading its data
+after a restart, a replica) raises `QueueUnavailableError` from every method that calls it (the
+methods marked `_calls_server`), which the worker rides out; redis-py's own retries stay short.
+
 Needs Redis 6.2 or newer (LPOP with a count, BLMOVE) and redis-py 5 or newer.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import urlencode, urlunsplit
 
-from taskfleet.errors import QueueConnectionError, QueueURLError
+from taskfleet.errors import QueueConnectionError, QueueUnavailableError, QueueURLError
 from taskfleet.queues import redis_scripts as lua
 from taskfleet.queues.base import (
     DEFAULT_QUEUE_NAME,
@@ -61,6 +67,33 @@ SEND_CHUNK = 500  # tasks per script call: short enough not to stall the server
 SEND_CALLS_PER_ROUND_TRIP = 10  # so one round trip carries 5,000 tasks
 BATCH_CHUNK = 1000  # ids per ack/release/extend/redrive script call
 MAX_BLOCK_SECONDS = 1.0  # one blocking wait; a loop covers longer waits
+# Replies of a server that is starting (loading its data) or is a replica for now.
+_AWAY_REPLIES = ("LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The server is away for now (a restart, a network cut, a failover), not refusing us."""
+    import redis
+
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):  # BusyLoadingError too
+        return not isinstance(
+            exc, (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
+        )
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(_AWAY_REPLIES)
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _calls_server(method: _Method) -> _Method:
+    """Marks a method that calls the server: see `RedisQueue._server`."""
+
+    @functools.wraps(method)
+    def call(self: RedisQueue, *args: Any, **kwargs: Any) -> Any:
+        with self._server():
+            return method(self, *args, **kwargs)
+
+    return call  # type: ignore[return-value]
 
 
 def parse_redis_url(url: str) -> tuple[str, str, int | None]:
@@ -140,11 +173,16 @@ class RedisQueue(Queue):
     @classmethod
     def from_address(cls, address: QueueAddress, max_attempts: int | None) -> RedisQueue:
         import redis
+        from redis.backoff import ExponentialWithJitterBackoff
+        from redis.retry import Retry
 
         client_url = cls.client_url(address)
+        # redis-py's own retries stay short (a dropped connection is reopened at once): a
+        # server that is away is the worker's outage owner's to wait for, with its own backoff.
+        retry = Retry(ExponentialWithJitterBackoff(cap=0.1, base=0.01), 2)
         try:
             client = redis.Redis.from_url(
-                client_url, socket_connect_timeout=10, socket_keepalive=True
+                client_url, socket_connect_timeout=10, socket_keepalive=True, retry=retry
             )
         except (TypeError, ValueError) as exc:
             raise QueueURLError(f"{redact(address.url)!r}: {redact(str(exc))}") from None
@@ -162,11 +200,26 @@ class RedisQueue(Queue):
         pipe.hget(meta, "max_attempts")
         return int(pipe.execute()[-1])
 
-    # -- script calls ---------------------------------------------------------------------
+    # -- calls to the server ----------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _server(self) -> Iterator[None]:
+        """Around every call to the server: an error that says it is away for now becomes
+        `QueueUnavailableError`, which names the queue (redacted); others pass unchanged."""
+        try:
+            yield
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise QueueUnavailableError(
+                    redact(self.url), f"{type(exc).__name__}: {redact(str(exc))}"
+                ) from None
+            raise
+
+    @_calls_server
     def _run(self, script: str, args: Sequence[Any]) -> Any:
         return self._scripts[script](keys=self._keys, args=args)
 
+    @_calls_server
     def _run_many(self, script: str, arg_lists: Sequence[Sequence[Any]]) -> list[Any]:
         """Several calls of one script in one round trip.
 
@@ -269,7 +322,11 @@ class RedisQueue(Queue):
             # BLMOVE of the list onto its own tail returns as soon as the list has an element
             # and leaves it where it was: a server-side wait for new tasks, no polling.
             ready = self._keys[5]
-            self._redis.blmove(ready, ready, max(0.01, block), "RIGHT", "RIGHT")
+            self._wait_for_ready(ready, block)
+
+    @_calls_server
+    def _wait_for_ready(self, ready: str, block: float) -> None:
+        self._redis.blmove(ready, ready, max(0.01, block), "RIGHT", "RIGHT")
 
     def ack(self, messages: Sequence[Message]) -> None:
         """Done. Accepted even if the lease has passed on: the work is done either way."""
@@ -328,14 +385,15 @@ class RedisQueue(Queue):
         dead_key, body_key, att_key, err_key = (self._keys[i] for i in (8, 2, 3, 9))
         start = 0
         while True:
-            ids = self._redis.zrange(dead_key, start, start + BATCH_CHUNK - 1)
-            if not ids:
-                return
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.hmget(body_key, ids)
-            pipe.hmget(att_key, ids)
-            pipe.hmget(err_key, ids)
-            bodies, attempts, errors = pipe.execute()
+            with self._server():
+                ids = self._redis.zrange(dead_key, start, start + BATCH_CHUNK - 1)
+                if not ids:
+                    return
+                pipe = self._redis.pipeline(transaction=False)
+                pipe.hmget(body_key, ids)
+                pipe.hmget(att_key, ids)
+                pipe.hmget(err_key, ids)
+                bodies, attempts, errors = pipe.execute()
             for body, attempt, error in zip(bodies, attempts, errors, strict=True):
                 if body is not None:
                     yield DeadLetter(
@@ -356,6 +414,7 @@ class RedisQueue(Queue):
         chunks = [["ids", *chunk] for chunk in _chunks(list(ids), BATCH_CHUNK)]
         return sum(int(n) for n in self._run_many("REDRIVE", chunks)) if chunks else 0
 
+    @_calls_server
     def purge(self) -> None:
         """Delete every task, dead letter and counter; max_attempts stays."""
         pipe = self._redis.pipeline(transaction=True)

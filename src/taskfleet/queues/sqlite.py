@@ -27,7 +27,13 @@ from urllib.parse import SplitResult, quote, unquote
 
 import orjson
 
-from taskfleet.errors import QueueURLError, TaskFileError, TaskfleetError, path_error
+from taskfleet.errors import (
+    QueueUnavailableError,
+    QueueURLError,
+    TaskFileError,
+    TaskfleetError,
+    path_error,
+)
 from taskfleet.queues.base import (
     DEFAULT_QUEUE_NAME,
     DataChanges,
@@ -633,8 +639,24 @@ class SQLiteQueue(Queue):
             self._conn.close()
 
 
+# What SQLite says when the file is busy or the disk fails for now (a full disk, an I/O error).
+_AWAY_WORDS = ("locked", "busy", "disk I/O error", "database or disk is full")
+
+
+def _unavailable(queue: SQLiteQueue, exc: sqlite3.Error) -> QueueUnavailableError | None:
+    """The error as `QueueUnavailableError` when it may pass (see `_AWAY_WORDS`), else None."""
+    if isinstance(exc, sqlite3.OperationalError) and any(w in str(exc) for w in _AWAY_WORDS):
+        return QueueUnavailableError(str(queue.path), str(exc))
+    return None
+
+
 class _WriteTransaction:
-    """`BEGIN IMMEDIATE` ... `COMMIT`, retried while another process holds the write lock."""
+    """`BEGIN IMMEDIATE` ... `COMMIT`, retried while another process holds the write lock.
+
+    It is the one place the queue writes its file, so it is where an error that may pass (the
+    file stayed locked past the busy timeout and the retries, a full disk, an I/O error)
+    becomes `QueueUnavailableError`, once the transaction is rolled back.
+    """
 
     def __init__(self, queue: SQLiteQueue) -> None:
         self._queue = queue
@@ -650,18 +672,33 @@ class _WriteTransaction:
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     q._lock.release()
-                    raise
+                    away = _unavailable(q, exc)  # a failing disk
+                    if away is None:
+                        raise
+                    raise away from None
                 time.sleep(min(0.05 * (attempt + 1), 1.0))
         q._lock.release()
-        raise sqlite3.OperationalError(f"{q.path}: the queue file stayed locked; giving up")
+        raise QueueUnavailableError(str(q.path), "the file stayed locked by another process")
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         conn = self._queue._conn
         try:
             if exc_type is None:
-                conn.execute("COMMIT")
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as failed:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    away = _unavailable(self._queue, failed)
+                    if away is None:
+                        raise
+                    raise away from None
             else:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                away = _unavailable(self._queue, exc) if isinstance(exc, sqlite3.Error) else None
+                if away is not None:
+                    raise away from None
         finally:
             self._queue._lock.release()
 

@@ -25,7 +25,9 @@ What SQS cannot do, and what we do instead (the contract suite lists these in on
 Every call is batched: SendMessageBatch of 10 with many batches in flight on a thread pool,
 ReceiveMessage of up to 10 with long polling, DeleteMessageBatch and
 ChangeMessageVisibilityBatch of 10. Credentials come from boto3's default chain; nothing we log
-or raise contains a secret (URLs go through `redact`).
+or raise contains a secret (URLs go through `redact`). Every call goes through one wrapper of
+the client (`_Service`): SQS away for now (no connection, a connection cut or timed out,
+throttling, a 5xx answer), once boto3's few retries are spent, raises `QueueUnavailableError`.
 """
 
 from __future__ import annotations
@@ -42,7 +44,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, ClassVar
 
-from taskfleet.errors import MessageTooLargeError, QueueConnectionError, QueueURLError
+from taskfleet.errors import (
+    MessageTooLargeError,
+    QueueConnectionError,
+    QueueUnavailableError,
+    QueueURLError,
+)
 from taskfleet.queues.base import (
     DeadLetter,
     Message,
@@ -67,6 +74,7 @@ MAX_WAIT = 20  # longest long poll
 THREADS = 16  # batches in flight
 RETENTION = 14 * 24 * 3600  # the longest SQS allows: a long job must not lose tasks
 SEND_TRIES = 8
+BOTO_ATTEMPTS = 3  # boto3's own tries of a call (its retries back off for a few seconds at most)
 MAX_RECEIVE_COUNT = 1000  # the largest maxReceiveCount SQS allows
 # Receives beyond max_attempts before SQS's own redrive moves a message: only a message that
 # `receive` failed to move to the dead-letter queue that many times goes there unreported.
@@ -78,6 +86,60 @@ ERROR_ATTRIBUTE = "taskfleet_error"
 ATTEMPTS_ATTRIBUTE = "taskfleet_attempts"
 MAX_ERROR_CHARS = 8192
 _GONE = {"ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidParameterValue"}
+# Error codes of a service that is overloaded or failing for now (besides any 5xx status).
+_AWAY_CODES = {
+    "RequestThrottled",
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "ServiceUnavailable",
+    "InternalError",
+    "InternalFailure",
+    "RequestTimeout",
+    "RequestTimeoutException",
+}
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """SQS is away for now (no connection, a connection cut or timed out, throttling, a 5xx
+    answer) rather than refusing the request. boto3's own retries have been spent by then."""
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    if isinstance(exc, (ConnectionError, HTTPClientError)):  # EndpointConnection, ReadTimeout...
+        return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        code = exc.response.get("Error", {}).get("Code", "")
+        return status >= 500 or code in _AWAY_CODES or code.endswith(".RequestThrottled")
+    return False
+
+
+class _Service:
+    """The boto3 client, through which every call to SQS goes: an operation that fails because
+    SQS is away raises `QueueUnavailableError` naming the queue (redacted); every other
+    attribute (`exceptions`, `meta`) is the client's own."""
+
+    def __init__(self, client: Any, url: str) -> None:
+        self._client = client
+        self._url = url
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if name in ("exceptions", "meta") or not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attribute(*args, **kwargs)
+            except Exception as exc:
+                if is_unavailable(exc):
+                    raise QueueUnavailableError(
+                        self._url, f"{type(exc).__name__}: {redact(str(exc))}"
+                    ) from None
+                raise
+
+        return call
 
 
 def parse_sqs_url(url: str) -> tuple[str, dict[str, str], int | None]:
@@ -151,14 +213,19 @@ class SQSQueue(Queue):
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
         try:
-            self.client = client or boto3.session.Session().client(
-                "sqs",
-                region_name=region,
-                endpoint_url=endpoint_url,
-                config=botocore.config.Config(
-                    max_pool_connections=THREADS + 4,
-                    retries={"mode": "standard", "max_attempts": 5},
+            self.client = _Service(
+                client
+                or boto3.session.Session().client(
+                    "sqs",
+                    region_name=region,
+                    endpoint_url=endpoint_url,
+                    config=botocore.config.Config(
+                        max_pool_connections=THREADS + 4,
+                        # short: SQS away for longer is the worker's outage owner's to wait for
+                        retries={"mode": "standard", "max_attempts": BOTO_ATTEMPTS},
+                    ),
                 ),
+                redact(self.url),
             )
             self.queue_url, self.dlq_url, self.max_attempts = self._open(attempts)
         except botocore.exceptions.NoRegionError:

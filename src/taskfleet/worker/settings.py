@@ -29,7 +29,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
-from taskfleet.errors import TaskfleetError
+from taskfleet.errors import DEFAULT_OUTAGE_SECONDS, TaskfleetError
 from taskfleet.worker.rms_compat import (
     RMS_FLAG_ALIASES,
     environment_options,
@@ -149,6 +149,13 @@ class WorkerSettings:
     lease_seconds: float = option(
         60.0,
         "Lease length in seconds; running tasks' leases are renewed (default 60).",
+        gt=0,
+        metavar="SECONDS",
+    )
+    outage_seconds: float = option(
+        DEFAULT_OUTAGE_SECONDS,
+        "Ride out a queue or event log that is away this long (no new tasks, running ones go "
+        "on), then stop with exit code 1 (default 300).",
         gt=0,
         metavar="SECONDS",
     )

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taskfleet.errors import TaskfleetError
+from taskfleet.errors import QueueUnavailableError, TaskfleetError
 from taskfleet.events.schema import hostname as events_hostname
 from taskfleet.events.sinks import open_event_sink
 from taskfleet.monitoring.stats_sink import StatsSink
 from taskfleet.monitoring.summary_text import counted, format_summary
-from taskfleet.queues import Queue, event_queue_url, open_queue
+from taskfleet.queues import Queue, QueueStats, event_queue_url, open_queue
 from taskfleet.queues.base import DataChanges
 from taskfleet.redact import redact
 from taskfleet.tasks import TaskSource
@@ -133,7 +133,7 @@ class RunSummary:
 
     counts: RunCounts
     completed_before: int = 0
-    remaining: int = 0
+    remaining: int | None = 0  # None: unknown, the queue was away at the end
     dead_letters: int = 0
     recovery: Recovery = field(default_factory=Recovery)
     interrupted: bool = False
@@ -150,7 +150,8 @@ class RunSummary:
         parts.append(f"{counted(c.failed_attempts, 'failed attempt')} ({c.retried:,} retried)")
         parts.append(f"{c.dead_lettered:,} dead-lettered")
         if self.local:
-            parts.append(f"{self.remaining:,} remaining")
+            left = "unknown" if self.remaining is None else f"{self.remaining:,}"
+            parts.append(f"{left} remaining")
         if self.recovery.leased:
             parts.append(
                 f"{self.recovery.leased:,} interrupted by the previous run "
@@ -441,30 +442,43 @@ class Worker:
             watcher.stop()
             view.update(supervisor.counts, 0, force=True)
             view.close()
-            sink.close()
+            if supervisor.outage.away:  # the events it could not write are not lost: their
+                with contextlib.suppress(OSError, TaskfleetError):  # tasks were not acked
+                    sink.close()
+            else:
+                sink.close()
             self._supervisor = None
-        end = queue.stats()
+        try:
+            end: QueueStats | None = queue.stats()
+        except QueueUnavailableError:
+            end = None
         interrupted = supervisor.interrupted
         summary = RunSummary(
             counts=counts,
             completed_before=completed_before,
-            remaining=end.remaining,
-            dead_letters=end.dead,
+            remaining=None if end is None else end.remaining,
+            dead_letters=0 if end is None else end.dead,
             recovery=recovery,
             interrupted=interrupted,
             local=local,
             elapsed=time.monotonic() - started,
             changes=changes,
         )
-        if interrupted:
+        if supervisor.outage.gave_up:
+            summary.exit_code = EXIT_USAGE
+        elif interrupted:
             summary.exit_code = EXIT_INTERRUPTED
-        elif (local and end.dead) or counts.dead_lettered:
+        elif (local and summary.dead_letters) or counts.dead_lettered:
             summary.exit_code = EXIT_FAILED
         if counts.received or counts.dead_lettered:
             # the same statistics as `taskfleet monitor`, for this run's events
-            text = format_summary(sink.summary(), queued=end.remaining, dead=end.dead)
+            text = format_summary(
+                sink.summary(), queued=summary.remaining, dead=summary.dead_letters
+            )
             print(text, file=sys.stderr, flush=True)
         print(summary.line(), flush=True)
+        if supervisor.outage.gave_up:
+            print(f"error: {supervisor.outage.summary}", file=sys.stderr, flush=True)
         if summary.exit_code == EXIT_FAILED:
             where = f"--queue {shlex.quote(redact(queue.url))}"
             print(
