@@ -134,8 +134,11 @@ def monitor(
                 "they are kept"
             )
         if event_queue is None:
-            from taskfleet.queues import event_queue_url
+            from taskfleet.queues import event_queue_url, open_queue
 
+            # the task queue must exist (a mistyped one would be watched forever); its event
+            # queue may not yet: workers create it with their first event
+            open_queue(queue_url or "", create=False).close()
             event_queue = event_queue_url(queue_url or "")
         source = QueueSource(event_queue, output_file, lease_seconds=lease_seconds)
         previous = source.read_previous(stats)

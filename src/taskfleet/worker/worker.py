@@ -280,7 +280,8 @@ class Worker:
                     raise
                 queue = embedded
             else:
-                queue = open_queue(settings.queue, max_attempts=settings.max_attempts)  # type: ignore[arg-type]
+                # only loading creates a queue: a mistyped one is an error, not an empty queue
+                queue = open_queue(settings.queue, create=False)  # type: ignore[arg-type]
         try:
             if local:
                 assert source is not None
