@@ -125,6 +125,8 @@ class RedisQueue(Queue):
                 raise queue_not_found(
                     f"no Redis queue {name!r} at {redact(self.url)}", name, self._queue_names()
                 )
+        except redis.exceptions.OutOfMemoryError:  # creating it: a full server takes nothing
+            raise _full(self.url) from None
         except redis.RedisError as exc:
             raise QueueConnectionError(
                 f"cannot open the Redis queue {redact(self.url)}: {type(exc).__name__}: "
@@ -447,12 +449,17 @@ def _send_refused(error: Exception, url: str) -> Exception:
     import redis
 
     if isinstance(error, redis.exceptions.OutOfMemoryError):
-        return QueueFullError(
-            f"the Redis server of {redact(url)} is out of memory (OOM: used memory is over its "
-            "maxmemory and its policy evicts nothing); start workers to drain the queue, or "
-            "raise maxmemory, then load the same file again: tasks already in are skipped"
-        )
+        return _full(url)
     return error
+
+
+def _full(url: str) -> QueueFullError:
+    return QueueFullError(
+        f"the Redis server of {redact(url)} is out of memory (OOM: its used memory is over its "
+        "maxmemory and its policy evicts nothing), so it takes nothing new: drain it with "
+        "workers (acks free memory; give them --event-queue none or an event queue on another "
+        "server) or raise its maxmemory"
+    )
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
