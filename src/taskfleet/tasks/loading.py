@@ -25,7 +25,8 @@ import threading
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
-from taskfleet.queues.base import Queue, SendResult
+from taskfleet.errors import TaskfleetError
+from taskfleet.queues.base import Queue, SendInterrupted, SendResult
 from taskfleet.tasks import TaskSource
 from taskfleet.tasks.batches import TaskBatch, iter_task_batches
 
@@ -52,13 +53,17 @@ def load_tasks_into(
 ) -> SendResult:
     """Validate `source` and send its tasks to `queue`; `on_progress(n)` hears the number of
     tasks read so far. Raises `TaskFileError` at the first bad entry (see `Queue.send` for
-    what a backend has inserted by then); when `stop` is set, `KeyboardInterrupt` from within
-    the tasks the backend is consuming (so it counts what it sent)."""
+    what a backend has inserted by then; where the source is checked first, `SendInterrupted`
+    with nothing inserted); when `stop` is set, `KeyboardInterrupt` from within the tasks the
+    backend is consuming, so that it counts what it sent."""
     if queue.atomic_send or queue.idempotent_send:
         return _load(queue, source, skip, limit, on_progress, stop)
     with tempfile.TemporaryDirectory(prefix="taskfleet-load-") as folder:
         checked = os.path.join(folder, "tasks.jsonl")
-        _validate_into(source, checked, skip, limit, stop)
+        try:
+            _validate_into(source, checked, skip, limit, stop)
+        except (TaskfleetError, KeyboardInterrupt) as exc:
+            raise SendInterrupted(0, exc) from exc
         return _load(queue, checked, 0, None, on_progress, stop)
 
 
