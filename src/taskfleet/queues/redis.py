@@ -62,7 +62,7 @@ SEND_CHUNK = 500  # tasks per script call: short enough not to stall the server
 SEND_CALLS_PER_ROUND_TRIP = 10  # so one round trip carries 5,000 tasks
 BATCH_CHUNK = 1000  # ids per ack/release/extend/redrive script call
 MAX_BLOCK_SECONDS = 1.0  # one blocking wait; a loop covers longer waits
-MAX_LISTED_QUEUES = 10_000  # metadata keys a not-found error scans for names to suggest
+MAX_SCAN_CALLS = 100  # SCAN calls (of about 1,000 keys each) a not-found error makes
 
 
 class QueueFullError(TaskfleetError):
@@ -192,12 +192,17 @@ class RedisQueue(Queue):
 
     def _queue_names(self) -> list[str]:
         """The names of the queues on this database, found by a bounded SCAN of their
-        metadata keys, for a `QueueNotFoundError`."""
+        metadata keys (at most `MAX_SCAN_CALLS` calls), for a `QueueNotFoundError`."""
         pattern = f"{KEY_PREFIX}:{{*}}:meta"
-        names = []
-        for key in islice(self._redis.scan_iter(match=pattern, count=1000), MAX_LISTED_QUEUES):
-            text = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
-            names.append(text[len(KEY_PREFIX) + 2 : -len("}:meta")])
+        names: list[str] = []
+        cursor = 0
+        for _ in range(MAX_SCAN_CALLS):
+            cursor, keys = self._redis.scan(cursor, match=pattern, count=1000)
+            for key in keys:
+                text = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+                names.append(text[len(KEY_PREFIX) + 2 : -len("}:meta")])
+            if not cursor:
+                break
         return names
 
     # -- script calls ---------------------------------------------------------------------
