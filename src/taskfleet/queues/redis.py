@@ -176,8 +176,12 @@ class RedisQueue(Queue):
         pipe = self._redis.pipeline(transaction=False)
         pipe.hget(self._keys[0], "max_attempts")
         pipe.info("server")
-        stored, info = pipe.execute()
-        version = tuple(int(part) for part in str(info.get("redis_version", "0")).split(".")[:2])
+        stored, info = pipe.execute(raise_on_error=False)
+        if isinstance(stored, Exception):
+            raise stored
+        # A server that hides INFO (some proxies) gets the scripts without flags.
+        text = str(info.get("redis_version", "0")) if isinstance(info, dict) else "0"
+        version = tuple(int(part) for part in text.split(".")[:2] if part.isdigit())
         return stored, version
 
     def _create_meta(self, max_attempts: int) -> int:
