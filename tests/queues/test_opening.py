@@ -142,3 +142,18 @@ def test_monitor_on_a_missing_queue_stops_with_one_line(
     result = run_taskfleet("monitor", "--queue", typo, "-o", str(out), "--idle-timeout", "30")
     assert_user_error(result, shown, "did you mean")
     _assert_nothing_created(typo)
+
+
+def test_a_worker_given_a_task_file_creates_its_queue(
+    remote_url: tuple[str, str, str], tmp_path: Path
+) -> None:
+    """Loading creates: a worker given `--task-file` with `--queue` loads the file into it."""
+    _, new, _ = remote_url
+    task_file = tmp_path / "tasks.json"
+    task_file.write_text(json.dumps([{"id": "a", "data": {"action": "ok"}}]))
+    result = run_worker(
+        tmp_path, "--queue", new, "--task-file", str(task_file), "--exit-when-idle", "0.5"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open_queue(new, create=False) as queue:
+        assert queue.stats().remaining == 0

@@ -280,8 +280,13 @@ class Worker:
                     raise
                 queue = embedded
             else:
-                # only loading creates a queue: a mistyped one is an error, not an empty queue
-                queue = open_queue(settings.queue, create=False)  # type: ignore[arg-type]
+                # only loading (a task file) creates the queue: a mistyped one to drain is an
+                # error, not a new, empty queue
+                queue = open_queue(
+                    settings.queue,  # type: ignore[arg-type]
+                    max_attempts=settings.max_attempts,
+                    create=local,
+                )
         try:
             if local:
                 assert source is not None
