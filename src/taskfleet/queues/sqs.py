@@ -1,8 +1,8 @@
 """The Amazon SQS queue: `sqs://NAME?region=REGION[&endpoint_url=URL][&max_attempts=N]`.
 
-Opening the queue creates it if needed, with a dead-letter queue `NAME-dlq`, its
-`max_attempts` in the tag `taskfleet-max-attempts`, and a redrive policy whose
-`maxReceiveCount` is a few receives above `max_attempts`. `receive` moves a message that SQS
+Loading creates the queue (`create=True`; every other opening only reads), with a dead-letter
+queue `NAME-dlq`, its `max_attempts` in the tag `taskfleet-max-attempts`, and a redrive policy
+whose `maxReceiveCount` is a few receives above `max_attempts`. `receive` moves a message that SQS
 hands out for attempt `max_attempts + 1` (its last lease expired) to the dead-letter queue
 itself, and reports it; SQS's own redrive is only the backstop for a move that failed again and
 again. An existing queue keeps its own `max_attempts` (a queue made before the tag existed: its
@@ -14,7 +14,9 @@ enqueues them once, and each task is its own message group, so FIFO order costs 
 What SQS cannot do, and what we do instead (the contract suite lists these in one place):
 - A standard queue has no idempotent send: loading twice queues duplicates (workers still run
   each at least once; the duplicates are counted by the monitor from events). FIFO dedupes
-  only within 5 minutes. `SendResult.already_present` is always 0.
+  only within 5 minutes, and SQS answers a message it drops as a duplicate as it answers any
+  other. `SendResult.already_present` is always 0, and `load_note` says the counts are of
+  messages SQS accepted.
 - A released delivery still counts as a receive (`release` is a visibility timeout of 0).
 - An earlier receipt handle of a message still works, so a stale retry or release changes the
   current delivery. SQS has no place for a retry's error: only dead letters carry one.
