@@ -15,6 +15,7 @@ from taskfleet.monitoring.summary_text import counted
 from taskfleet.queues import Queue, SendInterrupted, example_urls, open_queue
 from taskfleet.redact import redact
 from taskfleet.tasks.load_retry import load_riding_out, outage_seconds_from_env
+from taskfleet.tasks.loading import stop_on_first_interrupt
 
 out = Console(highlight=False)
 
@@ -95,7 +96,7 @@ def load_queue(
             console=Console(stderr=True),
             transient=True,
         )
-        with progress:
+        with progress, stop_on_first_interrupt() as stop:
             bar = progress.add_task("load", total=limit)
 
             try:
@@ -108,10 +109,23 @@ def load_queue(
                     update=update,
                     outage_seconds=outage_seconds_from_env(),
                     notify=lambda line: progress.console.print(redact(line), markup=False),
+                    stop=stop,
                 )
+            except SendInterrupted as exc:
+                if isinstance(exc.cause, KeyboardInterrupt):
+                    click.echo(_stopped_load_message(queue, exc.inserted), err=True)
+                    raise SystemExit(130) from None
+                raise TaskfleetError(_interrupted_load_message(queue, exc)) from None
             except TaskfleetError as exc:
                 raise TaskfleetError(_interrupted_load_message(queue, exc)) from None
-        out.print(f"inserted {result.inserted:,}, already present {result.already_present:,}")
+            except KeyboardInterrupt:
+                click.echo(_stopped_load_message(queue, 0), err=True)
+                raise SystemExit(130) from None
+        note = queue.load_note()
+        if note is None:
+            out.print(f"inserted {result.inserted:,}, already present {result.already_present:,}")
+        else:
+            out.print(f"accepted {result.inserted:,} ({note})")
         if update:
             changes = result.changes
             out.print(
@@ -121,6 +135,25 @@ def load_queue(
             )
     finally:
         queue.close()
+
+
+def _stopped_load_message(queue: Queue, sent: int) -> str:
+    """What a load stopped by Ctrl-C left in the queue."""
+    if sent == 0:
+        return "interrupted: nothing from this file was inserted"
+    again = _load_again(queue, "loading again skips them")
+    return f"interrupted: {sent:,} tasks from this file were sent before Ctrl-C; {again}"
+
+
+def _load_again(queue: Queue, skips: str) -> str:
+    """What loading the same file again does to the tasks a stopped load sent (`skips` where
+    the queue skips tasks it holds)."""
+    if queue.idempotent_send:
+        return skips
+    return (
+        "loading the file again sends them a second time (this queue does not skip tasks it "
+        "holds; workers then run them twice, and the monitor counts the repeats)"
+    )
 
 
 def _interrupted_load_message(queue: Queue, exc: TaskfleetError) -> str:
@@ -140,7 +173,7 @@ def _interrupted_load_message(queue: Queue, exc: TaskfleetError) -> str:
             return f"{redact(text)}\nnothing from this file was inserted; fix it and load it again."
         return (
             f"{redact(text)}\n{exc.inserted:,} tasks from this file were inserted before the "
-            "error; loading again after the fix skips them."
+            f"error; {_load_again(queue, 'loading again after the fix skips them')}."
         )
     if queue.atomic_send:
         return (

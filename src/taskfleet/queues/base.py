@@ -19,6 +19,7 @@ an operation a backend cannot do. Subclasses register themselves by scheme as th
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -190,6 +191,28 @@ class UnsupportedOperationError(TaskfleetError):
 class QueueNotFoundError(TaskfleetError):
     """A command that only reads or changes an existing queue was given one that does not
     exist (a mistyped path must not become a new, empty queue that answers "0 tasks")."""
+
+
+#: How many existing names a `QueueNotFoundError` suggests, and how alike they must be.
+SUGGESTIONS = 3
+SUGGESTION_CUTOFF = 0.6
+
+
+#: What a `QueueNotFoundError` says creates a queue.
+ONLY_LOADING_CREATES = "only loading creates a queue: taskfleet load-queue"
+
+
+def queue_not_found(
+    missing: str, name: str, existing: Iterable[str], creates: str | None = ONLY_LOADING_CREATES
+) -> QueueNotFoundError:
+    """The one-line error for a queue that does not exist: `missing` says which (its URL
+    redacted by the caller), followed by the existing names nearest to `name`, if any, and
+    what creates a queue."""
+    near = difflib.get_close_matches(
+        name, sorted(set(existing) - {name}), n=SUGGESTIONS, cutoff=SUGGESTION_CUTOFF
+    )
+    hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+    return QueueNotFoundError(f"{missing}{hint}" + (f" ({creates})" if creates else ""))
 
 
 def parse_max_attempts(value: str, url: str) -> int:
@@ -408,26 +431,27 @@ class Queue:
             ) from None
 
     @classmethod
-    def from_url(cls: type[QueueT], url: str, *, max_attempts: int | None = None) -> QueueT:
-        """Open (creating if needed) the queue named by `url`. `max_attempts` applies when the
-        queue is created (before the URL's own `max_attempts=`); an existing queue keeps its
-        own."""
+    def from_url(
+        cls: type[QueueT], url: str, *, max_attempts: int | None = None, create: bool = True
+    ) -> QueueT:
+        """Open the queue named by `url`.
+
+        With `create` (what loading does) a queue that does not exist is created, with
+        `max_attempts` (before the URL's own `max_attempts=`); an existing queue keeps its own.
+        Without it a queue that does not exist is a `QueueNotFoundError` that names it and the
+        nearest existing names where the backend can list them, and opening writes nothing:
+        what a backend still needs (its scripts, its markers) it writes on its first change.
+        """
         address = cls.parse_url(url)
         attempts = max_attempts if max_attempts is not None else address.max_attempts
-        return cls.from_address(address, attempts)
+        return cls.from_address(address, attempts, create=create)
 
     @classmethod
-    def from_address(cls: type[QueueT], address: QueueAddress, max_attempts: int | None) -> QueueT:
+    def from_address(
+        cls: type[QueueT], address: QueueAddress, max_attempts: int | None, *, create: bool = True
+    ) -> QueueT:
         """Open the queue of a parsed URL (what `from_url` calls once the URL is checked)."""
         raise NotImplementedError
-
-    @classmethod
-    def check_exists(cls, url: str) -> None:
-        """Raise `QueueNotFoundError` if the queue named by `url` surely does not exist.
-
-        For the commands that only read or change a queue. A backend that cannot tell without
-        opening the queue accepts (opening it then creates it, empty).
-        """
 
     # -- the protocol: primitives every backend implements ----------------------------------------
 
@@ -532,6 +556,11 @@ class Queue:
         """Give back every leased task at once, without counting the attempt; returns how
         many. Only when no consumer can be holding a lease (see `lists_leases`)."""
         raise self._cannot_list_leases()
+
+    def load_note(self) -> str | None:
+        """What a load's counts mean where the service does not say which tasks it already
+        held (see `idempotent_send`); None where the counts are the queue's own."""
+        return None
 
     def unsupported(self, what: str, instead: str) -> UnsupportedOperationError:
         """The error for an operation this backend cannot do: its scheme, and what to do."""

@@ -47,6 +47,7 @@ from taskfleet.queues.base import (
     SendResult,
     attempts_for_new_queue,
     expired_lease_error,
+    queue_not_found,
 )
 from taskfleet.tasks import Task
 
@@ -89,6 +90,7 @@ class SQLiteQueue(Queue):
         *,
         max_attempts: int | None = None,
         url: str | None = None,
+        create: bool = True,
     ) -> None:
         attempts = attempts_for_new_queue(max_attempts)
         self.path = Path(path)
@@ -98,11 +100,18 @@ class SQLiteQueue(Queue):
         )
         self._table = f'"q_{name}"'
         self._lock = threading.RLock()
+        if not create and not self.path.exists():
+            raise queue_not_found(
+                f"no queue file {self.path}", self.path.name, _queue_files(self.path)
+            )
         try:
             if self.path.parent and not self.path.parent.exists():
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = self._connect()
-            self.max_attempts = self._ensure_schema(attempts)
+            if create:
+                self.max_attempts = self._ensure_schema(attempts)
+            else:
+                self.max_attempts = self._existing_max_attempts()
         except OSError as exc:
             raise path_error(
                 self.path, exc, "queue", "the file and its folder must be writable"
@@ -140,23 +149,22 @@ class SQLiteQueue(Queue):
         return Path(path_text)
 
     @classmethod
-    def from_address(cls, address: QueueAddress, max_attempts: int | None) -> SQLiteQueue:
-        return cls(cls.path_of(address), address.name, max_attempts=max_attempts, url=address.url)
+    def from_address(
+        cls, address: QueueAddress, max_attempts: int | None, *, create: bool = True
+    ) -> SQLiteQueue:
+        return cls(
+            cls.path_of(address),
+            address.name,
+            max_attempts=max_attempts,
+            url=address.url,
+            create=create,
+        )
 
     @classmethod
     def url_for(cls, address: QueueAddress, name: str) -> str:
         url = address.url
         base = url.split("?", 1)[0] if "://" in url else f"sqlite:///{cls.path_of(address)}"
         return f"{base}?name={name}"
-
-    @classmethod
-    def check_exists(cls, url: str) -> None:
-        path = cls.path_of(cls.parse_url(url))
-        if not path.exists():
-            raise QueueNotFoundError(
-                f"no queue file {path}; check the path (sqlite:///relative/path.db, "
-                "sqlite:////absolute/path.db)"
-            )
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -170,6 +178,21 @@ class SQLiteQueue(Queue):
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA cache_size=-65536")
         return conn
+
+    def _existing_max_attempts(self) -> int:
+        """The max_attempts of this queue, which must exist in the file: nothing is written."""
+        try:
+            rows = self._conn.execute("SELECT name, max_attempts FROM taskfleet_queues").fetchall()
+        except sqlite3.OperationalError:  # no such table: a SQLite file of something else
+            self._conn.close()
+            raise QueueNotFoundError(
+                f"{self.path} holds no taskfleet queue (it is a SQLite file of something else)"
+            ) from None
+        stored = dict(rows)
+        if self.name not in stored:
+            self._conn.close()
+            raise queue_not_found(f"no queue {self.name!r} in {self.path}", self.name, stored)
+        return int(stored[self.name])
 
     def _ensure_schema(self, max_attempts: int) -> int:
         t = self._table
@@ -727,3 +750,16 @@ def _batch_json(chunk: list[Task]) -> str:
                     f"task {task.id!r}: its data cannot be stored as JSON ({exc})"
                 ) from None
         raise
+
+
+def _queue_files(path: Path) -> list[str]:
+    """The names of the SQLite files beside `path`, for a `QueueNotFoundError`."""
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        return [
+            p.name
+            for p in folder.iterdir()
+            if p.suffix in SQLiteQueue.bare_path_suffixes and p.is_file()
+        ]
+    except OSError:  # the folder is missing or unreadable: nothing to suggest
+        return []

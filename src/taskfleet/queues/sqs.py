@@ -1,8 +1,8 @@
 """The Amazon SQS queue: `sqs://NAME?region=REGION[&endpoint_url=URL][&max_attempts=N]`.
 
-Opening the queue creates it if needed, with a dead-letter queue `NAME-dlq`, its
-`max_attempts` in the tag `taskfleet-max-attempts`, and a redrive policy whose
-`maxReceiveCount` is a few receives above `max_attempts`. `receive` moves a message that SQS
+Loading creates the queue (`create=True`; every other opening only reads), with a dead-letter
+queue `NAME-dlq`, its `max_attempts` in the tag `taskfleet-max-attempts`, and a redrive policy
+whose `maxReceiveCount` is a few receives above `max_attempts`. `receive` moves a message that SQS
 hands out for attempt `max_attempts + 1` (its last lease expired) to the dead-letter queue
 itself, and reports it; SQS's own redrive is only the backstop for a move that failed again and
 again. An existing queue keeps its own `max_attempts` (a queue made before the tag existed: its
@@ -14,7 +14,9 @@ enqueues them once, and each task is its own message group, so FIFO order costs 
 What SQS cannot do, and what we do instead (the contract suite lists these in one place):
 - A standard queue has no idempotent send: loading twice queues duplicates (workers still run
   each at least once; the duplicates are counted by the monitor from events). FIFO dedupes
-  only within 5 minutes. `SendResult.already_present` is always 0.
+  only within 5 minutes, and SQS answers a message it drops as a duplicate as it answers any
+  other. `SendResult.already_present` is always 0, and `load_note` says the counts are of
+  messages SQS accepted.
 - A released delivery still counts as a receive (`release` is a visibility timeout of 0).
 - An earlier receipt handle of a message still works, so a stale retry or release changes the
   current delivery. SQS has no place for a retry's error: only dead letters carry one.
@@ -61,6 +63,7 @@ from taskfleet.queues.base import (
     SendResult,
     attempts_for_new_queue,
     expired_lease_error,
+    queue_not_found,
 )
 from taskfleet.redact import redact
 from taskfleet.tasks import Task
@@ -80,6 +83,7 @@ MAX_RECEIVE_COUNT = 1000  # the largest maxReceiveCount SQS allows
 # `receive` failed to move to the dead-letter queue that many times goes there unreported.
 BACKSTOP_RECEIVES = 3
 MAX_ATTEMPTS_TAG = "taskfleet-max-attempts"
+MAX_LISTED_QUEUES = 1000  # one ListQueues page, for the names a not-found error suggests
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 _DEDUP_RE = re.compile(r"^[!-~]{1,128}$")  # SQS: 1-128 printable ASCII characters
 ERROR_ATTRIBUTE = "taskfleet_error"
@@ -200,6 +204,7 @@ class SQSQueue(Queue):
         max_attempts: int | None = None,
         url: str | None = None,
         client: Any = None,
+        create: bool = True,
     ) -> None:
         import boto3
         import botocore.config
@@ -227,7 +232,7 @@ class SQSQueue(Queue):
                 ),
                 redact(self.url),
             )
-            self.queue_url, self.dlq_url, self.max_attempts = self._open(attempts)
+            self.queue_url, self.dlq_url, self.max_attempts = self._open(attempts, create)
         except botocore.exceptions.NoRegionError:
             raise QueueURLError(
                 f"{redact(self.url)!r}: no AWS region; add ?region=REGION to the URL or set "
@@ -253,13 +258,16 @@ class SQSQueue(Queue):
             raise QueueURLError(f"{redact(url)!r}: the SQS queue name {name!r} {cls.name_rule}")
 
     @classmethod
-    def from_address(cls, address: QueueAddress, max_attempts: int | None) -> SQSQueue:
+    def from_address(
+        cls, address: QueueAddress, max_attempts: int | None, *, create: bool = True
+    ) -> SQSQueue:
         return cls(
             address.name,
             region=address.options.get("region"),
             endpoint_url=address.options.get("endpoint_url"),
             max_attempts=max_attempts,
             url=address.url,
+            create=create,
         )
 
     @classmethod
@@ -283,25 +291,49 @@ class SQSQueue(Queue):
         extra: dict[str, Any] = {"tags": tags} if tags else {}
         return self.client.create_queue(QueueName=name, Attributes=attributes, **extra)["QueueUrl"]
 
-    def _open(self, max_attempts: int) -> tuple[str, str, int]:
-        """Find or create the queue and its dead-letter queue; return their URLs and the
-        queue's max_attempts (`max_attempts` applies only to a queue created now)."""
+    def _open(self, max_attempts: int, create: bool) -> tuple[str, str | None, int]:
+        """Find the queue and its dead-letter queue, creating them with `create`; return
+        their URLs and the queue's max_attempts (`max_attempts` applies only to a queue created
+        now). Without `create` nothing is created or changed: a queue that does not exist is
+        an error, and the dead-letter queue of one made by hand without any (None here) is
+        made when a task is first dead-lettered."""
         queue_url = self._queue_url(self.name)
+        if queue_url is None and not create:
+            raise queue_not_found(
+                f"no SQS queue {self.name!r} ({redact(self.url)})", self.name, self._queue_names()
+            )
         if queue_url is not None:
             attributes = self.client.get_queue_attributes(
                 QueueUrl=queue_url, AttributeNames=["RedrivePolicy"]
             ).get("Attributes", {})  # none at all when the queue has no redrive policy
+            tags = self.client.list_queue_tags(QueueUrl=queue_url).get("Tags", {})
             if "RedrivePolicy" in attributes:
                 policy = json.loads(attributes["RedrivePolicy"])
-                dlq_name = policy["deadLetterTargetArn"].rsplit(":", 1)[-1]
-                dlq_url = self._queue_url(dlq_name) or self._create(
-                    dlq_name, {"MessageRetentionPeriod": str(RETENTION)}
-                )
-                tags = self.client.list_queue_tags(QueueUrl=queue_url).get("Tags", {})
+                self.dlq_name = policy["deadLetterTargetArn"].rsplit(":", 1)[-1]
+                dlq_url = self._queue_url(self.dlq_name)
+                if dlq_url is None and create:
+                    dlq_url = self._create(
+                        self.dlq_name, {"MessageRetentionPeriod": str(RETENTION)}
+                    )
                 if MAX_ATTEMPTS_TAG in tags:
                     return queue_url, dlq_url, int(tags[MAX_ATTEMPTS_TAG])
                 # Made before the tag, or by hand: SQS's own redrive is its max_attempts.
                 return queue_url, dlq_url, int(policy["maxReceiveCount"])
+            if not create:
+                attempts = int(tags.get(MAX_ATTEMPTS_TAG, max_attempts))
+                return queue_url, self._queue_url(self.dlq_name), attempts
+            return queue_url, self._attach_dead_letter_queue(queue_url, max_attempts), max_attempts
+        dlq_url, policy_text = self._dead_letter_queue(max_attempts)
+        queue_url = self._create(
+            self.name,
+            {"MessageRetentionPeriod": str(RETENTION), "RedrivePolicy": policy_text},
+            {MAX_ATTEMPTS_TAG: str(max_attempts)},
+        )
+        return queue_url, dlq_url, max_attempts
+
+    def _dead_letter_queue(self, max_attempts: int) -> tuple[str, str]:
+        """Find or create the dead-letter queue; return its URL and the redrive policy that
+        points at it."""
         dlq_url = self._queue_url(self.dlq_name) or self._create(
             self.dlq_name, {"MessageRetentionPeriod": str(RETENTION)}
         )
@@ -311,19 +343,46 @@ class SQSQueue(Queue):
         policy_text = json.dumps(
             {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": native_receive_limit(max_attempts)}
         )
-        tags = {MAX_ATTEMPTS_TAG: str(max_attempts)}
-        if queue_url is None:
-            queue_url = self._create(
-                self.name,
-                {"MessageRetentionPeriod": str(RETENTION), "RedrivePolicy": policy_text},
-                tags,
+        return dlq_url, policy_text
+
+    def _attach_dead_letter_queue(self, queue_url: str, max_attempts: int) -> str:
+        """Give an existing queue without a dead-letter queue ours, and its max_attempts tag."""
+        dlq_url, policy_text = self._dead_letter_queue(max_attempts)
+        self.client.set_queue_attributes(
+            QueueUrl=queue_url, Attributes={"RedrivePolicy": policy_text}
+        )
+        self.client.tag_queue(QueueUrl=queue_url, Tags={MAX_ATTEMPTS_TAG: str(max_attempts)})
+        return dlq_url
+
+    def _dlq_for_writing(self) -> str:
+        """The dead-letter queue's URL, made now if the queue was opened without one."""
+        if self.dlq_url is None:
+            self.dlq_url = self._attach_dead_letter_queue(self.queue_url, self.max_attempts)
+        return self.dlq_url
+
+    def _queue_names(self) -> list[str]:
+        """Names of the task queues of this account and region (one ListQueues page), for a
+        `QueueNotFoundError`; dead-letter and event queues are left out."""
+        import botocore.exceptions
+
+        try:
+            urls = self.client.list_queues(MaxResults=MAX_LISTED_QUEUES).get("QueueUrls", [])
+        except botocore.exceptions.ClientError:  # not allowed to list: nothing to suggest
+            return []
+        names = [url.rsplit("/", 1)[-1] for url in urls]
+        return [n for n in names if not re.search(r"-(dlq|events)(\.fifo)?$", n)]
+
+    def load_note(self) -> str:
+        """What a load's count means here: SQS says only that it accepted each message."""
+        if self.fifo:
+            return (
+                "counts are of messages SQS accepted: a FIFO queue silently drops a task whose "
+                "id was sent in the last 5 minutes (deduplication), and does not say so"
             )
-        else:  # an existing queue without a dead-letter queue: give it ours
-            self.client.set_queue_attributes(
-                QueueUrl=queue_url, Attributes={"RedrivePolicy": policy_text}
-            )
-            self.client.tag_queue(QueueUrl=queue_url, Tags=tags)
-        return queue_url, dlq_url, max_attempts
+        return (
+            "counts are of messages SQS accepted: a standard queue does not skip tasks it holds "
+            "already, so loading the same file again queues them twice"
+        )
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -410,7 +469,7 @@ class SQSQueue(Queue):
                     collect(wait(in_flight, return_when=FIRST_COMPLETED).done)
                 in_flight.add(self._pool().submit(self._send_batch, batch))
             collect(wait(in_flight).done if in_flight else [])
-        except Exception as exc:
+        except BaseException as exc:  # Ctrl-C too: wait for what is in flight, and count it
             for future in wait(in_flight).done if in_flight else []:
                 if future.exception() is None:
                     result.inserted += future.result()
@@ -530,7 +589,8 @@ class SQSQueue(Queue):
                 for i, (_, task) in enumerate(chunk)
             ]
             refused = {
-                f["Id"] for f in self._entries_call("send_message_batch", self.dlq_url, entries)
+                f["Id"]
+                for f in self._entries_call("send_message_batch", self._dlq_for_writing(), entries)
             }
             if refused:
                 log.warning(
@@ -614,7 +674,7 @@ class SQSQueue(Queue):
         from botocore.exceptions import ClientError
 
         self.client.send_message(
-            QueueUrl=self.dlq_url,
+            QueueUrl=self._dlq_for_writing(),
             **self._dead_letter_fields(message.task, message.attempt, error),
         )
         try:
@@ -641,12 +701,13 @@ class SQSQueue(Queue):
             got = self.client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)
             return {k: int(v) for k, v in got["Attributes"].items()}
 
-        main, dead = self._parallel(attributes, [self.queue_url, self.dlq_url])
+        urls = [self.queue_url] if self.dlq_url is None else [self.queue_url, self.dlq_url]
+        main, *dead = self._parallel(attributes, urls)
         return QueueStats(
             visible=main["ApproximateNumberOfMessages"],
             leased=main["ApproximateNumberOfMessagesNotVisible"],
             delayed=main["ApproximateNumberOfMessagesDelayed"],
-            dead=sum(dead.values()),
+            dead=sum(dead[0].values()) if dead else 0,
             approximate=True,
         )
 
@@ -656,9 +717,12 @@ class SQSQueue(Queue):
         receipt handles the caller put in `taken`."""
         seen: set[str] = set()
         held: list[str] = []
+        dlq_url = self.dlq_url
+        if dlq_url is None:  # no dead-letter queue yet: no dead letters
+            return
         try:
             while True:
-                raw = self._receive(self.dlq_url, BATCH, 120, 1, extra=True)
+                raw = self._receive(dlq_url, BATCH, 120, 1, extra=True)
                 fresh = [m for m in raw if m["MessageId"] not in seen]
                 if not fresh:
                     return
@@ -670,7 +734,7 @@ class SQSQueue(Queue):
             give_back = [r for r in held if r not in (taken or ())]
             entries = self._receipt_batches(give_back, {"VisibilityTimeout": 0})
             for batch in entries:
-                self._entries_call("change_message_visibility_batch", self.dlq_url, batch)
+                self._entries_call("change_message_visibility_batch", dlq_url, batch)
 
     def _dead_letter_of(self, m: dict[str, Any]) -> DeadLetter | None:
         try:
@@ -727,7 +791,7 @@ class SQSQueue(Queue):
                 f"SQS refused {len(failed)} redriven task(s): {failed[0]['_code']}"
             )
         deletes = [{"Id": str(i), "ReceiptHandle": r} for i, (_, r) in enumerate(batch)]
-        self._entries_call("delete_message_batch", self.dlq_url, deletes)
+        self._entries_call("delete_message_batch", self._dlq_for_writing(), deletes)
 
     def purge(self) -> None:
         """PurgeQueue both queues; SQS allows one purge a minute, so a second purge within the
@@ -735,6 +799,8 @@ class SQSQueue(Queue):
         from botocore.exceptions import ClientError
 
         for queue_url in (self.queue_url, self.dlq_url):
+            if queue_url is None:
+                continue
             try:
                 self.client.purge_queue(QueueUrl=queue_url)
             except ClientError as exc:

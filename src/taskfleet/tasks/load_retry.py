@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 from collections.abc import Callable
 
@@ -54,6 +55,7 @@ def load_riding_out(
     limit: int | None = None,
     on_progress: Progress | None = None,
     update: bool = False,
+    stop: threading.Event | None = None,
     outage_seconds: float = DEFAULT_OUTAGE_SECONDS,
     notify: Callable[[str], None] = lambda line: None,
     rng: random.Random | None = None,
@@ -68,7 +70,13 @@ def load_riding_out(
     while True:
         try:
             result = load_tasks_into(
-                queue, source, skip=skip, limit=limit, on_progress=on_progress, update=update
+                queue,
+                source,
+                skip=skip,
+                limit=limit,
+                on_progress=on_progress,
+                update=update,
+                stop=stop,
             )
         except (SendInterrupted, QueueUnavailableError) as exc:
             cause = exc.cause if isinstance(exc, SendInterrupted) else exc

@@ -330,7 +330,13 @@ class Worker:
                     raise
                 queue = embedded
             else:
-                queue = open_queue(settings.queue, max_attempts=settings.max_attempts)  # type: ignore[arg-type]
+                # only loading (a task file) creates the queue: a mistyped one to drain is an
+                # error, not a new, empty queue
+                queue = open_queue(
+                    settings.queue,  # type: ignore[arg-type]
+                    max_attempts=settings.max_attempts,
+                    create=local,
+                )
         try:
             if local:
                 assert source is not None
