@@ -3,7 +3,8 @@
 Shared by the pytest fixtures (tests/queues/conftest.py) and by the scripts in benchmarks/, so
 both run against the same kind of server: a real `redis-server` process, and moto's SQS in a
 thread of this process (`ThreadedMotoServer`), reached over HTTP through boto3's
-`endpoint_url` like a real SQS endpoint, and Google's own Pub/Sub emulator (a Java process).
+`endpoint_url` like a real SQS endpoint (its S3 serves the cloud storage tests too), Google's
+own Pub/Sub emulator (a Java process), and a Cloud Storage emulator in a thread.
 """
 
 from __future__ import annotations
@@ -203,3 +204,24 @@ def pubsub_emulator() -> Iterator[str]:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+@contextlib.contextmanager
+def gcs_emulator() -> Iterator[str]:
+    """A Google Cloud Storage emulator (`gcp-storage-emulator`, in memory) in a thread of this
+    process; yields its `http://127.0.0.1:PORT`, the value of `STORAGE_EMULATOR_HOST` (or the
+    `endpoint_url` option of gcsfs) that reaches it."""
+    try:
+        from gcp_storage_emulator.server import create_server
+    except ImportError as exc:
+        raise ServerUnavailable(
+            "gcp-storage-emulator is not installed (pip install gcp-storage-emulator)"
+        ) from exc
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.ERROR)
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
