@@ -9,13 +9,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import fsspec
 import pytest
-from conftest import Bucket
 
 from taskfleet import TaskfleetError, storage
 from taskfleet.tasks import load_tasks
+
+if TYPE_CHECKING:
+    from conftest import Bucket
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = REPO / "examples" / "parallel_addition" / "worker_addition.py"
