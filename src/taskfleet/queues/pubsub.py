@@ -340,10 +340,36 @@ class PubSubQueue(Queue):
             data=data, attributes={TASK_ID_ATTRIBUTE: _id_attribute(task.id), **(attributes or {})}
         )
 
+    @contextlib.contextmanager
+    def _service(self, doing: str) -> Iterator[None]:
+        """The one place where the client library's errors become ours, for every call to
+        Pub/Sub after opening: a passing failure (unavailable, throttled, timed out, the
+        client's own retries spent) is `service_unavailable`'s error, any other refusal a
+        `QueueConnectionError`; both name the queue with its URL redacted."""
+        from google.api_core import exceptions
+
+        try:
+            yield
+        except (exceptions.GoogleAPICallError, exceptions.RetryError) as exc:
+            cause = f"{doing}: {type(exc).__name__}: {redact(str(exc))}"
+            passing = (
+                exceptions.ServiceUnavailable,
+                exceptions.InternalServerError,
+                exceptions.Aborted,
+                exceptions.ResourceExhausted,
+                exceptions.DeadlineExceeded,
+                exceptions.Unknown,
+                exceptions.RetryError,
+            )
+            if isinstance(exc, passing):
+                raise service_unavailable(redact(self.url), cause) from None
+            raise QueueConnectionError(f"Pub/Sub queue {redact(self.url)}: {cause}") from None
+
     def _publish(self, topic: str, messages: list[Any]) -> int:
         """One Publish call (the client retries transient failures); returns how many Pub/Sub
         accepted, which is all of them or an exception."""
-        response = self.publisher.publish(topic=topic, messages=messages)
+        with self._service("publish"):
+            response = self.publisher.publish(topic=topic, messages=messages)
         return len(response.message_ids)
 
     def _copy_of(self, received: Any) -> _Copy | None:
@@ -372,17 +398,18 @@ class PubSubQueue(Queue):
         """One Pull of up to `n`; waits up to `wait_seconds` for the first message."""
         from google.api_core import exceptions
 
-        try:
-            response = self.subscriber.pull(
-                request={
-                    "subscription": subscription,
-                    "max_messages": max(1, min(BATCH, n)),
-                    "return_immediately": wait_seconds <= 0,
-                },
-                timeout=max(0.5, wait_seconds) if wait_seconds > 0 else 30,
-            )
-        except exceptions.DeadlineExceeded:
-            return []
+        with self._service("pull"):
+            try:
+                response = self.subscriber.pull(
+                    request={
+                        "subscription": subscription,
+                        "max_messages": max(1, min(BATCH, n)),
+                        "return_immediately": wait_seconds <= 0,
+                    },
+                    timeout=max(0.5, wait_seconds) if wait_seconds > 0 else 30,
+                )
+            except exceptions.DeadlineExceeded:  # nothing came within the wait
+                return []
         return list(response.received_messages)
 
     def _change(self, subscription: str, ack_ids: Sequence[str], seconds: int | None) -> None:
@@ -394,6 +421,10 @@ class PubSubQueue(Queue):
         self._parallel(lambda batch: self._change_batch(subscription, batch, seconds), batches)
 
     def _change_batch(self, subscription: str, ack_ids: list[str], seconds: int | None) -> None:
+        with self._service("acknowledge" if seconds is None else "modify_ack_deadline"):
+            self._change_checked(subscription, ack_ids, seconds)
+
+    def _change_checked(self, subscription: str, ack_ids: list[str], seconds: int | None) -> None:
         from google.api_core import exceptions
 
         pending = ack_ids
@@ -412,7 +443,7 @@ class PubSubQueue(Queue):
                     if len(pending) == 1:
                         return
                     for ack_id in pending:
-                        self._change_batch(subscription, [ack_id], seconds)
+                        self._change_checked(subscription, [ack_id], seconds)
                     return
                 pending = [a for a in pending if failures.get(a, "").startswith("TRANSIENT")]
                 if not pending:
@@ -463,7 +494,7 @@ class PubSubQueue(Queue):
             for future in wait(in_flight).done if in_flight else []:
                 if future.exception() is None:
                     result.inserted += future.result()
-            raise SendInterrupted(result.inserted, _service_error(exc)) from exc
+            raise SendInterrupted(result.inserted, exc) from exc
         return result
 
     def _batches(
@@ -691,11 +722,14 @@ class PubSubQueue(Queue):
         now = timestamp_pb2.Timestamp()
         now.GetCurrentTime()
         for subscription in (self.subscription, self.dead_subscription):
-            try:
-                self.subscriber.seek(request={"subscription": subscription, "time": now})
-            except (exceptions.Unimplemented, exceptions.FailedPrecondition):
-                while raw := self._pull(subscription, BATCH, 0.5):
-                    self._change(subscription, [r.ack_id for r in raw], None)
+            with self._service("seek"):
+                try:
+                    self.subscriber.seek(request={"subscription": subscription, "time": now})
+                    continue
+                except (exceptions.Unimplemented, exceptions.FailedPrecondition):
+                    pass
+            while raw := self._pull(subscription, BATCH, 0.5):
+                self._change(subscription, [r.ack_id for r in raw], None)
 
     def close(self) -> None:
         with self._executor_lock:
@@ -729,6 +763,11 @@ def _close_clients(publisher: Any, subscriber: Any) -> None:
             client.transport.close()
 
 
+def service_unavailable(queue: str, cause: str) -> QueueConnectionError:
+    """The error for Pub/Sub being away for now (the same call may well succeed later)."""
+    return QueueConnectionError(f"the queue {queue} is unavailable: {cause}")
+
+
 def _retention() -> dict[str, Any]:
     return {"message_retention_duration": {"seconds": RETENTION_SECONDS}}
 
@@ -742,12 +781,3 @@ def _ack_failures(exc: Exception) -> dict[str, str] | None:
         if metadata:
             return dict(metadata)
     return None
-
-
-def _service_error(exc: Exception) -> Exception:
-    """A failure of the Pub/Sub service as one clear error; any other exception unchanged."""
-    from google.api_core import exceptions
-
-    if isinstance(exc, exceptions.GoogleAPICallError):
-        return QueueConnectionError(f"Pub/Sub refused a publish: {redact(str(exc))}")
-    return exc
