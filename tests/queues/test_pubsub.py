@@ -189,3 +189,23 @@ def test_api_calls_per_task_are_batched(pubsub_endpoint: str) -> None:
     assert calls["publish"] == 1
     assert calls["modify_ack_deadline"] == 0
     assert sum(calls.values()) / 500 <= 0.1, calls
+
+
+def test_opening_an_existing_queue_creates_nothing(
+    pubsub_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker whose account may not create topics or subscriptions opens a loaded queue."""
+    from google.api_core import exceptions
+    from google.pubsub_v1 import PublisherClient, SubscriberClient
+
+    name = _name()
+    _open(pubsub_endpoint, name, max_attempts=4).close()
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise exceptions.PermissionDenied("pubsub.topics.create denied")
+
+    monkeypatch.setattr(PublisherClient, "create_topic", refused)
+    monkeypatch.setattr(SubscriberClient, "create_subscription", refused)
+    q = _open(pubsub_endpoint, name)
+    assert q.max_attempts == 4
+    q.close()

@@ -267,49 +267,73 @@ class PubSubQueue(Queue):
             _close_clients(None, subscriber)
 
     def _open(self, max_attempts: int) -> tuple[int, int, bool]:
-        """Find or create the topics and subscriptions; return the queue's max_attempts, its
-        subscription's ack deadline and whether it numbers deliveries (has a dead-letter
-        policy). `max_attempts` applies only to a subscription created now."""
+        """Find the subscription (and the dead letters' subscription), creating only what is
+        missing, so that opening an existing queue reads and never needs the right to create;
+        return the queue's max_attempts, its subscription's ack deadline and whether it
+        numbers deliveries (has a dead-letter policy). `max_attempts` applies only to a
+        subscription created now."""
+        from google.api_core import exceptions
+
+        current = self._get(self.subscription)
+        if current is None:
+            current = self._create(max_attempts)
+        self.topic = current.topic  # a subscription the user made names its own topic
+        policy = current.dead_letter_policy
+        if policy.dead_letter_topic:
+            self.dead_topic = policy.dead_letter_topic
+        if self._get(self.dead_subscription) is None:
+            with contextlib.suppress(exceptions.AlreadyExists):
+                self.publisher.create_topic(name=self.dead_topic)
+            with contextlib.suppress(exceptions.AlreadyExists):
+                self.subscriber.create_subscription(
+                    request={"name": self.dead_subscription, "topic": self.dead_topic}
+                    | _retention()
+                )
+        label = current.labels.get(MAX_ATTEMPTS_LABEL)
+        if label is not None and label.isdigit():
+            attempts = int(label)
+        elif policy.dead_letter_topic:  # made by hand with a policy: its limit is in force
+            attempts = policy.max_delivery_attempts
+        else:  # made by hand without one: the attempts asked for
+            attempts = max_attempts
+        ack_deadline = current.ack_deadline_seconds or MIN_ACK_DEADLINE
+        return attempts, ack_deadline, bool(policy.dead_letter_topic)
+
+    def _get(self, subscription: str) -> Any:
+        """The subscription, or None if it does not exist."""
+        from google.api_core import exceptions
+
+        try:
+            return self.subscriber.get_subscription(subscription=subscription)
+        except exceptions.NotFound:
+            return None
+
+    def _create(self, max_attempts: int) -> Any:
+        """Create the topic, the dead letters' topic and the subscription with its dead-letter
+        policy and label; another process creating them at the same time is no error."""
         from google.api_core import exceptions
 
         for topic in (self.topic, self.dead_topic):
             with contextlib.suppress(exceptions.AlreadyExists):
                 self.publisher.create_topic(name=topic)
-        with contextlib.suppress(exceptions.AlreadyExists):
-            self.subscriber.create_subscription(
-                request={"name": self.dead_subscription, "topic": self.dead_topic} | _retention()
-            )
+        deliveries = max(
+            MIN_DELIVERY_ATTEMPTS, min(MAX_DELIVERY_ATTEMPTS, max_attempts + BACKSTOP_DELIVERIES)
+        )
+        request = {
+            "name": self.subscription,
+            "topic": self.topic,
+            "ack_deadline_seconds": DEFAULT_ACK_DEADLINE,
+            "labels": {MAX_ATTEMPTS_LABEL: str(max_attempts)},
+            "dead_letter_policy": {
+                "dead_letter_topic": self.dead_topic,
+                "max_delivery_attempts": deliveries,
+            },
+            "enable_exactly_once_delivery": self.exactly_once,
+        } | _retention()
         try:
-            current = self.subscriber.get_subscription(subscription=self.subscription)
-        except exceptions.NotFound:
-            deliveries = max(
-                MIN_DELIVERY_ATTEMPTS,
-                min(MAX_DELIVERY_ATTEMPTS, max_attempts + BACKSTOP_DELIVERIES),
-            )
-            request = {
-                "name": self.subscription,
-                "topic": self.topic,
-                "ack_deadline_seconds": DEFAULT_ACK_DEADLINE,
-                "labels": {MAX_ATTEMPTS_LABEL: str(max_attempts)},
-                "dead_letter_policy": {
-                    "dead_letter_topic": self.dead_topic,
-                    "max_delivery_attempts": deliveries,
-                },
-                "enable_exactly_once_delivery": self.exactly_once,
-            } | _retention()
-            try:
-                current = self.subscriber.create_subscription(request=request)
-            except exceptions.AlreadyExists:  # another worker created it just now
-                current = self.subscriber.get_subscription(subscription=self.subscription)
-        numbered = bool(current.dead_letter_policy.dead_letter_topic)
-        label = current.labels.get(MAX_ATTEMPTS_LABEL)
-        if label is not None and label.isdigit():
-            attempts = int(label)
-        elif numbered:  # made by hand with a policy: Pub/Sub's own limit is the one in force
-            attempts = current.dead_letter_policy.max_delivery_attempts
-        else:  # no label kept (the emulator keeps none): the attempts asked for
-            attempts = max_attempts
-        return attempts, current.ack_deadline_seconds or MIN_ACK_DEADLINE, numbered
+            return self.subscriber.create_subscription(request=request)
+        except exceptions.AlreadyExists:
+            return self.subscriber.get_subscription(subscription=self.subscription)
 
     # -- helpers --------------------------------------------------------------------------
 
