@@ -5,10 +5,14 @@ Google's emulator (the `pubsub_endpoint` fixture)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -162,6 +166,24 @@ def test_a_delay_longer_than_an_ack_deadline_is_a_copy_with_its_due_time(
     q.close()
 
 
+def test_a_due_copy_is_published_again_before_it_is_leased(pubsub_endpoint: str) -> None:
+    """Where Pub/Sub numbers deliveries, a copy whose due time has come is republished
+    without it, so its attempt counts from its attribute and later retries count as usual."""
+    q = _open(pubsub_endpoint, _name())
+    past = repr(time.time() - 1)
+    q._publish(
+        q.topic, [q._message(Task("t", {}), {ATTEMPTS_ATTRIBUTE: "1", NOT_BEFORE_ATTRIBUTE: past})]
+    )
+    (m,) = q.receive(1, 30, wait_seconds=5)
+    assert m.attempt == 2
+    assert q.retry(m, 1.0) is True
+    time.sleep(1.3)
+    (again,) = q.receive(1, 30, wait_seconds=5)
+    assert again.attempt == 3
+    q.ack([again])
+    q.close()
+
+
 def test_exactly_once_skips_ack_ids_that_are_no_longer_valid(pubsub_endpoint: str) -> None:
     q = _open(pubsub_endpoint, _name(), "&exactly_once=true")
     sub = q.subscriber.get_subscription(subscription=q.subscription)
@@ -209,3 +231,41 @@ def test_opening_an_existing_queue_creates_nothing(
     q = _open(pubsub_endpoint, name)
     assert q.max_attempts == 4
     q.close()
+
+
+def _taskfleet(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from taskfleet.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_queue_commands(pubsub_endpoint: str, tmp_path: Path) -> None:
+    """load-queue creates the queue; status, dead-letters and redrive work on it."""
+    url = f"pubsub://test-project/{_name()}?endpoint={pubsub_endpoint}"
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("".join(json.dumps({"id": f"t{i}", "data": {"i": i}}) + "\n" for i in range(5)))
+    loaded = _taskfleet(
+        "load-queue", "--queue", url, "--task-file", str(path), "--max-attempts", "1"
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    with open_queue(url) as q:
+        for m in q.receive(2, 30, wait_seconds=5):
+            assert q.retry(m, 0, f"boom in {m.task_id}") is False
+    status = _taskfleet("status", "--queue", url, "--json")
+    assert status.returncode == 0, status.stderr
+    counts = json.loads(status.stdout)
+    assert (counts["dead"], counts["approximate"]) == (2, True)
+    listing = _taskfleet("dead-letters", "--queue", url, "--json")
+    letters = sorted(json.loads(line)["id"] for line in listing.stdout.splitlines())
+    assert len(letters) == 2, listing.stderr
+    redrive = _taskfleet("redrive", "--queue", url)
+    assert "redrove 2 tasks" in redrive.stdout, redrive.stderr
+    with open_queue(url) as q:
+        got = []
+        while batch := q.receive(10, 30, wait_seconds=1):
+            got.extend(batch)
+        assert sorted(m.task_id for m in got) == [f"t{i}" for i in range(5)]
+        assert {m.attempt for m in got} == {1}

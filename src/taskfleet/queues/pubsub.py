@@ -13,7 +13,7 @@ dead-letter policy, whose `max_delivery_attempts` must be 5 to 100. So taskfleet
 attempts itself against its own `max_attempts`, from two numbers: the attribute
 `taskfleet_attempts` (attempts spent before this copy of the task was published: 0 for a
 loaded task) plus the delivery number of this copy (`delivery_attempt`, or 1 on a subscription
-without a dead-letter policy, such as the emulator's, which keeps none). The policy's
+without a dead-letter policy, such as one the user made). The policy's
 `max_delivery_attempts` is set a few deliveries above `max_attempts` (5 at least), so that
 Pub/Sub's own dead-lettering is only the backstop: `receive` moves a copy delivered for
 attempt `max_attempts + 1` (its last lease expired) to `NAME-dead` itself and reports it.
@@ -26,15 +26,18 @@ longest ack deadline) on a subscription with delivery numbers is `modify_ack_dea
 on the leased message: Pub/Sub delivers it again when the delay is over, one delivery later.
 Any other delayed retry publishes a copy carrying its due time (`taskfleet_not_before`);
 `receive` hides a copy that is not due yet for the time left (600 seconds at a time) instead
-of leasing it, and republishes a due copy that was hidden on a subscription with delivery
-numbers, so the hidden deliveries count no attempt.
+of leasing it, and, on a subscription with delivery numbers, republishes a due copy without its
+due time before leasing it, so the hidden deliveries count no attempt.
 
 What Pub/Sub cannot do, and what we do instead (the contract suite lists these in one place):
 - No idempotent send: loading twice publishes twice (`already_present` is always 0).
-- No counts in the Pub/Sub API: `stats` reports zeros marked approximate (Cloud Monitoring's
+- No counts in the Pub/Sub API: `stats` counts the dead letters (reading their subscription)
+  and reports the rest as 0, marked approximate (Cloud Monitoring's
   `subscription/num_undelivered_messages` has the backlog, a minute or more late).
-- An acknowledgement with an earlier ack id of a message is accepted (the work is done);
-  without exactly-once delivery, a stale `modify_ack_deadline` changes the current delivery.
+- An earlier ack id of a message is honoured: a late acknowledgement settles the task (the
+  work is done), but a stale release, retry or extend changes the current delivery.
+- A release on a subscription with delivery numbers publishes a copy (so that it counts no
+  attempt) and acknowledges the delivery.
 - Leases are whole seconds, at most 600 (the runtime renews longer ones).
 
 `?exactly_once=true` creates the subscription with exactly-once delivery; acknowledgements
@@ -601,10 +604,12 @@ class PubSubQueue(Queue):
     def _delayed(self, copy: _Copy, now: float) -> bool:
         """Handle a copy that carries a due time; True if it is not to be leased now.
 
-        Not due: hidden for the time left (600 s at most). Due after hidden deliveries that
-        Pub/Sub numbered: published again without its due time, so those deliveries count no
-        attempt, and the old copy acknowledged. A copy that nears the policy's delivery limit
-        while hidden is published again the same way, so Pub/Sub never dead-letters it.
+        Not due: hidden for the time left (600 s at most); one that nears the policy's
+        delivery limit while hidden is published again as it is, so Pub/Sub never
+        dead-letters it. Due, where Pub/Sub numbers deliveries: published again without its
+        due time and the old copy acknowledged, so that the hidden deliveries count no attempt
+        and a later retry of it (a deadline change) counts as any other. Without delivery
+        numbers a due copy is leased as it is.
         """
         assert copy.not_before is not None
         attributes = {ATTEMPTS_ATTRIBUTE: str(copy.attempts_before)}
@@ -614,7 +619,7 @@ class PubSubQueue(Queue):
                 self._change(self.subscription, [copy.ack_id], seconds)
                 return True
             attributes[NOT_BEFORE_ATTRIBUTE] = repr(copy.not_before)
-        elif copy.delivery <= 1:
+        elif not self.delivery_numbers:
             return False
         self._publish(self.topic, [self._message(copy.task, attributes)])
         self._change(self.subscription, [copy.ack_id], None)
