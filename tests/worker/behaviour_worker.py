@@ -7,10 +7,13 @@ new session, pid in `pidfile`; then sleeps `seconds`), retry, retry_once
 broken_str (raises an exception whose __str__ raises), broken_repr (returns a set holding an
 object whose __repr__ raises), os_exit (os._exit(code), 0 by default, with no result),
 segfault (ctypes), sleep, spawn_sleep (a grandchild that sleeps, and the task too),
-nonjson (returns a set), memory (allocates past the memory cap), flag (sleeps until a
-termination notice or shutdown request is visible, then reports it), kill_supervisor (waits
-until `wait_for` tasks have started, as $BEHAVIOUR_MARKERS shows, then SIGKILLs the worker's
-supervisor, as when a machine dies with tasks in hand).
+nonjson (returns a set), path (returns a `Path`, as rms-cloud-tasks' examples do),
+unprintable (returns an object that is not JSON and whose __str__ raises), rms_fields
+(returns the WorkerData fields named in `names`), memory (allocates
+past the memory cap), flag (sleeps until a termination notice or shutdown request is visible,
+then reports it), kill_supervisor (waits until `wait_for` tasks have started, as
+$BEHAVIOUR_MARKERS shows, then SIGKILLs the worker's supervisor, as when a machine dies with
+tasks in hand).
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ class BrokenStr(Exception):
 class BrokenRepr:
     def __repr__(self) -> str:
         raise RuntimeError("no repr")
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
 
 
 def process_task(task_id: str, data: dict, worker_data: WorkerData) -> tuple[bool, object]:
@@ -84,6 +92,12 @@ def process_task(task_id: str, data: dict, worker_data: WorkerData) -> tuple[boo
         time.sleep(600)
     if action == "nonjson":
         return False, {1, 2, 3}
+    if action == "rms_fields":  # rms-cloud-tasks' names of the WorkerData fields
+        return False, {name: getattr(worker_data, name) for name in data["names"]}
+    if action == "path":
+        return False, Path("results", f"{task_id}.txt")
+    if action == "unprintable":
+        return False, Unprintable()
     if action == "memory":
         blob = bytearray(2 * 1024**3)
         return False, len(blob)

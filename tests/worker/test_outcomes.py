@@ -45,7 +45,7 @@ def test_success_is_completed_and_acked(tmp_path: Path) -> None:
     assert done["retry"] is False
     assert done["result"]["task"] == "a"
     assert done["attempt"] == 1 and done["elapsed_time"] >= 0
-    assert "completed 1 tasks in this run" in output
+    assert "completed 1 task in this run" in output
     with SQLiteQueue(tmp_path / "events.state.db") as queue:
         assert queue.stats().completed == 1
 
@@ -263,14 +263,30 @@ def test_timeout_is_retried_with_retry_on_timeout(tmp_path: Path) -> None:
     assert kinds == [("task_timed_out", 1), ("task_timed_out", 2), ("task_dead_lettered", 2)]
 
 
-def test_non_json_result_is_a_task_error(tmp_path: Path) -> None:
-    tasks = [{"id": "n", "data": {"action": "nonjson"}}, {"id": "ok", "data": {"action": "ok"}}]
+def test_a_result_that_is_not_json_is_recorded_as_its_str(tmp_path: Path) -> None:
+    tasks = [
+        {"id": "p", "data": {"action": "path"}},
+        {"id": "n", "data": {"action": "nonjson"}},
+        {"id": "ok", "data": {"action": "ok"}},
+    ]
     code, events, _ = _run(tmp_path, tasks)
+    assert code == 0
+    (path,) = events_of(events, "p")
+    assert path["event_type"] == "task_completed"
+    assert path["result"] == "results/p.txt"
+    assert path["result_type"] == "PosixPath"
+    (as_set,) = events_of(events, "n")
+    assert (as_set["result"], as_set["result_type"]) == ("{1, 2, 3}", "set")
+    (ok,) = events_of(events, "ok")
+    assert "result_type" not in ok
+
+
+def test_a_result_whose_str_fails_is_a_task_error(tmp_path: Path) -> None:
+    code, events, _ = _run(tmp_path, [{"id": "u", "data": {"action": "unprintable"}}])
     assert code == 2
-    failure = events_of(events, "n")[0]
+    failure = events_of(events, "u")[0]
     assert failure["event_type"] == "task_exception"
-    assert "not JSON-serialisable" in failure["exception"]
-    assert events_of(events, "ok")[0]["event_type"] == "task_completed"
+    assert "not JSON and its str() failed (RuntimeError)" in failure["exception"]
 
 
 def test_memory_error_under_the_memory_cap(tmp_path: Path) -> None:

@@ -248,7 +248,7 @@ sys.path.insert(0, {here!r})
 from behaviour_worker import process_task
 from taskfleet import Worker
 
-summary = asyncio.run(Worker(process_task).start())
+summary = asyncio.run(Worker(process_task).start(exit=False))
 print("asyncio run ended:", summary.exit_code, summary.counts.completed)
 """
 

@@ -27,6 +27,7 @@ NOT_AT_START = {
     "click",
     "taskfleet.monitoring.statistics",
     "taskfleet.cli",
+    "multiprocessing",  # children are plain forks (worker/child_process.py)
 } | CLOUD_SDKS
 
 
@@ -72,3 +73,4 @@ def test_a_run_without_a_terminal_imports_neither_pydantic_rich_yaml_nor_asyncio
     modules = _modules_after(code, tmp_path)
     assert sorted(modules & {"pydantic", "rich", "yaml", "asyncio", "urllib.request"}) == []
     assert sorted(modules & CLOUD_SDKS) == []
+    assert "multiprocessing" not in modules  # the children are forked without it

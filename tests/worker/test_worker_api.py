@@ -108,7 +108,7 @@ def test_asyncio_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     tasks = [{"id": f"t{i}", "data": {"a": i, "b": i}} for i in range(5)]
     worker = Worker(add, args=["--num-simultaneous-tasks", "2"], task_source=tasks)
-    summary = asyncio.run(worker.start())
+    summary = asyncio.run(worker.start(exit=False))
     assert summary.counts.completed == 5 and summary.exit_code == 0
 
 

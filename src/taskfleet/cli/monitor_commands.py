@@ -102,7 +102,7 @@ def monitor(
     from taskfleet.monitoring.live_view import LiveView, LogView
     from taskfleet.monitoring.monitor import FileSource, MonitorOptions, QueueSource, run_monitor
     from taskfleet.monitoring.statistics import EventStats
-    from taskfleet.monitoring.summary_text import format_summary
+    from taskfleet.monitoring.summary_text import counted, format_summary
 
     if (queue_url or event_queue) and events:
         raise TaskfleetError("give either events files or --queue/--event-queue, not both")
@@ -175,7 +175,7 @@ def monitor(
         from taskfleet.monitoring.monitor import write_remaining
 
         written = write_remaining(task_file, stats, remaining_out)
-        click.echo(f"wrote {written:,} tasks not completed to {remaining_out}", err=True)
+        click.echo(f"wrote {counted(written, 'task')} not completed to {remaining_out}", err=True)
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(summary.as_dict(), option=orjson.OPT_INDENT_2))
         sys.stdout.buffer.write(b"\n")

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from taskfleet.cli import cli
 from taskfleet.errors import TaskfleetError
+from taskfleet.monitoring.summary_text import counted
 from taskfleet.queues import Queue, SendInterrupted, example_urls, open_queue
 from taskfleet.redact import redact
 from taskfleet.tasks.loading import load_tasks_into
@@ -46,11 +47,22 @@ def open_existing_queue(queue_url: str) -> Queue:
     type=click.IntRange(min=1),
     help="Attempts before a task is dead-lettered; fixed when the queue is created (default 3).",
 )
+@click.option(
+    "--update",
+    is_flag=True,
+    help="Tasks already in the queue and not completed take the file's data (dead letters too: "
+    "`taskfleet redrive` then runs them with it); completed ones that differ are counted.",
+)
 def load_queue(
-    queue_url: str, task_file: str, skip: int, limit: int | None, max_attempts: int | None
+    queue_url: str,
+    task_file: str,
+    skip: int,
+    limit: int | None,
+    max_attempts: int | None,
+    update: bool,
 ) -> None:
     """Load tasks from a task file into a queue. Loading the same file twice is safe: tasks
-    already present are skipped and counted.
+    already present are skipped and counted (with --update, they take the file's data).
 
     \b
     Example:
@@ -68,6 +80,12 @@ def load_queue(
                 f"note: the queue already exists with max attempts {queue.max_attempts}; "
                 f"--max-attempts {max_attempts} applies only to a new queue",
                 err=True,
+            )
+        if update and not queue.updates_data:
+            raise TaskfleetError(
+                f"{redact(queue_url)}: this kind of queue cannot give tasks already loaded new "
+                "data (--update works on sqlite queues); load the changed tasks under new ids, "
+                "or into a new queue"
             )
         progress = Progress(
             TextColumn("loading"),
@@ -87,10 +105,18 @@ def load_queue(
                     skip=skip,
                     limit=limit,
                     on_progress=lambda n: progress.update(bar, completed=n),
+                    update=update,
                 )
             except TaskfleetError as exc:
                 raise TaskfleetError(_interrupted_load_message(queue, exc)) from None
         out.print(f"inserted {result.inserted:,}, already present {result.already_present:,}")
+        if update:
+            changes = result.changes
+            out.print(
+                f"new data: {changes.updated:,} waiting, {changes.dead_updated:,} dead letters "
+                f"(`taskfleet redrive` runs them with it); {changes.completed_changed:,} "
+                "completed differ from the file and were left as they were"
+            )
     finally:
         queue.close()
 
@@ -188,7 +214,7 @@ def release_all(queue_url: str) -> None:
         released = queue.release_all()
     finally:
         queue.close()
-    out.print(f"released {released:,} leased tasks")
+    out.print(f"released {counted(released, 'leased task')}")
 
 
 @cli.command("dead-letters")
@@ -243,4 +269,4 @@ def redrive(queue_url: str, ids: tuple[str, ...]) -> None:
         moved = queue.redrive(list(ids) if ids else None)
     finally:
         queue.close()
-    out.print(f"redrove {moved:,} tasks")
+    out.print(f"redrove {counted(moved, 'task')}")

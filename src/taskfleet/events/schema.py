@@ -39,6 +39,7 @@ class EventType(StrEnum):
     SPOT_TERMINATION = "spot_termination"
     WORKER_STARTED = "worker_started"
     WORKER_STOPPED = "worker_stopped"
+    KEEP_ALIVE = "keep_alive"
 
 
 EVENT_TYPES: tuple[str, ...] = tuple(EventType)
@@ -68,6 +69,7 @@ FIELDS: tuple[str, ...] = (
     "elapsed_time",
     "retry",
     "result",
+    "result_type",
     "exit_code",
     "exception",
     "stack_trace",

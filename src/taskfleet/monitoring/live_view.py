@@ -119,10 +119,11 @@ def render(s: Summary, title: str) -> Any:
 
     if s.hosts:
         hosts = Table(title=f"Hosts ({len(s.hosts)})", title_justify="left", show_edge=False)
-        for column in ("host", "events", "completed", "failed"):
+        for column in ("host", "events", "completed", "failed", "last sign of life"):
             hosts.add_column(column, justify="left" if column == "host" else "right")
         for h in sorted(s.hosts, key=lambda h: -h.events)[:10]:
-            hosts.add_row(h.hostname, f"{h.events:,}", f"{h.completed:,}", f"{h.failed:,}")
+            alive = h.last_seen[11:19] if h.last_seen else ""
+            hosts.add_row(h.hostname, f"{h.events:,}", f"{h.completed:,}", f"{h.failed:,}", alive)
         parts.append(hosts)
 
     if s.tasks_not_completed_examples:

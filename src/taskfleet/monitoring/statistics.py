@@ -51,6 +51,7 @@ from taskfleet.events.reader import (
     parse_timestamp,
 )
 from taskfleet.events.schema import EventType
+from taskfleet.monitoring.run_pauses import RUN_BOUNDS, RunPauses
 from taskfleet.monitoring.summary import (
     ElapsedSummary,
     HostSummary,
@@ -107,6 +108,7 @@ class EventStats:
         # host apart, so completed and failed per host follow.
         self._host_type_counts: Counter[tuple[Any, Any]] = Counter()
         self._host_retries: Counter[Any] = Counter()
+        self._host_alive: dict[Any, str] = {}  # a host's newest worker event (keep_alive, ...)
         self.completed_retry_true = 0
         self.elapsed = array("d")
         # Sentinels instead of None keep the per-event comparisons free of None checks.
@@ -125,6 +127,7 @@ class EventStats:
         self.bad_lines = 0
         self.bad_line_examples: list[str] = []
         self._checkpoints: deque[tuple[float, int]] = deque(maxlen=256)
+        self._pauses = RunPauses()
         if expected_ids is not None:
             self.expect(expected_ids)
 
@@ -383,6 +386,11 @@ class EventStats:
                         if event_type in _WORKER_ERROR_TYPES:
                             message = get("exception")
                             group(self._worker_errors, kind_of(message), event, message)
+                        elif event_type in RUN_BOUNDS:
+                            self._pauses.add(get("timestamp"), event_type)
+                        stamp = get("timestamp")
+                        if stamp.__class__ is str and stamp > self._host_alive.get(hostname, ""):
+                            self._host_alive[hostname] = stamp
                         counted.append(pair)
                         continue
                     kind = kinds_get(event_type)
@@ -525,9 +533,9 @@ class EventStats:
                 row[2] += n
         for hostname, n in self._host_retries.items():
             hosts[hostname][1] -= n
-        rows = [HostSummary(str(name) if name else "(unknown)", *v) for name, v in hosts.items()]
-        rows.sort(key=lambda h: h.hostname)
-        return rows
+        alive = self._host_alive.get
+        rows = (HostSummary(str(h) if h else "(unknown)", *v, alive(h)) for h, v in hosts.items())
+        return sorted(rows, key=lambda h: h.hostname)
 
     @property
     def first_ts(self) -> str | None:
@@ -639,8 +647,9 @@ class EventStats:
         except ValueError:
             first = last = None
         span = None if first is None or last is None else last - first
+        paused = min(self._pauses.paused_seconds(), span) if span else 0.0
         done = self.tasks_completed
-        rate = done / span if span else None
+        rate = done / (span - paused) if span and span > paused else None
         recent = self._recent_rate(last, done)
         not_completed = self.tasks_not_completed
         eta_rate = recent or rate
@@ -669,6 +678,7 @@ class EventStats:
             first_event=first_ts,
             last_event=last_ts,
             span_seconds=span,
+            paused_seconds=paused,
             completion_rate=rate,
             recent_rate=recent,
             eta_seconds=eta,

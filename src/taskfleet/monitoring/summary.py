@@ -119,12 +119,14 @@ class FailureGroup:
 
 @dataclass
 class HostSummary:
-    """Events, completions and failed attempts of one host."""
+    """Events, completions and failed attempts of one host, and its last sign of life (the
+    timestamp of its newest worker event: `keep_alive`, `worker_started`, ...)."""
 
     hostname: str
     events: int
     completed: int
     failed: int
+    last_seen: str | None = None
 
 
 @dataclass
@@ -151,7 +153,8 @@ class Summary:
     first_event: str | None
     last_event: str | None
     span_seconds: float | None
-    completion_rate: float | None  # tasks per second over the whole span
+    paused_seconds: float  # of the span, while no worker ran between two runs
+    completion_rate: float | None  # tasks per second while workers ran (the span less pauses)
     recent_rate: float | None  # tasks per second over the last minute of events
     eta_seconds: float | None
     elapsed: ElapsedSummary

@@ -128,12 +128,33 @@ class Received(list[Message]):
 
 
 @dataclass(slots=True)
+class DataChanges:
+    """Tasks already present whose data the load's file changed, by what became of them
+    (`Queue.send_updates`)."""
+
+    #: not finished (waiting or leased): they run with the new data
+    updated: int = 0
+    #: dead letters: they hold the new data, for `redrive`
+    dead_updated: int = 0
+    #: completed: left as they were, unless the load reruns them
+    completed_changed: int = 0
+    completed_examples: list[str] = field(default_factory=list)
+    #: completed or dead-lettered, queued again with the new data
+    rerun: int = 0
+
+    @property
+    def any(self) -> bool:
+        return bool(self.updated or self.dead_updated or self.completed_changed or self.rerun)
+
+
+@dataclass(slots=True)
 class SendResult:
     """What `send` did: how many tasks were inserted and how many were already present."""
 
     inserted: int = 0
     already_present: int = 0
     ids_seen: int = field(default=0)
+    changes: DataChanges = field(default_factory=DataChanges)
 
     def __iadd__(self, other: SendResult) -> SendResult:
         self.inserted += other.inserted
@@ -271,6 +292,8 @@ class Queue:
     #: Other processes (and, for a server, other hosts) see the same queue; False for a queue
     #: that lives inside one Python process.
     shared_between_processes: ClassVar[bool] = True
+    #: A load can give tasks already present the data its file has now (`send_updates`).
+    updates_data: ClassVar[bool] = False
 
     # -- every instance has --------------------------------------------------------------------
 
@@ -484,6 +507,18 @@ class Queue:
         it and declares `bulk_load`.
         """
         return self.send(_tasks_of(batches))
+
+    def send_updates(
+        self, batches: Iterable[TaskBatch], *, rerun_completed: bool = False
+    ) -> SendResult:
+        """`send_batches`, and tasks already present whose data differs from the batches' take
+        the new data, unless completed: those are counted (`SendResult.changes`), and queued
+        again with the new data if `rerun_completed` (dead letters too). See `updates_data`.
+        """
+        raise TaskfleetError(
+            f"{redact(self.url)}: this kind of queue cannot give tasks already loaded new data; "
+            "load the changed tasks under new ids, or into a new queue"
+        )
 
     def leased_ids(self) -> list[str]:
         """Ids of the tasks currently leased, live or expired (see `lists_leases`)."""

@@ -30,6 +30,7 @@ import orjson
 from taskfleet.errors import QueueURLError, TaskFileError, TaskfleetError, path_error
 from taskfleet.queues.base import (
     DEFAULT_QUEUE_NAME,
+    DataChanges,
     DeadLetter,
     Message,
     Queue,
@@ -69,6 +70,7 @@ class SQLiteQueue(Queue):
     # A load is one transaction, so a bad entry anywhere inserts nothing (the CLI says so).
     atomic_send: ClassVar[bool] = True
     bulk_load: ClassVar[bool] = True
+    updates_data: ClassVar[bool] = True
     lists_leases: ClassVar[bool] = True
     delayed_retry: ClassVar[bool] = True
     dead_letter_store: ClassVar[bool] = True
@@ -260,16 +262,33 @@ class SQLiteQueue(Queue):
         already present before the load is skipped each time it appears, so a repeat of such
         an id is not reported.)
         """
+        return self._load(batches, updating=False, rerun_completed=False)
+
+    def send_updates(
+        self, batches: Iterable[TaskBatch], *, rerun_completed: bool = False
+    ) -> SendResult:
+        """`send_batches`, giving tasks already present the data of the batches (see the base
+        class). A task's data is compared as the JSON text stored for it, so only a queue that
+        held tasks before the load pays for the comparison, and only for the tasks it held."""
+        return self._load(batches, updating=True, rerun_completed=rerun_completed)
+
+    def _load(
+        self, batches: Iterable[TaskBatch], *, updating: bool, rerun_completed: bool
+    ) -> SendResult:
         t = self._table
-        seen = 0
+        seen = inserted = 0
+        changes = DataChanges()
+        requeued = {DONE: 0, DEAD: 0}
         with self._write() as c:
             (start,) = c.execute(f"SELECT coalesce(max(seq), 0) FROM {t}").fetchone()
             sql = (
                 f"INSERT INTO {t}(task_id, body) SELECT key, value FROM json_each(?) WHERE true "
                 f"ON CONFLICT(task_id) DO UPDATE SET body = NULL WHERE seq > {int(start)}"
             )
-            before = self._conn.total_changes
             for batch in batches:
+                if updating and start:
+                    self._update_changed(c, batch, int(start), rerun_completed, changes, requeued)
+                before = self._conn.total_changes
                 try:
                     c.execute(sql, (batch.json_object(),))
                 except sqlite3.IntegrityError:
@@ -277,10 +296,65 @@ class SQLiteQueue(Queue):
                     if repeated is None:
                         raise
                     raise repeated from None
+                inserted += self._conn.total_changes - before
                 seen += len(batch)
-            inserted = self._conn.total_changes - before
-            self._counters(c, inserted=inserted, waiting=inserted, duplicates=seen - inserted)
-        return SendResult(inserted=inserted, already_present=seen - inserted, ids_seen=seen)
+            self._counters(
+                c,
+                inserted=inserted,
+                waiting=inserted + changes.rerun,
+                duplicates=seen - inserted,
+                done=-requeued[DONE],
+                dead=-requeued[DEAD],
+            )
+        return SendResult(
+            inserted=inserted, already_present=seen - inserted, ids_seen=seen, changes=changes
+        )
+
+    # Completed tasks named in a load's changes, as examples.
+    CHANGED_EXAMPLES = 5
+
+    def _update_changed(
+        self,
+        c: sqlite3.Connection,
+        batch: TaskBatch,
+        start: int,
+        rerun_completed: bool,
+        changes: DataChanges,
+        requeued: dict[int, int],
+    ) -> None:
+        """Give the tasks of `batch` that were present before this load (`seq <= start`) and
+        whose stored JSON differs from the batch's the new data; `Queue.send_updates` says what
+        becomes of each state."""
+        t = self._table
+        rows = c.execute(
+            f"SELECT q.seq, q.state, q.task_id, j.value FROM json_each(?) AS j "
+            f"JOIN {t} AS q ON q.task_id = j.key WHERE q.seq <= ? AND q.body != j.value",
+            (batch.json_object(), start),
+        ).fetchall()
+        if not rows:
+            return
+        new_body, queue_again = [], []
+        for seq, state, task_id, body in rows:
+            if state in (WAITING, LEASED):
+                changes.updated += 1
+                new_body.append((body, seq))
+            elif rerun_completed:
+                changes.rerun += 1
+                requeued[state] += 1
+                queue_again.append((body, seq))
+            elif state == DEAD:
+                changes.dead_updated += 1
+                new_body.append((body, seq))
+            else:
+                changes.completed_changed += 1
+                if len(changes.completed_examples) < self.CHANGED_EXAMPLES:
+                    changes.completed_examples.append(task_id)
+        c.executemany(f"UPDATE {t} SET body = ? WHERE seq = ?", new_body)
+        c.executemany(
+            f"UPDATE {t} SET body = ?, state = 0, visible_at = 0, attempts = 0, error = NULL "
+            "WHERE seq = ?",
+            queue_again,
+        )
 
     def _repeated_id(
         self, c: sqlite3.Connection, batch: TaskBatch, start: int

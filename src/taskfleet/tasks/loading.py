@@ -33,15 +33,21 @@ def load_tasks_into(
     skip: int = 0,
     limit: int | None = None,
     on_progress: Progress | None = None,
+    update: bool = False,
+    rerun_completed: bool = False,
 ) -> SendResult:
     """Validate `source` and send its tasks to `queue`; `on_progress(n)` hears the number of
     tasks read so far. Raises `TaskFileError` at the first bad entry (see `Queue.send` for
-    what a backend has inserted by then)."""
+    what a backend has inserted by then). With `update`, tasks already in the queue take the
+    source's data (`Queue.send_updates`, which `rerun_completed` is passed to)."""
     batches = iter_task_batches(source, skip=skip, limit=limit, check_duplicates=False)
     # Closed here, not when the garbage collector gets to it: an error's traceback keeps the
     # generator alive, and with it a reader thread waiting to hand over a batch.
     with contextlib.closing(_read_ahead(batches)) as read_ahead:
-        return queue.send_batches(_counted_batches(read_ahead, on_progress))
+        counted = _counted_batches(read_ahead, on_progress)
+        if update:
+            return queue.send_updates(counted, rerun_completed=rerun_completed)
+        return queue.send_batches(counted)
 
 
 def _counted_batches(

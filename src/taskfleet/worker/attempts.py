@@ -174,6 +174,7 @@ class Attempts:
             "elapsed_time": raw["elapsed"],
             "retry": retry,
             "result": raw.get("result"),
+            "result_type": raw.get("result_type"),
         }
         if retry:
             action = self.policy.decide(message.attempt, True)

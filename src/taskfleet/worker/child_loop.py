@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes  # here, not in each child: the supervisor imports it once before forking
+import logging
 import os
 import signal
 import time
@@ -30,6 +31,8 @@ import orjson
 from taskfleet.worker.shared_memory import StartGate
 
 ProcessTask = Callable[[str, Any, Any], Any]
+
+log = logging.getLogger("taskfleet.worker")
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -49,16 +52,22 @@ def _outcome_line(n: int, returned: object, elapsed: float) -> bytes:
             elapsed,
         )
     retry, result = returned
+    outcome = {"n": n, "retry": bool(retry), "result": result, "elapsed": elapsed}
     try:
-        return orjson.dumps(
-            {"n": n, "retry": bool(retry), "result": result, "elapsed": elapsed},
-            option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS,
-        )
-    except TypeError as exc:
+        return orjson.dumps(outcome, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        pass
+    # Not JSON (a `Path`, say, as rms-cloud-tasks' examples return): recorded as its str(),
+    # with its type, as rms-cloud-tasks records it. Only a result whose str() fails is an error.
+    try:
+        outcome["result"] = str(result)
+        outcome["result_type"] = type(result).__name__
+        return orjson.dumps(outcome, option=orjson.OPT_APPEND_NEWLINE)
+    except BaseException as exc:  # user code's __str__: described, never raised
         return _exception_line(
             n,
-            f"TypeError: the result of process_task is not JSON-serialisable ({exc}): "
-            f"{_safe_repr(result)}",
+            "TypeError: the result of process_task is not JSON and its str() failed "
+            f"({type(exc).__name__}): {_safe_repr(result)}",
             "",
             elapsed,
         )
@@ -82,6 +91,17 @@ def _exit_line(n: int, code: int, exception: str, stack_trace: str, elapsed: flo
         },
         option=orjson.OPT_APPEND_NEWLINE,
     )
+
+
+def _ended(out: bytes) -> str:
+    """How a task ended, for the line -v prints: `finished in 1.00 s, retry False`."""
+    outcome = orjson.loads(out)
+    took = f"{outcome['elapsed']:.2f} s"
+    if "exit_code" in outcome:
+        return f"exited with code {outcome['exit_code']} after {took}"
+    if "exception" in outcome:
+        return f"raised {outcome['exception'].splitlines()[0]:.200} after {took}"
+    return f"finished in {took}, retry {outcome['retry']}"
 
 
 def _exit_code(exc: SystemExit) -> int:
@@ -149,12 +169,20 @@ def child_main(
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
     done = 0
     own_pid = os.getpid()
+    verbose = log.isEnabledFor(logging.DEBUG)  # -v: a line as each task starts and ends
     with os.fdopen(in_fd, "rb", buffering=1 << 16) as reader:
         for line in reader:
             n, task_id, data, attempt = orjson.loads(line)
             if not gate.begin(n):
                 break
             worker_data._attempt = attempt
+            if verbose:
+                log.debug(
+                    "child #%d: started task %s (attempt %d)",
+                    worker_data.worker_id,
+                    task_id,
+                    attempt,
+                )
             start = time.perf_counter()
             try:
                 returned = process_task(task_id, data, worker_data)
@@ -178,6 +206,8 @@ def child_main(
                 # if it were the child. It must not report, nor read the child's tasks.
                 os._exit(0)
             _write_all(out_fd, out)
+            if verbose:
+                log.debug("child #%d: task %s %s", worker_data.worker_id, task_id, _ended(out))
             done += 1
             if max_tasks is not None and done >= max_tasks:
                 break

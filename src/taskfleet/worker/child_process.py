@@ -4,6 +4,11 @@ The supervisor talks to each child through two pipes (tasks in, outcomes out, on
 each, written and read in batches) and a `StartGate` in shared memory. Pipes are non-blocking on
 the supervisor's side, so a child that is slow to read can never stall the supervisor's loop.
 The set of children (starting, replacing, deadlines) is `children.Children`.
+
+A child is a plain `os.fork()` of the supervisor, watched through `os.waitpid`: nothing of
+`multiprocessing.Process` is used (its bootstrap, its process registry, its exit handler that
+joins children) and its package is not imported, which makes a worker's start and each fork
+cheaper (docs/design-notes.md, Start-up).
 """
 
 from __future__ import annotations
@@ -12,12 +17,13 @@ import contextlib
 import errno
 import fcntl
 import os
+import select
 import signal
 import sys
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
-from multiprocessing.context import BaseContext
 from typing import Any, NamedTuple
 
 import orjson
@@ -58,22 +64,80 @@ def _child_entry(
     close_fds: list[int],
     supervisor_pid: int,
 ) -> None:
-    for fd in close_fds:  # other children's pipes, inherited through fork
-        with contextlib.suppress(OSError):
-            os.close(fd)
+    """What a freshly forked child runs; it never returns."""
     status = 1
     try:
+        for fd in close_fds:  # other children's pipes, inherited through fork
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        _detach_stdin()
         child_main(
             process_task, worker_data, in_fd, out_fd, gate, max_tasks, memory_limit, supervisor_pid
         )
         status = 0
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
     finally:
-        # Exit now, not through multiprocessing's shutdown, which waits for every thread a
-        # task left running (a `threading.Timer`, say): a child whose work is done must end.
+        # Exit now, not through the interpreter's shutdown, which waits for every thread a
+        # task left running (a `threading.Timer`, say), and would run the supervisor's exit
+        # handlers in a copy of it: a child whose work is done must end.
         for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(BaseException):
                 stream.flush()
         os._exit(status)
+
+
+def _detach_stdin() -> None:
+    """Tasks read end-of-file from stdin, never the terminal the supervisor shares."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115 (the process's stdin for its life)
+
+
+class ForkedProcess:
+    """A forked child's pid and, once it has ended and been reaped, its exit code (negative:
+    killed by that signal, as `multiprocessing` reports it)."""
+
+    __slots__ = ("exitcode", "pid")
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.exitcode: int | None = None
+
+    def poll(self) -> int | None:
+        """Reap the child if it has ended; its exit code, or None while it runs."""
+        if self.exitcode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: ended, its status unknown
+                self.exitcode = 255
+            else:
+                if pid:
+                    self.exitcode = os.waitstatus_to_exitcode(status)
+        return self.exitcode
+
+    def is_alive(self) -> bool:
+        return self.poll() is None
+
+    def join(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for the child to end: woken by its end through a pidfd
+        (Linux), else by polling."""
+        if self.poll() is not None:
+            return
+        deadline = time.monotonic() + timeout
+        with contextlib.suppress(OSError, AttributeError):
+            fd = os.pidfd_open(self.pid)
+            try:
+                select.select([fd], [], [], timeout)
+            finally:
+                os.close(fd)
+        pause = 0.0005
+        while self.poll() is None and time.monotonic() < deadline:
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.02)
 
 
 def _enlarge_pipe(fd: int) -> None:
@@ -91,7 +155,6 @@ class ChildProcess:
 
     def __init__(
         self,
-        ctx: BaseContext,
         slot: int,
         process_task: Callable[..., Any],
         worker_data: Any,
@@ -101,15 +164,19 @@ class ChildProcess:
         close_fds: list[int],
     ) -> None:
         self.slot = slot
-        self.gate = StartGate(ctx)
+        self.gate = StartGate()
         in_r, self.in_w = os.pipe()
         self.out_r, out_w = os.pipe()
         _enlarge_pipe(self.in_w)
         _enlarge_pipe(out_w)
         worker_data.worker_id = slot  # its public name, as in rms-cloud-tasks
-        self.process = ctx.Process(
-            target=_child_entry,
-            args=(
+        supervisor_pid = os.getpid()
+        for stream in (sys.stdout, sys.stderr):  # what is buffered is printed once, not twice
+            with contextlib.suppress(Exception):
+                stream.flush()
+        pid = os.fork()
+        if pid == 0:
+            _child_entry(
                 process_task,
                 worker_data,
                 in_r,
@@ -118,17 +185,14 @@ class ChildProcess:
                 max_tasks,
                 memory_limit,
                 [*close_fds, self.in_w, self.out_r],
-                os.getpid(),
-            ),
-            name=f"taskfleet-child-{slot}",
-            daemon=False,
-        )
-        self.process.start()
+                supervisor_pid,
+            )
+        self.process = ForkedProcess(pid)
         os.close(in_r)
         os.close(out_w)
         os.set_blocking(self.in_w, False)
         os.set_blocking(self.out_r, False)
-        self.pid: int = self.process.pid  # type: ignore[assignment]
+        self.pid: int = pid
         self.inflight: deque[Inflight] = deque()
         self.max_tasks = max_tasks
         self.dispatched = 0
@@ -248,8 +312,7 @@ class ChildProcess:
 
     def reap(self) -> int | None:
         """The exit code once the child has ended (negative: killed by that signal)."""
-        self.process.join(0)
-        return self.process.exitcode
+        return self.process.poll()
 
     def close(self) -> None:
         self.close_input()
@@ -259,4 +322,3 @@ class ChildProcess:
         if self.sigkill_at is not None:
             self._signal_group(signal.SIGKILL)
         self.gate.close()
-        self.process.close()

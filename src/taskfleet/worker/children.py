@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import selectors
 import time
 from collections.abc import Callable, Iterator
@@ -52,7 +51,6 @@ class Children:
             int(settings.max_memory_per_task * 1024**3) if settings.max_memory_per_task else None
         )
         self.average_task_seconds: float | None = None  # moving average, for prefetch
-        self._ctx = multiprocessing.get_context("fork")
         self._selector = selectors.DefaultSelector()
         self._by_slot: dict[int, ChildProcess] = {}
         self._next_slot = 0
@@ -71,7 +69,6 @@ class Children:
         self._next_slot += 1
         inherited = [fd for c in self._by_slot.values() for fd in (c.in_w, c.out_r)]
         child = ChildProcess(
-            self._ctx,
             slot,
             self.process_task,
             self.worker_data,

@@ -1,7 +1,8 @@
 """Worker options: one table, fed from four sources in a fixed order of precedence.
 
-A value comes from the command-line flag, else the `TASKFLEET_<NAME>` environment variable,
-else the `--config` YAML file, else the default. Merging happens before validation, so a bad
+A value comes from the command-line flag, else the `TASKFLEET_<NAME>` environment variable
+(or its rms-cloud-tasks alias, `RMS_CLOUD_TASKS_*`), else the `--config` YAML file (ours, or
+an rms-cloud-tasks job file), else the default. Merging happens before validation, so a bad
 value is reported once, naming where it came from (`--max-runtime`, `TASKFLEET_MAX_RUNTIME`,
 or the config file's key) and what is allowed.
 
@@ -26,9 +27,14 @@ import typing
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from taskfleet.errors import TaskfleetError
+from taskfleet.worker.rms_compat import (
+    RMS_FLAG_ALIASES,
+    environment_options,
+    options_from_config,
+)
 
 ENV_PREFIX = "TASKFLEET_"
 
@@ -118,6 +124,11 @@ class WorkerSettings:
     )
     tasks_to_skip: int = option(0, "Skip this many tasks of the task file.", ge=0)
     max_num_tasks: int | None = option(None, "Process at most this many tasks.", ge=0)
+    rerun_changed: bool = option(
+        False,
+        "Task file runs: run again the completed (and dead-lettered) tasks whose data changed "
+        "in the file (default: name them, do not run them).",
+    )
     event_log_file: str | None = option(
         "events.jsonl",
         "Events file, JSON Lines (default events.jsonl; '' for none).",
@@ -165,7 +176,40 @@ class WorkerSettings:
     price: float | None = option(
         None, "Price per hour of this machine, informational.", ge=0, metavar="USD"
     )
-    verbose: bool = option(False, "Log every task (DEBUG level).")
+    verbose: bool = option(
+        False, "Print the configuration at start and a line per task (DEBUG level)."
+    )
+    # rms-cloud-tasks' options (worker/rms_compat.py says what each becomes)
+    queue_name: str | None = option(
+        None,
+        "Queue name, with --provider (aws: sqs://NAME; gcp: pubsub://PROJECT/NAME); "
+        "without it, --job-id names the queue, as in rms-cloud-tasks.",
+        metavar="NAME",
+    )
+    project_id: str | None = option(None, "GCP project of a --queue-name queue.", metavar="ID")
+    region: str | None = option(None, "AWS region of a --queue-name queue.", metavar="REGION")
+    exactly_once_queue: bool = option(
+        False, "Exactly-once delivery: Pub/Sub's option; refused, with why, by other queues."
+    )
+    event_log_to_file: bool | None = option(
+        None, "Write events to --event-log-file (default: yes)."
+    )
+    event_log_to_queue: bool | None = option(
+        None, "Send events to the event queue (default: yes when draining a queue)."
+    )
+    local_ssd: float | None = option(
+        None, "Local SSD of this machine in GB, informational.", ge=0, metavar="GB"
+    )
+    boot_disk: float | None = option(
+        None, "Boot disk of this machine in GB, informational.", ge=0, metavar="GB"
+    )
+    keep_alive_seconds: float | None = option(
+        None,
+        "Write a keep_alive event this often (default: 60 when draining a queue, off for a "
+        "--task-file run; 0 for never).",
+        ge=0,
+        metavar="SECONDS",
+    )
 
 
 def check_backoff_order(backoff_base: float, backoff_cap: float) -> None:
@@ -236,11 +280,22 @@ def _help_formatter() -> Callable[[str], argparse.HelpFormatter]:
     return functools.partial(argparse.HelpFormatter, width=width)
 
 
+class _OptionParser(argparse.ArgumentParser):
+    """argparse with a usage error raised as one line (exit code 1): argparse would exit 2,
+    which the worker's exit codes keep for dead letters."""
+
+    def error(self, message: str) -> NoReturn:
+        raise TaskfleetError(f"{message}; see --help")
+
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    """The worker's own flags. Every default is None so that unset flags fall through."""
-    parser = argparse.ArgumentParser(
+    """The worker's own flags. Every default is None so that unset flags fall through. No
+    flag is taken from a prefix (`--max-run` is not `--max-runtime`): a mistyped option is
+    refused, never read as another one."""
+    parser = _OptionParser(
         prog=prog,
         add_help=False,
+        allow_abbrev=False,
         formatter_class=_help_formatter(),
         description="A taskfleet worker: runs process_task over every task of a task file or "
         "queue, in parallel.",
@@ -268,6 +323,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                 )
         else:
             parser.add_argument(row.flag, dest=name, metavar=row.metavar, help=help_text)
+    for flag, dest in RMS_FLAG_ALIASES.items():
+        parser.add_argument(flag, dest=dest, metavar="GB", help=argparse.SUPPRESS)
     return parser
 
 
@@ -291,18 +348,18 @@ def resolve_settings(
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
     config_path = cli_values.get("config") or config_path or environ.get(ENV_PREFIX + "CONFIG")
+    table = options()
     if config_path:
-        for key, value in _read_config(config_path).items():
+        provider = cli_values.get("provider")
+        loaded = options_from_config(_read_config(config_path), config_path, table, provider)
+        for key, value in loaded.items():
             name = str(key).replace("-", "_")
             merged[name] = value
             origin[name] = f"{config_path}: {key}"
-    table = options()
-    for name, row in table.items():
-        env_name = ENV_PREFIX + name.upper()
-        if env_name in environ:
-            raw = environ[env_name]
-            merged[name] = _parse_bool(raw) if row.kind is bool else (raw or None)
-            origin[name] = env_name
+    for name, (env_name, raw) in environment_options(environ, table).items():
+        row = table[name]
+        merged[name] = _parse_bool(raw) if row.kind is bool else (raw or None)
+        origin[name] = env_name
     for name, value in cli_values.items():
         if name in table and value is not None:
             merged[name] = value

@@ -5,7 +5,8 @@ may still start (the supervisor lowers it to stop a child from starting prefetch
 shutdown), and records the number of the task the child started last and when (the deadline
 check reads it, and after a crash it tells the task that was running from those queued behind
 it). A lock makes "may I start task n?" and "which task has started?" one atomic step on both
-sides.
+sides: a POSIX semaphore (`_multiprocessing.SemLock`, the C type under `multiprocessing.Lock`),
+made here directly so that a worker's start does not import the `multiprocessing` package.
 
 `SharedFlags` holds the two flags a running task may poll through `WorkerData`: a termination
 notice arrived, and a shutdown was requested.
@@ -13,14 +14,31 @@ notice arrived, and a shutdown was requested.
 
 from __future__ import annotations
 
+import _multiprocessing
+import itertools
 import mmap
+import os
 import struct
+import sys
 import time
-from multiprocessing.context import BaseContext
 from typing import Any
 
 _GATE = struct.Struct("=qdq")  # started task number, start time (monotonic), allowed number
 NO_LIMIT = 2**62
+_SEMAPHORE = 1  # SemLock's kind for a plain (non-recursive) lock
+_names = itertools.count()
+
+
+def _new_lock() -> Any:
+    """A lock shared with children forked after it is made. Its name is unlinked at once
+    (where the platform allows), so nothing is left behind in /dev/shm."""
+    unlink_now = sys.platform != "win32"
+    while True:
+        name = f"/taskfleet-{os.getpid()}-{next(_names)}-{os.urandom(4).hex()}"
+        try:
+            return _multiprocessing.SemLock(_SEMAPHORE, 1, 1, name, unlink_now)
+        except FileExistsError:
+            continue
 
 
 class StartGate:
@@ -28,9 +46,9 @@ class StartGate:
 
     __slots__ = ("_lock", "_mem")
 
-    def __init__(self, ctx: BaseContext) -> None:
+    def __init__(self) -> None:
         self._mem = mmap.mmap(-1, _GATE.size)  # anonymous and MAP_SHARED: shared after fork
-        self._lock: Any = ctx.Lock()
+        self._lock: Any = _new_lock()
         _GATE.pack_into(self._mem, 0, -1, 0.0, NO_LIMIT)
 
     def begin(self, n: int) -> bool:

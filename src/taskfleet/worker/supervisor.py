@@ -46,6 +46,7 @@ from taskfleet.queues.base import Queue
 from taskfleet.worker.attempts import Attempts, RetryPolicy, RunCounts
 from taskfleet.worker.children import DEADLINE_CHECK_INTERVAL, Children
 from taskfleet.worker.dispatch import Dispatch
+from taskfleet.worker.keep_alive import KeepAlive, keep_alive_interval
 from taskfleet.worker.leases import Leases
 from taskfleet.worker.run_events import RunEvents
 from taskfleet.worker.settings import WorkerSettings
@@ -96,6 +97,8 @@ class Supervisor:
             settings,
             termination_check,
         )
+        interval = keep_alive_interval(settings, local_mode=local_mode)
+        self.keep_alive = KeepAlive(self.events, interval, time.monotonic())
         self.dispatch = Dispatch(
             queue,
             self.children,
@@ -166,6 +169,7 @@ class Supervisor:
             self.leases.renew(self.children.leased_messages(), now)
         if self.on_progress is not None:
             self.on_progress(self.counts, self.children.running())
+        self.keep_alive.tick(now, self.children.running())
         return self._over()
 
     def _wait_for_outcomes(self, now: float) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import os
 import shlex
@@ -25,16 +26,27 @@ from taskfleet.errors import TaskfleetError
 from taskfleet.events.schema import hostname as events_hostname
 from taskfleet.events.sinks import open_event_sink
 from taskfleet.monitoring.stats_sink import StatsSink
-from taskfleet.monitoring.summary_text import format_summary
+from taskfleet.monitoring.summary_text import counted, format_summary
 from taskfleet.queues import Queue, event_queue_url, open_queue
+from taskfleet.queues.base import DataChanges
 from taskfleet.redact import redact
 from taskfleet.tasks import TaskSource
 from taskfleet.tasks.loading import load_tasks_into
 from taskfleet.worker.attempts import RunCounts
 from taskfleet.worker.logs import configure_logging
 from taskfleet.worker.progress import ProgressView
-from taskfleet.worker.resume import Recovery, StateLock, default_state_path, recover, state_url
-from taskfleet.worker.settings import WorkerSettings, build_parser, resolve_settings
+from taskfleet.worker.resume import (
+    Recovery,
+    StateLock,
+    claim_state,
+    default_state_path,
+    describe_changes,
+    recover,
+    source_key,
+    state_url,
+)
+from taskfleet.worker.rms_compat import RmsWorkerData, apply_queue_options, log_configuration
+from taskfleet.worker.settings import WorkerSettings, build_parser, options, resolve_settings
 from taskfleet.worker.shared_memory import SharedFlags
 from taskfleet.worker.stopping import (
     STOP_SIGNALS,
@@ -68,12 +80,13 @@ def _system_error(exc: OSError | sqlite3.Error) -> str:
 
 
 @dataclass
-class WorkerData:
+class WorkerData(RmsWorkerData):
     """What a task may want to know about where and how it runs.
 
     Passed to every `process_task` call. `received_termination_notice` and
     `received_shutdown_request` change while a task runs: a long task can poll them to save
-    its work before the machine goes away.
+    its work before the machine goes away. rms-cloud-tasks' names of these fields work too
+    (`price_per_hour`, `local_ssd_gb`, ...: see `RmsWorkerData`).
     """
 
     settings: WorkerSettings
@@ -127,13 +140,14 @@ class RunSummary:
     local: bool = True
     exit_code: int = EXIT_OK
     elapsed: float = 0.0
+    changes: DataChanges = field(default_factory=DataChanges)
 
     def line(self) -> str:
         c = self.counts
-        parts = [f"completed {c.completed:,} tasks in this run"]
+        parts = [f"completed {counted(c.completed, 'task')} in this run"]
         if self.local:
             parts[0] += f" ({self.completed_before:,} before it)"
-        parts.append(f"{c.failed_attempts:,} failed attempts ({c.retried:,} retried)")
+        parts.append(f"{counted(c.failed_attempts, 'failed attempt')} ({c.retried:,} retried)")
         parts.append(f"{c.dead_lettered:,} dead-lettered")
         if self.local:
             parts.append(f"{self.remaining:,} remaining")
@@ -142,6 +156,11 @@ class RunSummary:
                 f"{self.recovery.leased:,} interrupted by the previous run "
                 f"({self.recovery.acknowledged_from_log:,} already finished, "
                 f"{self.recovery.rerun:,} run again: possible duplicates)"
+            )
+        if self.changes.completed_changed:
+            parts.append(
+                f"{counted(self.changes.completed_changed, 'completed task')} changed in the "
+                "task file, not run again (--rerun-changed)"
             )
         rate = c.finished / self.elapsed if self.elapsed > 0 else 0.0
         parts.append(f"{self.elapsed:,.1f} s, {rate:,.0f} tasks/s")
@@ -180,7 +199,10 @@ class Worker:
                 self.user_parser.print_help()
             raise SystemExit(0)
         if self.user_parser is not None:
-            self.user_args = self.user_parser.parse_args(rest)
+            try:
+                self.user_args = self.user_parser.parse_args(rest)
+            except SystemExit as exc:  # argparse has printed the usage error; 2 is dead letters
+                raise SystemExit(EXIT_USAGE if exc.code == 2 else exc.code) from None
         elif rest:
             raise TaskfleetError(
                 f"unknown option(s) {' '.join(rest)}; see --help for the worker's options"
@@ -223,11 +245,15 @@ class Worker:
             )
             raise SystemExit(EXIT_INTERRUPTED) from None
         if exit:
+            _exit_quickly()
             raise SystemExit(summary.exit_code)
         return summary
 
-    async def start(self) -> RunSummary:
-        """For asyncio callers: runs the worker in a thread; Ctrl-C still stops it gracefully."""
+    async def start(self, exit: bool = True) -> RunSummary:
+        """For asyncio callers, as rms-cloud-tasks workers start (`asyncio.run(worker.start())`):
+        `run(exit)` in a thread, so it ends as `run` does (with `exit=True`, one line for a user
+        error and the process exiting with the run's exit code); Ctrl-C still stops it
+        gracefully."""
         import asyncio  # only asyncio callers pay for importing it
 
         loop = asyncio.get_running_loop()
@@ -238,7 +264,8 @@ class Worker:
                     loop.add_signal_handler(sig, self.request_stop)
                     installed.append(sig)
         try:
-            return await asyncio.to_thread(self.run, False)
+            # The thread's SystemExit is raised here again, and ends `asyncio.run` with its code.
+            return await asyncio.to_thread(self.run, exit)
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
@@ -251,13 +278,33 @@ class Worker:
     def _run(self) -> RunSummary:
         settings = self.settings or self.parse()
         configure_logging(settings.verbose)
+        if self.task_source is not None and settings.task_file:
+            raise TaskfleetError(
+                f"--task-file {settings.task_file} (or TASKFLEET_TASK_FILE) given to a worker "
+                "whose tasks come from its task_source: a run has one source of tasks; drop "
+                "the task file, or run a worker script without a task_source"
+            )
+        if settings.is_spot and not settings.provider:
+            raise TaskfleetError(
+                "--is-spot needs --provider aws or gcp: the provider's metadata server is "
+                "where termination notices are read"
+            )
         source = self.task_source if self.task_source is not None else settings.task_file
+        apply_queue_options(settings, local=source is not None)
+        if settings.verbose:
+            log_configuration(settings, options())
         if source is None and not settings.queue:
             raise TaskfleetError(
                 "no tasks to run: give --task-file FILE (local run) or --queue URL "
                 "(drain a queue); see --help"
             )
         local = source is not None
+        if settings.rerun_changed and (not local or settings.queue):
+            raise TaskfleetError(
+                "--rerun-changed applies to task file runs; the tasks of a queue take new data "
+                "with `taskfleet load-queue --update`, and its dead letters run again with "
+                "`taskfleet redrive`"
+            )
         if settings.tasks_to_skip and not local:
             raise TaskfleetError(
                 "--tasks-to-skip applies to task files; to skip tasks of a queue, load it with "
@@ -274,6 +321,8 @@ class Worker:
                 lock.acquire()
                 try:
                     embedded = open_queue(state_url(state_path), max_attempts=settings.max_attempts)
+                    assert source is not None
+                    claim_state(Path(state_path), source_key(source, Path(state_path)))
                     recovery = recover(embedded, settings.event_log_file)
                 except BaseException:
                     lock.release()
@@ -285,20 +334,31 @@ class Worker:
             if local:
                 assert source is not None
                 with interrupt_on_stop_signals():  # the load is one transaction: rolled back
-                    before = queue.stats()
                     loaded = load_tasks_into(
-                        queue, source, skip=settings.tasks_to_skip, limit=settings.max_num_tasks
+                        queue,
+                        source,
+                        skip=settings.tasks_to_skip,
+                        limit=settings.max_num_tasks,
+                        update=lock is not None,  # the task file is the state's source of truth
+                        rerun_completed=settings.rerun_changed,
                     )
+                    completed_before = queue.stats().completed or 0
                 log.info(
                     "tasks: %s new, %s already known (%s done before this run)",
                     f"{loaded.inserted:,}",
                     f"{loaded.already_present:,}",
-                    f"{before.completed or 0:,}",
+                    f"{completed_before:,}",
                 )
-                completed_before = before.completed or 0
+                redrive = f"taskfleet redrive --queue {shlex.quote(redact(queue.url))}"
+                for line in describe_changes(loaded.changes, redrive):
+                    log.warning("%s", line)
+                changes = loaded.changes
             else:
                 completed_before = 0
-            return self._supervise(queue, settings, local, completed_before, recovery, started)
+                changes = DataChanges()
+            return self._supervise(
+                queue, settings, local, completed_before, recovery, started, changes
+            )
         finally:
             queue.close()
             if lock is not None:
@@ -326,6 +386,7 @@ class Worker:
         completed_before: int,
         recovery: Recovery,
         started: float,
+        changes: DataChanges,
     ) -> RunSummary:
         flags = SharedFlags()
         worker_data = WorkerData(
@@ -369,7 +430,7 @@ class Worker:
         restore = install_signal_handlers(supervisor.stopping)
         log.info(
             "running %s with %d simultaneous tasks (events: %s)",
-            f"{stats.remaining:,} tasks" if local else redact(settings.queue or ""),
+            counted(stats.remaining, "task") if local else redact(settings.queue or ""),
             settings.num_simultaneous_tasks,
             settings.event_log_file or "off",
         )
@@ -393,6 +454,7 @@ class Worker:
             interrupted=interrupted,
             local=local,
             elapsed=time.monotonic() - started,
+            changes=changes,
         )
         if interrupted:
             summary.exit_code = EXIT_INTERRUPTED
@@ -400,7 +462,8 @@ class Worker:
             summary.exit_code = EXIT_FAILED
         if counts.received or counts.dead_lettered:
             # the same statistics as `taskfleet monitor`, for this run's events
-            print(format_summary(sink.summary()), file=sys.stderr, flush=True)
+            text = format_summary(sink.summary(), queued=end.remaining, dead=end.dead)
+            print(text, file=sys.stderr, flush=True)
         print(summary.line(), flush=True)
         if summary.exit_code == EXIT_FAILED:
             where = f"--queue {shlex.quote(redact(queue.url))}"
@@ -410,3 +473,15 @@ class Worker:
                 file=sys.stderr,
             )
         return summary
+
+
+def _exit_quickly() -> None:
+    """Spare the interpreter's shutdown its collections of every object the run made.
+
+    The process is about to end: at shutdown the interpreter collects garbage over every
+    object still alive, which with the runtime's imports takes longer than the rest of the
+    shutdown. Frozen objects are left to the end of the process; exit handlers still run and
+    files still close (Python never promised `__del__` at exit). See docs/design-notes.md,
+    Start-up.
+    """
+    gc.freeze()
