@@ -98,6 +98,21 @@ def test_loading_creates_the_topics_and_subscriptions(pubsub_endpoint: str) -> N
     q.close()
 
 
+def test_opening_without_create_refuses_a_missing_queue_and_names_the_nearest(
+    pubsub_endpoint: str,
+) -> None:
+    name = _name()
+    _open(pubsub_endpoint, name).close()
+    typo = name[:-1] + ("x" if name[-1] != "x" else "y")
+    url = f"pubsub://test-project/{typo}?endpoint={pubsub_endpoint}"
+    address = PubSubQueue.parse_url(url)
+    for _ in range(2):  # the first refusal created nothing
+        with pytest.raises(QueueNotFoundError, match=f"did you mean '{name}-sub'"):
+            PubSubQueue.from_address(address, None, create=False)
+    q = PubSubQueue.from_address(PubSubQueue.parse_url(url.replace(typo, name)), None, create=False)
+    q.close()
+
+
 def test_messages_carry_the_task_id_as_an_attribute(pubsub_endpoint: str) -> None:
     q = _open(pubsub_endpoint, _name())
     q.send([Task("the-id", {"a": 1})])

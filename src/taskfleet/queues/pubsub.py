@@ -52,6 +52,7 @@ at an emulator, reached without credentials.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import logging
 import math
@@ -175,6 +176,7 @@ class PubSubQueue(Queue):
         topic: str | None = None,
         subscription: str | None = None,
         url: str | None = None,
+        create: bool = True,
     ) -> None:
         from google.api_core import exceptions
 
@@ -193,8 +195,11 @@ class PubSubQueue(Queue):
         self.publisher, self.subscriber = _clients(endpoint)
         try:
             self.max_attempts, self.ack_deadline, self.delivery_numbers = self._open(
-                attempts_for_new_queue(max_attempts)
+                attempts_for_new_queue(max_attempts), create
             )
+        except QueueNotFoundError:
+            self.close()
+            raise
         except exceptions.GoogleAPICallError as exc:
             self.close()
             raise QueueConnectionError(
@@ -214,7 +219,9 @@ class PubSubQueue(Queue):
             raise QueueURLError(f"{redact(url)!r}: the Pub/Sub queue {name!r} {cls.name_rule}")
 
     @classmethod
-    def from_address(cls, address: QueueAddress, max_attempts: int | None) -> PubSubQueue:
+    def from_address(
+        cls, address: QueueAddress, max_attempts: int | None, *, create: bool = True
+    ) -> PubSubQueue:
         project, _, name = address.name.partition("/")
         options = address.options
         for option in ("topic", "subscription"):
@@ -235,6 +242,7 @@ class PubSubQueue(Queue):
             topic=options.get("topic"),
             subscription=options.get("subscription"),
             url=address.url,
+            create=create,
         )
 
     @classmethod
@@ -258,10 +266,7 @@ class PubSubQueue(Queue):
                 subscription=f"projects/{project}/subscriptions/{subscription_id}"
             )
         except exceptions.NotFound:
-            raise QueueNotFoundError(
-                f"no Pub/Sub queue {redact(url)}: its subscription {subscription_id} does not "
-                "exist in the project (taskfleet load-queue creates it)"
-            ) from None
+            raise _not_found(url, project, subscription_id, subscriber) from None
         except exceptions.GoogleAPICallError as exc:
             raise QueueConnectionError(
                 f"cannot reach the Pub/Sub queue {redact(url)}: {redact(str(exc))}"
@@ -269,22 +274,25 @@ class PubSubQueue(Queue):
         finally:
             _close_clients(None, subscriber)
 
-    def _open(self, max_attempts: int) -> tuple[int, int, bool]:
-        """Find the subscription (and the dead letters' subscription), creating only what is
-        missing, so that opening an existing queue reads and never needs the right to create;
-        return the queue's max_attempts, its subscription's ack deadline and whether it
-        numbers deliveries (has a dead-letter policy). `max_attempts` applies only to a
+    def _open(self, max_attempts: int, create: bool) -> tuple[int, int, bool]:
+        """Find the subscription (and the dead letters' subscription); with `create`, create
+        what is missing. Opening an existing queue only reads, so it never needs the right to
+        create. Returns the queue's max_attempts, its subscription's ack deadline and whether
+        it numbers deliveries (has a dead-letter policy). `max_attempts` applies only to a
         subscription created now."""
         from google.api_core import exceptions
 
         current = self._get(self.subscription)
         if current is None:
+            if not create:
+                subscription_id = self.subscription.rsplit("/", 1)[-1]
+                raise _not_found(self.url, self.project, subscription_id, self.subscriber)
             current = self._create(max_attempts)
         self.topic = current.topic  # a subscription the user made names its own topic
         policy = current.dead_letter_policy
         if policy.dead_letter_topic:
             self.dead_topic = policy.dead_letter_topic
-        if self._get(self.dead_subscription) is None:
+        if create and self._get(self.dead_subscription) is None:
             with contextlib.suppress(exceptions.AlreadyExists):
                 self.publisher.create_topic(name=self.dead_topic)
             with contextlib.suppress(exceptions.AlreadyExists):
@@ -795,6 +803,26 @@ def _close_clients(publisher: Any, subscriber: Any) -> None:
 def service_unavailable(queue: str, cause: str) -> QueueConnectionError:
     """The error for Pub/Sub being away for now (the same call may well succeed later)."""
     return QueueConnectionError(f"the queue {queue} is unavailable: {cause}")
+
+
+def _not_found(url: str, project: str, subscription_id: str, subscriber: Any) -> QueueNotFoundError:
+    """The error for a queue whose subscription does not exist, with the project's nearest
+    subscription names (when the account may list them)."""
+    from google.api_core import exceptions
+
+    try:
+        existing = [
+            s.name.rsplit("/", 1)[-1]
+            for s in subscriber.list_subscriptions(request={"project": f"projects/{project}"})
+        ]
+    except exceptions.GoogleAPICallError:
+        existing = []
+    near = difflib.get_close_matches(subscription_id, existing, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+    return QueueNotFoundError(
+        f"no Pub/Sub queue {redact(url)}: its subscription {subscription_id} does not exist in "
+        f"the project{hint} (only loading creates a queue: taskfleet load-queue)"
+    )
 
 
 def _retention() -> dict[str, Any]:
