@@ -490,8 +490,10 @@ class PubSubQueue(Queue):
                     return
             if attempt < CHANGE_TRIES - 1:
                 time.sleep(min(2.0, 0.1 * 2**attempt))
-        raise QueueConnectionError(
-            f"Pub/Sub kept failing to settle {len(pending)} message(s) of {self.name}"
+        raise service_unavailable(
+            redact(self.url),
+            f"Pub/Sub answered {len(pending)} acknowledgement(s) or deadline change(s) with a "
+            f"passing failure {CHANGE_TRIES} times",
         )
 
     # -- protocol -------------------------------------------------------------------------
