@@ -284,3 +284,19 @@ def test_the_queue_commands(pubsub_endpoint: str, tmp_path: Path) -> None:
             got.extend(batch)
         assert sorted(m.task_id for m in got) == [f"t{i}" for i in range(5)]
         assert {m.attempt for m in got} == {1}
+
+
+def test_a_worker_asking_for_longer_leases_holds_and_renews_them_within_600_s(
+    pubsub_endpoint: str,
+) -> None:
+    from taskfleet.events.sinks import open_event_sink
+    from taskfleet.worker.attempts import RunCounts
+    from taskfleet.worker.leases import Leases
+    from taskfleet.worker.run_events import RunEvents
+
+    q = _open(pubsub_endpoint, _name())
+    with open_event_sink(None, None) as sink:
+        leases = Leases(q, 3600, RunCounts(), RunEvents(sink, "host"))
+        assert leases.seconds == 600
+        assert leases.next_renewal - time.monotonic() <= 200
+    q.close()

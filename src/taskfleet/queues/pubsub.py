@@ -38,7 +38,8 @@ What Pub/Sub cannot do, and what we do instead (the contract suite lists these i
   work is done), but a stale release, retry or extend changes the current delivery.
 - A release on a subscription with delivery numbers publishes a copy (so that it counts no
   attempt) and acknowledges the delivery.
-- Leases are whole seconds, at most 600 (the runtime renews longer ones).
+- Leases are whole seconds, at most 600 (`max_lease_seconds`: a worker asking for more holds
+  leases of 600 s and renews them within that).
 
 `?exactly_once=true` creates the subscription with exactly-once delivery; acknowledgements
 and deadline changes are then checked id by id: an ack id Pub/Sub no longer honours (its lease
@@ -164,6 +165,7 @@ class PubSubQueue(Queue):
     delayed_retry: ClassVar[bool] = True
     dead_letter_store: ClassVar[bool] = True
     reports_expired_dead_letters: ClassVar[bool] = True
+    max_lease_seconds: ClassVar[float | None] = MAX_ACK_DEADLINE
 
     def __init__(
         self,

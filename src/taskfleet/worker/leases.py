@@ -26,7 +26,9 @@ class Leases:
         self, queue: Queue, lease_seconds: float, counts: RunCounts, events: RunEvents
     ) -> None:
         self.queue = queue
-        self.seconds = max(lease_seconds, MIN_LEASE_SECONDS)
+        self.seconds = max(
+            min(lease_seconds, queue.max_lease_seconds or lease_seconds), MIN_LEASE_SECONDS
+        )
         self.counts = counts
         self.events = events
         self.next_renewal = time.monotonic() + self.seconds / 3
