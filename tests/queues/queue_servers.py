@@ -3,7 +3,8 @@
 Shared by the pytest fixtures (tests/queues/conftest.py) and by the scripts in benchmarks/, so
 both run against the same kind of server: a real `redis-server` process, and moto's SQS in a
 thread of this process (`ThreadedMotoServer`), reached over HTTP through boto3's
-`endpoint_url` like a real SQS endpoint.
+`endpoint_url` like a real SQS endpoint (its S3 serves the cloud storage tests too), Google's
+own Pub/Sub emulator (a Java process), and a Cloud Storage emulator in a thread.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import os
 import selectors
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -305,13 +307,95 @@ def _fix_moto_delete_race() -> None:
     sqs_models.Queue.delete_message = delete_message  # type: ignore[method-assign]
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+def _wait_for_port(
+    port: int,
+    process: subprocess.Popen[bytes],
+    timeout: float = 10,
+    log_path: Path | None = None,
+) -> None:
+    program = Path(str(process.args[0] if isinstance(process.args, list) else process.args)).name
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             err = process.stderr.read().decode() if process.stderr else ""
-            raise RuntimeError(f"redis-server exited with {process.returncode}: {err}")
+            if log_path is not None:
+                err = log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{program} exited with {process.returncode}: {err}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         time.sleep(0.02)
-    raise RuntimeError(f"redis-server did not listen on port {port} within {timeout} s")
+    raise RuntimeError(f"{program} did not listen on port {port} within {timeout} s")
+
+
+PUBSUB_EMULATOR_SCRIPT = Path(
+    "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
+)
+
+
+def _pubsub_emulator_command(port: int, workdir: str) -> list[str]:
+    """Google's Pub/Sub emulator: its own start script (as the Cloud SDK's Debian package
+    installs it), else `gcloud beta emulators pubsub start`."""
+    gcloud = shutil.which("gcloud")
+    script = PUBSUB_EMULATOR_SCRIPT
+    if gcloud is not None:
+        script = Path(gcloud).resolve().parents[1] / "platform/pubsub-emulator/bin" / script.name
+    if script.exists() and shutil.which("java"):
+        return [str(script), "--host=127.0.0.1", f"--port={port}"]
+    if gcloud is not None and shutil.which("java"):
+        return [
+            gcloud, "beta", "emulators", "pubsub", "start",
+            f"--host-port=127.0.0.1:{port}", f"--data-dir={workdir}", "--quiet",
+        ]  # fmt: skip
+    raise ServerUnavailable(
+        "Google's Pub/Sub emulator or Java is not installed (apt-get install "
+        "google-cloud-cli-pubsub-emulator default-jre-headless)"
+    )
+
+
+@contextlib.contextmanager
+def pubsub_emulator() -> Iterator[str]:
+    """Google's Pub/Sub emulator on 127.0.0.1; yields `HOST:PORT` (the `endpoint=` option of a
+    pubsub:// URL). It runs in its own process group, stopped as a whole."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="taskfleet-pubsub-") as workdir:
+        log_path = Path(workdir) / "emulator.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                _pubsub_emulator_command(port, workdir),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            _wait_for_port(port, process, timeout=60, log_path=log_path)
+            yield f"127.0.0.1:{port}"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@contextlib.contextmanager
+def gcs_emulator() -> Iterator[str]:
+    """A Google Cloud Storage emulator (`gcp-storage-emulator`, in memory) in a thread of this
+    process; yields its `http://127.0.0.1:PORT`, the value of `STORAGE_EMULATOR_HOST` (or the
+    `endpoint_url` option of gcsfs) that reaches it."""
+    try:
+        from gcp_storage_emulator.server import create_server
+    except ImportError as exc:
+        raise ServerUnavailable(
+            "gcp-storage-emulator is not installed (pip install gcp-storage-emulator)"
+        ) from exc
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.ERROR)
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()

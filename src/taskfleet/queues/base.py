@@ -315,6 +315,9 @@ class Queue:
     #: Other processes (and, for a server, other hosts) see the same queue; False for a queue
     #: that lives inside one Python process.
     shared_between_processes: ClassVar[bool] = True
+    #: The longest lease the backend can hold (None: no limit below what a worker asks); the
+    #: runtime renews leases within it.
+    max_lease_seconds: ClassVar[float | None] = None
     #: A load can give tasks already present the data its file has now (`send_updates`).
     updates_data: ClassVar[bool] = False
 

@@ -23,6 +23,7 @@ BACKEND_MODULES: tuple[str, ...] = (
     "taskfleet.queues.sqlite",
     "taskfleet.queues.redis",
     "taskfleet.queues.sqs",
+    "taskfleet.queues.pubsub",
     "taskfleet.queues.memory",
 )
 

@@ -33,7 +33,9 @@ class Leases:
         outage: Outage,
     ) -> None:
         self.queue = queue
-        self.seconds = max(lease_seconds, MIN_LEASE_SECONDS)
+        self.seconds = max(
+            min(lease_seconds, queue.max_lease_seconds or lease_seconds), MIN_LEASE_SECONDS
+        )
         self.counts = counts
         self.events = events
         self.outage = outage
