@@ -84,9 +84,9 @@ def test_event_queue_url_keeps_the_endpoint_not_the_names() -> None:
 def test_loading_creates_the_topics_and_subscriptions(pubsub_endpoint: str) -> None:
     name = _name()
     with pytest.raises(QueueNotFoundError, match=f"{name}-sub"):
-        PubSubQueue.check_exists(f"pubsub://test-project/{name}?endpoint={pubsub_endpoint}")
+        open_queue(f"pubsub://test-project/{name}?endpoint={pubsub_endpoint}", create=False)
     q = _open(pubsub_endpoint, name, max_attempts=2)
-    PubSubQueue.check_exists(q.url)
+    open_queue(q.url, create=False).close()  # exists now: opening it creates nothing
     sub = q.subscriber.get_subscription(subscription=q.subscription)
     assert sub.topic == f"projects/test-project/topics/{name}"
     assert sub.labels[MAX_ATTEMPTS_LABEL] == "2"
@@ -292,11 +292,34 @@ def test_a_worker_asking_for_longer_leases_holds_and_renews_them_within_600_s(
     from taskfleet.events.sinks import open_event_sink
     from taskfleet.worker.attempts import RunCounts
     from taskfleet.worker.leases import Leases
+    from taskfleet.worker.outage import Outage
     from taskfleet.worker.run_events import RunEvents
 
     q = _open(pubsub_endpoint, _name())
     with open_event_sink(None, None) as sink:
-        leases = Leases(q, 3600, RunCounts(), RunEvents(sink, "host"))
+        events = RunEvents(sink, "host")
+        leases = Leases(q, 3600, RunCounts(), events, Outage(300, events))
         assert leases.seconds == 600
         assert leases.next_renewal - time.monotonic() <= 200
     q.close()
+
+
+def test_pubsub_away_is_an_outage_the_worker_rides_out(pubsub_endpoint: str) -> None:
+    """A Pub/Sub that cannot be reached raises `QueueUnavailableError` (which the worker's
+    outage owner rides out), not a plain connection error."""
+    import socket
+
+    from taskfleet.errors import QueueUnavailableError
+    from taskfleet.queues import pubsub
+
+    q = _open(pubsub_endpoint, _name())
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    pubsub._close_clients(q.publisher, q.subscriber)
+    q.publisher, q.subscriber = pubsub._clients(dead)
+    try:
+        with pytest.raises(QueueUnavailableError, match="unavailable"):
+            q.receive(1, 10)
+    finally:
+        q.close()

@@ -53,7 +53,7 @@ at an emulator, reached without credentials.
 from __future__ import annotations
 
 import contextlib
-import difflib
+import functools
 import hashlib
 import logging
 import math
@@ -68,7 +68,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlencode, urlunsplit
 
-from taskfleet.errors import MessageTooLargeError, QueueConnectionError, QueueURLError
+from taskfleet.errors import (
+    MessageTooLargeError,
+    QueueConnectionError,
+    QueueUnavailableError,
+    QueueURLError,
+)
 from taskfleet.queues.base import (
     DeadLetter,
     Message,
@@ -81,6 +86,7 @@ from taskfleet.queues.base import (
     SendResult,
     attempts_for_new_queue,
     expired_lease_error,
+    queue_not_found,
 )
 from taskfleet.redact import redact
 from taskfleet.tasks import Task
@@ -254,28 +260,6 @@ class PubSubQueue(Queue):
         kept = [(k, v) for k, v in address.options.items() if k in ("endpoint", "exactly_once")]
         return urlunsplit(address.parts._replace(netloc=name, path="", query=urlencode(kept)))
 
-    @classmethod
-    def check_exists(cls, url: str) -> None:
-        """A queue exists when its subscription does (reading it creates nothing)."""
-        from google.api_core import exceptions
-
-        address = cls.parse_url(url)
-        project, _, name = address.name.partition("/")
-        subscription_id = address.options.get("subscription") or name + SUBSCRIPTION_SUFFIX
-        _, subscriber = _clients(address.options.get("endpoint"))
-        try:
-            subscriber.get_subscription(
-                subscription=f"projects/{project}/subscriptions/{subscription_id}"
-            )
-        except exceptions.NotFound:
-            raise _not_found(url, project, subscription_id, subscriber) from None
-        except exceptions.GoogleAPICallError as exc:
-            raise QueueConnectionError(
-                f"cannot reach the Pub/Sub queue {redact(url)}: {redact(str(exc))}"
-            ) from None
-        finally:
-            _close_clients(None, subscriber)
-
     def _open(self, max_attempts: int, create: bool) -> tuple[int, int, bool]:
         """Find the subscription (and the dead letters' subscription); with `create`, create
         what is missing. Opening an existing queue only reads, so it never needs the right to
@@ -406,7 +390,7 @@ class PubSubQueue(Queue):
         """One Publish call (the client retries transient failures); returns how many Pub/Sub
         accepted, which is all of them or an exception."""
         with self._service("publish"):
-            response = self.publisher.publish(topic=topic, messages=messages)
+            response = self.publisher.publish(topic=topic, messages=messages, retry=_call_retry())
         return len(response.message_ids)
 
     def _copy_of(self, received: Any) -> _Copy | None:
@@ -444,6 +428,7 @@ class PubSubQueue(Queue):
                         "return_immediately": wait_seconds <= 0,
                     },
                     timeout=max(0.5, wait_seconds) if wait_seconds > 0 else 30,
+                    retry=_call_retry(),
                 )
             except exceptions.DeadlineExceeded:  # nothing came within the wait
                 return []
@@ -468,10 +453,15 @@ class PubSubQueue(Queue):
         for attempt in range(CHANGE_TRIES):
             try:
                 if seconds is None:
-                    self.subscriber.acknowledge(subscription=subscription, ack_ids=pending)
+                    self.subscriber.acknowledge(
+                        subscription=subscription, ack_ids=pending, retry=_call_retry()
+                    )
                 else:
                     self.subscriber.modify_ack_deadline(
-                        subscription=subscription, ack_ids=pending, ack_deadline_seconds=seconds
+                        subscription=subscription,
+                        ack_ids=pending,
+                        ack_deadline_seconds=seconds,
+                        retry=_call_retry(),
                     )
                 return
             except exceptions.InvalidArgument as exc:
@@ -804,9 +794,31 @@ def _close_clients(publisher: Any, subscriber: Any) -> None:
             client.transport.close()
 
 
-def service_unavailable(queue: str, cause: str) -> QueueConnectionError:
-    """The error for Pub/Sub being away for now (the same call may well succeed later)."""
-    return QueueConnectionError(f"the queue {queue} is unavailable: {cause}")
+#: How long the client library retries a passing failure of one call before the queue says
+#: Pub/Sub is away: short, so that the worker's outage owner (with `--outage-seconds`), not a
+#: call blocked inside the library, decides how long to wait and what to do meanwhile.
+CALL_RETRY_SECONDS = 5.0
+
+
+@functools.cache
+def _call_retry() -> Any:
+    """The client's retry of one call: its transient errors, backing off up to 1 s, for at
+    most `CALL_RETRY_SECONDS`."""
+    from google.api_core import retry
+
+    return retry.Retry(
+        predicate=retry.if_transient_error,
+        initial=0.1,
+        maximum=1.0,
+        multiplier=2.0,
+        timeout=CALL_RETRY_SECONDS,
+    )
+
+
+def service_unavailable(queue: str, cause: str) -> QueueUnavailableError:
+    """The error for Pub/Sub being away for now (the same call may well succeed later), which
+    a worker rides out (`taskfleet.worker.outage`)."""
+    return QueueUnavailableError(queue, cause)
 
 
 def _not_found(url: str, project: str, subscription_id: str, subscriber: Any) -> QueueNotFoundError:
@@ -821,11 +833,11 @@ def _not_found(url: str, project: str, subscription_id: str, subscriber: Any) ->
         ]
     except exceptions.GoogleAPICallError:
         existing = []
-    near = difflib.get_close_matches(subscription_id, existing, n=3, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
-    return QueueNotFoundError(
+    return queue_not_found(
         f"no Pub/Sub queue {redact(url)}: its subscription {subscription_id} does not exist in "
-        f"the project{hint} (only loading creates a queue: taskfleet load-queue)"
+        "the project",
+        subscription_id,
+        existing,
     )
 
 
