@@ -264,7 +264,8 @@ class _View:
         rate = "-" if s.rate is None else f"{s.rate:.1f}/s"
         by_state = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "none"
         line = (
-            f"machines: {by_state} (target {s.decision.target}); queue {s.remaining:,} "
+            f"machines: {by_state} (target {s.decision.target}, {s.started} started by this "
+            f"manager); queue {s.remaining:,} "
             f"remaining, {rate}; {_money(hourly)}/hour, {_money(s.spent)} spent"
         )
         if s.decision.empty_for is not None:
@@ -341,6 +342,9 @@ def run_pool(manager: PoolManager) -> bool:
             except KeyboardInterrupt:
                 if not _interrupted(manager):
                     return False
+            except Exception:
+                manager.stop_all()  # a manager that fails leaves no machine running
+                raise
     finally:
         signal.signal(signal.SIGTERM, previous)
 

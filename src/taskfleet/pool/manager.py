@@ -236,6 +236,7 @@ class PoolSnapshot:
     spent: float
     rate: float | None  # tasks per second done since the previous check
     notes: list[str]
+    started: int  # machines this manager has started (adopted ones are not counted)
 
 
 class PoolManager:
@@ -305,13 +306,14 @@ class PoolManager:
             shown = [i for i in obs.instances if i.name not in gone] + started
             self.on_check(
                 PoolSnapshot(
-                    obs.now,
-                    shown,
-                    obs.remaining,
-                    decision,
-                    self.spent,
-                    rate,
-                    list(self.launcher.notes),
+                    now=obs.now,
+                    instances=shown,
+                    remaining=obs.remaining,
+                    decision=decision,
+                    spent=self.spent,
+                    rate=rate,
+                    notes=list(self.launcher.notes),
+                    started=self.launcher.started,
                 )
             )
         return decision.done
