@@ -17,6 +17,7 @@ from taskfleet.pool.choice import Candidate, choose
 from taskfleet.pool.job import JobSettings
 from taskfleet.pool.providers.base import Provider
 from taskfleet.pool.scaling import Limits
+from taskfleet.pool.startup_script import require_something_to_run
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,9 @@ def make_plan(
 
 
 def check_startable(job: JobSettings, provider: Provider) -> None:
-    """A paid pool needs its limits written down: `max_instances` and a price ceiling."""
+    """A pool needs something to run, and its limits written down: `max_instances` and, for
+    paid machines, a price ceiling."""
+    require_something_to_run(job.worker_command, job.script_text())
     if job.max_instances is None:
         raise TaskfleetError(
             "set max_instances (in run: or --max-instances): a pool never starts without a "

@@ -101,6 +101,15 @@ def _install_lines(install: str, cloud: bool) -> list[str]:
     return [f'"$PYTHON" -m pip install -q {install}']
 
 
+def require_something_to_run(worker_command: str | None, user_script: str | None) -> None:
+    """A machine must run a worker: the job's `worker_command` or its own `startup_script`."""
+    if not worker_command and not user_script:
+        raise TaskfleetError(
+            "say what each instance runs: worker_command (e.g. `python3 worker.py`, with "
+            "install: for the code) or startup_script"
+        )
+
+
 def render(
     settings: InstanceSettings,
     worker_options: Mapping[str, Any],
@@ -111,11 +120,7 @@ def render(
     power_off: bool,
 ) -> str:
     """The whole script of one machine."""
-    if not worker_command and not user_script:
-        raise TaskfleetError(
-            "say what each instance runs: worker_command (e.g. `python3 worker.py`, with "
-            "install: for the code) or startup_script"
-        )
+    require_something_to_run(worker_command, user_script)
     lines = [
         "#!/bin/bash",
         f"# taskfleet startup script: job {settings.job_id}, instance {settings.name} "
