@@ -64,7 +64,6 @@ PROVIDER_KEYS: dict[str, tuple[str, ...]] = {
         "endpoint_url",
     ),
     "local": ("cpus", "memory_gb", "price_per_hour", "state_dir"),
-    "simulated": ("price_per_hour",),
 }
 
 

@@ -37,7 +37,7 @@ from taskfleet.pool.providers.base import (
 )
 from taskfleet.pool.scaling import Decision, Limits, Observation, ScalingMemory, decide
 from taskfleet.pool.startup_script import InstanceSettings, render
-from taskfleet.queues import Queue
+from taskfleet.queues import QueueStats
 
 #: Backoff after a refusal, in seconds: the first, and the longest.
 BACKOFF_FIRST = 30.0
@@ -48,6 +48,12 @@ class Clock(Protocol):
     def now(self) -> float: ...
 
     def sleep(self, seconds: float) -> None: ...
+
+
+class QueueCounts(Protocol):
+    """What the manager needs of the queue: its counts (a `Queue`, or a simulated one)."""
+
+    def stats(self) -> QueueStats: ...
 
 
 class WallClock:
@@ -246,7 +252,7 @@ class PoolManager:
         self,
         job: JobSettings,
         provider: Provider,
-        queue: Queue,
+        queue: QueueCounts,
         candidates: list[Candidate],
         *,
         clock: Clock | None = None,
@@ -262,6 +268,7 @@ class PoolManager:
         self.events = events
         self.on_check = on_check
         self.memory = ScalingMemory()
+        self.terminate_refused = False
         self.last_seen: dict[str, float] = {}
         self.spent = 0.0
         self._last_check: tuple[float, float, int] | None = None  # time, hourly price, remaining
@@ -280,17 +287,28 @@ class PoolManager:
         )
 
     def act(self, decision: Decision) -> list[Instance]:
+        self.terminate_refused = False
         if decision.terminate:
             for instance, reason in decision.terminate:
                 self.launcher.note(f"terminating {instance.name}: {reason}")
-            self.provider.terminate(i for i, _ in decision.terminate)
+            try:
+                self.provider.terminate(i for i, _ in decision.terminate)
+            except RateLimitError:
+                # Still listed at the next check, where the same decision is taken again.
+                self.launcher.note("API rate limit while terminating: again at the next check")
+                self.terminate_refused = True
+                return []
         if decision.start:
             return self.launcher.launch(decision.start, decision.budget_left)
         return []
 
     def step(self) -> bool:
         """One check; True when the job is over (every machine terminated)."""
-        obs = self.observe()
+        try:
+            obs = self.observe()
+        except RateLimitError:
+            self.launcher.note("API rate limit while listing: skipping this check")
+            return False
         decision = decide(obs, self.limits, self.memory)
         started = self.act(decision)
         hourly = sum(i.price for i in obs.instances) + sum(i.price for i in started)
@@ -316,7 +334,7 @@ class PoolManager:
                     started=self.launcher.started,
                 )
             )
-        return decision.done
+        return decision.done and not self.terminate_refused
 
     def run(self) -> None:
         """Check every `scaling_check_interval` until the job is over."""

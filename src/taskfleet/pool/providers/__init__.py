@@ -1,8 +1,8 @@
 """The providers a pool runs on, one module each, imported only when a job names it.
 
-`open_provider` turns a job's settings into its provider. This change ships `local`; the
-cloud providers (`aws`, `gcp`) and the `simulated` one are named in the job file's schema and
-refused here, with one line, until their modules exist.
+`open_provider` turns a job's settings into its provider. The `simulated` provider runs a
+virtual cloud on a virtual clock, so tests and benchmarks build it in code
+(`providers/simulated.py`) rather than from a job file.
 """
 
 from __future__ import annotations
@@ -23,7 +23,12 @@ def open_provider(job: JobSettings) -> Provider:
             memory_gb=job.memory_gb,
             price_per_hour=job.price_per_hour,
         )
+    if job.provider is ProviderName.SIMULATED:
+        raise TaskfleetError(
+            "provider simulated runs in tests and benchmarks, on a virtual clock; a job file "
+            "runs on aws, gcp or local"
+        )
     raise TaskfleetError(
-        f"provider {job.provider} is not available in this version of taskfleet's pool "
-        "(available: local)"
+        f"provider {job.provider}: this version of taskfleet's pool starts machines on the "
+        "local provider only (docs/pool.md says what is built)"
     )
