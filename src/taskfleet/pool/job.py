@@ -53,6 +53,8 @@ PROVIDER_KEYS: dict[str, tuple[str, ...]] = {
         "key_name",
         "tags",
         "endpoint_url",
+        "pricing_endpoint_url",
+        "cache_dir",
     ),
     "gcp": (
         "project_id",
@@ -143,6 +145,8 @@ class JobSettings(BaseModel):
     key_name: str | None = None
     tags: dict[str, str] | None = None
     endpoint_url: str | None = None
+    pricing_endpoint_url: str | None = None
+    cache_dir: str | None = None
     project_id: str | None = None
     credentials_file: str | None = None
     service_account: str | None = None

@@ -23,6 +23,25 @@ def open_provider(job: JobSettings) -> Provider:
             memory_gb=job.memory_gb,
             price_per_hour=job.price_per_hour,
         )
+    if job.provider is ProviderName.AWS:
+        if not job.region:
+            raise TaskfleetError("provider aws: set region: (in aws: or run:, or --region)")
+        from taskfleet.pool.providers.aws import AwsProvider
+
+        return AwsProvider(
+            job.region,
+            image=job.image,
+            subnet=job.subnet,
+            security_groups=job.security_groups,
+            instance_profile=job.instance_profile,
+            key_name=job.key_name,
+            tags=job.tags,
+            endpoint_url=job.endpoint_url,
+            pricing_endpoint_url=job.pricing_endpoint_url,
+            access_key=job.access_key,
+            secret_key=job.secret_key,
+            cache_dir=job.cache_dir,
+        )
     if job.provider is ProviderName.SIMULATED:
         raise TaskfleetError(
             "provider simulated runs in tests and benchmarks, on a virtual clock; a job file "
@@ -30,5 +49,5 @@ def open_provider(job: JobSettings) -> Provider:
         )
     raise TaskfleetError(
         f"provider {job.provider}: this version of taskfleet's pool starts machines on the "
-        "local provider only (docs/pool.md says what is built)"
+        "aws and local providers only (docs/pool.md says what is built)"
     )
