@@ -64,6 +64,7 @@ PROVIDER_KEYS: dict[str, tuple[str, ...]] = {
         "subnetwork",
         "labels",
         "endpoint_url",
+        "cache_dir",
     ),
     "local": ("cpus", "memory_gb", "price_per_hour", "state_dir"),
 }

@@ -42,12 +42,26 @@ def open_provider(job: JobSettings) -> Provider:
             secret_key=job.secret_key,
             cache_dir=job.cache_dir,
         )
+    if job.provider is ProviderName.GCP:
+        if not job.project_id or not job.zone:
+            raise TaskfleetError("provider gcp: set project_id: and zone: (in gcp: or run:)")
+        from taskfleet.pool.providers.gcp import GcpProvider
+
+        return GcpProvider(
+            job.project_id,
+            job.zone,
+            image=job.image,
+            service_account=job.service_account,
+            network=job.network,
+            subnetwork=job.subnetwork,
+            labels=job.labels,
+            endpoint_url=job.endpoint_url,
+            credentials_file=job.credentials_file,
+            cache_dir=job.cache_dir,
+        )
     if job.provider is ProviderName.SIMULATED:
         raise TaskfleetError(
             "provider simulated runs in tests and benchmarks, on a virtual clock; a job file "
             "runs on aws, gcp or local"
         )
-    raise TaskfleetError(
-        f"provider {job.provider}: this version of taskfleet's pool starts machines on the "
-        "aws and local providers only (docs/pool.md says what is built)"
-    )
+    raise TaskfleetError(f"unknown provider {job.provider} (aws, gcp or local)")
