@@ -3,7 +3,7 @@
 exists). It keeps instances in memory, completes every operation at once, can refuse a
 machine type with `ZONE_RESOURCE_POOL_EXHAUSTED`, and records every request it got.
 
-Endpoints: `machineTypes.list`, `instances.insert`, `instances.delete`,
+Endpoints: `regions.list`, `machineTypes.list`, `instances.insert`, `instances.delete`,
 `instances.aggregatedList` (with a `labels.KEY = "VALUE"` filter), `zoneOperations.wait`, and
 the Billing Catalog's `services/6F81-5844-456A/skus` (two pages).
 """
@@ -103,6 +103,9 @@ def _handler(fake: FakeCompute) -> type[BaseHTTPRequestHandler]:
                         for name, cpus, memory, shared in MACHINE_TYPES
                     ],
                 }
+            if re.fullmatch(r"/compute/v1/projects/([^/]+)/regions", path):
+                names = ["europe-west1", "us-central1", "us-east1"]
+                return 200, {"items": [{"kind": "compute#region", "name": n} for n in names]}
             if m := re.fullmatch(r"/compute/v1/projects/([^/]+)/zones/([^/]+)/instances", path):
                 project, zone = m[1], m[2]
                 machine_type = body["machineType"].rsplit("/", 1)[-1]

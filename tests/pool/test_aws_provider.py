@@ -122,6 +122,7 @@ def test_the_catalogue_and_its_prices_are_fetched_once_a_day(
     again.prices(again.instance_types())
     assert len(_PricingHandler.requests) == before + 1
     assert again.calls == 0
+    assert "us-east-1" in provider.regions()
 
 
 def test_a_spot_machine_is_tagged_and_carries_its_startup_script(

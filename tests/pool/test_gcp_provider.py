@@ -76,6 +76,7 @@ def test_machine_types_priced_from_the_billing_catalog_once_a_day(
     again = _provider(endpoint, tmp_path)
     again.prices(again.instance_types())
     assert len(fake.requests) == before and again.calls == 0  # the day's cache
+    assert provider.regions() == ["europe-west1", "us-central1", "us-east1"]
 
 
 def test_a_spot_machine_is_labelled_and_carries_its_startup_script(

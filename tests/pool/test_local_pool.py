@@ -140,6 +140,11 @@ def test_run_replaces_a_killed_instance_drains_the_queue_and_leaves_nothing(
     assert len(seen) >= 4
     _check_results(tmp_path / "results", expected)
     assert "Not completed: 0" in output
+    # the manager's events file (drained from the event queue) holds each event once
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+    assert len(lines) == len(set(lines))
+    completed = {json.loads(line).get("task_id") for line in lines if "task_completed" in line}
+    assert completed == set(expected)
     assert not any(_alive(record) for record in seen.values())
     assert _records(state) == {}
     status = _taskfleet(tmp_path, env, "pool", "status", "--config", str(job))

@@ -144,6 +144,19 @@ def instance_types(config: str | None, **overrides: Any) -> None:
     out.print(table)
 
 
+@pool.command("regions")
+@job_options
+def regions_command(config: str | None, **overrides: Any) -> None:
+    """List the regions of the job's provider."""
+    job = _job(config, overrides)
+    provider = open_provider(job)
+    try:
+        for region in provider.regions():
+            out.print(region)
+    finally:
+        provider.close()
+
+
 # -- pool plan ---------------------------------------------------------------------------------
 
 

@@ -178,6 +178,14 @@ class AwsProvider(Provider):
         rows = self._cached("instance-types", self._fetch_types)
         return [InstanceType(name, cpus, mem, ssd, arch) for name, cpus, mem, ssd, arch in rows]
 
+    def regions(self) -> list[str]:
+        self.calls += 1
+        try:
+            found = self.ec2.describe_regions()["Regions"]
+        except Exception as exc:
+            raise classify(exc) from None
+        return sorted(r["RegionName"] for r in found)
+
     def _fetch_on_demand(self) -> dict[str, float]:
         filters = [{"Type": "TERM_MATCH", "Field": "regionCode", "Value": self.region}]
         filters += [

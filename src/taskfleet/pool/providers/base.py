@@ -1,5 +1,5 @@
 """What every provider does, and nothing more: start a machine, list a job's machines,
-terminate machines, and describe the machine types it offers with their prices.
+terminate machines, and describe the machine types it offers, their prices and its regions.
 
 A provider holds no policy: which type, how many, when to replace or stop are the manager's
 (`pool/manager.py`). A provider keeps the pool's state where the machines are (tags, labels,
@@ -109,6 +109,10 @@ class Provider(ABC):
     @abstractmethod
     def instance_types(self) -> list[InstanceType]:
         """The machine types offered, without prices."""
+
+    @abstractmethod
+    def regions(self) -> list[str]:
+        """The regions (or places) the provider can start machines in."""
 
     @abstractmethod
     def prices(self, types: Iterable[InstanceType]) -> list[InstanceType]:

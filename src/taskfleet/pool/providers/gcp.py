@@ -133,6 +133,7 @@ class GcpProvider(Provider):
         self.instances_client = compute.InstancesClient(**kwargs)
         self.machine_types_client = compute.MachineTypesClient(**kwargs)
         self.operations_client = compute.ZoneOperationsClient(**kwargs)
+        self.regions_client = compute.RegionsClient(**kwargs)
         self.credentials = credentials
         self.billing_endpoint = (endpoint_url or BILLING_ENDPOINT).rstrip("/")
         self.project = project
@@ -180,6 +181,13 @@ class GcpProvider(Provider):
             )
             for name, cpus, mem in rows
         ]
+
+    def regions(self) -> list[str]:
+        self.calls += 1
+        try:
+            return sorted(r.name for r in self.regions_client.list(project=self.project))
+        except Exception as exc:
+            raise classify(exc) from None
 
     def _fetch_skus(self) -> dict[str, float]:
         """`"<FAMILY> core|ram ondemand|spot"` -> USD per vCPU-hour or per GB-hour."""

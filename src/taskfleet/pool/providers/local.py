@@ -5,7 +5,8 @@ power-off), in a session of its own, so that it outlives the manager that starte
 cloud machine does. The pool's state is a directory per job (`<state_dir>/<job_id>/`) holding
 one JSON file per instance with its pid and the start time the kernel gives that pid: any
 process can list and stop the job's instances, and a pid that the system gave to another
-process since is not mistaken for the instance. This is how the whole loop is tested for
+process since is not mistaken for the instance. Each instance's script, log and events file
+are kept there too. This is how the whole loop is tested for
 real, and it is useful on one big workstation.
 """
 
@@ -28,6 +29,7 @@ from taskfleet.pool.providers.base import (
     Provider,
 )
 from taskfleet.worker.rms_compat import RMS_PREFIX, TASKFLEET_PREFIX
+from taskfleet.worker.settings import ENV_PREFIX
 
 #: Seconds a terminated instance gets to stop after SIGTERM (its worker releases its tasks)
 #: before its process group is killed.
@@ -90,6 +92,9 @@ class LocalProvider(Provider):
     def instance_types(self) -> list[InstanceType]:
         return [InstanceType(f"local-{self.cpus}cpu", self.cpus, self.memory_gb)]
 
+    def regions(self) -> list[str]:
+        return ["local"]
+
     def prices(self, types: Iterable[InstanceType]) -> list[InstanceType]:
         price = self.price_per_hour
         return [
@@ -123,10 +128,15 @@ class LocalProvider(Provider):
         script.write_text(spec.script)
         log = open(folder / f"{spec.name}.log", "ab")  # noqa: SIM115 (the child holds it)
         try:
+            env = self._environment()
+            # Instances share the manager's working directory: each keeps its own events file
+            # beside its state (unless the job's worker options name one), so that neither
+            # they nor the manager (`run -o events.jsonl`) write into each other's.
+            env[ENV_PREFIX + "EVENT_LOG_FILE"] = str(folder / f"{spec.name}.events.jsonl")
             process = subprocess.Popen(
                 ["bash", str(script)],
                 cwd=self.workdir,
-                env=self._environment(),
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -258,6 +258,9 @@ class SimulatedProvider(Provider):
     def instance_types(self) -> list[InstanceType]:
         return list(self.types)
 
+    def regions(self) -> list[str]:
+        return ["simulated"]
+
     def prices(self, types: Iterable[InstanceType]) -> list[InstanceType]:
         return list(types)  # the catalogue carries its prices
 
