@@ -137,3 +137,10 @@ def test_everything_stops_once_the_queue_has_been_empty_for_the_delay() -> None:
         ("a", TerminateReason.QUEUE_EMPTY),
         ("b", TerminateReason.QUEUE_EMPTY),
     ]
+    # a machine stopping (stopped by hand, say) is terminated too: nothing keeps billing
+    stopping = _instance("c", state=InstanceState.STOPPING)
+    memory = ScalingMemory()
+    decide(Observation(0, [stopping], remaining=0), LIMITS, memory)
+    assert decide(Observation(60, [stopping], remaining=0), LIMITS, memory).terminate == [
+        (stopping, TerminateReason.QUEUE_EMPTY)
+    ]

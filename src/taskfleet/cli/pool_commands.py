@@ -195,6 +195,8 @@ def _print_plan(job: JobSettings, provider: Provider, plan: Plan) -> None:
         f"  machines  {plan.instances} (limits {plan.limits.min_instances} to "
         f"{plan.limits.max_instances}), {_money(plan.price_per_hour)}/hour"
     )
+    if job.max_instances is None:
+        err.print("  limits    no max_instances: `pool start` refuses to run without one")
     if plan.task_seconds is None:
         err.print("  estimate  unknown: no task times (give --task-seconds or --events-file)")
     else:

@@ -29,6 +29,9 @@ from taskfleet.pool.choice import Candidate
 from taskfleet.pool.job import JobSettings
 from taskfleet.pool.providers.base import Instance, InstanceState
 
+#: The instance count of a plan made without `max_instances`.
+UNBOUNDED = 1_000_000
+
 
 class TerminateReason(StrEnum):
     SILENT = "silent"  # no sign of life for silent_after seconds
@@ -53,7 +56,9 @@ class Limits:
         instance counts, and the totals of CPUs, simultaneous tasks and price turned into
         instance counts."""
         vcpus, tasks, price = chosen.instance_type.vcpus, chosen.tasks, chosen.price
-        highs = [job.max_instances or 1]
+        # Without max_instances (which `pool start` requires), a plan shows what the work
+        # alone would call for.
+        highs = [job.max_instances if job.max_instances is not None else UNBOUNDED]
         if job.max_total_cpus:
             highs.append(job.max_total_cpus // vcpus)
         if job.max_simultaneous_tasks:
@@ -123,7 +128,9 @@ def decide(obs: Observation, limits: Limits, memory: ScalingMemory) -> Decision:
             memory.empty_since = obs.now
         empty_for = obs.now - memory.empty_since
         if empty_for >= limits.termination_delay:
-            ending = [(i, TerminateReason.QUEUE_EMPTY) for i in alive]
+            # Every machine not gone, stopping ones too: terminating them again is harmless,
+            # and a machine stopped by hand would otherwise keep its disk (and its bill).
+            ending = [(i, TerminateReason.QUEUE_EMPTY) for i in live]
             return Decision(terminate=ending, done=True, empty_for=empty_for)
         return Decision(empty_for=empty_for)
     memory.empty_since = None
