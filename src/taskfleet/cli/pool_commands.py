@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -21,13 +21,14 @@ from rich.table import Table
 
 from taskfleet.cli import cli
 from taskfleet.errors import TaskfleetError
-from taskfleet.pool.job import JobSettings, load_job
-from taskfleet.pool.manager import PoolManager, PoolSnapshot
-from taskfleet.pool.plan import Plan, check_startable, make_plan, priced_types
-from taskfleet.pool.providers import open_provider
-from taskfleet.pool.providers.base import Instance, Provider
 from taskfleet.queues import Queue, event_queue_url, open_queue
 from taskfleet.redact import redact
+
+if TYPE_CHECKING:  # the pool is imported when a pool command runs, not by every command
+    from taskfleet.pool.job import JobSettings
+    from taskfleet.pool.manager import PoolManager, PoolSnapshot
+    from taskfleet.pool.plan import Plan
+    from taskfleet.pool.providers.base import Instance, Provider
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -85,8 +86,16 @@ def job_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _job(config: str | None, overrides: dict[str, Any]) -> JobSettings:
+    from taskfleet.pool.job import load_job
+
     keys = {key for _, key, _, _ in _OVERRIDES} | {"use_spot"}
     return load_job(config, {k: v for k, v in overrides.items() if k in keys})
+
+
+def open_provider(job: JobSettings) -> Provider:
+    from taskfleet.pool.providers import open_provider
+
+    return open_provider(job)
 
 
 def _money(value: float | None) -> str:
@@ -120,6 +129,7 @@ def pool() -> None:
 def instance_types(config: str | None, **overrides: Any) -> None:
     """List the instance types that meet the job's constraints, cheapest per task slot first."""
     from taskfleet.pool.choice import candidates
+    from taskfleet.pool.plan import priced_types
 
     job = _job(config, overrides)
     provider = open_provider(job)
@@ -243,6 +253,8 @@ def plan_command(
 ) -> None:
     """Show the type, the number of machines, their price, and what draining the queue will
     take and cost. Starts nothing."""
+    from taskfleet.pool.plan import make_plan
+
     job = _job(config, overrides)
     provider = open_provider(job)
     try:
@@ -372,6 +384,8 @@ def _prepare(
     events_file: str | None,
     remaining: int | None = None,
 ) -> tuple[JobSettings, Provider, Plan]:
+    from taskfleet.pool.plan import check_startable, make_plan
+
     job = _job(config, overrides)
     provider = open_provider(job)
     check_startable(job, provider)
@@ -404,6 +418,8 @@ def start_command(
 ) -> None:
     """Start the pool and keep it sized to the remaining work; when the queue has been empty
     for instance_termination_delay, terminate every machine and exit."""
+    from taskfleet.pool.manager import PoolManager
+
     job, provider, plan = _prepare(config, overrides, yes, task_seconds, events_file)
     queue = open_queue(str(job.queue))
     watch = None
@@ -526,6 +542,8 @@ def run_command(
     from taskfleet.monitoring.statistics import EventStats
     from taskfleet.monitoring.summary_text import format_summary
     from taskfleet.pool.event_watch import QueueEventWatch
+    from taskfleet.pool.manager import PoolManager
+    from taskfleet.pool.plan import make_plan
     from taskfleet.tasks import iter_tasks
     from taskfleet.tasks.loading import load_tasks_into
 
