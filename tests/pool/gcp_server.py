@@ -39,7 +39,8 @@ MACHINE_TYPES = [
 class FakeCompute:
     instances: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> resource
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)
-    exhausted: set[str] = field(default_factory=set)  # machine types without capacity
+    #: Machine types without capacity: "TYPE" in every zone, "ZONE/TYPE" in one.
+    exhausted: set[str] = field(default_factory=set)
     requests: list[tuple[str, str, Any]] = field(default_factory=list)  # method, path, body
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -109,7 +110,7 @@ def _handler(fake: FakeCompute) -> type[BaseHTTPRequestHandler]:
             if m := re.fullmatch(r"/compute/v1/projects/([^/]+)/zones/([^/]+)/instances", path):
                 project, zone = m[1], m[2]
                 machine_type = body["machineType"].rsplit("/", 1)[-1]
-                if machine_type in fake.exhausted:
+                if fake.exhausted & {machine_type, f"{zone}/{machine_type}"}:
                     error = {
                         "code": "ZONE_RESOURCE_POOL_EXHAUSTED",
                         "message": f"The zone '{zone}' does not have enough resources available "

@@ -166,6 +166,34 @@ def test_a_spot_machine_is_tagged_and_carries_its_startup_script(
     assert provider.list("aws-job") == []
 
 
+def test_with_zones_each_type_is_offered_per_zone_and_started_there(
+    ec2_endpoint: str, pricing_endpoint: str, tmp_path: Path
+) -> None:
+    job = _job(
+        ec2_endpoint,
+        pricing_endpoint,
+        tmp_path,
+        job_id="aws-zones",
+        use_spot=True,
+        instance_types=["c5.large"],
+        zones=["us-east-1c", "us-east-1a"],
+    )
+    provider = AwsProvider(
+        "us-east-1",
+        endpoint_url=ec2_endpoint,
+        pricing_endpoint_url=pricing_endpoint,
+        cache_dir=tmp_path / "cache",
+        zones=job.zones,
+    )
+    provider.image = _image(provider)
+    candidates = choose(job, provider.prices(provider.instance_types()))
+    assert [c.instance_type.zone for c in candidates] == ["us-east-1c", "us-east-1a"]
+    spec = Launcher(job, provider, candidates, WallClock()).spec(candidates[0])
+    instance = provider.start(spec)
+    assert instance.zone == "us-east-1c"
+    provider.terminate([instance])
+
+
 def test_the_manager_replaces_a_machine_terminated_behind_its_back_and_stop_ends_all(
     ec2_endpoint: str, pricing_endpoint: str, tmp_path: Path
 ) -> None:

@@ -119,6 +119,24 @@ def test_an_exhausted_zone_moves_the_start_to_the_next_type(
     assert any("no capacity for e2-highcpu-8" in note for note in launcher.notes)
 
 
+def test_a_zone_without_capacity_falls_back_to_the_next_zone_of_the_same_type(
+    server: tuple[str, FakeCompute], tmp_path: Path
+) -> None:
+    endpoint, fake = server
+    fake.exhausted.add("us-central1-a/e2-highcpu-8")
+    job = _job(tmp_path, min_cpu=8, zones=["us-central1-a", "us-central1-f"])
+    provider = _provider(endpoint, tmp_path, zones=job.zones)
+    candidates = choose(job, provider.prices(provider.instance_types()))
+    offers = [(c.instance_type.name, c.instance_type.zone) for c in candidates]
+    assert offers[:2] == [("e2-highcpu-8", "us-central1-a"), ("e2-highcpu-8", "us-central1-f")]
+    launcher = Launcher(job, provider, candidates, WallClock())
+    (started,) = launcher.launch(1, budget=None)
+    assert (started.type_name, started.zone) == ("e2-highcpu-8", "us-central1-f")
+    assert fake.instances[started.name]["zone"].endswith("/zones/us-central1-f")
+    assert any("no capacity for e2-highcpu-8 in us-central1-a" in n for n in launcher.notes)
+    assert [i.zone for i in provider.list("gcp-job")] == ["us-central1-f"]
+
+
 def test_the_manager_replaces_a_machine_deleted_behind_its_back(
     server: tuple[str, FakeCompute], tmp_path: Path
 ) -> None:

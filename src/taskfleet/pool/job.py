@@ -55,6 +55,7 @@ PROVIDER_KEYS: dict[str, tuple[str, ...]] = {
         "endpoint_url",
         "pricing_endpoint_url",
         "cache_dir",
+        "zones",
     ),
     "gcp": (
         "project_id",
@@ -65,6 +66,7 @@ PROVIDER_KEYS: dict[str, tuple[str, ...]] = {
         "labels",
         "endpoint_url",
         "cache_dir",
+        "zones",
     ),
     "local": ("cpus", "memory_gb", "price_per_hour", "state_dir"),
 }
@@ -137,6 +139,7 @@ class JobSettings(BaseModel):
     queue_name: str | None = None
     region: str | None = None
     zone: str | None = None
+    zones: list[str] | None = None
     exactly_once_queue: bool | None = None
     access_key: str | None = None
     secret_key: str | None = None
@@ -209,7 +212,7 @@ RUN_KEYS: tuple[str, ...] = tuple(
     if name not in (*TOP_KEYS, *PROVIDER_COMMON_KEYS, "worker")
     and not any(name in keys for keys in PROVIDER_KEYS.values())
 )
-_LIST_KEYS = ("instance_types", "boot_disk_types", "security_groups")
+_LIST_KEYS = ("instance_types", "boot_disk_types", "security_groups", "zones")
 
 
 def _worker_name(key: str) -> str | None:

@@ -98,9 +98,9 @@ class Backoff:
 
 @dataclass
 class Launcher:
-    """Starts machines of the first type, in price order, that is not backing off and fits the
-    budget; a capacity or quota refusal backs that type off and moves to the next, a rate
-    limit backs every start off."""
+    """Starts machines of the first offer (type, and zone when the provider offers zones), in
+    price order, that is not backing off and fits the budget; a capacity or quota refusal
+    backs that offer off and moves to the next, a rate limit backs every start off."""
 
     job: JobSettings
     provider: Provider
@@ -114,9 +114,15 @@ class Launcher:
     def note(self, text: str) -> None:
         self.notes.append(f"{time.strftime('%H:%M:%S', time.localtime(self.clock.now()))} {text}")
 
+    @staticmethod
+    def offer(c: Candidate) -> str:
+        """A candidate's name in notes and backoffs: its type, and its zone when it has one."""
+        t = c.instance_type
+        return t.name if t.zone is None else f"{t.name} in {t.zone}"
+
     def _pick(self, now: float, budget: float | None) -> Candidate | None:
         for c in self.candidates:
-            backoff = self.types.get(c.instance_type.name)
+            backoff = self.types.get(self.offer(c))
             if backoff is not None and backoff.waiting(now):
                 continue
             if budget is not None and c.price > budget + 1e-12:
@@ -160,6 +166,7 @@ class Launcher:
             script,
             chosen.tasks,
             chosen.boot_disk_gb,
+            t.zone,
         )
 
     def launch(self, count: int, budget: float | None) -> list[Instance]:
@@ -189,7 +196,7 @@ class Launcher:
                         budget -= result.price
                     continue
                 refused = True
-                backoff = self.types.setdefault(chosen.instance_type.name, Backoff())
+                backoff = self.types.setdefault(self.offer(chosen), Backoff())
                 if isinstance(result, RateLimitError):
                     self.api.refused(now)
                     self.note(f"API rate limit: backing off {self.api.delay:.0f} s")
@@ -197,14 +204,14 @@ class Launcher:
                     backoff.refused(now)
                     kind = "no capacity" if isinstance(result, CapacityError) else "quota"
                     self.note(
-                        f"{kind} for {chosen.instance_type.name}: trying the next type; "
+                        f"{kind} for {self.offer(chosen)}: trying the next type or zone; "
                         f"this one again in {backoff.delay:.0f} s"
                     )
                 else:
                     raise result
             if not refused:
                 self.api.succeeded()
-                self.types.get(chosen.instance_type.name, Backoff()).succeeded()
+                self.types.get(self.offer(chosen), Backoff()).succeeded()
         self.started += len(started)
         return started
 

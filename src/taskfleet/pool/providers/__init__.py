@@ -41,15 +41,17 @@ def open_provider(job: JobSettings) -> Provider:
             access_key=job.access_key,
             secret_key=job.secret_key,
             cache_dir=job.cache_dir,
+            zones=job.zones,
         )
     if job.provider is ProviderName.GCP:
-        if not job.project_id or not job.zone:
-            raise TaskfleetError("provider gcp: set project_id: and zone: (in gcp: or run:)")
+        zone = job.zone or (job.zones[0] if job.zones else None)
+        if not job.project_id or not zone:
+            raise TaskfleetError("provider gcp: set project_id: and zone: (or zones:) in gcp:")
         from taskfleet.pool.providers.gcp import GcpProvider
 
         return GcpProvider(
             job.project_id,
-            job.zone,
+            zone,
             image=job.image,
             service_account=job.service_account,
             network=job.network,
@@ -58,6 +60,7 @@ def open_provider(job: JobSettings) -> Provider:
             endpoint_url=job.endpoint_url,
             credentials_file=job.credentials_file,
             cache_dir=job.cache_dir,
+            zones=job.zones,
         )
     if job.provider is ProviderName.SIMULATED:
         raise TaskfleetError(

@@ -2,8 +2,10 @@
 
 - The catalogue is `describe_instance_types`; on-demand prices come from the Pricing API
   (`get_products`, Linux, shared tenancy, no preinstalled software) and spot prices from
-  `describe_spot_price_history` (the lowest of the region's zones, and that zone). Both are
-  cached on disk for a day (`~/.taskfleet/cache/`), so choosing a type costs no API call.
+  `describe_spot_price_history` (per zone: with `zones`, each type is offered once per zone,
+  in that order, so that a zone without capacity falls back to the next; without, at the
+  lowest zone's price). Both are cached on disk for a day (`~/.taskfleet/cache/`), so
+  choosing a type costs no API call.
 - A machine is `run_instances` with the script as user data, `InstanceInitiatedShutdownBehavior`
   `terminate` (the script's power-off ends the instance, and its bill), spot market options
   when asked, and tags: `Name`, `taskfleet-job`, `taskfleet-price`, `taskfleet-tasks` and the
@@ -20,6 +22,7 @@ boto3 is imported when the provider is opened (`pip install 'taskfleet[aws]'`).
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -118,6 +121,7 @@ class AwsProvider(Provider):
         access_key: str | None = None,
         secret_key: str | None = None,
         cache_dir: str | Path | None = None,
+        zones: list[str] | None = None,
     ) -> None:
         boto3 = _boto3()
         from botocore.config import Config
@@ -139,6 +143,7 @@ class AwsProvider(Provider):
         self.instance_profile = instance_profile
         self.key_name = key_name
         self.tags = tags or {}
+        self.zones = list(zones or [])
         self.cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
         self._root_devices: dict[str, str] = {}
         self.calls = 0  # API calls made, for the benchmarks
@@ -204,8 +209,9 @@ class AwsProvider(Provider):
                     prices[name] = min(price, prices.get(name, price))
         return prices
 
-    def _fetch_spot(self) -> dict[str, list[Any]]:
-        prices: dict[str, list[Any]] = {}
+    def _fetch_spot(self) -> dict[str, dict[str, float]]:
+        """Type -> zone -> the latest spot price there."""
+        prices: dict[str, dict[str, float]] = {}
         pages = self.ec2.get_paginator("describe_spot_price_history").paginate(
             ProductDescriptions=["Linux/UNIX", "Linux/UNIX (Amazon VPC)"],
             StartTime=time.time(),
@@ -213,30 +219,38 @@ class AwsProvider(Provider):
         for page in pages:
             self.calls += 1
             for row in page["SpotPriceHistory"]:
-                price = float(row["SpotPrice"])
-                name = row["InstanceType"]
-                if name not in prices or price < prices[name][0]:
-                    prices[name] = [price, row.get("AvailabilityZone")]
+                zones = prices.setdefault(row["InstanceType"], {})
+                zone = str(row.get("AvailabilityZone"))
+                zones[zone] = min(float(row["SpotPrice"]), zones.get(zone, math.inf))
         return prices
 
     def prices(self, types: Iterable[InstanceType]) -> list[InstanceType]:
+        """Each type with its prices; with `zones`, once per zone (that zone's spot price),
+        in the job's order, else once with the cheapest zone's spot price (EC2 then chooses
+        the zone, or the subnet does)."""
         on_demand = self._cached("on-demand-prices", self._fetch_on_demand)
-        spot = self._cached("spot-prices", self._fetch_spot)
+        spot = self._cached("spot-prices-by-zone", self._fetch_spot)
         priced = []
         for t in types:
-            spot_price, zone = spot.get(t.name, (None, None))
-            priced.append(
-                InstanceType(
-                    t.name,
-                    t.vcpus,
-                    t.memory_gb,
-                    t.local_ssd_gb,
-                    t.architecture,
-                    on_demand.get(t.name),
-                    spot_price,
-                    zone,
-                )
+            by_zone = spot.get(t.name, {})
+            offers = (
+                [(zone, by_zone.get(zone)) for zone in self.zones]
+                if self.zones
+                else [(None, min(by_zone.values(), default=None))]
             )
+            for zone, spot_price in offers:
+                priced.append(
+                    InstanceType(
+                        t.name,
+                        t.vcpus,
+                        t.memory_gb,
+                        t.local_ssd_gb,
+                        t.architecture,
+                        on_demand.get(t.name),
+                        spot_price,
+                        zone,
+                    )
+                )
         return priced
 
     # -- machines ----------------------------------------------------------------------------
@@ -280,7 +294,9 @@ class AwsProvider(Provider):
                 },
             }
         if self.subnet:
-            request["SubnetId"] = self.subnet
+            request["SubnetId"] = self.subnet  # the subnet's zone
+        elif spec.zone:
+            request["Placement"] = {"AvailabilityZone": spec.zone}
         if self.security_groups:
             request["SecurityGroupIds"] = list(self.security_groups)
         if self.instance_profile:

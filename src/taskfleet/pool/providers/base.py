@@ -43,7 +43,9 @@ class InstanceType:
     architecture: str = "x86_64"
     on_demand_price: float | None = None
     spot_price: float | None = None
-    zone: str | None = None  # where the price holds, when it depends on the zone
+    #: The zone this offer is for: a provider given several zones offers each type once per
+    #: zone (in the job's order), so that a zone without capacity falls back to the next.
+    zone: str | None = None
 
     def price(self, spot: bool) -> float | None:
         return self.spot_price if spot else self.on_demand_price
@@ -62,6 +64,7 @@ class LaunchSpec:
     script: str
     tasks_per_instance: int
     boot_disk_gb: float | None = None
+    zone: str | None = None  # where to start it (None: where the provider chooses)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """The `gcp` provider: Compute Engine instances, labelled with the job id, that run the
 startup script.
 
-- The catalogue is the zone's machine types (`machineTypes.list`); prices come from the Cloud
+- The catalogue is the machine types of the job's zone, or of each of its `zones` in order
+  (`machineTypes.list`; a type is offered once per zone, so that a zone without capacity
+  falls back to the next); prices come from the Cloud
   Billing Catalog (the Compute Engine service's SKUs): a type costs its vCPUs times its
   family's core price plus its memory times its family's RAM price, on demand or spot
   ("Preemptible" SKUs), in the job's region. Types whose family has no such price are left
@@ -121,6 +123,7 @@ class GcpProvider(Provider):
         credentials_file: str | None = None,
         credentials: Any = None,
         cache_dir: str | Path | None = None,
+        zones: list[str] | None = None,
     ) -> None:
         compute = _compute()
         from google.api_core.client_options import ClientOptions
@@ -137,8 +140,9 @@ class GcpProvider(Provider):
         self.credentials = credentials
         self.billing_endpoint = (endpoint_url or BILLING_ENDPOINT).rstrip("/")
         self.project = project
-        self.zone = zone
-        self.region = zone.rsplit("-", 1)[0]
+        self.zones = list(zones) if zones else [zone]
+        self.zone = self.zones[0]
+        self.region = self.zone.rsplit("-", 1)[0]
         self.image = image or "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64"
         self.service_account = service_account
         self.network = network
@@ -150,7 +154,8 @@ class GcpProvider(Provider):
     # -- the catalogue -----------------------------------------------------------------------
 
     def _cached(self, what: str, fetch: Any) -> Any:
-        path = self.cache_dir / f"gcp-{self.zone}-{what}.json"
+        """`fetch()`, kept on disk for a day (`what` names the zone or region it is for)."""
+        path = self.cache_dir / f"gcp-{what}.json"
         try:
             if time.time() - path.stat().st_mtime < CACHE_SECONDS:
                 return json.loads(path.read_text())
@@ -163,24 +168,26 @@ class GcpProvider(Provider):
         tmp.replace(path)
         return value
 
-    def _fetch_types(self) -> list[list[Any]]:
+    def _fetch_types(self, zone: str) -> list[list[Any]]:
         self.calls += 1
         try:
-            pager = self.machine_types_client.list(project=self.project, zone=self.zone)
+            pager = self.machine_types_client.list(project=self.project, zone=zone)
             found = [[t.name, t.guest_cpus, t.memory_mb / 1024] for t in pager]
         except Exception as exc:
             raise classify(exc) from None
         return found
 
     def instance_types(self) -> list[InstanceType]:
-        rows = self._cached("machine-types", self._fetch_types)
+        """The machine types of each zone, zone by zone in the job's order: a type offered in
+        two zones is two offers, so that a zone without capacity falls back to the next."""
         arm = ("t2a", "c4a")
-        return [
-            InstanceType(
-                name, cpus, mem, architecture="arm64" if name.startswith(arm) else "x86_64"
-            )
-            for name, cpus, mem in rows
-        ]
+        found = []
+        for zone in self.zones:
+            rows = self._cached(f"{zone}-machine-types", lambda zone=zone: self._fetch_types(zone))
+            for name, cpus, mem in rows:
+                architecture = "arm64" if name.startswith(arm) else "x86_64"
+                found.append(InstanceType(name, cpus, mem, architecture=architecture, zone=zone))
+        return found
 
     def regions(self) -> list[str]:
         self.calls += 1
@@ -216,7 +223,7 @@ class GcpProvider(Provider):
                 return prices
 
     def prices(self, types: Iterable[InstanceType]) -> list[InstanceType]:
-        skus = self._cached("prices", self._fetch_skus)
+        skus = self._cached(f"{self.region}-prices", self._fetch_skus)
         priced = []
         for t in types:
             family = t.name.split("-", 1)[0].upper()
@@ -237,7 +244,7 @@ class GcpProvider(Provider):
                     t.architecture,
                     price("ondemand"),
                     price("spot"),
-                    self.zone,
+                    t.zone,
                 )
             )
         return priced
@@ -246,6 +253,7 @@ class GcpProvider(Provider):
 
     def start(self, spec: LaunchSpec) -> Instance:
         compute = self.compute
+        zone = spec.zone or self.zone
         labels = {**self.labels, JOB_LABEL: spec.job_id}
         labels[PRICE_LABEL] = str(round(spec.price * 1e6))
         disk = compute.AttachedDisk(
@@ -263,7 +271,7 @@ class GcpProvider(Provider):
         )
         body = compute.Instance(
             name=spec.name,
-            machine_type=f"zones/{self.zone}/machineTypes/{spec.instance_type.name}",
+            machine_type=f"zones/{zone}/machineTypes/{spec.instance_type.name}",
             labels=labels,
             disks=[disk],
             network_interfaces=[network],
@@ -282,10 +290,10 @@ class GcpProvider(Provider):
         self.calls += 2
         try:
             operation = self.instances_client.insert_unary(
-                project=self.project, zone=self.zone, instance_resource=body
+                project=self.project, zone=zone, instance_resource=body
             )
             operation = self.operations_client.wait(
-                project=self.project, zone=self.zone, operation=operation.name
+                project=self.project, zone=zone, operation=operation.name
             )
         except Exception as exc:
             raise classify(exc) from None
@@ -302,7 +310,7 @@ class GcpProvider(Provider):
             price=spec.price,
             started_at=time.time(),
             provider_id=spec.name,
-            zone=self.zone,
+            zone=zone,
         )
 
     def list(self, job_id: str) -> list[Instance]:
