@@ -249,7 +249,7 @@ def bench_replace(tmp: Path) -> None:
 
 def bench_simulate() -> None:
     settings = WorldSettings(
-        tasks=5_500_000,
+        tasks=6_600_000,
         task_seconds=60,
         preemptions_per_hour=0.05,
         capacity_error_rate=0.002,

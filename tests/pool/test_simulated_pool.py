@@ -56,7 +56,7 @@ def simulate(
 @pytest.mark.slow
 def test_a_day_of_a_thousand_spot_machines_keeps_the_three_invariants() -> None:
     settings = WorldSettings(
-        tasks=5_500_000,  # about a day for a thousand 4-slot machines at a minute a task
+        tasks=6_600_000,  # about a day for a thousand 4-slot machines at a minute a task
         task_seconds=60,
         preemptions_per_hour=0.05,
         capacity_error_rate=0.002,
@@ -65,7 +65,7 @@ def test_a_day_of_a_thousand_spot_machines_keeps_the_three_invariants() -> None:
     )
     ceiling = 70.0
     world, _ = simulate(1000, ceiling, settings)
-    assert world.emptied_at is not None and 0.8 * DAY < world.emptied_at < 1.2 * DAY
+    assert world.emptied_at is not None and DAY < world.emptied_at < 1.2 * DAY
     # 1. nothing paid for after the queue has been empty for the delay (plus one check)
     limit = world.emptied_at + 120 + 60
     assert all(m.gone_at is not None and m.gone_at <= limit for m in world.machines.values())
