@@ -30,6 +30,8 @@ from taskfleet.worker.settings import ENV_PREFIX, options, resolve_settings
 
 
 class ProviderName(StrEnum):
+    """Where a job's machines run (`simulated`: tests and benchmarks only, built in code)."""
+
     AWS = "aws"
     GCP = "gcp"
     LOCAL = "local"
