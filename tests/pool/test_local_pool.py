@@ -187,3 +187,30 @@ def test_a_restarted_manager_adopts_the_running_instances(
     assert not any(_alive(record) for record in instances.values())
     assert _records(state) == {}
     _check_results(tmp_path / "results", expected)
+
+
+def test_a_manager_told_to_stop_without_a_terminal_stops_every_instance(
+    redis_url: str, tmp_path: Path, write_job: Callable[..., Path]
+) -> None:
+    """SIGTERM (or Ctrl-C with no terminal to ask on) terminates the machines: a pool never
+    leaves them running by default."""
+    job = write_job(_job(redis_url, tmp_path, "e2e-sigterm"))
+    _tasks(tmp_path / "tasks.json", 2000)
+    state = tmp_path / "state" / "e2e-sigterm"
+    env = _env(tmp_path, delay=0.2)
+    queue = f"{redis_url}/0?name=e2e-sigterm"
+    load = _taskfleet(tmp_path, env, "load-queue", "--queue", queue, "--task-file", "tasks.json")
+    assert load.wait(timeout=60) == 0
+    manager = _taskfleet(tmp_path, env, "pool", "start", "--config", str(job), "--yes")
+    try:
+        _wait(lambda: len(_records(state)) == 3, 120, "3 instances", manager)
+        instances = _records(state)
+        manager.send_signal(signal.SIGTERM)
+        output, _ = manager.communicate(timeout=120)
+    finally:
+        if manager.poll() is None:
+            manager.kill()
+    assert manager.returncode == 130, output
+    assert "interrupted: terminating 3 machines" in output
+    assert not any(_alive(record) for record in instances.values())
+    assert _records(state) == {}

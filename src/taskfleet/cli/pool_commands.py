@@ -440,6 +440,8 @@ def start_command(
     err.print(
         f"job {job.job_id}: {'done' if finished else 'stopped'}; {_money(manager.spent)} spent"
     )
+    if not finished:
+        raise SystemExit(130)
 
 
 # -- pool status / stop ------------------------------------------------------------------------
