@@ -1,0 +1,243 @@
+"""The `aws` provider against moto's EC2 server (on a loopback port, through `endpoint_url`),
+and the Pricing API answered at the wire by a local HTTP server.
+
+moto has no Pricing API, so `GetProducts` is served from data/aws_pricing_get_products.json:
+the API's response shape with us-east-1's on-demand Linux list prices (docs/pool.md says
+where they come from and what was not tested against the real service).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from queue_servers import ServerUnavailable, moto_server
+
+from taskfleet.cli import cli
+from taskfleet.cli.common import run_cli
+from taskfleet.pool.choice import choose
+from taskfleet.pool.job import JobSettings
+from taskfleet.pool.manager import Launcher, PoolManager, WallClock
+from taskfleet.pool.providers.aws import JOB_TAG, AwsProvider
+from taskfleet.queues import open_queue
+from taskfleet.tasks import Task
+
+PRICES = Path(__file__).parent / "data" / "aws_pricing_get_products.json"
+
+
+@pytest.fixture(scope="module")
+def ec2_endpoint() -> Iterator[str]:
+    try:
+        with moto_server() as endpoint:
+            yield endpoint
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+class _PricingHandler(BaseHTTPRequestHandler):
+    requests: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+        assert self.headers["X-Amz-Target"] == "AWSPriceListService.GetProducts"
+        type(self).requests.append(body)
+        payload = PRICES.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-amz-json-1.1")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: Any) -> None:
+        """Quiet."""
+
+
+@pytest.fixture(scope="module")
+def pricing_endpoint() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _PricingHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _job(ec2_endpoint: str, pricing_endpoint: str, tmp_path: Path, **keys: Any) -> JobSettings:
+    return JobSettings(
+        job_id=keys.pop("job_id", "aws-job"),
+        queue=f"sqlite:///{tmp_path / 'queue.db'}",
+        provider="aws",
+        region="us-east-1",
+        endpoint_url=ec2_endpoint,
+        pricing_endpoint_url=pricing_endpoint,
+        cache_dir=str(tmp_path / "cache"),
+        worker_command="python3 worker.py",
+        **keys,
+    )
+
+
+def _provider(job: JobSettings, image: str | None = None) -> AwsProvider:
+    return AwsProvider(
+        "us-east-1",
+        image=image,
+        tags=job.tags,
+        endpoint_url=job.endpoint_url,
+        pricing_endpoint_url=job.pricing_endpoint_url,
+        cache_dir=job.cache_dir,
+    )
+
+
+def _image(provider: AwsProvider) -> str:
+    return provider.ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+
+
+def test_the_catalogue_and_its_prices_are_fetched_once_a_day(
+    ec2_endpoint: str, pricing_endpoint: str, tmp_path: Path
+) -> None:
+    job = _job(ec2_endpoint, pricing_endpoint, tmp_path, instance_types=["m5.*", "c5.*", "t3.*"])
+    provider = _provider(job)
+    types = provider.instance_types()
+    assert len(types) > 500  # moto's copy of the EC2 catalogue
+    before = len(_PricingHandler.requests)
+    priced = {t.name: t for t in provider.prices(types)}
+    assert priced["m5.large"].on_demand_price == pytest.approx(0.096)
+    assert priced["m5.large"].spot_price is not None  # moto's spot price history
+    (request,) = _PricingHandler.requests[before:]
+    assert request["ServiceCode"] == "AmazonEC2"
+    assert {"Type": "TERM_MATCH", "Field": "regionCode", "Value": "us-east-1"} in request["Filters"]
+    ranked = choose(job.model_copy(update={"max_cpu": 2}), list(priced.values()))
+    assert [c.instance_type.name for c in ranked] == [
+        "t3.micro",
+        "t3.large",
+        "c5.large",
+        "m5.large",
+    ]
+    # a second provider (another process) reads the day's cache: no call at all
+    again = _provider(job)
+    again.prices(again.instance_types())
+    assert len(_PricingHandler.requests) == before + 1
+    assert again.calls == 0
+    assert "us-east-1" in provider.regions()
+
+
+def test_a_spot_machine_is_tagged_and_carries_its_startup_script(
+    ec2_endpoint: str, pricing_endpoint: str, tmp_path: Path
+) -> None:
+    job = _job(
+        ec2_endpoint,
+        pricing_endpoint,
+        tmp_path,
+        use_spot=True,
+        instance_types=["c5.large"],
+        tags={"team": "adders"},
+        boot_disk_base_size=30,
+    )
+    provider = _provider(job)
+    provider.image = _image(provider)
+    (chosen,) = choose(job, provider.prices(provider.instance_types()))
+    spec = Launcher(job, provider, [chosen], WallClock()).spec(chosen)
+    instance = provider.start(spec)
+    raw = provider.ec2.describe_instances(InstanceIds=[instance.provider_id])
+    (ec2,) = raw["Reservations"][0]["Instances"]
+    tags = {t["Key"]: t["Value"] for t in ec2["Tags"]}
+    assert tags["Name"] == spec.name and tags[JOB_TAG] == "aws-job" and tags["team"] == "adders"
+    assert ec2["InstanceLifecycle"] == "spot"
+    attribute = provider.ec2.describe_instance_attribute(
+        InstanceId=instance.provider_id, Attribute="userData"
+    )
+    script = base64.b64decode(attribute["UserData"]["Value"]).decode()
+    assert script == spec.script
+    assert "trap 'sync; shutdown -h now || poweroff' EXIT" in script
+    assert "export TASKFLEET_PROVIDER=aws" in script
+    assert "export TASKFLEET_IS_SPOT=true" in script
+    assert "export TASKFLEET_BOOT_DISK=30.0" in script
+    (listed,) = provider.list("aws-job")
+    assert (listed.name, listed.spot, listed.price) == (
+        spec.name,
+        True,
+        pytest.approx(chosen.price),
+    )
+    provider.terminate([listed])
+    assert provider.list("aws-job") == []
+
+
+def test_with_zones_each_type_is_offered_per_zone_and_started_there(
+    ec2_endpoint: str, pricing_endpoint: str, tmp_path: Path
+) -> None:
+    job = _job(
+        ec2_endpoint,
+        pricing_endpoint,
+        tmp_path,
+        job_id="aws-zones",
+        use_spot=True,
+        instance_types=["c5.large"],
+        zones=["us-east-1c", "us-east-1a"],
+    )
+    provider = AwsProvider(
+        "us-east-1",
+        endpoint_url=ec2_endpoint,
+        pricing_endpoint_url=pricing_endpoint,
+        cache_dir=tmp_path / "cache",
+        zones=job.zones,
+    )
+    provider.image = _image(provider)
+    candidates = choose(job, provider.prices(provider.instance_types()))
+    assert [c.instance_type.zone for c in candidates] == ["us-east-1c", "us-east-1a"]
+    spec = Launcher(job, provider, candidates, WallClock()).spec(candidates[0])
+    instance = provider.start(spec)
+    assert instance.zone == "us-east-1c"
+    provider.terminate([instance])
+
+
+def test_the_manager_replaces_a_machine_terminated_behind_its_back_and_stop_ends_all(
+    ec2_endpoint: str, pricing_endpoint: str, tmp_path: Path
+) -> None:
+    job = _job(
+        ec2_endpoint,
+        pricing_endpoint,
+        tmp_path,
+        job_id="aws-replace",
+        max_instances=2,
+        max_total_price_per_hour=1.0,
+        instance_types=["c5.large"],
+    )
+    provider = _provider(job)
+    provider.image = _image(provider)
+    job = job.model_copy(update={"image": provider.image})
+    queue = open_queue(str(job.queue))
+    queue.send([Task(f"t{i}", {"n": i}) for i in range(10)])
+    candidates = choose(job, provider.prices(provider.instance_types()))
+    manager = PoolManager(job, provider, queue, candidates)
+    manager.step()
+    first = provider.list("aws-replace")
+    assert len(first) == 2
+    provider.ec2.terminate_instances(InstanceIds=[first[0].provider_id])  # behind its back
+    manager.step()
+    second = provider.list("aws-replace")
+    assert len(second) == 2
+    assert first[0].name not in {i.name for i in second}
+    assert first[1].name in {i.name for i in second}
+    job_file = tmp_path / "job.yml"
+    job_file.write_text(
+        json.dumps(
+            {
+                "job_id": "aws-replace",
+                "queue": job.queue,
+                "provider": "aws",
+                "aws": {
+                    "region": "us-east-1",
+                    "endpoint_url": ec2_endpoint,
+                    "pricing_endpoint_url": pricing_endpoint,
+                    "cache_dir": job.cache_dir,
+                },
+            }
+        )
+    )
+    assert run_cli(cli, ["pool", "stop", "--config", str(job_file)]) == 0
+    assert provider.list("aws-replace") == []
+    queue.close()

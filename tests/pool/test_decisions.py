@@ -1,0 +1,146 @@
+"""The pool's pure parts: the choice of the cheapest type per task slot, and the scaling
+decisions as a function of one observation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from taskfleet.errors import TaskfleetError
+from taskfleet.pool.choice import boot_disk_gb, candidates, choose
+from taskfleet.pool.job import JobSettings
+from taskfleet.pool.providers.base import Instance, InstanceState, InstanceType
+from taskfleet.pool.scaling import (
+    Limits,
+    Observation,
+    ScalingMemory,
+    TerminateReason,
+    decide,
+)
+
+TYPES = [
+    InstanceType("small", 2, 4, on_demand_price=0.10, spot_price=0.03),
+    InstanceType("large", 8, 32, on_demand_price=0.36, spot_price=0.20),
+    InstanceType("highmem", 8, 64, on_demand_price=0.50, spot_price=0.10),
+    InstanceType("arm", 8, 16, architecture="arm64", on_demand_price=0.20, spot_price=0.08),
+    InstanceType("unpriced", 4, 8),
+]
+
+
+def _job(**keys: Any) -> JobSettings:
+    return JobSettings(job_id="j", queue="sqlite:///q.db", provider="local", **keys)
+
+
+def test_the_cheapest_per_slot_comes_first_and_unpriced_types_are_left_out() -> None:
+    names = [c.instance_type.name for c in candidates(_job(), TYPES)]
+    assert names == ["arm", "large", "small", "highmem"]  # 0.025, 0.045, 0.05, 0.0625 per slot
+    spot = [c.instance_type.name for c in candidates(_job(use_spot=True), TYPES)]
+    assert spot == ["arm", "highmem", "small", "large"]  # 0.01, 0.0125, 0.015, 0.025
+
+
+def test_constraints_and_tasks_per_instance() -> None:
+    job = _job(architecture="x86_64", min_memory_per_cpu=4, cpus_per_task=2)
+    (first, second) = candidates(job, TYPES)
+    assert (first.instance_type.name, first.tasks) == ("large", 4)
+    assert (second.instance_type.name, second.tasks) == ("highmem", 4)
+    # memory per task bounds the tasks of an instance
+    (only,) = candidates(_job(instance_types=["large"], min_memory_per_task=16), TYPES)
+    assert only.tasks == 2
+    assert candidates(_job(instance_types=["s*"]), TYPES)[0].instance_type.name == "small"
+    assert candidates(_job(min_tasks_per_instance=9), TYPES) == []
+
+
+def test_no_type_or_a_ceiling_below_the_cheapest_is_one_clear_error() -> None:
+    with pytest.raises(TaskfleetError, match="no instance type of the 5 offered"):
+        choose(_job(min_cpu=64), TYPES)
+    with pytest.raises(TaskfleetError, match=r"below the price of one instance .*small"):
+        choose(_job(max_total_price_per_hour=0.05), TYPES)
+
+
+def test_the_boot_disk_follows_rms_cloud_tasks_rule() -> None:
+    t = TYPES[1]
+    assert boot_disk_gb(_job(), t, 8) is None
+    assert (
+        boot_disk_gb(_job(boot_disk_base_size=10, boot_disk_per_cpu=1, boot_disk_per_task=2), t, 4)
+        == 26
+    )
+    assert boot_disk_gb(_job(total_boot_disk_size=50, boot_disk_base_size=10), t, 4) == 50
+
+
+LIMITS = Limits(
+    min_instances=0,
+    max_instances=10,
+    max_price_per_hour=1.0,
+    tasks_per_instance=4,
+    price_per_instance=0.25,
+    termination_delay=60,
+    silent_after=300,
+)
+
+
+def _instance(
+    name: str, started_at: float = 0.0, price: float = 0.25, state=InstanceState.RUNNING
+) -> Instance:
+    return Instance(name, "j", "large", state, False, price, started_at)
+
+
+def test_the_target_follows_the_work_within_the_budget() -> None:
+    memory = ScalingMemory()
+    decision = decide(Observation(100, [], remaining=9), LIMITS, memory)
+    assert (decision.target, decision.start) == (3, 3)
+    # 100 tasks want 10 machines, the budget pays for 4 of them
+    running = [_instance("a")]
+    decision = decide(Observation(100, running, remaining=100), LIMITS, memory)
+    assert (decision.target, decision.start, decision.budget_left) == (10, 3, 0.75)
+    # machines being stopped are still paid for
+    stopping = [_instance("b", state=InstanceState.STOPPING)]
+    assert decide(Observation(100, running + stopping, remaining=100), LIMITS, memory).start == 2
+
+
+def test_min_instances_while_work_remains_and_the_limits_as_instance_counts() -> None:
+    job = _job(min_instances=2, max_instances=50, max_total_cpus=40, min_simultaneous_tasks=12)
+    (large,) = candidates(job.model_copy(update={"instance_types": ["large"]}), TYPES)
+    limits = Limits.of(job, large)
+    assert (limits.min_instances, limits.max_instances) == (2, 5)  # 12 tasks: 2 of 8; 40 cpus: 5
+    assert decide(Observation(0, [], remaining=1), limits, ScalingMemory()).start == 2
+
+
+def test_a_silent_machine_is_replaced_only_when_events_are_watched() -> None:
+    old = _instance("old", started_at=0)
+    quiet = _instance("quiet", started_at=0)
+    seen = {"old": 900.0}
+    decision = decide(
+        Observation(1000, [old, quiet], remaining=8, last_seen=seen), LIMITS, ScalingMemory()
+    )
+    assert decision.terminate == [(quiet, TerminateReason.SILENT)]
+    assert decision.start == 1  # its replacement
+    # at the price ceiling, the replacement waits until the silent one is gone
+    tight = Limits(**{**LIMITS.__dict__, "max_price_per_hour": 0.5})
+    observed = Observation(1000, [old, quiet], remaining=8, last_seen=seen)
+    assert decide(observed, tight, ScalingMemory()).start == 0
+    unwatched = decide(Observation(1000, [old, quiet], remaining=8), LIMITS, ScalingMemory())
+    assert unwatched.terminate == []
+
+
+def test_everything_stops_once_the_queue_has_been_empty_for_the_delay() -> None:
+    memory = ScalingMemory()
+    machines = [_instance("a"), _instance("b")]
+    first = decide(Observation(100, machines, remaining=0), LIMITS, memory)
+    assert (first.terminate, first.done, first.empty_for) == ([], False, 0)
+    # work again: the timer restarts
+    decide(Observation(130, machines, remaining=5), LIMITS, memory)
+    assert not decide(Observation(150, machines, remaining=0), LIMITS, memory).done
+    last = decide(Observation(210, machines, remaining=0), LIMITS, memory)
+    assert last.done
+    assert [(i.name, r) for i, r in last.terminate] == [
+        ("a", TerminateReason.QUEUE_EMPTY),
+        ("b", TerminateReason.QUEUE_EMPTY),
+    ]
+    # a machine stopping (stopped by hand, say) is terminated too: nothing keeps billing
+    stopping = _instance("c", state=InstanceState.STOPPING)
+    memory = ScalingMemory()
+    decide(Observation(0, [stopping], remaining=0), LIMITS, memory)
+    assert decide(Observation(60, [stopping], remaining=0), LIMITS, memory).terminate == [
+        (stopping, TerminateReason.QUEUE_EMPTY)
+    ]
