@@ -144,3 +144,67 @@ def test_everything_stops_once_the_queue_has_been_empty_for_the_delay() -> None:
     assert decide(Observation(60, [stopping], remaining=0), LIMITS, memory).terminate == [
         (stopping, TerminateReason.QUEUE_EMPTY)
     ]
+
+
+# -- a queue that cannot count its tasks (remaining is None) -----------------------------------
+
+
+def test_without_a_count_the_target_is_what_the_limits_allow() -> None:
+    """No made-up 0: with the tasks unknown the pool starts what the limits and the price
+    ceiling allow (LIMITS: 10 machines, a ceiling that pays for 4)."""
+    memory = ScalingMemory()
+    decision = decide(Observation(0, [], remaining=None), LIMITS, memory)
+    assert (decision.target, decision.start, decision.done) == (4, 4, False)
+    machines = [_instance(n) for n in "abcd"]
+    steady = decide(Observation(60, machines, remaining=None), LIMITS, memory)
+    assert (steady.start, steady.terminate, steady.empty_for) == (0, [], None)
+
+
+def test_without_a_count_an_idle_stop_is_not_replaced_and_a_lost_machine_is() -> None:
+    memory = ScalingMemory()
+    # "a" stopped idle and is gone; "b" was preempted (gone without an idle stop)
+    left = [_instance("c"), _instance("d")]
+    idle = frozenset({"a"})
+    decision = decide(Observation(60, left, remaining=None, stopped_idle=idle), LIMITS, memory)
+    assert (decision.start, decision.done, decision.empty_for) == (1, False, None)
+    # an idle machine still listed (powering off) is neither silent nor replaced
+    powering_off = [_instance("a"), *left, _instance("e")]
+    seen = {"c": 590.0, "d": 590.0, "e": 590.0}
+    decision = decide(
+        Observation(600, powering_off, remaining=None, last_seen=seen, stopped_idle=idle),
+        LIMITS,
+        memory,
+    )
+    assert (decision.start, decision.terminate) == (0, [])
+
+
+def test_without_a_count_the_job_ends_once_every_worker_stopped_idle_for_the_delay() -> None:
+    memory = ScalingMemory()
+    machines = [_instance(n) for n in "abcd"]
+    some = decide(
+        Observation(0, machines, remaining=None, stopped_idle=frozenset("ab")), LIMITS, memory
+    )
+    assert (some.done, some.empty_for, some.start) == (False, None, 0)
+    every = frozenset("abcd")
+    first = decide(
+        Observation(10, machines[2:], remaining=None, stopped_idle=every), LIMITS, memory
+    )
+    assert (first.done, first.empty_for, first.terminate) == (False, 0, [])
+    last = decide(Observation(70, machines[3:], remaining=None, stopped_idle=every), LIMITS, memory)
+    assert last.done and last.terminate == [(machines[3], TerminateReason.WORKERS_IDLE)]
+    # machines all gone after their idle stops: over too, with nothing to terminate
+    memory = ScalingMemory()
+    decide(Observation(0, [], remaining=None, stopped_idle=every), LIMITS, memory)
+    gone = decide(Observation(60, [], remaining=None, stopped_idle=every), LIMITS, memory)
+    assert (gone.done, gone.terminate) == (True, [])
+
+
+def test_without_a_count_a_machine_missing_from_the_target_keeps_the_job_going() -> None:
+    """Every machine left stopped idle, but one was lost without an idle stop (its leased
+    tasks come back when their leases expire): it is replaced, and the job goes on."""
+    memory = ScalingMemory()
+    idle = frozenset("abc")
+    decision = decide(
+        Observation(0, [_instance("c")], remaining=None, stopped_idle=idle), LIMITS, memory
+    )
+    assert (decision.start, decision.done, decision.empty_for) == (1, False, None)

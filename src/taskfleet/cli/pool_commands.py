@@ -22,6 +22,7 @@ from rich.table import Table
 from taskfleet.cli import cli
 from taskfleet.errors import TaskfleetError
 from taskfleet.queues import Queue, event_queue_url, open_queue
+from taskfleet.queues.registry import backend_class
 from taskfleet.redact import redact
 
 if TYPE_CHECKING:  # the pool is imported when a pool command runs, not by every command
@@ -170,16 +171,29 @@ def regions_command(config: str | None, **overrides: Any) -> None:
 # -- pool plan ---------------------------------------------------------------------------------
 
 
-def _remaining(queue_url: str) -> int | None:
-    """Tasks in the queue, or None when the queue does not exist yet."""
+def _counts(queue_url: str) -> tuple[bool, int | None]:
+    """Whether the queue exists, and the tasks it holds (None when it cannot count them:
+    such a queue is not asked, as Pub/Sub's count of dead letters reads a subscription)."""
     try:
         queue = open_queue(queue_url, create=False)
     except TaskfleetError:
-        return None
+        return False, None
     try:
-        return queue.stats().remaining
+        return True, queue.stats().remaining if queue.counts_tasks else None
     finally:
         queue.close()
+
+
+def _remaining(queue_url: str) -> int | None:
+    """Tasks in the queue, or None when the queue does not exist yet or cannot count them."""
+    return _counts(queue_url)[1]
+
+
+def _unknown_remaining(queue_url: str) -> str:
+    """Why the tasks remaining are unknown."""
+    if not backend_class(queue_url).counts_tasks:
+        return "unknown (the queue cannot count its tasks)"
+    return "unknown (queue not loaded)"
 
 
 def _task_seconds(events_file: str | None, given: float | None) -> float | None:
@@ -199,7 +213,9 @@ def _print_plan(job: JobSettings, provider: Provider, plan: Plan) -> None:
         f"  type      {t.name} ({t.vcpus} vCPUs, {t.memory_gb:g} GB), {chosen.tasks} tasks "
         f"each, {_money(chosen.price)}/hour {kind} ({_money(chosen.price_per_slot)} per slot)"
     )
-    remaining = "unknown (queue not loaded)" if plan.remaining is None else f"{plan.remaining:,}"
+    remaining = (
+        _unknown_remaining(str(job.queue)) if plan.remaining is None else f"{plan.remaining:,}"
+    )
     err.print(f"  tasks     {remaining} remaining")
     err.print(
         f"  machines  {plan.instances} (limits {plan.limits.min_instances} to "
@@ -290,13 +306,15 @@ class _View:
         hourly = sum(i.price for i in s.instances)
         rate = "-" if s.rate is None else f"{s.rate:.1f}/s"
         by_state = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "none"
+        left = "unknown" if s.remaining is None else f"{s.remaining:,}"
         line = (
             f"machines: {by_state} (target {s.decision.target}, {s.started} started by this "
-            f"manager); queue {s.remaining:,} "
+            f"manager); queue {left} "
             f"remaining, {rate}; {_money(hourly)}/hour, {_money(s.spent)} spent"
         )
         if s.decision.empty_for is not None:
-            line += f"; queue empty for {s.decision.empty_for:.0f} s"
+            empty = "every worker idle" if s.remaining is None else "queue empty"
+            line += f"; {empty} for {s.decision.empty_for:.0f} s"
         if self.live is None:
             err.print(time.strftime("%H:%M:%S ") + line)
             return
@@ -383,10 +401,14 @@ def _prepare(
     task_seconds: float | None,
     events_file: str | None,
     remaining: int | None = None,
+    watching: bool = True,
 ) -> tuple[JobSettings, Provider, Plan]:
+    from taskfleet.pool.manager import needs_events
     from taskfleet.pool.plan import check_startable, make_plan
 
     job = _job(config, overrides)
+    if not watching and not backend_class(str(job.queue)).counts_tasks:
+        raise needs_events(job)
     provider = open_provider(job)
     check_startable(job, provider)
     if remaining is None:
@@ -406,7 +428,8 @@ def _prepare(
     type=click.Path(dir_okay=False),
     metavar="EVENTS_FILE",
     help="Drain the job's event queue into this file, and replace machines silent for "
-    "silent_after seconds (the manager is then the job's monitor).",
+    "silent_after seconds (the manager is then the job's monitor). Required on a queue that "
+    "cannot count its tasks (Pub/Sub): the workers' idle stops then end the job.",
 )
 def start_command(
     config: str | None,
@@ -420,7 +443,9 @@ def start_command(
     for instance_termination_delay, terminate every machine and exit."""
     from taskfleet.pool.manager import PoolManager
 
-    job, provider, plan = _prepare(config, overrides, yes, task_seconds, events_file)
+    job, provider, plan = _prepare(
+        config, overrides, yes, task_seconds, events_file, watching=watch_events is not None
+    )
     queue = open_queue(str(job.queue))
     watch = None
     if watch_events:
@@ -478,11 +503,14 @@ def status_command(config: str | None, **overrides: Any) -> None:
                 _duration(now - i.started_at),
             )
         out.print(table)
-    remaining = _remaining(str(job.queue))
-    out.print(
-        f"queue {redact(str(job.queue))}: "
-        + ("does not exist" if remaining is None else f"{remaining:,} tasks remaining")
-    )
+    exists, remaining = _counts(str(job.queue))
+    if not exists:
+        shown = "does not exist"
+    elif remaining is None:
+        shown = "tasks remaining unknown (the queue cannot count them)"
+    else:
+        shown = f"{remaining:,} tasks remaining"
+    out.print(f"queue {redact(str(job.queue))}: {shown}")
 
 
 @pool.command("stop")

@@ -190,7 +190,8 @@ def _interrupted_load_message(queue: Queue, exc: TaskfleetError) -> str:
 @queue_option
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 def status(queue_url: str, as_json: bool) -> None:
-    """Show how many tasks are visible, leased, delayed, done and dead.
+    """Show how many tasks are visible, leased, delayed, done and dead ("unknown", null in
+    --json, for what the queue cannot count: Pub/Sub counts only its dead letters).
 
     \b
     Example:
@@ -201,16 +202,20 @@ def status(queue_url: str, as_json: bool) -> None:
         stats = queue.stats()
     finally:
         queue.close()
+    counts = {"queue": redact(queue_url), **stats.as_dict(), "counts_tasks": queue.counts_tasks}
     if as_json:
-        click.echo(json.dumps({"queue": redact(queue_url), **stats.as_dict()}))
+        click.echo(json.dumps(counts))
         return
-    table = Table(title=f"{redact(queue_url)}" + (" (approximate)" if stats.approximate else ""))
+    title = redact(queue_url) + (" (approximate)" if stats.approximate else "")
+    if not queue.counts_tasks:
+        title += "\n(this queue counts only its dead letters)"
+    table = Table(title=title)
     table.add_column("state")
     table.add_column("tasks", justify="right")
     for key, value in stats.as_dict().items():
         if key == "approximate":
             continue
-        table.add_row(key, "-" if value is None else f"{value:,}")
+        table.add_row(key, "unknown" if value is None else f"{value:,}")
     out.print(table)
 
 

@@ -109,6 +109,9 @@ class EventStats:
         self._host_type_counts: Counter[tuple[Any, Any]] = Counter()
         self._host_retries: Counter[Any] = Counter()
         self._host_alive: dict[Any, str] = {}  # a host's newest worker event (keep_alive, ...)
+        # A host's newest worker_started or worker_stopped: its timestamp, and whether it was
+        # a stop for `idle` (the pool's sign that the work is over on a queue without counts).
+        self._host_bound: dict[Any, tuple[str, bool]] = {}
         self.completed_retry_true = 0
         self.elapsed = array("d")
         # Sentinels instead of None keep the per-event comparisons free of None checks.
@@ -388,6 +391,7 @@ class EventStats:
                             group(self._worker_errors, kind_of(message), event, message)
                         elif event_type in RUN_BOUNDS:
                             self._pauses.add(get("timestamp"), event_type)
+                            self._run_bound(hostname, get("timestamp"), get("reason"))
                         stamp = get("timestamp")
                         if stamp.__class__ is str and stamp > self._host_alive.get(hostname, ""):
                             self._host_alive[hostname] = stamp
@@ -521,6 +525,18 @@ class EventStats:
     def events(self) -> int:
         """Events counted (duplicates excluded)."""
         return sum(self._host_type_counts.values())
+
+    def _run_bound(self, hostname: Any, stamp: Any, reason: Any) -> None:
+        if stamp.__class__ is not str:
+            return
+        newest = self._host_bound.get(hostname)
+        if newest is None or stamp >= newest[0]:
+            self._host_bound[hostname] = (stamp, reason == "idle")
+
+    def stopped_idle(self) -> set[str]:
+        """Hosts whose worker's newest run event is `worker_stopped` with reason `idle`: it
+        found the queue empty for `--exit-when-idle` and exited."""
+        return {str(h) for h, (_, idle) in self._host_bound.items() if idle}
 
     def host_summaries(self) -> list[HostSummary]:
         hosts: dict[Any, list[int]] = {}

@@ -1,6 +1,11 @@
 """The manager's view of the job's events: drained from the event queue into a local file,
 folded into statistics, and each machine's newest sign of life.
 
+On a queue that cannot count its tasks (Pub/Sub), the events are also what the manager knows
+of the work: the tasks left, when it knows which were loaded (`taskfleet run`: loaded minus
+completed minus dead-lettered, by distinct task id), and the machines whose worker stopped
+because the queue stayed empty.
+
 Reading an event queue consumes it, so a manager that watches events is the job's monitor
 (`taskfleet run` always is; `pool start --events-file` makes it one); `taskfleet monitor
 --events-file` on the same file then shows the job. The events are written to the file before
@@ -43,6 +48,17 @@ class QueueEventWatch:
             if host.last_seen is not None:
                 seen[host.hostname] = parse_timestamp(host.last_seen)
         return seen
+
+    def remaining(self) -> int | None:
+        """Tasks loaded and neither completed nor dead-lettered, from the events; None when
+        the watch was not told which tasks were loaded."""
+        if self.stats.expected is None:
+            return None
+        return max(0, self.stats.tasks_not_completed - self.stats.dead_open)
+
+    def stopped_idle(self) -> set[str]:
+        """Machines whose worker stopped with reason `idle` (events drained at `last_seen`)."""
+        return self.stats.stopped_idle()
 
     def close(self) -> None:
         self.drain()

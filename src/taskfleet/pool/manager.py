@@ -4,7 +4,12 @@ Each turn is three named steps over small state:
 
 - `observe`: one `list` call to the provider (the job's machines, by tag or label), the
   queue's counts, and, when events are watched, the new events of the event queue (saved to
-  a local file, and each machine's last sign of life taken from them);
+  a local file, and each machine's last sign of life taken from them). A queue that cannot
+  count its tasks (Pub/Sub: `counts_tasks` is False) is not asked for counts at all (they
+  would be unknown, and Pub/Sub's dead-letter count reads a whole subscription): the tasks
+  remaining come from the events when the watch knows what was loaded (`taskfleet run`),
+  else they are unknown and `decide` goes by the workers' idle stops, so such a pool needs
+  its events watched;
 - `scaling.decide`: what to do, a pure function of that observation;
 - `act`: terminate what was decided, then start the new machines in parallel (at most
   `max_parallel_instance_creations` at once) through the `Launcher`, which takes the types
@@ -25,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from taskfleet.errors import TaskfleetError
 from taskfleet.pool.choice import Candidate
 from taskfleet.pool.job import JobSettings
 from taskfleet.pool.providers.base import (
@@ -38,6 +44,7 @@ from taskfleet.pool.providers.base import (
 from taskfleet.pool.scaling import Decision, Limits, Observation, ScalingMemory, decide
 from taskfleet.pool.startup_script import InstanceSettings, render
 from taskfleet.queues import QueueStats
+from taskfleet.redact import redact
 
 #: Backoff after a refusal, in seconds: the first, and the longest.
 BACKOFF_FIRST = 30.0
@@ -51,7 +58,11 @@ class Clock(Protocol):
 
 
 class QueueCounts(Protocol):
-    """What the manager needs of the queue: its counts (a `Queue`, or a simulated one)."""
+    """What the manager needs of the queue: its counts (a `Queue`, or a simulated one), and
+    whether it can count its tasks at all (`Queue.counts_tasks`)."""
+
+    @property
+    def counts_tasks(self) -> bool: ...
 
     def stats(self) -> QueueStats: ...
 
@@ -67,9 +78,14 @@ class WallClock:
 
 
 class EventWatch(Protocol):
-    """New events since the last call, as each machine's newest sign of life."""
+    """New events since the last call, as each machine's newest sign of life; and what the
+    events tell of the work (read after `last_seen`, which takes the new events in)."""
 
     def last_seen(self) -> dict[str, float]: ...
+
+    def remaining(self) -> int | None: ...
+
+    def stopped_idle(self) -> set[str]: ...
 
 
 def instance_name(job_id: str) -> str:
@@ -228,6 +244,15 @@ class Launcher:
             return list(pool.map(one, specs))
 
 
+def needs_events(job: JobSettings) -> TaskfleetError:
+    """The error for a pool on a queue that cannot count its tasks, without its events."""
+    return TaskfleetError(
+        f"the queue {redact(str(job.queue))} cannot count its tasks: the pool needs the job's "
+        "events to know when the work is over (pool start --watch-events EVENTS_FILE, or "
+        "taskfleet run)"
+    )
+
+
 def exit_when_idle(job: JobSettings) -> float:
     """Seconds a worker waits on an empty queue before exiting (and its machine powers off):
     the job's `exit_when_idle` worker option, else the termination delay (at least a minute),
@@ -244,7 +269,7 @@ class PoolSnapshot:
 
     now: float
     instances: list[Instance]
-    remaining: int
+    remaining: int | None  # None: unknown (a queue that cannot count, no count from events)
     decision: Decision
     spent: float
     rate: float | None  # tasks per second done since the previous check
@@ -266,6 +291,8 @@ class PoolManager:
         events: EventWatch | None = None,
         on_check: Callable[[PoolSnapshot], None] | None = None,
     ) -> None:
+        if not queue.counts_tasks and events is None:
+            raise needs_events(job)
         self.job = job
         self.provider = provider
         self.queue = queue
@@ -278,19 +305,26 @@ class PoolManager:
         self.terminate_refused = False
         self.last_seen: dict[str, float] = {}
         self.spent = 0.0
-        self._last_check: tuple[float, float, int] | None = None  # time, hourly price, remaining
+        #: time, hourly price, remaining (None: unknown)
+        self._last_check: tuple[float, float, int | None] | None = None
 
     def observe(self) -> Observation:
         now = self.clock.now()
         instances = self.provider.list(self.job.job_id)
-        remaining = self.queue.stats().remaining
+        stopped_idle: frozenset[str] = frozenset()
         if self.events is not None:
             self.last_seen.update(self.events.last_seen())
+            stopped_idle = frozenset(self.events.stopped_idle())
+        if self.queue.counts_tasks:
+            remaining = self.queue.stats().remaining
+        else:
+            remaining = None if self.events is None else self.events.remaining()
         return Observation(
             now=now,
             instances=instances,
             remaining=remaining,
             last_seen=self.last_seen if self.events is not None else None,
+            stopped_idle=stopped_idle,
         )
 
     def act(self, decision: Decision) -> list[Instance]:
@@ -323,7 +357,7 @@ class PoolManager:
         if self._last_check is not None:
             then, paid_hourly, before = self._last_check
             self.spent += paid_hourly * max(0.0, obs.now - then) / 3600
-            if obs.now > then:
+            if obs.now > then and before is not None and obs.remaining is not None:
                 rate = max(0, before - obs.remaining) / (obs.now - then)
         self._last_check = (obs.now, hourly, obs.remaining)
         if self.on_check is not None:

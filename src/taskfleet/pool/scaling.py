@@ -16,6 +16,15 @@ The rules, in order:
   machines are started up to the target while the hourly price of all machines stays within
   `max_total_price_per_hour`. Machines beyond the target are not stopped: their workers exit
   by themselves when the queue stays empty.
+
+When nothing tells the tasks remaining (`remaining` is None: a queue that cannot count, such
+as Pub/Sub, and no count of the loaded tasks), no made-up 0 decides anything. Work may remain
+until the workers say otherwise: the target is what the limits allow (`max_instances`, and
+the machines the price ceiling pays for); a machine whose worker stopped with reason `idle`
+(it found the queue empty for its `--exit-when-idle`) is not replaced, while one lost
+otherwise is; and the queue counts as empty once every machine left has stopped idle (or
+none is left after idle stops) and no machine is missing from the target. The same
+`instance_termination_delay` then ends the job.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ UNBOUNDED = 1_000_000
 class TerminateReason(StrEnum):
     SILENT = "silent"  # no sign of life for silent_after seconds
     QUEUE_EMPTY = "queue empty"  # for instance_termination_delay: the job is done
+    #: on a queue that cannot count: every worker stopped idle, for instance_termination_delay
+    WORKERS_IDLE = "every worker stopped idle"
 
 
 @dataclass(frozen=True)
@@ -88,10 +99,13 @@ class Observation:
 
     now: float
     instances: list[Instance]
-    remaining: int  # tasks not yet done or dead-lettered
+    #: tasks not yet done or dead-lettered; None when nothing counts them
+    remaining: int | None
     #: name -> time of the machine's newest event; None when events are not watched (then
     #: no machine is called silent).
     last_seen: Mapping[str, float] | None = None
+    #: machines whose worker stopped with reason `idle` (from the events)
+    stopped_idle: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -119,26 +133,49 @@ def _silent(obs: Observation, instance: Instance, silent_after: float) -> bool:
     return obs.now - last > silent_after
 
 
+def _affordable(limits: Limits) -> int:
+    """The machines of the chosen type that the limits allow: `max_instances`, and no more
+    than the price ceiling pays for."""
+    most = limits.max_instances
+    if limits.max_price_per_hour is not None and limits.price_per_instance > 0:
+        most = min(most, math.floor(limits.max_price_per_hour / limits.price_per_instance + 1e-9))
+    return most
+
+
 def decide(obs: Observation, limits: Limits, memory: ScalingMemory) -> Decision:
     """What to do now (see the module docstring); updates `memory`."""
     live = [i for i in obs.instances if i.state is not InstanceState.GONE]
     alive = [i for i in live if i.state.alive]
-    if obs.remaining <= 0:
+    idle = obs.stopped_idle
+    # A machine whose worker stopped idle is powering off by itself: it is not silent.
+    silent = [i for i in alive if i.name not in idle and _silent(obs, i, limits.silent_after)]
+    kept = [i for i in alive if i not in silent]
+    if obs.remaining is None:
+        target = _affordable(limits)
+        occupied = len({i.name for i in kept} | idle)  # an idle stop's place is not refilled
+        drained = bool(idle) and occupied >= target and all(i.name in idle for i in live)
+    else:
+        needed = math.ceil(obs.remaining / limits.tasks_per_instance)
+        target = min(max(needed, limits.min_instances), limits.max_instances)
+        occupied = len(kept)
+        drained = obs.remaining <= 0
+    if drained:
         if memory.empty_since is None:
             memory.empty_since = obs.now
         empty_for = obs.now - memory.empty_since
         if empty_for >= limits.termination_delay:
             # Every machine not gone, stopping ones too: terminating them again is harmless,
             # and a machine stopped by hand would otherwise keep its disk (and its bill).
-            ending = [(i, TerminateReason.QUEUE_EMPTY) for i in live]
+            why = (
+                TerminateReason.QUEUE_EMPTY
+                if obs.remaining is not None
+                else (TerminateReason.WORKERS_IDLE)
+            )
+            ending = [(i, why) for i in live]
             return Decision(terminate=ending, done=True, empty_for=empty_for)
         return Decision(empty_for=empty_for)
     memory.empty_since = None
-    silent = [i for i in alive if _silent(obs, i, limits.silent_after)]
-    kept = [i for i in alive if i not in silent]
-    needed = math.ceil(obs.remaining / limits.tasks_per_instance)
-    target = min(max(needed, limits.min_instances), limits.max_instances)
-    start = max(0, target - len(kept))
+    start = max(0, target - occupied)
     budget_left = None
     if limits.max_price_per_hour is not None:
         # Machines being stopped (the silent ones too) are paid for until they are gone: a

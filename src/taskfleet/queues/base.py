@@ -64,12 +64,14 @@ class QueueStats:
     """Counts of a queue's tasks by state.
 
     `approximate` is True for backends whose counts are estimates (SQS). Counts a
-    backend cannot know are None (SQS does not remember completed tasks, for instance).
+    backend cannot know are None (SQS does not remember completed tasks, for instance; a
+    backend that does not declare `Queue.counts_tasks` gives None for visible, leased and
+    delayed, and so for `remaining`): a reader shows "unknown" and decides nothing on it.
     """
 
-    visible: int
-    leased: int
-    delayed: int
+    visible: int | None
+    leased: int | None
+    delayed: int | None
     dead: int
     inserted: int | None = None
     completed: int | None = None
@@ -77,8 +79,10 @@ class QueueStats:
     approximate: bool = False
 
     @property
-    def remaining(self) -> int:
-        """Tasks not yet completed or dead-lettered."""
+    def remaining(self) -> int | None:
+        """Tasks not yet completed or dead-lettered; None when the backend cannot count them."""
+        if self.visible is None or self.leased is None or self.delayed is None:
+            return None
         return self.visible + self.leased + self.delayed
 
     def as_dict(self) -> dict[str, Any]:
@@ -294,6 +298,9 @@ class Queue:
 
     #: `stats` counts every state exactly and keeps totals of inserted and completed tasks.
     exact_counts: ClassVar[bool] = False
+    #: `stats` counts the tasks waiting and leased (exactly or approximately); without it
+    #: visible, leased, delayed and remaining are None (unknown), never a made-up 0.
+    counts_tasks: ClassVar[bool] = True
     #: `send` skips an id the queue already holds in any state, and counts it.
     idempotent_send: ClassVar[bool] = False
     #: `send` is one transaction: a failing task iterable inserts nothing and its error is

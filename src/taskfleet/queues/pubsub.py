@@ -31,9 +31,10 @@ due time before leasing it, so the hidden deliveries count no attempt.
 
 What Pub/Sub cannot do, and what we do instead (the contract suite lists these in one place):
 - No idempotent send: loading twice publishes twice (`already_present` is always 0).
-- No counts in the Pub/Sub API: `stats` counts the dead letters (reading their subscription)
-  and reports the rest as 0, marked approximate (Cloud Monitoring's
-  `subscription/num_undelivered_messages` has the backlog, a minute or more late).
+- No counts in the Pub/Sub API (`counts_tasks` is False): `stats` counts the dead letters
+  (reading their subscription) and reports visible, leased and delayed as None, unknown, never
+  as 0 (Cloud Monitoring's `subscription/num_undelivered_messages` has the backlog, a minute
+  or more late). The pool takes what remains from the job's events instead (docs/pool.md).
 - An earlier ack id of a message is honoured: a late acknowledgement settles the task (the
   work is done), but a stale release, retry or extend changes the current delivery.
 - A release on a subscription with delivery numbers publishes a copy (so that it counts no
@@ -168,6 +169,7 @@ class PubSubQueue(Queue):
         f"{255 - _LONGEST_SUFFIX} letters, digits and '-_.~+%' that starts with a letter "
         "(not with 'goog')"
     )
+    counts_tasks: ClassVar[bool] = False
     delayed_retry: ClassVar[bool] = True
     dead_letter_store: ClassVar[bool] = True
     reports_expired_dead_letters: ClassVar[bool] = True
@@ -684,9 +686,9 @@ class PubSubQueue(Queue):
     def stats(self) -> QueueStats:
         """What Pub/Sub lets us count: the dead letters, by reading the dead-letter subscription
         once (each is held for a moment and given back). The Pub/Sub API counts no messages, so
-        visible, leased and delayed are 0, and the whole is marked approximate."""
+        visible, leased and delayed are None (unknown), and the whole is marked approximate."""
         dead = sum(1 for _ in self._scan_dead(set()))
-        return QueueStats(visible=0, leased=0, delayed=0, dead=dead, approximate=True)
+        return QueueStats(visible=None, leased=None, delayed=None, dead=dead, approximate=True)
 
     def _scan_dead(self, taken: set[str]) -> Iterator[_Copy]:
         """Every message of the dead-letter subscription once. They stay leased while the scan

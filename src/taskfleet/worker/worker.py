@@ -133,7 +133,7 @@ class RunSummary:
 
     counts: RunCounts
     completed_before: int = 0
-    remaining: int | None = 0  # None: unknown, the queue was away at the end
+    remaining: int | None = 0  # None: unknown (the queue was away at the end, or counts no tasks)
     dead_letters: int = 0
     recovery: Recovery = field(default_factory=Recovery)
     interrupted: bool = False
@@ -419,9 +419,13 @@ class Worker:
         sink = StatsSink(
             open_event_sink(settings.event_log_file or None, self._event_queue(settings, local))
         )
-        stats = queue.stats()
-        total = (completed_before + stats.remaining + stats.dead) if local else None
-        view = ProgressView(total, completed_before + (stats.dead if local else 0))
+        # A local run's SQLite queue counts its tasks; a shared queue's counts are not needed
+        # here (and Pub/Sub's would be a read of its whole dead-letter subscription).
+        stats = queue.stats() if local else None
+        left = None if stats is None else stats.remaining
+        dead = 0 if stats is None else stats.dead
+        total = None if left is None else completed_before + left + dead
+        view = ProgressView(total, completed_before + dead)
         supervisor = Supervisor(
             queue,
             self.process_task,
@@ -437,7 +441,7 @@ class Worker:
         restore = install_signal_handlers(supervisor.stopping)
         log.info(
             "running %s with %d simultaneous tasks (events: %s)",
-            counted(stats.remaining, "task") if local else redact(settings.queue or ""),
+            counted(left, "task") if left is not None else redact(settings.queue or ""),
             settings.num_simultaneous_tasks,
             settings.event_log_file or "off",
         )

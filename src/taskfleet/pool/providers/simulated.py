@@ -12,6 +12,11 @@ calls.
 The work is fluid: the queue's remaining tasks fall by the running task slots divided by the
 time a task takes. A machine is paid from its start request until it is gone (terminated,
 preempted, or powered off by its worker after the queue stayed empty for its idle time).
+
+A world made with `counts_tasks=False` has a queue that cannot count (as Pub/Sub): its stats
+say unknown, and the manager learns of the work only from the events (`SimulatedEventWatch`):
+each working machine's sign of life, the workers that stopped idle and, when it knows what
+was loaded (as `taskfleet run` does), the tasks left.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ class WorldSettings:
     api_calls_per_minute: int | None = None  # beyond this, starts are refused (rate limit)
     exit_when_idle: float = 60.0  # a worker powers its machine off after this long idle
     seed: int = 0
+    counts_tasks: bool = True  # False: the queue's stats say unknown (as Pub/Sub's)
 
 
 @dataclass
@@ -85,6 +91,8 @@ class SimulatedWorld:
     api_calls: int = 0
     refused_capacity: int = 0
     refused_rate: int = 0
+    #: machines whose worker stopped idle (and powered the machine off)
+    stopped_idle: set[str] = field(default_factory=set)
     #: (time, machines paid for, task slots at work) after each advance of the clock.
     samples: list[tuple[float, int, int]] = field(default_factory=list)
 
@@ -141,6 +149,8 @@ class SimulatedWorld:
         self._hourly += spec.price
         self._paying += 1
         self._schedule(ready_at, "ready", spec.name)
+        if self.remaining == 0:  # started after the work: its worker finds nothing to do
+            self._schedule(ready_at + self.settings.exit_when_idle, "idle", spec.name)
         if spec.spot and self.settings.preemptions_per_hour > 0:
             life = self.rng.expovariate(self.settings.preemptions_per_hour / 3600)
             self._schedule(ready_at + life, "preempt", spec.name)
@@ -189,7 +199,8 @@ class SimulatedWorld:
                 self.cost_after_empty += hourly * (until - empty) / 3600
                 for name, m in self.machines.items():
                     if m.gone_at is None:
-                        self._schedule(empty + self.settings.exit_when_idle, "idle", name)
+                        idle_from = max(empty, m.ready_at)
+                        self._schedule(idle_from + self.settings.exit_when_idle, "idle", name)
             else:
                 self.remaining -= rate * span
         self.now = until
@@ -210,6 +221,7 @@ class SimulatedWorld:
                     self.preempted += 1
                     self.remove(name)
                 elif kind == "idle" and self.remaining == 0:
+                    self.stopped_idle.add(name)
                     self.remove(name)
             self._flow(until)
             self.samples.append((self.now, self._paying, self._slots))
@@ -229,16 +241,47 @@ class VirtualClock:
 
 
 class SimulatedQueue:
-    """The queue as the manager sees it: its counts."""
+    """The queue as the manager sees it: its counts (unknown when the world's queue cannot
+    count); `stats_calls` counts what it was asked."""
 
     def __init__(self, world: SimulatedWorld) -> None:
         self.world = world
+        self.stats_calls = 0
+
+    @property
+    def counts_tasks(self) -> bool:
+        return self.world.settings.counts_tasks
 
     def stats(self) -> QueueStats:
+        self.stats_calls += 1
+        if not self.counts_tasks:
+            return QueueStats(visible=None, leased=None, delayed=None, dead=0, approximate=True)
         return QueueStats(visible=math.ceil(self.world.remaining), leased=0, delayed=0, dead=0)
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+class SimulatedEventWatch:
+    """The job's events as the manager sees them: a running machine's worker reports (so it
+    is never silent), a worker that found the queue empty stops idle, and, with
+    `knows_loaded` (as `taskfleet run`), the tasks left are loaded minus done."""
+
+    def __init__(self, world: SimulatedWorld, knows_loaded: bool = False) -> None:
+        self.world = world
+        self.knows_loaded = knows_loaded
+
+    def last_seen(self) -> dict[str, float]:
+        with self.world.lock:
+            running = InstanceState.RUNNING
+            return {n: self.world.now for n, m in self.world.machines.items() if m.state is running}
+
+    def remaining(self) -> int | None:
+        return math.ceil(self.world.remaining) if self.knows_loaded else None
+
+    def stopped_idle(self) -> set[str]:
+        with self.world.lock:
+            return set(self.world.stopped_idle)
 
 
 class SimulatedProvider(Provider):
