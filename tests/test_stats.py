@@ -434,3 +434,21 @@ def test_example_ids_without_a_task_file_follow_the_definitions(
     assert s.tasks_not_completed_examples == not_done[:10]
     assert s.tasks_completed_more_than_once_examples == multi[:10]
     assert s.dead_letter_examples == dead_open[:10]
+
+
+def test_hosts_whose_worker_stopped_idle() -> None:
+    """The pool's sign, on a queue that cannot count, that the work is over: a host's newest
+    run event is a stop for `idle` (in any order, in one batch or event by event)."""
+    events = [
+        ev("worker_started", 0, "a"),
+        ev("worker_stopped", 50, "a", reason="idle"),
+        ev("worker_started", 0, "b"),
+        ev("worker_stopped", 40, "b", reason="signal"),
+        ev("worker_started", 0, "c"),
+        ev("worker_stopped", 10, "c", reason="idle"),
+        ev("worker_started", 20, "c"),  # started again after its idle stop
+        ev("task_completed", 30, "d", task_id="t1", attempt=1, elapsed_time=1.0, retry=False),
+    ]
+    for one_by_one in (False, True):
+        assert fold(events, one_by_one=one_by_one).stopped_idle() == {"a"}
+        assert fold(events[::-1], one_by_one=one_by_one).stopped_idle() == {"a"}

@@ -273,6 +273,14 @@ def test_the_queue_commands(pubsub_endpoint: str, tmp_path: Path) -> None:
     assert status.returncode == 0, status.stderr
     counts = json.loads(status.stdout)
     assert (counts["dead"], counts["approximate"]) == (2, True)
+    # three tasks wait, but Pub/Sub cannot count them: unknown, never 0
+    unknown = {k: counts[k] for k in ("visible", "leased", "delayed", "remaining")}
+    assert unknown == dict.fromkeys(unknown) and counts["counts_tasks"] is False
+    table = _taskfleet("status", "--queue", url)
+    assert table.returncode == 0, table.stderr
+    rows = {line.split()[1]: line.split()[3] for line in table.stdout.splitlines() if "│" in line}
+    assert {rows[k] for k in ("visible", "leased", "delayed", "remaining")} == {"unknown"}
+    assert rows["dead"] == "2" and "cannot count its tasks" in table.stdout
     listing = _taskfleet("dead-letters", "--queue", url, "--json")
     letters = sorted(json.loads(line)["id"] for line in listing.stdout.splitlines())
     assert len(letters) == 2, listing.stderr

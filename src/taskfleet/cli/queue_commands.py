@@ -206,10 +206,7 @@ def status(queue_url: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(counts))
         return
-    title = redact(queue_url) + (" (approximate)" if stats.approximate else "")
-    if not queue.counts_tasks:
-        title += "\n(this queue counts only its dead letters)"
-    table = Table(title=title)
+    table = Table(title=redact(queue_url) + (" (approximate)" if stats.approximate else ""))
     table.add_column("state")
     table.add_column("tasks", justify="right")
     for key, value in stats.as_dict().items():
@@ -217,6 +214,8 @@ def status(queue_url: str, as_json: bool) -> None:
             continue
         table.add_row(key, "unknown" if value is None else f"{value:,}")
     out.print(table)
+    if not queue.counts_tasks:
+        out.print("this queue cannot count its tasks: it counts only its dead letters")
 
 
 @cli.command("purge")
