@@ -1,5 +1,6 @@
-"""Fixtures for the pool tests: a real redis-server (the queue's servers are shared with the
-queue tests, tests/queues/queue_servers.py) and a job file writer."""
+"""Fixtures for the pool tests: a real redis-server and Google's Pub/Sub emulator (the queue's
+servers are shared with the queue tests, tests/queues/queue_servers.py) and a job file
+writer."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "queues"))
 
-from queue_servers import ServerUnavailable, redis_server
+from queue_servers import ServerUnavailable, pubsub_emulator, redis_server
+
+
+def _unavailable(exc: ServerUnavailable) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{exc}; CI must test every backend", pytrace=False)
+    pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")
@@ -22,9 +29,17 @@ def redis_url() -> Iterator[str]:
         with redis_server() as url:
             yield url
     except ServerUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"{exc}; CI must test every backend", pytrace=False)
-        pytest.skip(str(exc))
+        _unavailable(exc)
+
+
+@pytest.fixture(scope="session")
+def pubsub_endpoint() -> Iterator[str]:
+    """`127.0.0.1:PORT` of Google's Pub/Sub emulator started for this test session."""
+    try:
+        with pubsub_emulator() as endpoint:
+            yield endpoint
+    except ServerUnavailable as exc:
+        _unavailable(exc)
 
 
 @pytest.fixture

@@ -331,3 +331,35 @@ def test_pubsub_away_is_an_outage_the_worker_rides_out(pubsub_endpoint: str) -> 
             q.receive(1, 10)
     finally:
         q.close()
+
+
+def test_a_local_run_on_pubsub_ends_after_its_delayed_retries(
+    pubsub_endpoint: str, tmp_path: Path
+) -> None:
+    """A run given `--task-file` and a Pub/Sub `--queue` loads it and drains it. The queue
+    cannot count what is left, so the run ends when nothing is left to lease, nothing runs and
+    the tasks it retried with a delay are visible again (never on a made-up 0)."""
+    from tests.worker.helpers import run_worker
+
+    url = f"pubsub://test-project/{_name()}?endpoint={pubsub_endpoint}"
+    task_file = tmp_path / "tasks.json"
+    actions = {"a": "ok", "b": "retry_once", "c": "ok"}
+    task_file.write_text(json.dumps([{"id": k, "data": {"action": v}} for k, v in actions.items()]))
+    result = run_worker(
+        tmp_path,
+        "--queue",
+        url,
+        "--task-file",
+        str(task_file),
+        "--backoff-base",
+        "2",
+        "--backoff-cap",
+        "2",
+        "--event-log-file",
+        "events.jsonl",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    done = [e["task_id"] for e in events if e["event_type"] == "task_completed" and not e["retry"]]
+    assert sorted(done) == ["a", "b", "c"]
+    assert "completed 3 tasks in this run" in result.stdout

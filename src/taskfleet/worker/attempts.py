@@ -172,6 +172,9 @@ class Attempts:
         self.hostname = hostname
         self.rng = rng or random.Random()
         self.last_settled = time.monotonic()
+        #: When the last task this run retried with a delay is visible again (monotonic): a
+        #: local run on a queue that cannot count is not over before then.
+        self.retries_hidden_until = 0.0
         self._pending: list[_Pending] = []
         self._unsettled: _Calls | None = None  # a batch an outage interrupted
 
@@ -377,6 +380,8 @@ class Attempts:
                 delay = self.policy.delay(message.attempt, self.rng)
                 if self.queue.retry(message, delay, error):
                     counts.retried += 1
+                    visible_at = time.monotonic() + delay
+                    self.retries_hidden_until = max(self.retries_hidden_until, visible_at)
                 else:
                     calls.refused.append((message, error))
                 done += 1

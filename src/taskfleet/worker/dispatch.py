@@ -32,6 +32,9 @@ log = logging.getLogger("taskfleet.worker")
 LOCAL_BUFFERED_WORK_SECONDS, LOCAL_MAX_PREFETCH = 0.1, 2048
 SHARED_BUFFERED_WORK_SECONDS, SHARED_MAX_PREFETCH = 0.02, 64
 RECEIVE_BATCH = 500
+#: How long after its delay a task retried on a queue that cannot count may take to show again
+#: (Pub/Sub rounds a delay up to whole seconds, and redelivers on its own schedule).
+REDELIVERY_GRACE = 3.0
 
 
 class Dispatch:
@@ -172,7 +175,13 @@ class Dispatch:
         """Nothing to lease: a local run may be done; a shared worker may have been idle long
         enough to exit; otherwise look again shortly."""
         if self.local_mode:
-            if idle:
+            if idle and not self.queue.counts_tasks:
+                # No count to read (Pub/Sub): nothing left to lease and nothing running, the
+                # run is over once the tasks it retried with a delay are visible again.
+                if now >= self.attempts.retries_hidden_until + REDELIVERY_GRACE:
+                    self.stopping.stop(StopReason.DONE)
+                    return
+            elif idle:
                 try:
                     stats = self.queue.stats()
                 except Exception as exc:
