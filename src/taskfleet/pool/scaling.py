@@ -166,11 +166,9 @@ def decide(obs: Observation, limits: Limits, memory: ScalingMemory) -> Decision:
         if empty_for >= limits.termination_delay:
             # Every machine not gone, stopping ones too: terminating them again is harmless,
             # and a machine stopped by hand would otherwise keep its disk (and its bill).
-            why = (
-                TerminateReason.QUEUE_EMPTY
-                if obs.remaining is not None
-                else (TerminateReason.WORKERS_IDLE)
-            )
+            why = TerminateReason.QUEUE_EMPTY
+            if obs.remaining is None:
+                why = TerminateReason.WORKERS_IDLE
             ending = [(i, why) for i in live]
             return Decision(terminate=ending, done=True, empty_for=empty_for)
         return Decision(empty_for=empty_for)
