@@ -24,6 +24,7 @@ BACKEND_MODULES: tuple[str, ...] = (
     "taskfleet.queues.redis",
     "taskfleet.queues.sqs",
     "taskfleet.queues.memory",
+    "taskfleet.queues.fq",
 )
 
 

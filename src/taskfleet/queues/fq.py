@@ -1,0 +1,646 @@
+"""The shared-filesystem queue: `fq:///path/to/dir`, a queue that is only a directory.
+
+For clusters that share a filesystem (NFS, Lustre, GPFS, a cluster's home directory) but run no
+queue service. No server and no lock: every change is one atomic `rename` of one file, so any
+number of workers on any number of hosts of that filesystem may share the queue. (A SQLite file
+must not be shared over NFS: its locks are not reliable there. This backend is what to use.)
+
+The directory holds one file per task, in the subdirectory of its state; a file's name carries
+what the state needs, so a listing is enough to count or choose, and its content is the task's
+JSON body, written once and never changed:
+
+    queue.json                 max_attempts, written once when the queue is created
+    queued/SEQ.ATTEMPTS.ID     visible now (SEQ: insertion time, so a listing is in order)
+    leased/TOKEN.ATTEMPT.ID    leased; the file's mtime is when the lease expires
+    delayed/DUE.ATTEMPTS.ID    a retry waiting for its time (DUE in the name)
+    dead/WHEN.ATTEMPTS.ID      dead letters; their last error in errors/ID
+    ids/ID                     an empty marker per id ever inserted (until a purge)
+    done/ID                    an empty marker per task acknowledged
+    counts/TOKEN.N             N ids a send skipped as already present
+    tmp/                       task files being written, before their rename into queued/
+
+- Insert: the id's marker is created with O_EXCL (an id already present is skipped and
+  counted), then the task is written under tmp/ and renamed into queued/, so a reader never
+  sees a partial file.
+- Lease: set the file's mtime to the lease's expiry, then rename it from queued/ to leased/
+  under a fresh random TOKEN. Of many hosts renaming the same file one succeeds; the others get
+  "no such file" and try the next. The receipt is the leased name, so a delivery whose lease
+  passed on to another consumer holds a name that no longer exists: its retry, release,
+  extend and dead letter change nothing. Extend sets the mtime again.
+- An expired lease (mtime in the past) is taken back the same way, renamed to a new TOKEN with
+  the next attempt, or to dead/ when it was the task's last attempt (reported by `receive`).
+- Ack deletes the leased file and marks the id done. A late ack whose lease passed on deletes
+  the task wherever it is leased or delayed now (the work is done).
+
+Assumptions, which the docs repeat: `rename` within one filesystem is atomic and fails with
+"no such file" for all but one of several hosts renaming the same source (POSIX, NFSv3 and v4,
+Lustre, GPFS); exclusive create (O_EXCL) is atomic (NFSv3 and later); the hosts' clocks agree
+to well within a lease (NTP), since a lease's expiry is one host's clock read by another; and a
+host sees another's change of a file's mtime within a small part of a lease (NFS attribute
+caches: keep leases well above `actimeo`). A skewed clock or a stale cache can only make a
+lease look expired early, which delivers the task twice: delivery is at least once, and the
+runtime renews leases long before they end. Purge and release-all are for when no worker runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+from urllib.parse import unquote
+
+import orjson
+
+from taskfleet._compat import StrEnum
+from taskfleet.errors import QueueURLError, TaskfleetError, path_error
+from taskfleet.queues.base import (
+    DeadLetter,
+    Message,
+    Queue,
+    QueueAddress,
+    QueueNotFoundError,
+    QueueStats,
+    Received,
+    SendInterrupted,
+    SendResult,
+    attempts_for_new_queue,
+    expired_lease_error,
+)
+from taskfleet.redact import redact
+from taskfleet.tasks import Task
+from taskfleet.tasks.model import task_id_problem
+
+META_FILE = "queue.json"
+_NS = 1_000_000_000
+#: How often `receive` looks for expired leases and due retries while queued tasks remain
+#: (always when none remain): at least this often, or a tenth of the lease if that is longer.
+_SCAN_EVERY_SECONDS = 1.0
+#: Consecutive files taken by others before the cached listing of queued/ is read again.
+_MISSES_BEFORE_RELIST = 32
+#: How many times one receive may read queued/ (its listing used up by other consumers).
+_LISTINGS_PER_RECEIVE = 3
+#: After losing a file to another consumer, a receiver skips a random number (below this) of
+#: the next names of its listing, so that consumers that listed together stop racing for the
+#: same files; the skipped files stay queued for the next listing.
+_SKIP_AFTER_MISS = 16
+#: The pause between looks at an empty queue while `receive` waits, first and longest.
+_FIRST_PAUSE, _LONGEST_PAUSE = 0.02, 0.5
+
+
+class State(StrEnum):
+    """A task's state, which is the subdirectory its file is in."""
+
+    QUEUED = "queued"
+    LEASED = "leased"
+    DELAYED = "delayed"
+    DEAD = "dead"
+
+
+class _Marks(StrEnum):
+    """Subdirectories that are not task states: markers, counters and files being written."""
+
+    IDS = "ids"
+    DONE = "done"
+    ERRORS = "errors"
+    COUNTS = "counts"
+    TMP = "tmp"
+
+
+class _Name(NamedTuple):
+    """A task file's name: KEY.ATTEMPTS.ID (KEY: a sequence, token or time, per state)."""
+
+    key: str
+    attempts: int
+    task_id: str
+
+    def __str__(self) -> str:
+        return f"{self.key}.{self.attempts}.{self.task_id}"
+
+
+def _parse(name: str) -> _Name | None:
+    """The parts of a task file's name; None for a file that is not ours (an NFS `.nfs*`)."""
+    if name.startswith("."):
+        return None
+    key, _, rest = name.partition(".")
+    attempts, _, task_id = rest.partition(".")
+    if not task_id or not attempts.isdigit():
+        return None
+    return _Name(key, int(attempts), task_id)
+
+
+def _hex_time(ns: int) -> str:
+    return f"{ns:016x}"
+
+
+def _names(directory: Path) -> list[str]:
+    """The names of a directory's entries, without hidden files."""
+    return [name for name in os.listdir(directory) if not name.startswith(".")]
+
+
+def _create_empty(path: Path) -> bool:
+    """Create an empty file if none is there; False if one was."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except FileExistsError:
+        return False
+    return True
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _rename(source: Path, target: Path) -> bool:
+    """Move one file; False if another consumer moved it first."""
+    try:
+        os.rename(source, target)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """The paths of one queue directory."""
+
+    root: Path
+
+    def state(self, state: State) -> Path:
+        return self.root / state.value
+
+    def mark(self, mark: _Marks) -> Path:
+        return self.root / mark.value
+
+    @property
+    def meta(self) -> Path:
+        return self.root / META_FILE
+
+    def all_subdirectories(self) -> list[Path]:
+        return [self.root / s.value for s in (*State, *_Marks)]
+
+
+class FileQueue(Queue):
+    """A queue in a directory of a shared filesystem; see the module docstring."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("fq",)
+    example_url: ClassVar[str] = "fq:///path/to/queue-dir"
+    name_in_query: ClassVar[bool] = False
+    exact_counts: ClassVar[bool] = True
+    idempotent_send: ClassVar[bool] = True
+    lists_leases: ClassVar[bool] = True
+    delayed_retry: ClassVar[bool] = True
+    dead_letter_store: ClassVar[bool] = True
+    reports_expired_dead_letters: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_attempts: int | None = None,
+        url: str | None = None,
+        create: bool = True,
+    ) -> None:
+        attempts = attempts_for_new_queue(max_attempts)
+        self.path = Path(path).expanduser()
+        self.name = str(path)
+        self.url = url or f"fq://{self.path}"
+        self._dirs = _Layout(self.path)
+        self._lock = threading.Lock()
+        self._queued: deque[str] = deque()  # a listing of queued/, taken from the left
+        self._last_scan = 0.0
+        self._tmp_prefix = f"{os.getpid()}.{secrets.token_hex(6)}."
+        self._tmp_count = 0
+        try:
+            if not self._dirs.meta.exists():
+                if not create:
+                    raise _not_found(self.path)
+                self._create(attempts)
+            self.max_attempts = self._read_max_attempts()
+        except OSError as exc:
+            raise path_error(
+                self.path, exc, "queue", "the directory must be readable and writable"
+            ) from None
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def parse_url(cls, url: str) -> QueueAddress:
+        """`fq:///abs/dir` (absolute), `fq://rel/dir` or `fq://~/dir`: the URL after `fq://`
+        is the queue's directory, whose last part follows the queue name rules."""
+        address = super().parse_url(url)
+        return QueueAddress(
+            address.url, address.parts, unquote(address.name), address.max_attempts, {}
+        )
+
+    @classmethod
+    def check_name(cls, name: str, url: str) -> None:
+        directory = unquote(name)
+        if not directory.strip("/"):
+            raise QueueURLError(f"{redact(url)!r}: the fq:// queue URL names no directory")
+        super().check_name(directory.rstrip("/").rsplit("/", 1)[-1], url)
+
+    @classmethod
+    def url_for(cls, address: QueueAddress, name: str) -> str:
+        return f"fq://{name}"
+
+    @classmethod
+    def event_queue_name(cls, name: str) -> str:
+        return f"{name.rstrip('/')}-events"
+
+    @classmethod
+    def from_address(
+        cls, address: QueueAddress, max_attempts: int | None, *, create: bool = True
+    ) -> FileQueue:
+        return cls(address.name, max_attempts=max_attempts, url=address.url, create=create)
+
+    @classmethod
+    def check_exists(cls, url: str) -> None:
+        path = Path(cls.parse_url(url).name).expanduser()
+        if not (path / META_FILE).exists():
+            raise _not_found(path)
+
+    def _create(self, max_attempts: int) -> None:
+        """Make the directories and write queue.json once: of hosts creating the same queue
+        at once, the first link wins and every one reads its max_attempts."""
+        for directory in self._dirs.all_subdirectories():
+            directory.mkdir(parents=True, exist_ok=True)
+        tmp = self._tmp_path()
+        tmp.write_bytes(orjson.dumps({"max_attempts": max_attempts, "created": time.time()}))
+        try:
+            os.link(tmp, self._dirs.meta)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+
+    def _read_max_attempts(self) -> int:
+        try:
+            return int(orjson.loads(self._dirs.meta.read_bytes())["max_attempts"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise TaskfleetError(
+                f"{self._dirs.meta}: not a taskfleet fq:// queue description (max_attempts)"
+            ) from None
+
+    def _tmp_path(self) -> Path:
+        with self._lock:
+            self._tmp_count += 1
+            count = self._tmp_count
+        return self._dirs.mark(_Marks.TMP) / f"{self._tmp_prefix}{count}"
+
+    # -- moving files -----------------------------------------------------------------------
+
+    def _write_into(self, target: Path, body: bytes) -> None:
+        """Write a file under tmp/ and rename it to `target`, so nobody reads it half done."""
+        tmp = self._tmp_path()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, body)
+        finally:
+            os.close(fd)
+        os.rename(tmp, target)
+
+    def _lease(self, source: Path, name: _Name, expiry_ns: int) -> Message | None:
+        """Take the file at `source` with a lease until `expiry_ns`, counting one attempt;
+        None if another consumer took it first."""
+        leased = _Name(secrets.token_hex(8), name.attempts + 1, name.task_id)
+        target = self._dirs.state(State.LEASED) / str(leased)
+        try:
+            # The expiry is set before the rename, so that the file never sits in leased/
+            # looking expired; and again after, in case a consumer that lost the race set its own.
+            os.utime(source, ns=(expiry_ns, expiry_ns))
+            os.rename(source, target)
+            os.utime(target, ns=(expiry_ns, expiry_ns))
+            with open(target, "rb") as file:
+                body = file.read()
+        except FileNotFoundError:
+            return None
+        return Message(Task.from_json(body), str(leased), leased.attempts)
+
+    def _bury(self, source: Path, name: _Name, error: str | None) -> bool:
+        """Move a task to the dead letters with its error; False if it was not at `source`."""
+        dead = _Name(_hex_time(time.time_ns()), name.attempts, name.task_id)
+        if not _rename(source, self._dirs.state(State.DEAD) / str(dead)):
+            return False
+        errors = self._dirs.mark(_Marks.ERRORS) / name.task_id
+        if error is None:
+            _unlink(errors)
+        else:
+            self._write_into(errors, error.encode("utf-8"))
+        return True
+
+    def _requeue(self, source: Path, name: _Name, attempts: int, first: bool = False) -> bool:
+        """Make a task visible now (`first`: before everything queued, as a release does)."""
+        key = _hex_time(0 if first else time.time_ns())
+        queued = str(_Name(key, attempts, name.task_id))
+        if not _rename(source, self._dirs.state(State.QUEUED) / queued):
+            return False
+        with self._lock:
+            if first:
+                self._queued.appendleft(queued)
+            else:
+                self._queued.append(queued)
+        return True
+
+    def _mark_done(self, task_id: str) -> None:
+        _create_empty(self._dirs.mark(_Marks.DONE) / task_id)
+
+    # -- receive ----------------------------------------------------------------------------
+
+    def _next_queued(self, listings: int) -> tuple[str | None, int]:
+        """The next name from the cached listing of queued/, reading the directory again when
+        the listing is used up, at most `_LISTINGS_PER_RECEIVE` times per receive (`listings`
+        counts this receive's) and not after a listing found nothing."""
+        with self._lock:
+            if not self._queued and 0 <= listings < _LISTINGS_PER_RECEIVE:
+                self._queued = deque(sorted(_names(self._dirs.state(State.QUEUED))))
+                listings = listings + 1 if self._queued else -1
+            return (self._queued.popleft() if self._queued else None), listings
+
+    def _lease_queued(self, received: Received, want: int, expiry_ns: int) -> None:
+        queued = self._dirs.state(State.QUEUED)
+        listings = 0
+        misses = 0
+        while len(received) < want:
+            name_text, listings = self._next_queued(listings)
+            if name_text is None:
+                return
+            name = _parse(name_text)
+            message = None if name is None else self._lease(queued / name_text, name, expiry_ns)
+            if message is not None:
+                received.append(message)
+                misses = 0
+                continue
+            misses += 1
+            with self._lock:
+                if misses >= _MISSES_BEFORE_RELIST:
+                    self._queued.clear()  # others took these: read the directory again
+                    misses = 0
+                for _ in range(min(random.randrange(_SKIP_AFTER_MISS), len(self._queued))):
+                    self._queued.popleft()
+
+    def _scan(self, received: Received, want: int, now_ns: int, expiry_ns: int) -> None:
+        """Take back expired leases (dead-lettering those on their last attempt) and make
+        retries that are due visible."""
+        self._last_scan = time.monotonic()
+        leased = self._dirs.state(State.LEASED)
+        for entry in os.scandir(leased):
+            name = _parse(entry.name)
+            if name is None or len(received) >= want:
+                continue
+            try:
+                if entry.stat().st_mtime_ns > now_ns:
+                    continue
+            except FileNotFoundError:
+                continue
+            if name.attempts >= self.max_attempts:
+                letter = self._bury_expired(Path(entry.path), name)
+                if letter is not None:
+                    received.dead_lettered.append(letter)
+                continue
+            message = self._lease(Path(entry.path), name, expiry_ns)
+            if message is not None:
+                received.append(message)
+        delayed = self._dirs.state(State.DELAYED)
+        for name_text in _names(delayed):
+            name = _parse(name_text)
+            if name is not None and int(name.key, 16) <= now_ns:
+                self._requeue(delayed / name_text, name, name.attempts)
+
+    def _bury_expired(self, source: Path, name: _Name) -> DeadLetter | None:
+        """Dead-letter a task whose lease expired on its last attempt; None if another
+        consumer did first."""
+        error = expired_lease_error(name.attempts, self.max_attempts)
+        try:
+            task = Task.from_json(source.read_bytes())  # a task file never changes
+        except FileNotFoundError:
+            return None
+        if not self._bury(source, name, error):
+            return None
+        return DeadLetter(task, name.attempts, error)
+
+    def _receive_now(self, max_messages: int, lease_seconds: float) -> Received:
+        now_ns = time.time_ns()
+        expiry_ns = now_ns + int(lease_seconds * _NS)
+        received = Received()
+        every = max(_SCAN_EVERY_SECONDS, lease_seconds / 10)
+        scanned = time.monotonic() - self._last_scan >= every
+        if scanned:
+            self._scan(received, max_messages, now_ns, expiry_ns)
+        self._lease_queued(received, max_messages, expiry_ns)
+        if len(received) < max_messages and not scanned:
+            self._scan(received, max_messages, now_ns, expiry_ns)
+            self._lease_queued(received, max_messages, expiry_ns)
+        return received
+
+    # -- the protocol ---------------------------------------------------------------------
+
+    def send(self, tasks: Iterable[Task], batch_size: int = 0) -> SendResult:
+        """Insert tasks one file each as the iterable yields them; not one transaction, so a
+        failure part way raises `SendInterrupted` with the count inserted."""
+        result = SendResult()
+        ids = self._dirs.mark(_Marks.IDS)
+        queued = self._dirs.state(State.QUEUED)
+        try:
+            for task in tasks:
+                result.ids_seen += 1
+                problem = task_id_problem(task.id)
+                if problem is not None:
+                    raise TaskfleetError(f"cannot queue task {task.id!r}: {problem}")
+                if not _create_empty(ids / task.id):
+                    result.already_present += 1
+                    continue
+                name = _Name(_hex_time(time.time_ns()), 0, task.id)
+                self._write_into(queued / str(name), task.to_json())
+                result.inserted += 1
+        except Exception as exc:
+            self._count_duplicates(result.already_present)
+            raise SendInterrupted(result.inserted, exc, result.already_present) from exc
+        self._count_duplicates(result.already_present)
+        return result
+
+    def _count_duplicates(self, count: int) -> None:
+        if count:
+            _create_empty(self._dirs.mark(_Marks.COUNTS) / f"{secrets.token_hex(8)}.{count}")
+
+    def receive(self, max_messages: int, lease_seconds: float, wait_seconds: float = 0) -> Received:
+        if max_messages <= 0:
+            return Received()
+        deadline = time.monotonic() + max(0.0, wait_seconds)
+        pause = _FIRST_PAUSE
+        while True:
+            received = self._receive_now(max_messages, lease_seconds)
+            left = deadline - time.monotonic()
+            if received or received.dead_lettered or left <= 0:
+                return received
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, _LONGEST_PAUSE)
+
+    def ack(self, messages: Sequence[Message]) -> None:
+        leased = self._dirs.state(State.LEASED)
+        late: set[str] = set()
+        for message in messages:
+            if _unlink(leased / message.receipt):
+                self._mark_done(message.task_id)
+            else:
+                late.add(message.task_id)
+        if late:
+            for task_id in self._remove_ids(late, (State.LEASED, State.DELAYED)):
+                self._mark_done(task_id)
+
+    def _remove_ids(self, ids: set[str], states: Iterable[State]) -> list[str]:
+        """Delete the files of these ids in these states; the ids whose file was deleted."""
+        removed: list[str] = []
+        for state in states:
+            directory = self._dirs.state(state)
+            for name_text in _names(directory):
+                name = _parse(name_text)
+                if name is not None and name.task_id in ids and _unlink(directory / name_text):
+                    ids.discard(name.task_id)
+                    removed.append(name.task_id)
+        return removed
+
+    def retry(self, message: Message, delay_seconds: float = 0, error: str | None = None) -> bool:
+        source = self._dirs.state(State.LEASED) / message.receipt
+        name = _parse(message.receipt)
+        if name is None:
+            return True
+        if name.attempts >= self.max_attempts:
+            return not self._bury(source, name, error)
+        if delay_seconds <= 0:
+            self._requeue(source, name, name.attempts)
+            return True
+        due = _hex_time(time.time_ns() + int(delay_seconds * _NS))
+        _rename(
+            source, self._dirs.state(State.DELAYED) / str(_Name(due, name.attempts, name.task_id))
+        )
+        return True
+
+    def dead_letter(self, message: Message, error: str | None = None) -> None:
+        name = _parse(message.receipt)
+        if name is not None:
+            self._bury(self._dirs.state(State.LEASED) / message.receipt, name, error)
+
+    def release(self, messages: Sequence[Message]) -> None:
+        leased = self._dirs.state(State.LEASED)
+        for message in reversed(messages):  # each to the head: they keep their order
+            name = _parse(message.receipt)
+            if name is not None:
+                self._requeue(leased / message.receipt, name, max(0, name.attempts - 1), first=True)
+
+    def extend(self, messages: Sequence[Message], lease_seconds: float) -> None:
+        expiry_ns = time.time_ns() + int(lease_seconds * _NS)
+        leased = self._dirs.state(State.LEASED)
+        for message in messages:
+            # A lease that passed on is someone else's now: nothing to renew.
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(leased / message.receipt, ns=(expiry_ns, expiry_ns))
+
+    def stats(self) -> QueueStats:
+        now_ns = time.time_ns()
+        visible = len(_names(self._dirs.state(State.QUEUED)))
+        leased = delayed = 0
+        for entry in os.scandir(self._dirs.state(State.LEASED)):
+            try:
+                live = entry.stat().st_mtime_ns > now_ns
+            except FileNotFoundError:
+                continue
+            leased += live
+            visible += not live  # an expired lease is visible again
+        for name_text in _names(self._dirs.state(State.DELAYED)):
+            name = _parse(name_text)
+            if name is not None:
+                due = int(name.key, 16) > now_ns
+                delayed += due
+                visible += not due
+        duplicates = sum(int(n.rsplit(".", 1)[-1]) for n in _names(self._dirs.mark(_Marks.COUNTS)))
+        return QueueStats(
+            visible=visible,
+            leased=leased,
+            delayed=delayed,
+            dead=len(_names(self._dirs.state(State.DEAD))),
+            inserted=len(_names(self._dirs.mark(_Marks.IDS))),
+            completed=len(_names(self._dirs.mark(_Marks.DONE))),
+            duplicates_skipped=duplicates,
+        )
+
+    def dead_letters(self) -> Iterator[DeadLetter]:
+        dead = self._dirs.state(State.DEAD)
+        errors = self._dirs.mark(_Marks.ERRORS)
+        for name_text in sorted(_names(dead)):
+            name = _parse(name_text)
+            if name is None:
+                continue
+            try:
+                task = Task.from_json((dead / name_text).read_bytes())
+            except FileNotFoundError:
+                continue  # redriven meanwhile
+            try:
+                error: str | None = (errors / name.task_id).read_text("utf-8")
+            except FileNotFoundError:
+                error = None
+            yield DeadLetter(task, name.attempts, error)
+
+    def redrive(self, ids: Iterable[str] | None = None) -> int:
+        wanted = None if ids is None else set(ids)
+        dead = self._dirs.state(State.DEAD)
+        moved = 0
+        for name_text in sorted(_names(dead)):
+            name = _parse(name_text)
+            if name is None or (wanted is not None and name.task_id not in wanted):
+                continue
+            if self._requeue(dead / name_text, name, 0):
+                _unlink(self._dirs.mark(_Marks.ERRORS) / name.task_id)
+                moved += 1
+        return moved
+
+    def purge(self) -> None:
+        for directory in self._dirs.all_subdirectories():
+            for name in os.listdir(directory):
+                _unlink(directory / name)
+        with self._lock:
+            self._queued.clear()
+
+    def close(self) -> None:
+        """Nothing to release: no connection, no thread; the directory stays."""
+
+    # -- leases by id (release-all, the resumable local run) ---------------------------------
+
+    def leased_ids(self) -> list[str]:
+        names = (_parse(n) for n in _names(self._dirs.state(State.LEASED)))
+        return [name.task_id for name in names if name is not None]
+
+    def ack_ids(self, ids: Iterable[str]) -> int:
+        removed = self._remove_ids(set(ids), (State.LEASED, State.DELAYED, State.QUEUED))
+        for task_id in removed:
+            self._mark_done(task_id)
+        return len(removed)
+
+    def release_all(self) -> int:
+        leased = self._dirs.state(State.LEASED)
+        released = 0
+        for name_text in _names(leased):
+            name = _parse(name_text)
+            if name is not None:
+                released += self._requeue(
+                    leased / name_text, name, max(0, name.attempts - 1), first=True
+                )
+        return released
+
+
+def _not_found(path: Path) -> QueueNotFoundError:
+    return QueueNotFoundError(
+        f"no fq:// queue in {path} (no {META_FILE}); check the path (fq:///absolute/dir, "
+        "fq://relative/dir); only loading creates a queue"
+    )
