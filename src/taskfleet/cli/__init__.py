@@ -32,4 +32,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # Command modules register themselves on `cli` when imported.
-from taskfleet.cli import monitor_commands, queue_commands  # noqa: E402, F401
+from taskfleet.cli import monitor_commands, queue_commands, work_command  # noqa: E402, F401
