@@ -42,7 +42,11 @@ _ID_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 class NotATaskError(TaskfleetError):
-    """A message names something that is not marked as a task (or that cannot be imported)."""
+    """A message names something that is not marked as a task (or that cannot be imported).
+
+    Never retried, whatever the retry options: the task is dead-lettered at once."""
+
+    taskfleet_not_retryable = True  # taskfleet.worker.attempts.NOT_RETRYABLE
 
 
 def _import_path(obj: Any) -> str:

@@ -40,7 +40,10 @@ _INT64 = 2**63
 
 
 class PayloadError(TaskfleetError):
-    """A task's argument cannot be written in a queue message (or a message cannot be read)."""
+    """A task's argument cannot be written in a queue message (or a message cannot be read:
+    never retried, see `taskfleet.worker.attempts.NOT_RETRYABLE`)."""
+
+    taskfleet_not_retryable = True
 
 
 def _refuse(value: object, where: str) -> PayloadError:

@@ -31,7 +31,7 @@ from taskfleet.api.marking import as_task, run_call
 from taskfleet.queues import DeadLetter, Message, Queue, open_queue
 from taskfleet.redact import redact
 from taskfleet.tasks import Task
-from taskfleet.worker.attempts import Attempts, RetryPolicy, RunCounts
+from taskfleet.worker.attempts import NOT_RETRYABLE, Attempts, RetryPolicy, RunCounts
 
 log = logging.getLogger("taskfleet.api")
 
@@ -340,6 +340,7 @@ class TaskQueue:
                         "elapsed": elapsed,
                         "exception": f"{type(exc).__name__}: {exc}",
                         "stack_trace": traceback.format_exc(),
+                        "retryable": getattr(exc, NOT_RETRYABLE, False) is not True,
                     },
                 )
                 if verbose:
