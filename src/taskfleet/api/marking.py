@@ -49,8 +49,14 @@ class NotATaskError(TaskfleetError):
     taskfleet_not_retryable = True  # taskfleet.worker.attempts.NOT_RETRYABLE
 
 
+_IMPORT_PATHS: dict[Any, str] = {}
+
+
 def _import_path(obj: Any) -> str:
     """`module:qualname` of a module-level function or class, which a worker can import."""
+    known = _IMPORT_PATHS.get(obj)
+    if known is not None:
+        return known
     module = getattr(obj, "__module__", None)
     qualname = getattr(obj, "__qualname__", None)
     if not module or not qualname or "<locals>" in qualname or "<lambda>" in qualname:
@@ -58,14 +64,43 @@ def _import_path(obj: Any) -> str:
             f"{obj!r} cannot be a task: only functions and classes defined at the top level of "
             "a module (or in a class) can be found again by a worker"
         )
-    return f"{module}:{qualname}"
+    _IMPORT_PATHS[obj] = path = f"{module}:{qualname}"
+    return path
+
+
+@functools.cache
+def _id_prefix(call: str) -> str:
+    name = _ID_NAME.sub("-", call.rsplit(":", 1)[-1].rsplit(".", 1)[-1]).strip(".-")[:60]
+    return name or "task"
 
 
 def _content_id(call: str, data: dict[str, Any]) -> str:
     """An id derived from the call and its arguments: the callable's name and a hash."""
-    name = _ID_NAME.sub("-", call.rsplit(":", 1)[-1].rsplit(".", 1)[-1]).strip(".-")[:60]
     digest = hashlib.blake2b(orjson.dumps(data, option=orjson.OPT_SORT_KEYS), digest_size=16)
-    return f"{name or 'task'}-{digest.hexdigest()}"
+    return f"{_id_prefix(call)}-{digest.hexdigest()}"
+
+
+#: (callable, number of positional arguments, keyword names) -> the names of the positional
+#: arguments: a call's shape checked against the signature once, since only its shape can fail.
+_CHECKED_SHAPES: dict[tuple[Any, int, tuple[str, ...]], list[str]] = {}
+
+
+def _positional_names(target: Callable[..., Any], where: str, args: tuple[Any, ...],
+                      kwargs: dict[str, Any]) -> list[str]:  # fmt: skip
+    """The names of the positional arguments of a call, the call's shape checked once."""
+    shape = (target, len(args), tuple(kwargs))
+    names = _CHECKED_SHAPES.get(shape)
+    if names is None:
+        try:
+            bound = inspect.signature(target).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise PayloadError(f"{where}: {exc}") from None
+        except ValueError:  # no signature to check (a builtin): the names are positions
+            names = []
+        else:
+            names = list(bound.arguments)[: len(args)]
+        _CHECKED_SHAPES[shape] = names
+    return names
 
 
 def make_task(
@@ -75,19 +110,16 @@ def make_task(
     must fit the signature and be JSON (or a tagged type), else an error names the argument."""
     call = _import_path(target)
     where = f"task {call}"
+    names = _positional_names(target, where, args, kwargs)
     try:
-        bound = inspect.signature(target).bind(*args, **kwargs)
-    except TypeError as exc:
-        raise PayloadError(f"{where}: {exc}") from None
-    except ValueError:  # no signature to check (a builtin): the names are positions
-        bound = None
-    names = list(bound.arguments) if bound is not None else []
-    encoded_args = [
-        encode(value, f"{where}: argument {_arg_name(names, i)}") for i, value in enumerate(args)
-    ]
-    encoded_kwargs = {
-        key: encode(value, f"{where}: argument {key!r}") for key, value in kwargs.items()
-    }
+        encoded_args = [encode(value, None) for value in args]
+        encoded_kwargs = {key: encode(value, None) for key, value in kwargs.items()}
+    except PayloadError:  # again, to name the argument and the path inside it
+        for i, value in enumerate(args):
+            encode(value, f"{where}: argument {_arg_name(names, i)}")
+        for key, value in kwargs.items():
+            encode(value, f"{where}: argument {key!r}")
+        raise
     data = {"call": call, "args": encoded_args, "kwargs": encoded_kwargs}
     if task_id is None:
         task_id = _content_id(call, data)

@@ -62,9 +62,10 @@ def _sort_key(item: Any) -> bytes:
     return orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
 
 
-def encode(value: Any, where: str) -> Any:
-    """`value` as JSON, tagging the extra types; `where` names it in errors (`task f:
-    argument 'x'`), and grows with the path inside it."""
+def encode(value: Any, where: str | None) -> Any:
+    """`value` as JSON, tagging the extra types. `where` names it in errors (`task f:
+    argument 'x'`) and grows with the path inside it; None skips building those names (the
+    fast path: a caller that gets a `PayloadError` encodes again with a name to report)."""
     kind = type(value)
     if value is None or kind is str or kind is bool:
         return value
@@ -73,26 +74,35 @@ def encode(value: Any, where: str) -> Any:
     if kind is float:
         return value if math.isfinite(value) else {TAG: "float", "v": repr(value)}
     if kind is list:
-        return [encode(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return _items(value, where)
     if kind is dict:
         if all(type(k) is str for k in value) and TAG not in value:
-            return {k: encode(v, f"{where}[{k!r}]") for k, v in value.items()}
-        pairs = [
-            [encode(k, f"{where} (a key)"), encode(v, f"{where}[{k!r}]")] for k, v in value.items()
-        ]
+            return {k: encode(v, _at(where, k)) for k, v in value.items()}
+        pairs = [[encode(k, _key(where)), encode(v, _at(where, k))] for k, v in value.items()]
         return {TAG: "dict", "v": pairs}
     encoder = _ENCODERS.get(kind)
     if encoder is None:
-        raise _refuse(value, where)
+        raise _refuse(value, where or "an argument")
     return encoder(value, where)
 
 
-def _items(value: Any, where: str) -> list[Any]:
+def _at(where: str | None, key: Any) -> str | None:
+    return None if where is None else f"{where}[{key!r}]"
+
+
+def _key(where: str | None) -> str | None:
+    return None if where is None else f"{where} (a key)"
+
+
+def _items(value: Any, where: str | None) -> list[Any]:
+    if where is None:
+        return [encode(item, None) for item in value]
     return [encode(item, f"{where}[{i}]") for i, item in enumerate(value)]
 
 
-def _sorted_items(value: Any, where: str) -> list[Any]:
-    return sorted((encode(item, f"{where} (an item)") for item in value), key=_sort_key)
+def _sorted_items(value: Any, where: str | None) -> list[Any]:
+    inside = None if where is None else f"{where} (an item)"
+    return sorted((encode(item, inside) for item in value), key=_sort_key)
 
 
 _ENCODERS: dict[type, Callable[[Any, str], Any]] = {

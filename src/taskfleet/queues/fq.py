@@ -17,11 +17,12 @@ JSON body, written once and never changed:
     ids/ID                     an empty marker per id ever inserted (until a purge)
     done/ID                    an empty marker per task acknowledged
     counts/TOKEN.N             N ids a send skipped as already present
-    tmp/                       task files being written, before their rename into queued/
 
 - Insert: the id's marker is created with O_EXCL (an id already present is skipped and
-  counted), then the task is written under tmp/ and renamed into queued/, so a reader never
-  sees a partial file.
+  counted), then the task is written under a hidden name (`.NAME.tmp`, which every listing
+  skips) and renamed to its name in queued/, so a reader never sees a partial file. The rename
+  stays within the directory: a rename between directories takes a lock of the whole
+  filesystem on Linux, which would make the writing threads wait for each other.
 - Lease: set the file's mtime to the lease's expiry, then rename it from queued/ to leased/
   under a fresh random TOKEN. Of many hosts renaming the same file one succeeds; the others get
   "no such file" and try the next. The receipt is the leased name, so a delivery whose lease
@@ -45,6 +46,7 @@ runtime renews leases long before they end. Purge and release-all are for when n
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import random
 import secrets
@@ -52,7 +54,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 from urllib.parse import unquote
@@ -91,6 +95,8 @@ _LISTINGS_PER_RECEIVE = 3
 #: the next names of its listing, so that consumers that listed together stop racing for the
 #: same files; the skipped files stay queued for the next listing.
 _SKIP_AFTER_MISS = 16
+#: Threads that write a send's files, and tasks per chunk handed to one.
+SEND_THREADS, SEND_CHUNK = 8, 64
 #: The pause between looks at an empty queue while `receive` waits, first and longest.
 _FIRST_PAUSE, _LONGEST_PAUSE = 0.02, 0.5
 
@@ -111,7 +117,6 @@ class _Marks(StrEnum):
     DONE = "done"
     ERRORS = "errors"
     COUNTS = "counts"
-    TMP = "tmp"
 
 
 class _Name(NamedTuple):
@@ -140,12 +145,27 @@ def _hex_time(ns: int) -> str:
     return f"{ns:016x}"
 
 
-def _names(directory: Path) -> list[str]:
+class _Dir(str):
+    """A directory's path as text: `directory / name` is the text of the path inside it.
+
+    Plain strings rather than `pathlib.Path`, whose objects cost more than the system calls
+    they name on a fast filesystem, in the loops that touch a file per task."""
+
+    def __truediv__(self, name: str) -> str:
+        return f"{self}/{name}"
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def _names(directory: str) -> list[str]:
     """The names of a directory's entries, without hidden files."""
     return [name for name in os.listdir(directory) if not name.startswith(".")]
 
 
-def _create_empty(path: Path) -> bool:
+def _create_empty(path: str) -> bool:
     """Create an empty file if none is there; False if one was."""
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
@@ -154,7 +174,7 @@ def _create_empty(path: Path) -> bool:
     return True
 
 
-def _unlink(path: Path) -> bool:
+def _unlink(path: str) -> bool:
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -162,7 +182,7 @@ def _unlink(path: Path) -> bool:
     return True
 
 
-def _rename(source: Path, target: Path) -> bool:
+def _rename(source: str, target: str) -> bool:
     """Move one file; False if another consumer moved it first."""
     try:
         os.rename(source, target)
@@ -175,20 +195,20 @@ def _rename(source: Path, target: Path) -> bool:
 class _Layout:
     """The paths of one queue directory."""
 
-    root: Path
+    root: _Dir
 
-    def state(self, state: State) -> Path:
-        return self.root / state.value
+    def state(self, state: State) -> _Dir:
+        return _Dir(self.root / state.value)
 
-    def mark(self, mark: _Marks) -> Path:
-        return self.root / mark.value
+    def mark(self, mark: _Marks) -> _Dir:
+        return _Dir(self.root / mark.value)
 
     @property
-    def meta(self) -> Path:
+    def meta(self) -> str:
         return self.root / META_FILE
 
-    def all_subdirectories(self) -> list[Path]:
-        return [self.root / s.value for s in (*State, *_Marks)]
+    def all_subdirectories(self) -> list[_Dir]:
+        return [_Dir(self.root / s.value) for s in (*State, *_Marks)]
 
 
 class FileQueue(Queue):
@@ -216,14 +236,14 @@ class FileQueue(Queue):
         self.path = Path(path).expanduser()
         self.name = str(path)
         self.url = url or f"fq://{self.path}"
-        self._dirs = _Layout(self.path)
+        self._dirs = _Layout(_Dir(self.path))
         self._lock = threading.Lock()
         self._queued: deque[str] = deque()  # a listing of queued/, taken from the left
         self._last_scan = 0.0
         self._tmp_prefix = f"{os.getpid()}.{secrets.token_hex(6)}."
-        self._tmp_count = 0
+        self._tmp_count = itertools.count(1)  # next() is atomic: the send threads share it
         try:
-            if not self._dirs.meta.exists():
+            if not os.path.exists(self._dirs.meta):
                 if not create:
                     raise _not_found(self.path)
                 self._create(attempts)
@@ -275,43 +295,43 @@ class FileQueue(Queue):
         """Make the directories and write queue.json once: of hosts creating the same queue
         at once, the first link wins and every one reads its max_attempts."""
         for directory in self._dirs.all_subdirectories():
-            directory.mkdir(parents=True, exist_ok=True)
-        tmp = self._tmp_path()
-        tmp.write_bytes(orjson.dumps({"max_attempts": max_attempts, "created": time.time()}))
+            os.makedirs(directory, exist_ok=True)
+        tmp = self._tmp_path(self._dirs.root)
+        with open(tmp, "wb") as file:
+            file.write(orjson.dumps({"max_attempts": max_attempts, "created": time.time()}))
         try:
             os.link(tmp, self._dirs.meta)
         except FileExistsError:
             pass
         finally:
-            tmp.unlink()
+            os.unlink(tmp)
 
     def _read_max_attempts(self) -> int:
         try:
-            return int(orjson.loads(self._dirs.meta.read_bytes())["max_attempts"])
+            return int(orjson.loads(_read(self._dirs.meta))["max_attempts"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             raise TaskfleetError(
                 f"{self._dirs.meta}: not a taskfleet fq:// queue description (max_attempts)"
             ) from None
 
-    def _tmp_path(self) -> Path:
-        with self._lock:
-            self._tmp_count += 1
-            count = self._tmp_count
-        return self._dirs.mark(_Marks.TMP) / f"{self._tmp_prefix}{count}"
+    def _tmp_path(self, directory: _Dir) -> str:
+        """A hidden name, unique to this writer, in `directory`."""
+        return directory / f".{self._tmp_prefix}{next(self._tmp_count)}.tmp"
 
     # -- moving files -----------------------------------------------------------------------
 
-    def _write_into(self, target: Path, body: bytes) -> None:
-        """Write a file under tmp/ and rename it to `target`, so nobody reads it half done."""
-        tmp = self._tmp_path()
+    def _write_into(self, directory: _Dir, name: str, body: bytes) -> None:
+        """Write a file under a hidden name beside `target` and rename it to `target`, so that
+        nobody reads it half done."""
+        tmp = self._tmp_path(directory)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.write(fd, body)
         finally:
             os.close(fd)
-        os.rename(tmp, target)
+        os.rename(tmp, directory / name)
 
-    def _lease(self, source: Path, name: _Name, expiry_ns: int) -> Message | None:
+    def _lease(self, source: str, name: _Name, expiry_ns: int) -> Message | None:
         """Take the file at `source` with a lease until `expiry_ns`, counting one attempt;
         None if another consumer took it first."""
         leased = _Name(secrets.token_hex(8), name.attempts + 1, name.task_id)
@@ -322,25 +342,24 @@ class FileQueue(Queue):
             os.utime(source, ns=(expiry_ns, expiry_ns))
             os.rename(source, target)
             os.utime(target, ns=(expiry_ns, expiry_ns))
-            with open(target, "rb") as file:
-                body = file.read()
+            body = _read(target)
         except FileNotFoundError:
             return None
         return Message(Task.from_json(body), str(leased), leased.attempts)
 
-    def _bury(self, source: Path, name: _Name, error: str | None) -> bool:
+    def _bury(self, source: str, name: _Name, error: str | None) -> bool:
         """Move a task to the dead letters with its error; False if it was not at `source`."""
         dead = _Name(_hex_time(time.time_ns()), name.attempts, name.task_id)
         if not _rename(source, self._dirs.state(State.DEAD) / str(dead)):
             return False
-        errors = self._dirs.mark(_Marks.ERRORS) / name.task_id
+        errors = self._dirs.mark(_Marks.ERRORS)
         if error is None:
-            _unlink(errors)
+            _unlink(errors / name.task_id)
         else:
-            self._write_into(errors, error.encode("utf-8"))
+            self._write_into(errors, name.task_id, error.encode("utf-8"))
         return True
 
-    def _requeue(self, source: Path, name: _Name, attempts: int, first: bool = False) -> bool:
+    def _requeue(self, source: str, name: _Name, attempts: int, first: bool = False) -> bool:
         """Make a task visible now (`first`: before everything queued, as a release does)."""
         key = _hex_time(0 if first else time.time_ns())
         queued = str(_Name(key, attempts, name.task_id))
@@ -405,11 +424,11 @@ class FileQueue(Queue):
             except FileNotFoundError:
                 continue
             if name.attempts >= self.max_attempts:
-                letter = self._bury_expired(Path(entry.path), name)
+                letter = self._bury_expired(entry.path, name)
                 if letter is not None:
                     received.dead_lettered.append(letter)
                 continue
-            message = self._lease(Path(entry.path), name, expiry_ns)
+            message = self._lease(entry.path, name, expiry_ns)
             if message is not None:
                 received.append(message)
         delayed = self._dirs.state(State.DELAYED)
@@ -418,12 +437,12 @@ class FileQueue(Queue):
             if name is not None and int(name.key, 16) <= now_ns:
                 self._requeue(delayed / name_text, name, name.attempts)
 
-    def _bury_expired(self, source: Path, name: _Name) -> DeadLetter | None:
+    def _bury_expired(self, source: str, name: _Name) -> DeadLetter | None:
         """Dead-letter a task whose lease expired on its last attempt; None if another
         consumer did first."""
         error = expired_lease_error(name.attempts, self.max_attempts)
         try:
-            task = Task.from_json(source.read_bytes())  # a task file never changes
+            task = Task.from_json(_read(source))  # a task file never changes
         except FileNotFoundError:
             return None
         if not self._bury(source, name, error):
@@ -447,28 +466,54 @@ class FileQueue(Queue):
     # -- the protocol ---------------------------------------------------------------------
 
     def send(self, tasks: Iterable[Task], batch_size: int = 0) -> SendResult:
-        """Insert tasks one file each as the iterable yields them; not one transaction, so a
-        failure part way raises `SendInterrupted` with the count inserted."""
+        """Insert tasks one file each, read from the iterable a chunk at a time and written by
+        a few threads at once (each file is a few round trips to a network filesystem, which
+        threads overlap; at most a few chunks are in flight, so memory stays bounded). Not one
+        transaction: a failure part way raises `SendInterrupted` with the count inserted."""
+        size = max(1, batch_size or SEND_CHUNK)
         result = SendResult()
+        in_flight: deque[Future[_ChunkResult]] = deque()
+        error: BaseException | None = None
+        with ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="taskfleet-fq-send") as pool:
+            try:
+                iterator = iter(tasks)
+                while chunk := list(islice(iterator, size)):
+                    result.ids_seen += len(chunk)
+                    good, problem = _checked_ids(chunk)
+                    if good:
+                        in_flight.append(pool.submit(self._insert_chunk, good))
+                    if problem is not None:
+                        raise problem
+                    while len(in_flight) > 2 * SEND_THREADS:
+                        failed = _collect(in_flight.popleft(), result)
+                        if failed is not None:
+                            raise failed
+            except Exception as exc:
+                error = exc
+            while in_flight:  # every chunk handed out is counted, whatever stopped the send
+                failed = _collect(in_flight.popleft(), result)
+                error = error or failed
+        self._count_duplicates(result.already_present)
+        if error is not None:
+            raise SendInterrupted(result.inserted, error, result.already_present) from error
+        return result
+
+    def _insert_chunk(self, chunk: list[Task]) -> _ChunkResult:
+        """Insert tasks whose ids are checked: claim the id (O_EXCL), then write the file."""
         ids = self._dirs.mark(_Marks.IDS)
         queued = self._dirs.state(State.QUEUED)
+        done = _ChunkResult()
         try:
-            for task in tasks:
-                result.ids_seen += 1
-                problem = task_id_problem(task.id)
-                if problem is not None:
-                    raise TaskfleetError(f"cannot queue task {task.id!r}: {problem}")
+            for task in chunk:
                 if not _create_empty(ids / task.id):
-                    result.already_present += 1
+                    done.already_present += 1
                     continue
                 name = _Name(_hex_time(time.time_ns()), 0, task.id)
-                self._write_into(queued / str(name), task.to_json())
-                result.inserted += 1
-        except Exception as exc:
-            self._count_duplicates(result.already_present)
-            raise SendInterrupted(result.inserted, exc, result.already_present) from exc
-        self._count_duplicates(result.already_present)
-        return result
+                self._write_into(queued, str(name), task.to_json())
+                done.inserted += 1
+        except Exception as exc:  # reported with the counts of what went in
+            done.error = exc
+        return done
 
     def _count_duplicates(self, count: int) -> None:
         if count:
@@ -583,11 +628,11 @@ class FileQueue(Queue):
             if name is None:
                 continue
             try:
-                task = Task.from_json((dead / name_text).read_bytes())
+                task = Task.from_json(_read(dead / name_text))
             except FileNotFoundError:
                 continue  # redriven meanwhile
             try:
-                error: str | None = (errors / name.task_id).read_text("utf-8")
+                error: str | None = _read(errors / name.task_id).decode("utf-8")
             except FileNotFoundError:
                 error = None
             yield DeadLetter(task, name.attempts, error)
@@ -637,6 +682,32 @@ class FileQueue(Queue):
                     leased / name_text, name, max(0, name.attempts - 1), first=True
                 )
         return released
+
+
+@dataclass(slots=True)
+class _ChunkResult:
+    """What one thread's chunk of a send did, and the error that stopped it."""
+
+    inserted: int = 0
+    already_present: int = 0
+    error: BaseException | None = None
+
+
+def _collect(future: Future[_ChunkResult], result: SendResult) -> BaseException | None:
+    """Add a chunk's counts to the send's; its error, if it had one."""
+    done = future.result()
+    result.inserted += done.inserted
+    result.already_present += done.already_present
+    return done.error
+
+
+def _checked_ids(chunk: list[Task]) -> tuple[list[Task], TaskfleetError | None]:
+    """The tasks before the first whose id cannot be a file name, and the error for that one."""
+    for index, task in enumerate(chunk):
+        problem = task_id_problem(task.id)
+        if problem is not None:
+            return chunk[:index], TaskfleetError(f"cannot queue task {task.id!r}: {problem}")
+    return chunk, None
 
 
 def _not_found(path: Path) -> QueueNotFoundError:
