@@ -12,7 +12,8 @@ import pytest
 from tests.api.sample_tasks import Multiply, add, fail
 
 from taskfleet.api.task_queue import Count, TaskQueue
-from taskfleet.queues import QueueNotFoundError
+from taskfleet.errors import TaskfleetError
+from taskfleet.queues import QueueNotFoundError, SendInterrupted
 from taskfleet.queues.memory import drop_all_stores
 
 
@@ -117,3 +118,16 @@ def test_reading_a_queue_that_does_not_exist_says_so(tmp_path: Path) -> None:
 def test_approximate_counts_are_labelled() -> None:
     assert repr(Count(5, approximate=True)) == "~5" and Count(5, approximate=True) == 5
     assert repr(Count(5)) == "5"
+
+
+def test_an_item_that_is_not_a_task_stops_the_insert_after_those_before_it(url: str) -> None:
+    def items() -> Iterator[object]:
+        yield from (add.task(i, 0) for i in range(2500))  # more than one chunk
+        yield 42
+
+    tq = TaskQueue(url)
+    with pytest.raises(TaskfleetError, match="cannot insert 42") as info:
+        tq.insert(items())
+    inserted = info.value.inserted if isinstance(info.value, SendInterrupted) else 0
+    # all or nothing (SQLite, memory), or exactly what SendInterrupted says went in (fq)
+    assert tq.enqueued == inserted <= 2500

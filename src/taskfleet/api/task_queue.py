@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import queue as thread_queue
 import random
 import sys
 import threading
@@ -23,6 +24,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -42,6 +44,8 @@ POLL_WAIT_CAP = 20.0
 POLL_BATCH_MAX = 16
 #: A task shorter than this lets `poll` lease the next ones in a batch.
 SHORT_TASK_SECONDS = 0.05
+#: Tasks an insert makes per chunk in its maker thread, and chunks made ahead of the inserts.
+_CHUNK, _CHUNKS_AHEAD = 1024, 4
 #: How often an insert's progress line on a terminal is redrawn, in tasks.
 _PROGRESS_EVERY = 1024
 
@@ -399,10 +403,52 @@ def _is_single_task(item: Any) -> bool:
 
 
 def _converted(items: Iterable[Any], progress: _Progress | None) -> Iterator[Task]:
-    if progress is None:
-        for item in items:
-            yield as_task(item)
-        return
-    for item in items:
-        yield as_task(item)
-        progress.tick()
+    """The items as tasks, made in a thread a few chunks ahead of the caller's inserts.
+
+    Making a code-task is Python work, and the queue's insert mostly is not (SQLite, a socket,
+    a file system release the GIL), so the two overlap. An item that cannot be a task is
+    raised here, after the tasks before it."""
+    handoff: thread_queue.Queue[tuple[list[Task], BaseException | None]] = thread_queue.Queue(
+        _CHUNKS_AHEAD
+    )
+    stop = threading.Event()
+
+    def offer(chunk: list[Task], error: BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put((chunk, error), timeout=0.1)
+                return True
+            except thread_queue.Full:
+                continue
+        return False
+
+    def make() -> None:
+        iterator = iter(items)
+        chunk: list[Task] = []
+        try:
+            while True:
+                chunk = []
+                for item in islice(iterator, _CHUNK):
+                    chunk.append(as_task(item))
+                if not chunk:
+                    offer([], None)
+                    return
+                if not offer(chunk, None):
+                    return
+        except BaseException as exc:  # raised in the caller's thread, after the tasks before it
+            offer(chunk, exc)
+
+    threading.Thread(target=make, name="taskfleet-insert-maker", daemon=True).start()
+    try:
+        while True:
+            chunk, error = handoff.get()
+            for task in chunk:
+                yield task
+                if progress is not None:
+                    progress.tick()
+            if error is not None:
+                raise error
+            if not chunk:
+                return
+    finally:
+        stop.set()
