@@ -49,6 +49,8 @@ def test_one_file_per_task_in_the_directory_of_its_state(tmp_path: Path) -> None
     assert os.listdir(root / "leased") == []
     assert len(os.listdir(root / "queued")) == 1 and len(os.listdir(root / "dead")) == 1
     assert os.listdir(root / "done") == [first.task_id]
+    assert (root / "done" / first.task_id).stat().st_size == 0  # its body is not kept
+    assert sorted(os.listdir(root / "ids")) == ["a", "b", "c"]
     assert (root / "errors" / second.task_id).read_text() == "bad"
     (root / "queued" / ".left-by-a-killed-writer.tmp").write_bytes(b"{")
     assert [m.task_id for m in queue.receive(5, 30)] == ["c"]

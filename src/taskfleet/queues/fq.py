@@ -7,22 +7,22 @@ must not be shared over NFS: its locks are not reliable there. This backend is w
 
 The directory holds one file per task, in the subdirectory of its state; a file's name carries
 what the state needs, so a listing is enough to count or choose, and its content is the task's
-JSON body, written once and never changed:
+JSON body, written once and never changed (until the task is done, when it is emptied). The
+file has a second name, ids/ID, from its insert on:
 
     queue.json                 max_attempts, written once when the queue is created
     queued/SEQ.ATTEMPTS.ID     visible now (SEQ: insertion time, so a listing is in order)
     leased/TOKEN.ATTEMPT.ID    leased; the file's mtime is when the lease expires
     delayed/DUE.ATTEMPTS.ID    a retry waiting for its time (DUE in the name)
     dead/WHEN.ATTEMPTS.ID      dead letters; their last error in errors/ID
-    ids/ID                     an empty marker per id ever inserted (until a purge)
-    done/ID                    an empty marker per task acknowledged
+    ids/ID                     every id ever inserted (until a purge): the task's file again
+    done/ID                    the tasks acknowledged: their file, emptied
     counts/TOKEN.N             N ids a send skipped as already present
 
-- Insert: the id's marker is created with O_EXCL (an id already present is skipped and
-  counted), then the task is written under a hidden name (`.NAME.tmp`, which every listing
-  skips) and renamed to its name in queued/, so a reader never sees a partial file. The rename
-  stays within the directory: a rename between directories takes a lock of the whole
-  filesystem on Linux, which would make the writing threads wait for each other.
+- Insert: the task is written as ids/ID, created with O_EXCL (an id already present is
+  skipped and counted), then hard-linked into queued/ once whole, so a reader never sees a
+  partial file: two file operations per task. (A process killed between the two leaves the id
+  claimed and the task not queued: loading it again skips it.)
 - Lease: set the file's mtime to the lease's expiry, then rename it from queued/ to leased/
   under a fresh random TOKEN. Of many hosts renaming the same file one succeeds; the others get
   "no such file" and try the next. The receipt is the leased name, so a delivery whose lease
@@ -30,17 +30,20 @@ JSON body, written once and never changed:
   extend and dead letter change nothing. Extend sets the mtime again.
 - An expired lease (mtime in the past) is taken back the same way, renamed to a new TOKEN with
   the next attempt, or to dead/ when it was the task's last attempt (reported by `receive`).
-- Ack deletes the leased file and marks the id done. A late ack whose lease passed on deletes
-  the task wherever it is leased or delayed now (the work is done).
+- Ack renames the leased file to done/ID and empties it. A late ack whose lease passed on
+  completes the task wherever it is leased or delayed now (the work is done).
+- Small files that are not tasks (errors, queue.json) are written under a hidden name
+  (`.NAME.tmp`, which every listing skips) and renamed within their directory.
 
 Assumptions, which the docs repeat: `rename` within one filesystem is atomic and fails with
 "no such file" for all but one of several hosts renaming the same source (POSIX, NFSv3 and v4,
-Lustre, GPFS); exclusive create (O_EXCL) is atomic (NFSv3 and later); the hosts' clocks agree
-to well within a lease (NTP), since a lease's expiry is one host's clock read by another; and a
-host sees another's change of a file's mtime within a small part of a lease (NFS attribute
-caches: keep leases well above `actimeo`). A skewed clock or a stale cache can only make a
-lease look expired early, which delivers the task twice: delivery is at least once, and the
-runtime renews leases long before they end. Purge and release-all are for when no worker runs.
+Lustre, GPFS); exclusive create (O_EXCL) and hard links are atomic (NFSv3 and later); the
+hosts' clocks agree to well within a lease (NTP), since a lease's expiry is one host's clock
+read by another; and a host sees another's change of a file's mtime within a small part of a
+lease (NFS attribute caches: keep leases well above `actimeo`). A skewed clock or a stale cache
+can only make a lease look expired early, which delivers the task twice: delivery is at least
+once, and the runtime renews leases long before they end. Purge and release-all are for when
+no worker runs.
 """
 
 from __future__ import annotations
@@ -172,6 +175,12 @@ def _create_empty(path: str) -> bool:
     except FileExistsError:
         return False
     return True
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _unlink(path: str) -> bool:
@@ -326,7 +335,7 @@ class FileQueue(Queue):
         tmp = self._tmp_path(directory)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.write(fd, body)
+            _write_all(fd, body)
         finally:
             os.close(fd)
         os.rename(tmp, directory / name)
@@ -371,9 +380,6 @@ class FileQueue(Queue):
             else:
                 self._queued.append(queued)
         return True
-
-    def _mark_done(self, task_id: str) -> None:
-        _create_empty(self._dirs.mark(_Marks.DONE) / task_id)
 
     # -- receive ----------------------------------------------------------------------------
 
@@ -499,17 +505,24 @@ class FileQueue(Queue):
         return result
 
     def _insert_chunk(self, chunk: list[Task]) -> _ChunkResult:
-        """Insert tasks whose ids are checked: claim the id (O_EXCL), then write the file."""
+        """Insert tasks whose ids are checked: write the task as ids/ID, created only if no
+        file has that name (O_EXCL: the id is claimed once), then link it into queued/."""
         ids = self._dirs.mark(_Marks.IDS)
         queued = self._dirs.state(State.QUEUED)
         done = _ChunkResult()
         try:
             for task in chunk:
-                if not _create_empty(ids / task.id):
+                claim = ids / task.id
+                try:
+                    fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
                     done.already_present += 1
                     continue
-                name = _Name(_hex_time(time.time_ns()), 0, task.id)
-                self._write_into(queued, str(name), task.to_json())
+                try:
+                    _write_all(fd, task.to_json())
+                finally:
+                    os.close(fd)
+                os.link(claim, queued / str(_Name(_hex_time(time.time_ns()), 0, task.id)))
                 done.inserted += 1
         except Exception as exc:  # reported with the counts of what went in
             done.error = exc
@@ -534,27 +547,32 @@ class FileQueue(Queue):
 
     def ack(self, messages: Sequence[Message]) -> None:
         leased = self._dirs.state(State.LEASED)
-        late: set[str] = set()
-        for message in messages:
-            if _unlink(leased / message.receipt):
-                self._mark_done(message.task_id)
-            else:
-                late.add(message.task_id)
+        late = {m.task_id for m in messages if not self._complete(leased / m.receipt, m.task_id)}
         if late:
-            for task_id in self._remove_ids(late, (State.LEASED, State.DELAYED)):
-                self._mark_done(task_id)
+            self._complete_ids(late, (State.LEASED, State.DELAYED))
 
-    def _remove_ids(self, ids: set[str], states: Iterable[State]) -> list[str]:
-        """Delete the files of these ids in these states; the ids whose file was deleted."""
-        removed: list[str] = []
+    def _complete(self, source: str, task_id: str) -> bool:
+        """Move a task's file to done/ and empty it (its id stays claimed in ids/, the same
+        file); False if it was not at `source`."""
+        done = self._dirs.mark(_Marks.DONE) / task_id
+        if not _rename(source, done):
+            return False
+        os.truncate(done, 0)
+        return True
+
+    def _complete_ids(self, ids: set[str], states: Iterable[State]) -> int:
+        """Complete the tasks of these ids found in these states; how many."""
+        completed = 0
         for state in states:
             directory = self._dirs.state(state)
             for name_text in _names(directory):
                 name = _parse(name_text)
-                if name is not None and name.task_id in ids and _unlink(directory / name_text):
+                if name is None or name.task_id not in ids:
+                    continue
+                if self._complete(directory / name_text, name.task_id):
                     ids.discard(name.task_id)
-                    removed.append(name.task_id)
-        return removed
+                    completed += 1
+        return completed
 
     def retry(self, message: Message, delay_seconds: float = 0, error: str | None = None) -> bool:
         source = self._dirs.state(State.LEASED) / message.receipt
@@ -667,10 +685,7 @@ class FileQueue(Queue):
         return [name.task_id for name in names if name is not None]
 
     def ack_ids(self, ids: Iterable[str]) -> int:
-        removed = self._remove_ids(set(ids), (State.LEASED, State.DELAYED, State.QUEUED))
-        for task_id in removed:
-            self._mark_done(task_id)
-        return len(removed)
+        return self._complete_ids(set(ids), (State.LEASED, State.DELAYED, State.QUEUED))
 
     def release_all(self) -> int:
         leased = self._dirs.state(State.LEASED)
