@@ -4,9 +4,11 @@ measured in the same run.
 1. `TaskQueue(url).insert` of 100,000 code-tasks from a generator, into sqlite and fq (a
    directory under the temporary directory), in tasks/s; and python-task-queue's FileQueue
    inserting the same kind of task, if a Python with `task-queue` installed is given.
-2. `LocalTaskQueue(parallel=2)` over 10,000 tiny code-tasks against `multiprocessing.Pool(2)`
-   doing the same work (`imap_unordered`, chunksize 64); and python-task-queue's
-   `LocalTaskQueue(parallel=2)` if given.
+2. `LocalTaskQueue(parallel=2)` over 10,000 code-tasks against `multiprocessing.Pool(2)` doing
+   the same work (`imap_unordered`, chunksize 64), for two kinds of task: tiny (`i * 2`: no
+   work at all, so the ratio is the runtime's cost per task against a bare pipe's), and the
+   addition of benchmarks/bench_worker.py (add two numbers, write the result file, to
+   /dev/shm); and python-task-queue's `LocalTaskQueue(parallel=2)` on the tiny ones, if given.
 3. fq drain: two processes polling one fq:// queue of 20,000 tiny tasks, in tasks/s; and
    python-task-queue's FileQueue drained by two polling processes, if given.
 
@@ -21,6 +23,7 @@ Its runs use fewer tasks (its insert and drain are slow); every figure is a rate
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing
 import os
 import shutil
@@ -48,6 +51,17 @@ def tiny(i: int) -> int:
     return i * 2
 
 
+@taskfleet.task
+def addition(i: int, out_dir: str) -> int:
+    """The work of the addition example: add, write the result to a file of its own."""
+    total = i + 3 * i
+    path = f"{out_dir}/addition-{i:05d}.txt"
+    with open(path + ".tmp", "w") as file:
+        file.write(f"{i} + {3 * i} = {total}\n")
+    os.replace(path + ".tmp", path)
+    return total
+
+
 def _rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else float("inf")
 
@@ -68,17 +82,22 @@ def bench_insert(url: str) -> float:
 # -- 2. LocalTaskQueue against multiprocessing.Pool ------------------------------------------
 
 
-def bench_pool() -> float:
+def bench_pool(work: str, out_dir: str) -> float:
+    function = tiny if work == "tiny" else functools.partial(addition, out_dir=out_dir)
     start = time.perf_counter()
     with multiprocessing.get_context("fork").Pool(2) as pool:
-        for _ in pool.imap_unordered(tiny, range(LOCAL_N), chunksize=64):
+        for _ in pool.imap_unordered(function, range(LOCAL_N), chunksize=64):
             pass
     return _rate(LOCAL_N, time.perf_counter() - start)
 
 
-def bench_local() -> float:
+def bench_local(work: str, out_dir: str) -> float:
+    if work == "tiny":
+        tasks = (tiny.task(i) for i in range(LOCAL_N))
+    else:
+        tasks = (addition.task(i, out_dir) for i in range(LOCAL_N))
     start = time.perf_counter()
-    run = taskfleet.LocalTaskQueue(parallel=2).insert_all(tiny.task(i) for i in range(LOCAL_N))
+    run = taskfleet.LocalTaskQueue(parallel=2).insert_all(tasks)
     elapsed = time.perf_counter() - start
     assert run.completed == LOCAL_N, run.summary
     return _rate(LOCAL_N, elapsed)
@@ -196,12 +215,19 @@ def main() -> None:
         sqlite_rate = bench_insert(f"sqlite:///{work}/insert.db")
         fq_rate = bench_insert(f"fq://{work}/insert-fq")
         print(f"insert 100,000 code-tasks: sqlite {sqlite_rate:,.0f}/s, fq {fq_rate:,.0f}/s")
-        pool_rate = bench_pool()
-        local_rate = bench_local()
-        print(
-            f"LocalTaskQueue(parallel=2), 10,000 tiny tasks: {local_rate:,.0f}/s; "
-            f"multiprocessing.Pool(2) {pool_rate:,.0f}/s; ratio {local_rate / pool_rate:.2f}"
-        )
+        shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else work
+        local_rates = {}
+        for kind in ("tiny", "addition"):
+            out_dir = tempfile.mkdtemp(prefix="taskfleet-bench-api-", dir=shm)
+            pool_rate = bench_pool(kind, out_dir)
+            shutil.rmtree(out_dir)
+            out_dir = tempfile.mkdtemp(prefix="taskfleet-bench-api-", dir=shm)
+            rate = local_rates[kind] = bench_local(kind, out_dir)
+            shutil.rmtree(out_dir)
+            print(
+                f"LocalTaskQueue(parallel=2), 10,000 {kind} tasks: {rate:,.0f}/s; "
+                f"multiprocessing.Pool(2) {pool_rate:,.0f}/s; ratio {rate / pool_rate:.2f}"
+            )
         drain_rate = bench_drain(f"fq://{work}/drain-fq")
         print(f"fq drain, 2 polling processes, 20,000 tiny tasks: {drain_rate:,.0f}/s")
         if args.task_queue_python:
@@ -213,7 +239,7 @@ def main() -> None:
             print(
                 f"python-task-queue: FileQueue insert {tq_insert:,.0f}/s (fq ratio "
                 f"{fq_rate / tq_insert:.1f}); LocalTaskQueue(parallel=2) {tq_local:,.0f}/s "
-                f"(ratio {local_rate / tq_local:.1f}); FileQueue drain, 2 pollers "
+                f"(ratio {local_rates['tiny'] / tq_local:.1f}); FileQueue drain, 2 pollers "
                 f"{tq_drain_rate:,.0f}/s (fq ratio {drain_rate / tq_drain_rate:.1f})"
             )
     finally:
