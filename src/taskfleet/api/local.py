@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from taskfleet.api.marking import as_task, process_code_task
+from taskfleet.api.marking import as_task, is_one_task, process_code_task
 from taskfleet.tasks import Task
 
 if TYPE_CHECKING:
@@ -104,15 +104,16 @@ class LocalTaskQueue:
         self.worker_options = worker_options
         self._pending: list[Iterable[Any]] = []
 
-    def insert(self, tasks: Iterable[Any]) -> None:
-        """Add tasks to the next `execute` (iterables are read then, not now)."""
-        self._pending.append(tasks)
+    def insert(self, tasks: Iterable[Any] | Any) -> None:
+        """Add tasks (an iterable, or one task) to the next `execute`; iterables are read
+        then, not now."""
+        self._pending.append([tasks] if is_one_task(tasks) else tasks)
 
     def purge(self) -> None:
         """Forget the tasks inserted and not yet executed."""
         self._pending.clear()
 
-    def insert_all(self, tasks: Iterable[Any]) -> LocalRun:
+    def insert_all(self, tasks: Iterable[Any] | Any) -> LocalRun:
         """Insert and run at once (python-task-queue's name): `insert` then `execute`."""
         self.insert(tasks)
         return self.execute()

@@ -222,6 +222,12 @@ def as_task(item: Any) -> Task:
     )
 
 
+def is_one_task(item: Any) -> bool:
+    """Whether `item` is one task (rather than an iterable of them), for inserts that take
+    either."""
+    return isinstance(item, (Task, RegisteredTask, functools.partial, dict))
+
+
 def _short(item: Any) -> str:
     text = repr(item)
     return text if len(text) <= 80 else text[:77] + "..."

@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from taskfleet.api.marking import as_task, run_call
+from taskfleet.api.marking import as_task, is_one_task, run_call
 from taskfleet.queues import DeadLetter, Message, Queue, open_queue
 from taskfleet.redact import redact
 from taskfleet.tasks import Task
@@ -181,7 +181,7 @@ class TaskQueue:
         creating the queue if needed. Ids already in the queue are skipped and counted. A
         single task works too. On a terminal, a progress line counts the tasks (`total`: how
         many to expect, when `len()` cannot say)."""
-        items: Iterable[Any] = [tasks] if _is_single_task(tasks) else tasks
+        items: Iterable[Any] = [tasks] if is_one_task(tasks) else tasks
         if total is None and hasattr(items, "__len__"):
             total = len(items)  # type: ignore[arg-type]
         progress = _Progress(total) if sys.stderr.isatty() else None
@@ -300,6 +300,7 @@ class TaskQueue:
             if idle_seconds is not None:
                 wait = min(wait, max(0.0, idle_since + idle_seconds - time.monotonic()))
             received = queue.receive(want, lease_seconds, wait_seconds=wait)
+            counts.received += len(received)
             attempts.dead_lettered_by_queue(received.dead_lettered)
             if not received:
                 tries += 1
@@ -392,14 +393,6 @@ class TaskQueue:
     def redrive(self, ids: Iterable[str] | None = None) -> int:
         """Put dead letters (all, or these ids) back with fresh attempts; returns how many."""
         return self._open().redrive(ids)
-
-
-def _is_single_task(item: Any) -> bool:
-    from functools import partial
-
-    from taskfleet.api.marking import RegisteredTask
-
-    return isinstance(item, (Task, RegisteredTask, partial, dict))
 
 
 def _converted(items: Iterable[Any], progress: _Progress | None) -> Iterator[Task]:

@@ -420,23 +420,26 @@ class FileQueue(Queue):
         retries that are due visible."""
         self._last_scan = time.monotonic()
         leased = self._dirs.state(State.LEASED)
-        for entry in os.scandir(leased):
-            name = _parse(entry.name)
-            if name is None or len(received) >= want:
-                continue
-            try:
-                if entry.stat().st_mtime_ns > now_ns:
+        with os.scandir(leased) as entries:
+            for entry in entries:
+                if len(received) >= want:
+                    break
+                name = _parse(entry.name)
+                if name is None:
                     continue
-            except FileNotFoundError:
-                continue
-            if name.attempts >= self.max_attempts:
-                letter = self._bury_expired(entry.path, name)
-                if letter is not None:
-                    received.dead_lettered.append(letter)
-                continue
-            message = self._lease(entry.path, name, expiry_ns)
-            if message is not None:
-                received.append(message)
+                try:
+                    if entry.stat().st_mtime_ns > now_ns:
+                        continue
+                except FileNotFoundError:
+                    continue
+                if name.attempts >= self.max_attempts:
+                    letter = self._bury_expired(entry.path, name)
+                    if letter is not None:
+                        received.dead_lettered.append(letter)
+                    continue
+                message = self._lease(entry.path, name, expiry_ns)
+                if message is not None:
+                    received.append(message)
         delayed = self._dirs.state(State.DELAYED)
         for name_text in _names(delayed):
             name = _parse(name_text)
