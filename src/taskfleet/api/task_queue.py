@@ -125,6 +125,114 @@ class _Renewer:
         self._thread.join()
 
 
+class _Poll:
+    """One `TaskQueue.poll`: lease, run in this process, report each outcome to the attempt
+    owner; stop when told to (checked after every task) or when the queue stays empty."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        attempts: Attempts,
+        lease_seconds: float,
+        verbose: bool,
+        stop_fn: Callable[..., Any] | None,
+        max_tasks: int | None,
+    ) -> None:
+        self.queue = queue
+        self.attempts = attempts
+        self.lease_seconds = lease_seconds
+        self.verbose = verbose
+        self.stop_fn = stop_fn
+        self.max_tasks = max_tasks
+        self.renewer = _Renewer(queue, lease_seconds)
+        self.started = time.monotonic()
+        self.executed = 0
+        self.tries = 0  # empty receives in a row
+
+    def should_stop(self) -> bool:
+        if self.max_tasks is not None and self.executed >= self.max_tasks:
+            return True
+        return self.stop_fn is not None and _stop_requested(
+            self.stop_fn, self.executed, time.monotonic() - self.started, self.tries
+        )
+
+    def run(self, idle_seconds: float | None) -> None:
+        idle_since = time.monotonic()
+        batch = 1
+        while not self.should_stop():
+            want = batch if self.max_tasks is None else min(batch, self.max_tasks - self.executed)
+            wait = 0.0
+            if self.tries:
+                wait = min(POLL_WAIT_CAP, 0.1 * 2**self.tries) * random.random()
+            if idle_seconds is not None:
+                wait = min(wait, max(0.0, idle_since + idle_seconds - time.monotonic()))
+            received = self.queue.receive(want, self.lease_seconds, wait_seconds=wait)
+            self.attempts.counts.received += len(received)
+            self.attempts.dead_lettered_by_queue(received.dead_lettered)
+            if not received:
+                self.tries += 1
+                if idle_seconds is not None and time.monotonic() - idle_since >= idle_seconds:
+                    return
+                continue
+            self.tries = 0
+            self.renewer.hold(received)
+            slowest = self.run_batch(list(received))
+            self.attempts.settle()
+            idle_since = time.monotonic()
+            batch = min(batch * 2, POLL_BATCH_MAX) if slowest < SHORT_TASK_SECONDS else 1
+
+    def run_batch(self, messages: list[Message]) -> float:
+        """Run leased tasks one after the other; returns the longest one's seconds. The tasks
+        not started when told to stop (or on Ctrl-C) are given back, their attempt not
+        counted."""
+        slowest = 0.0
+        for index, message in enumerate(messages):
+            try:
+                elapsed = self.run_one(message)
+            except (KeyboardInterrupt, SystemExit):
+                self.give_back(messages[index:])
+                raise
+            self.renewer.done(message)
+            self.executed += 1
+            self.attempts.settle_if_due(time.monotonic())
+            slowest = max(slowest, elapsed)
+            if index + 1 < len(messages) and self.should_stop():
+                self.give_back(messages[index + 1 :])
+                break
+        return slowest
+
+    def run_one(self, message: Message) -> float:
+        """Run one task and report how it ended; returns its seconds."""
+        pid = os.getpid()
+        begun = time.monotonic()
+        try:
+            result = run_call(message.task.data)
+        except Exception as exc:
+            elapsed = time.monotonic() - begun
+            raw = {
+                "elapsed": elapsed,
+                "exception": f"{type(exc).__name__}: {exc}",
+                "stack_trace": traceback.format_exc(),
+                "retryable": getattr(exc, NOT_RETRYABLE, False) is not True,
+            }
+            self.attempts.raised(message, 0, pid, raw)
+            if self.verbose:
+                print(f"{message.task_id}: {raw['exception']}", file=sys.stderr)
+            return elapsed
+        elapsed = time.monotonic() - begun
+        raw = {"retry": False, "elapsed": elapsed, **_result_fields(result)}
+        self.attempts.returned(message, 0, pid, raw)
+        if self.verbose:
+            print(f"{message.task_id}: done in {elapsed:.3f} s", file=sys.stderr)
+        return elapsed
+
+    def give_back(self, messages: list[Message]) -> None:
+        self.renewer.hold([])
+        self.attempts.settle()
+        self.queue.release(messages)
+        self.attempts.counts.released += len(messages)
+
+
 def _result_fields(result: Any) -> dict[str, Any]:
     """A task's result for its event: itself if JSON, else its str() and type name."""
     try:
@@ -261,106 +369,14 @@ class TaskQueue:
             counts,
             hostname=hostname(),
         )
-        renewer = _Renewer(queue, settings.lease_seconds)
+        poll = _Poll(queue, attempts, settings.lease_seconds, verbose, stop_fn, max_tasks)
         try:
-            self._poll_loop(queue, attempts, renewer, settings.lease_seconds, verbose, stop_fn,
-                            max_tasks, idle_seconds)  # fmt: skip
+            poll.run(idle_seconds)
         finally:
-            renewer.stop()
+            poll.renewer.stop()
             attempts.settle()
             sink.close()
         return counts
-
-    def _poll_loop(
-        self,
-        queue: Queue,
-        attempts: Attempts,
-        renewer: _Renewer,
-        lease_seconds: float,
-        verbose: bool,
-        stop_fn: Callable[..., Any] | None,
-        max_tasks: int | None,
-        idle_seconds: float | None,
-    ) -> None:
-        counts = attempts.counts
-        started = time.monotonic()
-        idle_since = started
-        tries = 0
-        batch = 1
-        while True:
-            executed = counts.completed + counts.failed_attempts
-            if max_tasks is not None and executed >= max_tasks:
-                return
-            if stop_fn is not None and _stop_requested(
-                stop_fn, executed, time.monotonic() - started, tries
-            ):
-                return
-            want = batch if max_tasks is None else min(batch, max_tasks - executed)
-            wait = 0.0 if tries == 0 else min(POLL_WAIT_CAP, 0.1 * 2**tries) * random.random()
-            if idle_seconds is not None:
-                wait = min(wait, max(0.0, idle_since + idle_seconds - time.monotonic()))
-            received = queue.receive(want, lease_seconds, wait_seconds=wait)
-            counts.received += len(received)
-            attempts.dead_lettered_by_queue(received.dead_lettered)
-            if not received:
-                tries += 1
-                if idle_seconds is not None and time.monotonic() - idle_since >= idle_seconds:
-                    return
-                continue
-            tries = 0
-            renewer.hold(received)
-            slowest = self._run_batch(queue, attempts, renewer, list(received), verbose)
-            attempts.settle()
-            idle_since = time.monotonic()
-            batch = min(batch * 2, POLL_BATCH_MAX) if slowest < SHORT_TASK_SECONDS else 1
-
-    @staticmethod
-    def _run_batch(
-        queue: Queue,
-        attempts: Attempts,
-        renewer: _Renewer,
-        messages: list[Message],
-        verbose: bool,
-    ) -> float:
-        """Run leased tasks one after the other; returns the longest one's seconds. Ctrl-C
-        gives the tasks not finished back (their attempt not counted) and stops."""
-        pid = os.getpid()
-        slowest = 0.0
-        for index, message in enumerate(messages):
-            begun = time.monotonic()
-            try:
-                result = run_call(message.task.data)
-            except (KeyboardInterrupt, SystemExit):
-                renewer.hold([])
-                attempts.settle()
-                queue.release(messages[index:])
-                raise
-            except Exception as exc:
-                elapsed = time.monotonic() - begun
-                attempts.raised(
-                    message,
-                    0,
-                    pid,
-                    {
-                        "elapsed": elapsed,
-                        "exception": f"{type(exc).__name__}: {exc}",
-                        "stack_trace": traceback.format_exc(),
-                        "retryable": getattr(exc, NOT_RETRYABLE, False) is not True,
-                    },
-                )
-                if verbose:
-                    print(f"{message.task_id}: {type(exc).__name__}: {exc}", file=sys.stderr)
-            else:
-                elapsed = time.monotonic() - begun
-                attempts.returned(
-                    message, 0, pid, {"retry": False, "elapsed": elapsed, **_result_fields(result)}
-                )
-                if verbose:
-                    print(f"{message.task_id}: done in {elapsed:.3f} s", file=sys.stderr)
-            renewer.done(message)
-            attempts.settle_if_due(time.monotonic())
-            slowest = max(slowest, elapsed)
-        return slowest
 
     # -- one task at a time, and the queue as a whole ------------------------------------------
 
