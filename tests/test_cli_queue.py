@@ -311,7 +311,7 @@ def test_dead_letters_and_redrive(tmp_path: Path, url: str) -> None:
     assert letters[0]["data"] == {"n": 0}
 
     one = run_taskfleet("redrive", "--queue", url, "--id", "task-00001")
-    assert "redrove 1 tasks" in one.stdout, one.stderr
+    assert "redrove 1 task" in one.stdout, one.stderr
     assert stats(url).dead == 2
     rest = run_taskfleet("redrive", "--queue", url)
     assert "redrove 2 tasks" in rest.stdout, rest.stderr

@@ -247,6 +247,7 @@ def test_event_queue_monitor_killed_and_restarted_loses_nothing(tmp_path: Path) 
     script = tmp_path / "producer.py"
     script.write_text(PRODUCER)
     n = 600
+    open_queue(task_queue).close()  # the job's queue exists (loaded) before workers send events
     producer = subprocess.Popen([sys.executable, str(script), task_queue, str(n)])
     args = [
         *CLI,

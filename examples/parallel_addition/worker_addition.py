@@ -4,7 +4,8 @@ Run locally (resumable: Ctrl-C and run again to finish what is left):
     python worker_addition.py --task-file addition_tasks.json
 
 Environment:
-    ADDITION_OUTPUT_DIR   where result files go (default "results")
+    ADDITION_OUTPUT_DIR   where result files go (default "results"): a folder, or a cloud
+                          storage prefix such as gs://bucket/prefix or s3://bucket/prefix
     ADDITION_TASK_DELAY   seconds each task sleeps; negative: random up to that many
 """
 
@@ -14,16 +15,8 @@ import os
 import random
 import socket
 import time
-from pathlib import Path
 
-from taskfleet import Worker, WorkerData
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write to a temporary file, then rename: a reader never sees half a result."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+from taskfleet import Worker, WorkerData, storage
 
 
 def process_task(task_id: str, task_data: dict, worker_data: WorkerData) -> tuple[bool, str]:
@@ -33,17 +26,16 @@ def process_task(task_id: str, task_data: dict, worker_data: WorkerData) -> tupl
         delay = random.uniform(0, -delay)
     if delay:
         time.sleep(delay)
-    output_dir = Path(os.environ.get("ADDITION_OUTPUT_DIR") or "results")
-    output_dir.mkdir(parents=True, exist_ok=True)
     lines = [
         f"Process {os.getpid()} on {socket.gethostname()}",
         f"{num1} + {num2} = {num1 + num2}",
     ]
     if worker_data.received_termination_notice:
         lines.append("A termination notice arrived while this task ran")
-    path = output_dir / f"{task_id}.txt"
-    write_atomically(path, "\n".join(lines) + "\n")
-    return False, str(path)
+    # A local file is written whole through a temporary name; a cloud object is uploaded whole.
+    path = storage.join(os.environ.get("ADDITION_OUTPUT_DIR") or "results", f"{task_id}.txt")
+    storage.write_text(path, "\n".join(lines) + "\n")
+    return False, path
 
 
 if __name__ == "__main__":

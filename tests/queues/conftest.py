@@ -1,10 +1,11 @@
 """Fixtures for the queue tests: real servers and one fresh queue per test for each backend.
 
 `make_queue` is parametrized over the backends, so a test that takes it is a contract clause
-run against memory, sqlite, fq, redis, sqs (standard) and sqs-fifo. A new backend adds its row to
-`BACKENDS` and its branch to the `backend` fixture. Servers start once per session on free
-loopback ports. Without a server (no redis-server binary, no moto) those backends are skipped,
-unless the environment variable CI is set: there a missing server fails the run, so that a
+run against memory, sqlite, fq, redis, sqs (standard), sqs-fifo, and pubsub with and without
+exactly-once delivery (on Google's own emulator). A new backend adds its row to `BACKENDS` and
+its branch to the `backend` fixture. Servers start once per session on free loopback ports.
+Without a server (no redis-server binary, no moto, no Pub/Sub emulator) those backends are
+skipped, unless the environment variable CI is set: there a missing server fails the run, so that a
 green CI always means every backend was tested.
 """
 
@@ -17,12 +18,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from queue_servers import ServerUnavailable, moto_server, redis_server
+from queue_servers import ServerUnavailable, moto_server, pubsub_emulator, redis_server
 
 from taskfleet.queues import Queue, open_queue
 from taskfleet.queues.memory import drop_all_stores
 
-BACKENDS = ["memory", "sqlite", "fq", "redis", "sqs", "sqs-fifo"]
+BACKENDS = [
+    "memory",
+    "sqlite",
+    "fq",
+    "redis",
+    "sqs",
+    "sqs-fifo",
+    "pubsub",
+    "pubsub-exactly-once",
+]
 
 
 def _unavailable(reason: str) -> None:
@@ -51,16 +61,28 @@ def sqs_endpoint() -> Iterator[str]:
         _unavailable(str(exc))
 
 
+@pytest.fixture(scope="session")
+def pubsub_endpoint() -> Iterator[str]:
+    """`127.0.0.1:PORT` of Google's Pub/Sub emulator started for this test session."""
+    try:
+        with pubsub_emulator() as endpoint:
+            yield endpoint
+    except ServerUnavailable as exc:
+        _unavailable(str(exc))
+
+
 @dataclass
 class Backend:
     """What a contract test needs to know about the backend under test."""
 
     name: str
-    lease: float  # a short lease this backend honours (SQS: whole seconds)
+    lease: float  # a short lease this backend honours (SQS, Pub/Sub: whole seconds)
     url_for: Callable[[str], str]  # queue name -> URL
 
     def past_lease(self) -> float:
         """Seconds to sleep so that a lease of `self.lease` has surely expired."""
+        if self.name.startswith("pubsub"):
+            return self.lease + 0.6  # the emulator looks for expired deadlines now and then
         return self.lease + (0.3 if self.name.startswith("sqs") else 0.15)
 
 
@@ -82,6 +104,12 @@ def _backend(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> Backe
     if kind == "redis":
         base = request.getfixturevalue("redis_url")
         return Backend(kind, 0.3, lambda name: f"{base}/0?name={name}")
+    if kind.startswith("pubsub"):
+        host = request.getfixturevalue("pubsub_endpoint")
+        options = "&exactly_once=true" if kind == "pubsub-exactly-once" else ""
+        return Backend(
+            kind, 1.0, lambda name: f"pubsub://test-project/{name}?endpoint={host}{options}"
+        )
     endpoint = request.getfixturevalue("sqs_endpoint")
     suffix = ".fifo" if kind == "sqs-fifo" else ""
     return Backend(

@@ -3,7 +3,8 @@
 Shared by the pytest fixtures (tests/queues/conftest.py) and by the scripts in benchmarks/, so
 both run against the same kind of server: a real `redis-server` process, and moto's SQS in a
 thread of this process (`ThreadedMotoServer`), reached over HTTP through boto3's
-`endpoint_url` like a real SQS endpoint.
+`endpoint_url` like a real SQS endpoint (its S3 serves the cloud storage tests too), Google's
+own Pub/Sub emulator (a Java process), and a Cloud Storage emulator in a thread.
 """
 
 from __future__ import annotations
@@ -11,12 +12,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import selectors
 import shutil
+import signal
 import socket
+import struct
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 MOTO_ENV = {
     # Fake credentials: boto3's default chain must find some, and must never find real ones.
@@ -71,6 +77,177 @@ def redis_server(*options: str) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+class RestartableRedis:
+    """A redis-server that persists every write (`--appendonly yes --appendfsync always`) and
+    can be killed with SIGKILL and started again on the same port with the same data: a crash
+    and restart of the service, as a worker sees it. Use as a context manager."""
+
+    def __init__(self, workdir: Path, *options: str) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ServerUnavailable("redis-server is not installed (apt-get install redis-server)")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self._argv = [
+            binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "yes",
+            "--appendfsync", "always",
+            "--dir", str(workdir),
+            "--loglevel", "warning",
+            *options,
+        ]  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the server and wait until it has loaded its data (it answers PING)."""
+        import redis
+
+        self.process = subprocess.Popen(
+            self._argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        _wait_for_port(self.port, self.process)
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.exceptions.BusyLoadingError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, nothing flushed beyond what each write already synced."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> RestartableRedis:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class PausableProxy:
+    """A loopback TCP proxy in front of a server, in a thread of this process; `pause()` cuts
+    every connection and refuses new ones (the service is unreachable), `resume()` listens
+    again on the same port. `url_of(url)` rewrites a server's URL to go through the proxy."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._pairs: dict[socket.socket, socket.socket] = {}
+        self._selector = selectors.DefaultSelector()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="proxy", daemon=True)
+
+    def url_of(self, url: str) -> str:
+        return url.replace(f":{self.target[1]}", f":{self.port}", 1)
+
+    def __enter__(self) -> PausableProxy:
+        self.resume()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.pause()
+
+    def resume(self) -> None:
+        with self._lock:
+            if self._listener is not None:
+                return
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", self.port))
+            listener.listen(128)
+            listener.setblocking(False)
+            self._listener = listener
+            self._selector.register(listener, selectors.EVENT_READ)
+
+    def pause(self) -> None:
+        with self._lock:
+            if self._listener is not None:
+                self._selector.unregister(self._listener)
+                self._listener.close()
+                self._listener = None
+            for sock in list(self._pairs):
+                self._drop(sock)
+
+    def _drop(self, sock: socket.socket) -> None:
+        other = self._pairs.pop(sock, None)
+        for s in (sock, other):
+            if s is None:
+                continue
+            self._pairs.pop(s, None)
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(s)
+            with contextlib.suppress(OSError):  # a reset, as when a host goes away
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                ready = self._selector.select(0.005) if self._selector.get_map() else []
+                for key, _ in ready:
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    if sock is self._listener:
+                        self._accept(sock)
+                    elif sock in self._pairs:
+                        self._forward(sock)
+            if not ready:
+                time.sleep(0.001)
+
+    def _accept(self, listener: socket.socket) -> None:
+        with contextlib.suppress(BlockingIOError):
+            client, _ = listener.accept()
+            try:
+                upstream = socket.create_connection(self.target, 2)
+            except OSError:
+                client.close()
+                return
+            for s in (client, upstream):
+                s.setblocking(False)
+                self._selector.register(s, selectors.EVENT_READ)
+            self._pairs[client], self._pairs[upstream] = upstream, client
+
+    def _forward(self, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(sock)
+            return
+        other = self._pairs[sock]
+        other.setblocking(True)
+        try:
+            other.sendall(data)
+        except OSError:
+            self._drop(sock)
+        else:
+            other.setblocking(False)
 
 
 @contextlib.contextmanager
@@ -130,13 +307,95 @@ def _fix_moto_delete_race() -> None:
     sqs_models.Queue.delete_message = delete_message  # type: ignore[method-assign]
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+def _wait_for_port(
+    port: int,
+    process: subprocess.Popen[bytes],
+    timeout: float = 10,
+    log_path: Path | None = None,
+) -> None:
+    program = Path(str(process.args[0] if isinstance(process.args, list) else process.args)).name
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             err = process.stderr.read().decode() if process.stderr else ""
-            raise RuntimeError(f"redis-server exited with {process.returncode}: {err}")
+            if log_path is not None:
+                err = log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{program} exited with {process.returncode}: {err}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         time.sleep(0.02)
-    raise RuntimeError(f"redis-server did not listen on port {port} within {timeout} s")
+    raise RuntimeError(f"{program} did not listen on port {port} within {timeout} s")
+
+
+PUBSUB_EMULATOR_SCRIPT = Path(
+    "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
+)
+
+
+def _pubsub_emulator_command(port: int, workdir: str) -> list[str]:
+    """Google's Pub/Sub emulator: its own start script (as the Cloud SDK's Debian package
+    installs it), else `gcloud beta emulators pubsub start`."""
+    gcloud = shutil.which("gcloud")
+    script = PUBSUB_EMULATOR_SCRIPT
+    if gcloud is not None:
+        script = Path(gcloud).resolve().parents[1] / "platform/pubsub-emulator/bin" / script.name
+    if script.exists() and shutil.which("java"):
+        return [str(script), "--host=127.0.0.1", f"--port={port}"]
+    if gcloud is not None and shutil.which("java"):
+        return [
+            gcloud, "beta", "emulators", "pubsub", "start",
+            f"--host-port=127.0.0.1:{port}", f"--data-dir={workdir}", "--quiet",
+        ]  # fmt: skip
+    raise ServerUnavailable(
+        "Google's Pub/Sub emulator or Java is not installed (apt-get install "
+        "google-cloud-cli-pubsub-emulator default-jre-headless)"
+    )
+
+
+@contextlib.contextmanager
+def pubsub_emulator() -> Iterator[str]:
+    """Google's Pub/Sub emulator on 127.0.0.1; yields `HOST:PORT` (the `endpoint=` option of a
+    pubsub:// URL). It runs in its own process group, stopped as a whole."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="taskfleet-pubsub-") as workdir:
+        log_path = Path(workdir) / "emulator.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                _pubsub_emulator_command(port, workdir),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            _wait_for_port(port, process, timeout=60, log_path=log_path)
+            yield f"127.0.0.1:{port}"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@contextlib.contextmanager
+def gcs_emulator() -> Iterator[str]:
+    """A Google Cloud Storage emulator (`gcp-storage-emulator`, in memory) in a thread of this
+    process; yields its `http://127.0.0.1:PORT`, the value of `STORAGE_EMULATOR_HOST` (or the
+    `endpoint_url` option of gcsfs) that reaches it."""
+    try:
+        from gcp_storage_emulator.server import create_server
+    except ImportError as exc:
+        raise ServerUnavailable(
+            "gcp-storage-emulator is not installed (pip install gcp-storage-emulator)"
+        ) from exc
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.ERROR)
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()

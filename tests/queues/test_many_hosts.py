@@ -1,11 +1,13 @@
 """Many workers, many hosts: two worker processes, as if on two machines, drain one queue.
 
 Each worker is the parallel-addition example started with `--queue URL` and its own
-`TASKFLEET_HOSTNAME`, exactly as on two hosts sharing a Redis server, an SQS queue or an fq://
-directory on a shared filesystem. Then the
+`TASKFLEET_HOSTNAME`, exactly as on two hosts sharing a Redis server, an SQS queue, a Pub/Sub
+subscription or an fq:// directory on a shared filesystem. Then the
 same with one of them killed with SIGKILL (its whole process group, like a machine vanishing)
 halfway: its leased tasks must come back when their leases expire and be finished by the
-other. Every task must be completed; tasks run twice (at-least-once delivery) are counted.
+other. Every task must be completed; tasks run twice (at-least-once delivery) are counted, in
+the events and by `taskfleet monitor --queue`, which reads the events the workers sent to the
+job's event queue.
 """
 
 from __future__ import annotations
@@ -34,23 +36,25 @@ WORKER = REPO / "examples" / "parallel_addition" / "worker_addition.py"
 N = 2000
 # Lease seconds: short, so a takeover comes quickly. moto answers a call in tens of ms on a
 # queue of thousands (it scans every message), so SQS leases get a little more room.
-LEASE = {"redis": 2, "sqs": 3, "fq": 2}
+LEASE = {"redis": 2, "sqs": 3, "pubsub": 3, "fq": 2}
 HOSTS = ("host-a", "host-b")
 
 
-@pytest.fixture(params=["redis", "sqs", "fq"])
+@pytest.fixture(params=["redis", "sqs", "pubsub", "fq"])
 def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     name = f"many{uuid.uuid4().hex[:8]}"
     if request.param == "fq":
         return f"fq://{tmp_path}/{name}"
     if request.param == "redis":
         return f"{request.getfixturevalue('redis_url')}/0?name={name}"
+    if request.param == "pubsub":
+        return f"pubsub://test-project/{name}?endpoint={request.getfixturevalue('pubsub_endpoint')}"
     endpoint = request.getfixturevalue("sqs_endpoint")
     return f"sqs://{name}?region=us-east-1&endpoint_url={endpoint}"
 
 
 def lease_for(url: str) -> int:
-    return LEASE[url.split(":", 1)[0]]
+    return LEASE[url.split("://", 1)[0]]
 
 
 def addition_tasks() -> list[Task]:
@@ -129,6 +133,27 @@ def check_everything_done(workdir: Path, url: str) -> tuple[Counter[str], Counte
     return per_task, per_host
 
 
+def monitor(url: str, workdir: Path) -> dict[str, Any]:
+    """`taskfleet monitor --queue URL` after the run: it reads the job's event queue (where the
+    workers sent their events) until it stays empty, and returns its summary."""
+    proc = subprocess.run(
+        [
+            sys.executable, "-c", "from taskfleet.cli import main; main()",
+            "monitor", "--queue", url, "-o", str(workdir / "monitor.jsonl"),
+            "--idle-timeout", "3", "--json",
+        ],
+        capture_output=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    return orjson.loads(proc.stdout)
+
+
+def check_the_monitor_agrees(url: str, workdir: Path, per_task: Counter[str]) -> None:
+    summary = monitor(url, workdir)
+    assert summary["tasks_completed"] == N, summary
+    assert summary["tasks_completed_more_than_once"] == sum(1 for n in per_task.values() if n > 1)
+
+
 def load(url: str) -> None:
     queue = open_queue(url)
     assert queue.send(addition_tasks()).inserted == N
@@ -142,6 +167,7 @@ def test_two_hosts_drain_one_queue(queue_url: str, tmp_path: Path, record_proper
     for p in procs:
         assert p.returncode == 0, (p.stderr.read() if p.stderr else b"").decode()[-2000:]
     per_task, per_host = check_everything_done(tmp_path, queue_url)
+    check_the_monitor_agrees(queue_url, tmp_path, per_task)
     duplicates = sum(per_task.values()) - N
     record_property("duplicates", duplicates)
     print(f"completions per host {dict(per_host)}; tasks run more than once: {duplicates}")
@@ -164,6 +190,7 @@ def test_a_host_killed_halfway_loses_nothing(
     wait_all([survivor])
     assert survivor.returncode == 0, (survivor.stderr.read() if survivor.stderr else b"").decode()
     per_task, per_host = check_everything_done(tmp_path, queue_url)
+    check_the_monitor_agrees(queue_url, tmp_path, per_task)
     taken_over = [
         e
         for e in read_events(tmp_path)

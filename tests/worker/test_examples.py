@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 from tests.worker.helpers import (
     ADDITION_DIR,
     REPO,
@@ -128,3 +130,76 @@ def test_rms_cloud_tasks_worker_ported_by_its_import(tmp_path: Path) -> None:
     assert len(done) == 200
     assert {e["result_type"] for e in done} == {"PosixPath"}
     assert {e["result"] for e in done} == {f"results/{t['id']}.txt" for t in tasks}
+
+
+def _example_copy(tmp_path: Path) -> Path:
+    """The parallel-addition folder as shipped, to run its scripts where they live."""
+    folder = tmp_path / "parallel_addition"
+    shutil.copytree(ADDITION_DIR, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return folder
+
+
+def test_generated_tasks_go_to_stdout_when_it_is_not_a_terminal(tmp_path: Path) -> None:
+    folder = _example_copy(tmp_path)
+    shipped = (folder / "addition_tasks.json").read_bytes()
+    script = folder / "generate_addition_tasks.py"
+    piped = run_worker(folder, "--count", "20", "--jsonl", script=script)
+    assert piped.returncode == 0, piped.stderr
+    lines = piped.stdout.splitlines()
+    assert len(lines) == 20 and json.loads(lines[0])["id"] == "addition-task-000001"
+    dashed = run_worker(folder, "--count", "3", "-o", "-", script=script)
+    assert len(json.loads(dashed.stdout)) == 3
+    assert (folder / "addition_tasks.json").read_bytes() == shipped
+
+
+def test_the_shipped_tasks_are_overwritten_only_with_force(tmp_path: Path) -> None:
+    folder = _example_copy(tmp_path)
+    shipped = (folder / "addition_tasks.json").read_bytes()
+    script = folder / "generate_addition_tasks.py"
+    refused = run_worker(folder, "--count", "5", "-o", "addition_tasks.json", script=script)
+    assert refused.returncode == 1 and "--force" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert (folder / "addition_tasks.json").read_bytes() == shipped
+    forced = run_worker(
+        folder, "--count", "5", "-o", "addition_tasks.json", "--force", script=script
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert len(json.loads((folder / "addition_tasks.json").read_text())) == 5
+
+
+def test_running_the_examples_in_their_folders_leaves_no_untracked_file(tmp_path: Path) -> None:
+    if subprocess.run(["git", "-C", str(REPO), "rev-parse"], capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    folder = _example_copy(tmp_path)
+    before = {p.relative_to(folder) for p in folder.rglob("*")}
+    tasks = json.loads((folder / "addition_tasks.json").read_text())[:20]
+    (folder / "few.json").write_text(json.dumps(tasks))  # a user's own task file: left alone
+    before.add(Path("few.json"))
+    runs = [
+        ("worker_addition.py", "--task-file", "few.json"),
+        (
+            "worker_addition.py",
+            "--task-file",
+            "few.json",
+            "--state",
+            "failures.db",
+            "--event-log-file",
+            "failures.jsonl",
+        ),
+    ]
+    for script, *args in runs:
+        proc = run_worker(folder, *args, script=folder / script)
+        assert proc.returncode == 0, proc.stderr
+    left = sorted(
+        str(Path("examples/parallel_addition") / p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file() and p.relative_to(folder) not in before
+    )
+    assert any(name.endswith("events.jsonl") for name in left), left
+    ignored = subprocess.run(
+        ["git", "-C", str(REPO), "check-ignore", "--no-index", "--stdin"],
+        input="\n".join(left),
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert sorted(ignored) == left

@@ -45,7 +45,7 @@ def test_success_is_completed_and_acked(tmp_path: Path) -> None:
     assert done["retry"] is False
     assert done["result"]["task"] == "a"
     assert done["attempt"] == 1 and done["elapsed_time"] >= 0
-    assert "completed 1 tasks in this run" in output
+    assert "completed 1 task in this run" in output
     with SQLiteQueue(tmp_path / "events.state.db") as queue:
         assert queue.stats().completed == 1
 

@@ -119,7 +119,8 @@ def test_chaos_random_child_kills_lose_nothing(tmp_path: Path) -> None:
     completed = [e["task_id"] for e in events if e["event_type"] == "task_completed"]
     assert set(completed) == {t["id"] for t in tasks}
     # duplicates are counted: every failed attempt shows in the summary
-    assert f"{len(exited):,} failed attempts ({len(exited):,} retried)" in out
+    plural = "" if len(exited) == 1 else "s"
+    assert f"{len(exited):,} failed attempt{plural} ({len(exited):,} retried)" in out
 
 
 def test_a_task_that_cannot_reach_a_child_is_dead_lettered_and_the_run_goes_on(

@@ -47,7 +47,7 @@ def test_asyncio_start_exits_as_run_does(tmp_path: Path) -> None:
     proc = run_worker(tmp_path, "--task-file", "tasks.json", script=_async_script(tmp_path))
     assert proc.returncode == 2, proc.stderr  # a dead letter, as Worker.run exits
     assert "asyncio.run returned" not in proc.stdout
-    assert "completed 1 tasks in this run" in proc.stdout
+    assert "completed 1 task in this run" in proc.stdout
     assert "dead-lettered" in proc.stderr and "Traceback" not in proc.stderr
     assert {e["event_type"] for e in read_events(tmp_path / "events.jsonl")} >= {
         "task_completed",
@@ -191,7 +191,7 @@ def test_no_event_log_to_file_runs_without_an_events_file(tmp_path: Path) -> Non
     proc = run_worker(tmp_path, "--task-file", "tasks.json", "--no-event-log-to-file")
     assert proc.returncode == 0, proc.stderr
     assert not (tmp_path / "events.jsonl").exists()
-    assert "completed 1 tasks in this run" in proc.stdout
+    assert "completed 1 task in this run" in proc.stdout
 
 
 RMS_FIELDS = [

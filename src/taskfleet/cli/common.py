@@ -16,7 +16,7 @@ def fail(message: str) -> None:
 
 
 def run_cli(group: click.Group, argv: list[str] | None) -> int:
-    """Run the click group; TaskfleetError becomes a message and exit code 1."""
+    """Run the click group; TaskfleetError and usage errors become a message and exit code 1."""
     try:
         group.main(args=argv, prog_name="taskfleet", standalone_mode=False)
     except TaskfleetError as exc:
@@ -27,7 +27,8 @@ def run_cli(group: click.Group, argv: list[str] | None) -> int:
         return 130
     except click.ClickException as exc:
         exc.show()
-        return exc.exit_code
+        # A usage error is 1, as every user error: click's 2 means dead letters here.
+        return 1 if isinstance(exc, click.UsageError) else exc.exit_code
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
     except KeyboardInterrupt:

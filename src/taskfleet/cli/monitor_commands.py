@@ -102,7 +102,7 @@ def monitor(
     from taskfleet.monitoring.live_view import LiveView, LogView
     from taskfleet.monitoring.monitor import FileSource, MonitorOptions, QueueSource, run_monitor
     from taskfleet.monitoring.statistics import EventStats
-    from taskfleet.monitoring.summary_text import format_summary
+    from taskfleet.monitoring.summary_text import counted, format_summary
 
     if (queue_url or event_queue) and events:
         raise TaskfleetError("give either events files or --queue/--event-queue, not both")
@@ -137,6 +137,7 @@ def monitor(
             from taskfleet.queues import event_queue_url
 
             event_queue = event_queue_url(queue_url or "")
+            _check_exists(queue_url or "", event_queue)
         source = QueueSource(event_queue, output_file, lease_seconds=lease_seconds)
         previous = source.read_previous(stats)
         if previous:
@@ -175,7 +176,7 @@ def monitor(
         from taskfleet.monitoring.monitor import write_remaining
 
         written = write_remaining(task_file, stats, remaining_out)
-        click.echo(f"wrote {written:,} tasks not completed to {remaining_out}", err=True)
+        click.echo(f"wrote {counted(written, 'task')} not completed to {remaining_out}", err=True)
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(summary.as_dict(), option=orjson.OPT_INDENT_2))
         sys.stdout.buffer.write(b"\n")
@@ -231,3 +232,21 @@ def report(
     if data.sampled:
         note = f" (timeline: {len(data.shown):,} of {len(data.attempts):,} attempts sampled)"
     click.echo(f"wrote {output}{note}" + (f" and {png}" if png else ""), err=True)
+
+
+def _check_exists(queue_url: str, event_queue: str) -> None:
+    """Refuse a task queue that does not exist, unless its event queue does: a mistyped one
+    would be watched forever. The event queue may not exist yet (workers create it with their
+    first event), and events may outlive their task queue."""
+    from taskfleet.queues import QueueNotFoundError, open_queue
+
+    try:
+        open_queue(queue_url, create=False).close()
+    except QueueNotFoundError:
+        try:
+            open_queue(event_queue, create=False).close()
+        except QueueNotFoundError:
+            pass
+        else:
+            return
+        raise

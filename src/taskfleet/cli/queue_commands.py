@@ -11,9 +11,11 @@ from rich.table import Table
 
 from taskfleet.cli import cli
 from taskfleet.errors import TaskfleetError
+from taskfleet.monitoring.summary_text import counted
 from taskfleet.queues import Queue, SendInterrupted, example_urls, open_queue
 from taskfleet.redact import redact
-from taskfleet.tasks.loading import load_tasks_into
+from taskfleet.tasks.load_retry import load_riding_out, outage_seconds_from_env
+from taskfleet.tasks.loading import stop_on_first_interrupt
 
 out = Console(highlight=False)
 
@@ -46,11 +48,22 @@ def open_existing_queue(queue_url: str) -> Queue:
     type=click.IntRange(min=1),
     help="Attempts before a task is dead-lettered; fixed when the queue is created (default 3).",
 )
+@click.option(
+    "--update",
+    is_flag=True,
+    help="Tasks already in the queue and not completed take the file's data (dead letters too: "
+    "`taskfleet redrive` then runs them with it); completed ones that differ are counted.",
+)
 def load_queue(
-    queue_url: str, task_file: str, skip: int, limit: int | None, max_attempts: int | None
+    queue_url: str,
+    task_file: str,
+    skip: int,
+    limit: int | None,
+    max_attempts: int | None,
+    update: bool,
 ) -> None:
     """Load tasks from a task file into a queue. Loading the same file twice is safe: tasks
-    already present are skipped and counted.
+    already present are skipped and counted (with --update, they take the file's data).
 
     \b
     Example:
@@ -69,6 +82,12 @@ def load_queue(
                 f"--max-attempts {max_attempts} applies only to a new queue",
                 err=True,
             )
+        if update and not queue.updates_data:
+            raise TaskfleetError(
+                f"{redact(queue_url)}: this kind of queue cannot give tasks already loaded new "
+                "data (--update works on sqlite queues); load the changed tasks under new ids, "
+                "or into a new queue"
+            )
         progress = Progress(
             TextColumn("loading"),
             BarColumn(bar_width=None),
@@ -77,22 +96,64 @@ def load_queue(
             console=Console(stderr=True),
             transient=True,
         )
-        with progress:
+        with progress, stop_on_first_interrupt() as stop:
             bar = progress.add_task("load", total=limit)
 
             try:
-                result = load_tasks_into(
+                result = load_riding_out(
                     queue,
                     task_file,
                     skip=skip,
                     limit=limit,
                     on_progress=lambda n: progress.update(bar, completed=n),
+                    update=update,
+                    outage_seconds=outage_seconds_from_env(),
+                    notify=lambda line: progress.console.print(redact(line), markup=False),
+                    stop=stop,
                 )
+            except SendInterrupted as exc:
+                if isinstance(exc.cause, KeyboardInterrupt):
+                    click.echo(_stopped_load_message(queue, exc.inserted), err=True)
+                    raise SystemExit(130) from None
+                raise TaskfleetError(_interrupted_load_message(queue, exc)) from None
             except TaskfleetError as exc:
                 raise TaskfleetError(_interrupted_load_message(queue, exc)) from None
-        out.print(f"inserted {result.inserted:,}, already present {result.already_present:,}")
+            except KeyboardInterrupt:
+                click.echo(_stopped_load_message(queue, 0), err=True)
+                raise SystemExit(130) from None
+        note = queue.load_note()
+        if note is None:
+            out.print(f"inserted {result.inserted:,}, already present {result.already_present:,}")
+        else:
+            out.print(f"accepted {result.inserted:,} ({note})")
+        if update:
+            changes = result.changes
+            out.print(
+                f"new data: {changes.updated:,} waiting, {changes.dead_updated:,} dead letters "
+                f"(`taskfleet redrive` runs them with it); {changes.completed_changed:,} "
+                "completed differ from the file and were left as they were"
+            )
     finally:
         queue.close()
+
+
+def _stopped_load_message(queue: Queue, sent: int) -> str:
+    """What a load stopped by Ctrl-C left in the queue."""
+    if sent == 0:
+        return "interrupted: nothing from this file was inserted"
+    again = _load_again(queue, "loading again skips them")
+    return f"interrupted: {sent:,} tasks from this file were sent before Ctrl-C; {again}"
+
+
+def _load_again(queue: Queue, skips: str) -> str:
+    """What loading the same file again does to the tasks a stopped load sent (`skips` where
+    the queue skips tasks it holds)."""
+    if queue.idempotent_send:
+        return skips
+    return (
+        "loading the file again sends them a second time (this queue does not skip tasks it "
+        "holds; workers then run them twice, and the monitor counts the repeats)"
+    )
 
 
 def _interrupted_load_message(queue: Queue, exc: TaskfleetError) -> str:
@@ -112,7 +173,7 @@ def _interrupted_load_message(queue: Queue, exc: TaskfleetError) -> str:
             return f"{redact(text)}\nnothing from this file was inserted; fix it and load it again."
         return (
             f"{redact(text)}\n{exc.inserted:,} tasks from this file were inserted before the "
-            "error; loading again after the fix skips them."
+            f"error; {_load_again(queue, 'loading again after the fix skips them')}."
         )
     if queue.atomic_send:
         return (
@@ -188,7 +249,7 @@ def release_all(queue_url: str) -> None:
         released = queue.release_all()
     finally:
         queue.close()
-    out.print(f"released {released:,} leased tasks")
+    out.print(f"released {counted(released, 'leased task')}")
 
 
 @cli.command("dead-letters")
@@ -243,4 +304,4 @@ def redrive(queue_url: str, ids: tuple[str, ...]) -> None:
         moved = queue.redrive(list(ids) if ids else None)
     finally:
         queue.close()
-    out.print(f"redrove {moved:,} tasks")
+    out.print(f"redrove {counted(moved, 'task')}")

@@ -27,6 +27,13 @@ import orjson
 from taskfleet.errors import path_error
 from taskfleet.events.schema import dumps_line
 
+
+class EventLogError(OSError):
+    """Writing the event log failed (a full disk, a quota, a read-only or failing file system,
+    a file made immutable): the events stay buffered, and the same write may succeed later.
+    The worker's outage owner pauses the run until it does."""
+
+
 #: An event queue is drained by the monitor; a message that keeps coming back (the monitor was
 #: killed before its ack, again and again) must not be dead-lettered after the task queue's usual
 #: 3 attempts, or events would silently go missing.
@@ -183,7 +190,7 @@ class FileEventSink(_BufferedSink):
             if self._fsync:
                 os.fsync(self._fd)
         except OSError as exc:  # name the file: a write has none of its own
-            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
+            raise EventLogError(exc.errno, exc.strerror, str(self.path)) from exc
 
     def _release(self) -> None:
         os.close(self._fd)
@@ -216,7 +223,18 @@ class QueueEventSink(_BufferedSink):
             self._buffer.append(task)
 
     def _write(self, tasks: list[Any]) -> None:
-        self._queue.send(tasks)
+        from taskfleet.errors import QueueUnavailableError
+        from taskfleet.queues.base import SendInterrupted
+
+        try:
+            self._queue.send(tasks)
+        except SendInterrupted as exc:
+            # The event queue is away: say so as itself. The whole batch stays buffered and is
+            # sent again (ids chosen at emit time: a backend that remembers ids skips those it
+            # took; others may hold an event twice, which the statistics count as a duplicate).
+            if isinstance(exc.cause, QueueUnavailableError):
+                raise exc.cause from None
+            raise
 
     def _release(self) -> None:
         self._queue.close()
@@ -315,6 +333,7 @@ def open_event_sink(
 
 __all__ = [
     "EVENT_QUEUE_MAX_ATTEMPTS",
+    "EventLogError",
     "EventSink",
     "FanOutSink",
     "FileEventSink",

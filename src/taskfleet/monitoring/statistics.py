@@ -51,6 +51,7 @@ from taskfleet.events.reader import (
     parse_timestamp,
 )
 from taskfleet.events.schema import EventType
+from taskfleet.monitoring.run_pauses import RUN_BOUNDS, RunPauses
 from taskfleet.monitoring.summary import (
     ElapsedSummary,
     HostSummary,
@@ -126,6 +127,7 @@ class EventStats:
         self.bad_lines = 0
         self.bad_line_examples: list[str] = []
         self._checkpoints: deque[tuple[float, int]] = deque(maxlen=256)
+        self._pauses = RunPauses()
         if expected_ids is not None:
             self.expect(expected_ids)
 
@@ -384,6 +386,8 @@ class EventStats:
                         if event_type in _WORKER_ERROR_TYPES:
                             message = get("exception")
                             group(self._worker_errors, kind_of(message), event, message)
+                        elif event_type in RUN_BOUNDS:
+                            self._pauses.add(get("timestamp"), event_type)
                         stamp = get("timestamp")
                         if stamp.__class__ is str and stamp > self._host_alive.get(hostname, ""):
                             self._host_alive[hostname] = stamp
@@ -643,8 +647,9 @@ class EventStats:
         except ValueError:
             first = last = None
         span = None if first is None or last is None else last - first
+        paused = min(self._pauses.paused_seconds(), span) if span else 0.0
         done = self.tasks_completed
-        rate = done / span if span else None
+        rate = done / (span - paused) if span and span > paused else None
         recent = self._recent_rate(last, done)
         not_completed = self.tasks_not_completed
         eta_rate = recent or rate
@@ -673,6 +678,7 @@ class EventStats:
             first_event=first_ts,
             last_event=last_ts,
             span_seconds=span,
+            paused_seconds=paused,
             completion_rate=rate,
             recent_rate=recent,
             eta_seconds=eta,

@@ -153,7 +153,8 @@ class Summary:
     first_event: str | None
     last_event: str | None
     span_seconds: float | None
-    completion_rate: float | None  # tasks per second over the whole span
+    paused_seconds: float  # of the span, while no worker ran between two runs
+    completion_rate: float | None  # tasks per second while workers ran (the span less pauses)
     recent_rate: float | None  # tasks per second over the last minute of events
     eta_seconds: float | None
     elapsed: ElapsedSummary

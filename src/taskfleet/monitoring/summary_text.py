@@ -14,6 +14,11 @@ if TYPE_CHECKING:
     from taskfleet.monitoring.summary import FailureGroup, Summary
 
 
+def counted(number: int, noun: str, plural: str | None = None) -> str:
+    """'1 task', '2 tasks', '10,000 tasks': a count with its noun in the right number."""
+    return f"{number:,} {noun if number == 1 else (plural or noun + 's')}"
+
+
 def seconds(value: float | None) -> str:
     """A duration for people: '0.042 s', '12.35 s', '1 h 02 min'."""
     if value is None:
@@ -51,10 +56,15 @@ def _groups(lines: list[str], title: str, groups: list[FailureGroup], limit: int
             message = ": " + g.example_message.strip().splitlines()[-1][:100]
         lines.append(f"    {g.kind:<{width}}  {g.count:>9,}{example}{message}")
     if len(groups) > limit:
-        lines.append(f"    ... {len(groups) - limit} more kinds")
+        lines.append(f"    ... {counted(len(groups) - limit, 'more kind')}")
 
 
-def format_summary(s: Summary, *, failures: int = 10) -> str:
+def format_summary(
+    s: Summary, *, failures: int = 10, queued: int | None = None, dead: int = 0
+) -> str:
+    """The summary as text. A worker's own summary covers only its run's events, so it gives
+    what its queue still holds (`queued` tasks to run, `dead` dead letters): the tasks not
+    completed are those, not only the ones this run's events mention."""
     lines = ["Summary:"]
     if s.tasks_in_task_file is not None:
         lines.append(
@@ -65,6 +75,10 @@ def format_summary(s: Summary, *, failures: int = 10) -> str:
             lines.append(
                 f"  Tasks in events but not in the task file: {s.tasks_not_in_task_file:,}"
             )
+    elif queued is not None:
+        lines.append(
+            f"  Tasks in this run's events: {s.tasks_seen:,}; completed: {s.tasks_completed:,}"
+        )
     else:
         lines.append(
             f"  Tasks seen in events: {s.tasks_seen:,}; completed: {s.tasks_completed:,}; "
@@ -78,7 +92,7 @@ def format_summary(s: Summary, *, failures: int = 10) -> str:
         f"  Dead letters: {s.dead_letters:,}" + _ids(s.dead_letter_examples, s.dead_letters)
     )
 
-    lines.append(f"  Events by type ({s.events:,} events):")
+    lines.append(f"  Events by type ({counted(s.events, 'event')}):")
     rows: list[tuple[str, int]] = []
     for event_type, count in s.event_counts.items():
         if event_type == EventType.TASK_COMPLETED:
@@ -99,11 +113,15 @@ def format_summary(s: Summary, *, failures: int = 10) -> str:
             lines.append(f"      {example}")
 
     if s.span_seconds is not None and s.tasks_completed:
-        per_task = s.span_seconds / s.tasks_completed
+        running = s.span_seconds - s.paused_seconds
+        per_task = running / s.tasks_completed
         rate = s.completion_rate or 0.0
+        pauses = (
+            f"; {seconds(s.paused_seconds)} between runs not counted" if s.paused_seconds else ""
+        )
         lines.append(
-            f"  Completed {s.tasks_completed:,} tasks in {seconds(s.span_seconds)} "
-            f"({rate:,.2f} tasks/s, {per_task:.3g} s/task)"
+            f"  Completed {counted(s.tasks_completed, 'task')} in {seconds(running)} "
+            f"({rate:,.2f} tasks/s, {per_task:.3g} s/task{pauses})"
         )
     if s.tasks_not_completed and s.eta_seconds is not None and s.recent_rate is not None:
         # Only while following: a rate from the last minute says the job is still running.
@@ -114,7 +132,7 @@ def format_summary(s: Summary, *, failures: int = 10) -> str:
 
     e = s.elapsed
     if e.count:
-        lines.append(f"  Elapsed time per task ({e.count:,} completions):")
+        lines.append(f"  Elapsed time per task ({counted(e.count, 'completion')}):")
         lines.append(f"    Range:   {seconds(e.min)} to {seconds(e.max)}")
         lines.append(f"    Mean:    {seconds(e.mean)} +/- {seconds(e.sd)}")
         lines.append(f"    Median:  {seconds(e.median)}")
@@ -137,10 +155,16 @@ def format_summary(s: Summary, *, failures: int = 10) -> str:
                 f"  {h.failed:>7,} failed{alive}"
             )
         if len(s.hosts) > 50:
-            lines.append(f"    ... {len(s.hosts) - 50} more hosts")
+            lines.append(f"    ... {counted(len(s.hosts) - 50, 'more host')}")
 
-    lines.append(
-        f"  Not completed: {s.tasks_not_completed:,}"
-        + _ids(s.tasks_not_completed_examples, s.tasks_not_completed)
-    )
+    if queued is not None:
+        lines.append(
+            f"  Not completed: {queued + dead:,} ({queued:,} still queued, "
+            f"{counted(dead, 'dead letter')})"
+        )
+    else:
+        lines.append(
+            f"  Not completed: {s.tasks_not_completed:,}"
+            + _ids(s.tasks_not_completed_examples, s.tasks_not_completed)
+        )
     return "\n".join(lines)

@@ -19,6 +19,7 @@ an operation a backend cannot do. Subclasses register themselves by scheme as th
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -128,12 +129,33 @@ class Received(list[Message]):
 
 
 @dataclass(slots=True)
+class DataChanges:
+    """Tasks already present whose data the load's file changed, by what became of them
+    (`Queue.send_updates`)."""
+
+    #: not finished (waiting or leased): they run with the new data
+    updated: int = 0
+    #: dead letters: they hold the new data, for `redrive`
+    dead_updated: int = 0
+    #: completed: left as they were, unless the load reruns them
+    completed_changed: int = 0
+    completed_examples: list[str] = field(default_factory=list)
+    #: completed or dead-lettered, queued again with the new data
+    rerun: int = 0
+
+    @property
+    def any(self) -> bool:
+        return bool(self.updated or self.dead_updated or self.completed_changed or self.rerun)
+
+
+@dataclass(slots=True)
 class SendResult:
     """What `send` did: how many tasks were inserted and how many were already present."""
 
     inserted: int = 0
     already_present: int = 0
     ids_seen: int = field(default=0)
+    changes: DataChanges = field(default_factory=DataChanges)
 
     def __iadd__(self, other: SendResult) -> SendResult:
         self.inserted += other.inserted
@@ -169,6 +191,28 @@ class UnsupportedOperationError(TaskfleetError):
 class QueueNotFoundError(TaskfleetError):
     """A command that only reads or changes an existing queue was given one that does not
     exist (a mistyped path must not become a new, empty queue that answers "0 tasks")."""
+
+
+#: How many existing names a `QueueNotFoundError` suggests, and how alike they must be.
+SUGGESTIONS = 3
+SUGGESTION_CUTOFF = 0.6
+
+
+#: What a `QueueNotFoundError` says creates a queue.
+ONLY_LOADING_CREATES = "only loading creates a queue: taskfleet load-queue"
+
+
+def queue_not_found(
+    missing: str, name: str, existing: Iterable[str], creates: str | None = ONLY_LOADING_CREATES
+) -> QueueNotFoundError:
+    """The one-line error for a queue that does not exist: `missing` says which (its URL
+    redacted by the caller), followed by the existing names nearest to `name`, if any, and
+    what creates a queue."""
+    near = difflib.get_close_matches(
+        name, sorted(set(existing) - {name}), n=SUGGESTIONS, cutoff=SUGGESTION_CUTOFF
+    )
+    hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+    return QueueNotFoundError(f"{missing}{hint}" + (f" ({creates})" if creates else ""))
 
 
 def parse_max_attempts(value: str, url: str) -> int:
@@ -271,6 +315,11 @@ class Queue:
     #: Other processes (and, for a server, other hosts) see the same queue; False for a queue
     #: that lives inside one Python process.
     shared_between_processes: ClassVar[bool] = True
+    #: The longest lease the backend can hold (None: no limit below what a worker asks); the
+    #: runtime renews leases within it.
+    max_lease_seconds: ClassVar[float | None] = None
+    #: A load can give tasks already present the data its file has now (`send_updates`).
+    updates_data: ClassVar[bool] = False
 
     # -- every instance has --------------------------------------------------------------------
 
@@ -385,26 +434,27 @@ class Queue:
             ) from None
 
     @classmethod
-    def from_url(cls: type[QueueT], url: str, *, max_attempts: int | None = None) -> QueueT:
-        """Open (creating if needed) the queue named by `url`. `max_attempts` applies when the
-        queue is created (before the URL's own `max_attempts=`); an existing queue keeps its
-        own."""
+    def from_url(
+        cls: type[QueueT], url: str, *, max_attempts: int | None = None, create: bool = True
+    ) -> QueueT:
+        """Open the queue named by `url`.
+
+        With `create` (what loading does) a queue that does not exist is created, with
+        `max_attempts` (before the URL's own `max_attempts=`); an existing queue keeps its own.
+        Without it a queue that does not exist is a `QueueNotFoundError` that names it and the
+        nearest existing names where the backend can list them, and opening writes nothing:
+        what a backend still needs (its scripts, its markers) it writes on its first change.
+        """
         address = cls.parse_url(url)
         attempts = max_attempts if max_attempts is not None else address.max_attempts
-        return cls.from_address(address, attempts)
+        return cls.from_address(address, attempts, create=create)
 
     @classmethod
-    def from_address(cls: type[QueueT], address: QueueAddress, max_attempts: int | None) -> QueueT:
+    def from_address(
+        cls: type[QueueT], address: QueueAddress, max_attempts: int | None, *, create: bool = True
+    ) -> QueueT:
         """Open the queue of a parsed URL (what `from_url` calls once the URL is checked)."""
         raise NotImplementedError
-
-    @classmethod
-    def check_exists(cls, url: str) -> None:
-        """Raise `QueueNotFoundError` if the queue named by `url` surely does not exist.
-
-        For the commands that only read or change a queue. A backend that cannot tell without
-        opening the queue accepts (opening it then creates it, empty).
-        """
 
     # -- the protocol: primitives every backend implements ----------------------------------------
 
@@ -485,6 +535,18 @@ class Queue:
         """
         return self.send(_tasks_of(batches))
 
+    def send_updates(
+        self, batches: Iterable[TaskBatch], *, rerun_completed: bool = False
+    ) -> SendResult:
+        """`send_batches`, and tasks already present whose data differs from the batches' take
+        the new data, unless completed: those are counted (`SendResult.changes`), and queued
+        again with the new data if `rerun_completed` (dead letters too). See `updates_data`.
+        """
+        raise TaskfleetError(
+            f"{redact(self.url)}: this kind of queue cannot give tasks already loaded new data; "
+            "load the changed tasks under new ids, or into a new queue"
+        )
+
     def leased_ids(self) -> list[str]:
         """Ids of the tasks currently leased, live or expired (see `lists_leases`)."""
         raise self._cannot_list_leases()
@@ -497,6 +559,11 @@ class Queue:
         """Give back every leased task at once, without counting the attempt; returns how
         many. Only when no consumer can be holding a lease (see `lists_leases`)."""
         raise self._cannot_list_leases()
+
+    def load_note(self) -> str | None:
+        """What a load's counts mean where the service does not say which tasks it already
+        held (see `idempotent_send`); None where the counts are the queue's own."""
+        return None
 
     def unsupported(self, what: str, instead: str) -> UnsupportedOperationError:
         """The error for an operation this backend cannot do: its scheme, and what to do."""

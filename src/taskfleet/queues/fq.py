@@ -80,6 +80,7 @@ from taskfleet.queues.base import (
     SendResult,
     attempts_for_new_queue,
     expired_lease_error,
+    queue_not_found,
 )
 from taskfleet.redact import redact
 from taskfleet.tasks import Task
@@ -293,12 +294,6 @@ class FileQueue(Queue):
         cls, address: QueueAddress, max_attempts: int | None, *, create: bool = True
     ) -> FileQueue:
         return cls(address.name, max_attempts=max_attempts, url=address.url, create=create)
-
-    @classmethod
-    def check_exists(cls, url: str) -> None:
-        path = Path(cls.parse_url(url).name).expanduser()
-        if not (path / META_FILE).exists():
-            raise _not_found(path)
 
     def _create(self, max_attempts: int) -> None:
         """Make the directories and write queue.json once: of hosts creating the same queue
@@ -729,7 +724,13 @@ def _checked_ids(chunk: list[Task]) -> tuple[list[Task], TaskfleetError | None]:
 
 
 def _not_found(path: Path) -> QueueNotFoundError:
-    return QueueNotFoundError(
-        f"no fq:// queue in {path} (no {META_FILE}); check the path (fq:///absolute/dir, "
-        "fq://relative/dir); only loading creates a queue"
+    """The error for a directory that holds no queue, naming the nearest queues beside it."""
+    try:
+        beside = [p.name for p in path.parent.iterdir() if (p / META_FILE).exists()]
+    except OSError:
+        beside = []
+    return queue_not_found(
+        f"no fq:// queue in {path} (no {META_FILE}; fq:///absolute/dir, fq://relative/dir)",
+        path.name,
+        beside,
     )

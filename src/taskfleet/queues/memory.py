@@ -37,12 +37,12 @@ from taskfleet.queues.base import (
     Message,
     Queue,
     QueueAddress,
-    QueueNotFoundError,
     QueueStats,
     Received,
     SendResult,
     attempts_for_new_queue,
     expired_lease_error,
+    queue_not_found,
 )
 from taskfleet.tasks import Task
 
@@ -115,7 +115,12 @@ class MemoryQueue(Queue):
     shared_between_processes: ClassVar[bool] = False
 
     def __init__(
-        self, name: str, *, max_attempts: int | None = None, url: str | None = None
+        self,
+        name: str,
+        *,
+        max_attempts: int | None = None,
+        url: str | None = None,
+        create: bool = True,
     ) -> None:
         attempts = attempts_for_new_queue(max_attempts)
         self.name = name
@@ -123,6 +128,14 @@ class MemoryQueue(Queue):
         with _STORES_LOCK:
             store = _STORES.get(name)
             if store is None:
+                if not create:
+                    raise queue_not_found(
+                        f"no memory queue {name!r} in this process: a memory:// queue lives "
+                        "only in the Python process that opened it",
+                        name,
+                        _STORES,
+                        creates=None,
+                    )
                 store = _STORES[name] = _Store(attempts)
         self._store = store
         self.max_attempts = store.max_attempts
@@ -130,19 +143,10 @@ class MemoryQueue(Queue):
     # -- construction ---------------------------------------------------------------------
 
     @classmethod
-    def from_address(cls, address: QueueAddress, max_attempts: int | None) -> MemoryQueue:
-        return cls(address.name, max_attempts=max_attempts, url=address.url)
-
-    @classmethod
-    def check_exists(cls, url: str) -> None:
-        name = cls.parse_url(url).name
-        with _STORES_LOCK:
-            if name in _STORES:
-                return
-        raise QueueNotFoundError(
-            f"no memory queue {name!r} in this process: a memory:// queue lives only in the "
-            "Python process that opened it"
-        )
+    def from_address(
+        cls, address: QueueAddress, max_attempts: int | None, *, create: bool = True
+    ) -> MemoryQueue:
+        return cls(address.name, max_attempts=max_attempts, url=address.url, create=create)
 
     # -- inside the lock ------------------------------------------------------------------
 

@@ -13,18 +13,29 @@ round trip; `receive`, `ack`, `release` and `extend` are one script call per bat
 `receive` with `wait_seconds` blocks on the server (BLMOVE of the ready list onto itself, which
 changes nothing) instead of polling, and wakes up early when a delayed task or a lease falls due.
 
+A server that is away for now (a lost connection, a timeout, a server still loading its data
+after a restart, a replica) raises `QueueUnavailableError` from every method that calls it (the
+methods marked `_calls_server`), which the worker rides out; redis-py's own retries stay short.
+
 Needs Redis 6.2 or newer (LPOP with a count, BLMOVE) and redis-py 5 or newer.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import urlencode, urlunsplit
 
-from taskfleet.errors import QueueConnectionError, QueueURLError
+from taskfleet.errors import (
+    QueueConnectionError,
+    QueueUnavailableError,
+    QueueURLError,
+    TaskfleetError,
+)
 from taskfleet.queues import redis_scripts as lua
 from taskfleet.queues.base import (
     DEFAULT_QUEUE_NAME,
@@ -37,6 +48,7 @@ from taskfleet.queues.base import (
     SendInterrupted,
     SendResult,
     attempts_for_new_queue,
+    queue_not_found,
 )
 from taskfleet.redact import redact
 from taskfleet.tasks import Task
@@ -61,6 +73,40 @@ SEND_CHUNK = 500  # tasks per script call: short enough not to stall the server
 SEND_CALLS_PER_ROUND_TRIP = 10  # so one round trip carries 5,000 tasks
 BATCH_CHUNK = 1000  # ids per ack/release/extend/redrive script call
 MAX_BLOCK_SECONDS = 1.0  # one blocking wait; a loop covers longer waits
+MAX_SCAN_CALLS = 100  # SCAN calls (of about 1,000 keys each) a not-found error makes
+
+
+class QueueFullError(TaskfleetError):
+    """The Redis server refused a load at its memory limit (`maxmemory` with `noeviction`)."""
+
+
+# Replies of a server that is starting (loading its data) or is a replica for now.
+_AWAY_REPLIES = ("LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The server is away for now (a restart, a network cut, a failover), not refusing us."""
+    import redis
+
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):  # BusyLoadingError too
+        return not isinstance(
+            exc, (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
+        )
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(_AWAY_REPLIES)
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _calls_server(method: _Method) -> _Method:
+    """Marks a method that calls the server: see `RedisQueue._server`."""
+
+    @functools.wraps(method)
+    def call(self: RedisQueue, *args: Any, **kwargs: Any) -> Any:
+        with self._server():
+            return method(self, *args, **kwargs)
+
+    return call  # type: ignore[return-value]
 
 
 def parse_redis_url(url: str) -> tuple[str, str, int | None]:
@@ -95,6 +141,7 @@ class RedisQueue(Queue):
         *,
         max_attempts: int | None = None,
         url: str | None = None,
+        create: bool = True,
     ) -> None:
         import redis
 
@@ -103,12 +150,23 @@ class RedisQueue(Queue):
         self.url = url or f"redis://?name={name}"
         self._redis = client
         self._keys = [f"{KEY_PREFIX}:{{{name}}}:{k}" for k in _KEY_NAMES]
-        self._scripts = {
-            script_name: client.register_script(getattr(lua, script_name))
-            for script_name in _SCRIPTS
-        }
+        self._loaded: set[str] = set()  # scripts this queue has loaded on the server
         try:
-            self.max_attempts = self._ensure_meta(attempts)
+            stored, version = self._read_meta()
+            self._scripts = {
+                script_name: client.register_script(lua.script(script_name, version))
+                for script_name in _SCRIPTS
+            }
+            if stored is not None:
+                self.max_attempts = int(stored)
+            elif create:
+                self.max_attempts = self._create_meta(attempts)
+            else:
+                raise queue_not_found(
+                    f"no Redis queue {name!r} at {redact(self.url)}", name, self._queue_names()
+                )
+        except redis.exceptions.OutOfMemoryError:  # creating it: a full server takes nothing
+            raise _full(self.url) from None
         except redis.RedisError as exc:
             raise QueueConnectionError(
                 f"cannot open the Redis queue {redact(self.url)}: {type(exc).__name__}: "
@@ -138,58 +196,121 @@ class RedisQueue(Queue):
         return urlunsplit(address.parts._replace(query=query))
 
     @classmethod
-    def from_address(cls, address: QueueAddress, max_attempts: int | None) -> RedisQueue:
+    def from_address(
+        cls, address: QueueAddress, max_attempts: int | None, *, create: bool = True
+    ) -> RedisQueue:
         import redis
+        from redis.backoff import ExponentialWithJitterBackoff
+        from redis.retry import Retry
 
         client_url = cls.client_url(address)
+        # redis-py's own retries stay short (a dropped connection is reopened at once): a
+        # server that is away is the worker's outage owner's to wait for, with its own backoff.
+        retry = Retry(ExponentialWithJitterBackoff(cap=0.1, base=0.01), 2)
         try:
             client = redis.Redis.from_url(
-                client_url, socket_connect_timeout=10, socket_keepalive=True
+                client_url, socket_connect_timeout=10, socket_keepalive=True, retry=retry
             )
         except (TypeError, ValueError) as exc:
             raise QueueURLError(f"{redact(address.url)!r}: {redact(str(exc))}") from None
-        return cls(client, address.name, max_attempts=max_attempts, url=address.url)
+        return cls(client, address.name, max_attempts=max_attempts, url=address.url, create=create)
 
-    def _ensure_meta(self, max_attempts: int) -> int:
-        """Create the queue's metadata if it is new (an existing queue keeps its max_attempts)
-        and load the scripts, in one round trip."""
+    def _read_meta(self) -> tuple[bytes | None, tuple[int, ...]]:
+        """The queue's stored max_attempts (None: no such queue) and the server's version, in
+        one round trip that writes nothing, so a server at its memory limit can be opened."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hget(self._keys[0], "max_attempts")
+        pipe.info("server")
+        stored, info = pipe.execute(raise_on_error=False)
+        if isinstance(stored, Exception):
+            raise stored
+        # A server that hides INFO (some proxies) gets the scripts without flags.
+        text = str(info.get("redis_version", "0")) if isinstance(info, dict) else "0"
+        version = tuple(int(part) for part in text.split(".")[:2] if part.isdigit())
+        return stored, version
+
+    def _create_meta(self, max_attempts: int) -> int:
+        """Create the queue's metadata (a queue created meanwhile keeps its max_attempts).
+        Scripts are not loaded here: the first call of each loads it."""
         meta = self._keys[0]
         pipe = self._redis.pipeline(transaction=False)
-        for script in self._scripts.values():
-            pipe.script_load(script.script)
         pipe.hsetnx(meta, "max_attempts", max_attempts)
         pipe.hsetnx(meta, "created", time.time())
         pipe.hget(meta, "max_attempts")
         return int(pipe.execute()[-1])
 
-    # -- script calls ---------------------------------------------------------------------
+    def _queue_names(self) -> list[str]:
+        """The names of the queues on this database, found by a bounded SCAN of their
+        metadata keys (at most `MAX_SCAN_CALLS` calls), for a `QueueNotFoundError`."""
+        pattern = f"{KEY_PREFIX}:{{*}}:meta"
+        names: list[str] = []
+        cursor = 0
+        for _ in range(MAX_SCAN_CALLS):
+            cursor, keys = self._redis.scan(cursor, match=pattern, count=1000)
+            for key in keys:
+                text = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+                names.append(text[len(KEY_PREFIX) + 2 : -len("}:meta")])
+            if not cursor:
+                break
+        return names
 
+    # -- calls to the server ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _server(self) -> Iterator[None]:
+        """Around every call to the server: an error that says it is away for now becomes
+        `QueueUnavailableError`, which names the queue (redacted); others pass unchanged."""
+        try:
+            yield
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise QueueUnavailableError(
+                    redact(self.url), f"{type(exc).__name__}: {redact(str(exc))}"
+                ) from None
+            raise
+
+    @_calls_server
     def _run(self, script: str, args: Sequence[Any]) -> Any:
-        return self._scripts[script](keys=self._keys, args=args)
+        return self._run_many(script, [args])[0]
 
+    @_calls_server
     def _run_many(self, script: str, arg_lists: Sequence[Sequence[Any]]) -> list[Any]:
-        """Several calls of one script in one round trip.
+        """Several calls of one script in one round trip; the first error is raised."""
+        answers = self._run_many_settled(script, arg_lists)
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+        return answers
+
+    def _run_many_settled(self, script: str, arg_lists: Sequence[Sequence[Any]]) -> list[Any]:
+        """Several calls of one script in one round trip, each answer its result or its error
+        (the calls are independent: one refused leaves the others done).
 
         redis-py's pipelines check that scripts are loaded with an extra round trip on every
-        execute; instead we send EVALSHA and load the script only if the server says it is
-        missing (a restart, SCRIPT FLUSH), then rerun just the calls that did not run.
+        execute; instead we send EVALSHA, preceded by SCRIPT LOAD in the same round trip the
+        first time this queue calls the script (opening loads nothing: it writes nothing), and
+        load it again only if the server says it is missing (a restart, SCRIPT FLUSH), then
+        rerun just the calls that did not run.
         """
         import redis
 
-        script = self._scripts[script]
+        name, script = script, self._scripts[script]
         pending = list(range(len(arg_lists)))
         results: list[Any] = [None] * len(arg_lists)
         for _ in range(2):
             pipe = self._redis.pipeline(transaction=False)
+            first_call = name not in self._loaded
+            if first_call:
+                pipe.script_load(script.script)
             for i in pending:
                 pipe.evalsha(script.sha, len(self._keys), *self._keys, *arg_lists[i])
             answers = pipe.execute(raise_on_error=False)
+            if first_call and not isinstance(answers.pop(0), Exception):
+                self._loaded.add(name)
             missing = []
             for i, answer in zip(pending, answers, strict=True):
                 if isinstance(answer, redis.exceptions.NoScriptError):
                     missing.append(i)
-                elif isinstance(answer, Exception):
-                    raise answer
                 else:
                     results[i] = answer
             if not missing:
@@ -230,9 +351,18 @@ class RedisQueue(Queue):
                     calls.append(args)
                 if not calls:
                     return result
-                for inserted, present in self._run_many("SEND", calls):
-                    result += SendResult(int(inserted), int(present), int(inserted) + int(present))
-        except Exception as exc:
+                refused: Exception | None = None
+                with self._server():  # the server away: QueueUnavailableError, ridden out
+                    answers = self._run_many_settled("SEND", calls)
+                for answer in answers:
+                    if isinstance(answer, Exception):
+                        refused = refused or answer
+                        continue
+                    inserted, present = (int(n) for n in answer)
+                    result += SendResult(inserted, present, inserted + present)
+                if refused is not None:
+                    raise _send_refused(refused, self.url)
+        except BaseException as exc:  # Ctrl-C too: say what went in before it
             # What went in before the error stays in (sending again skips it); say how much.
             raise SendInterrupted(result.inserted, exc, result.already_present) from exc
 
@@ -268,8 +398,23 @@ class RedisQueue(Queue):
                 block = min(block, hint_ms / 1000 + 0.001)
             # BLMOVE of the list onto its own tail returns as soon as the list has an element
             # and leaves it where it was: a server-side wait for new tasks, no polling.
-            ready = self._keys[5]
-            self._redis.blmove(ready, ready, max(0.01, block), "RIGHT", "RIGHT")
+            self._wait_for_ready(block)
+
+    @_calls_server
+    def _wait_for_ready(self, seconds: float) -> None:
+        """Wait on the server until the ready list has an element, for at most `seconds`.
+
+        BLMOVE of the list onto its own tail returns as soon as the list has an element and
+        leaves it where it was: a server-side wait for new tasks, no polling. A server at its
+        memory limit refuses BLMOVE (it may write), so there the wait is a sleep.
+        """
+        import redis
+
+        ready = self._keys[5]
+        try:
+            self._redis.blmove(ready, ready, max(0.01, seconds), "RIGHT", "RIGHT")
+        except redis.exceptions.OutOfMemoryError:
+            time.sleep(seconds)
 
     def ack(self, messages: Sequence[Message]) -> None:
         """Done. Accepted even if the lease has passed on: the work is done either way."""
@@ -328,14 +473,15 @@ class RedisQueue(Queue):
         dead_key, body_key, att_key, err_key = (self._keys[i] for i in (8, 2, 3, 9))
         start = 0
         while True:
-            ids = self._redis.zrange(dead_key, start, start + BATCH_CHUNK - 1)
-            if not ids:
-                return
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.hmget(body_key, ids)
-            pipe.hmget(att_key, ids)
-            pipe.hmget(err_key, ids)
-            bodies, attempts, errors = pipe.execute()
+            with self._server():
+                ids = self._redis.zrange(dead_key, start, start + BATCH_CHUNK - 1)
+                if not ids:
+                    return
+                pipe = self._redis.pipeline(transaction=False)
+                pipe.hmget(body_key, ids)
+                pipe.hmget(att_key, ids)
+                pipe.hmget(err_key, ids)
+                bodies, attempts, errors = pipe.execute()
             for body, attempt, error in zip(bodies, attempts, errors, strict=True):
                 if body is not None:
                     yield DeadLetter(
@@ -356,6 +502,7 @@ class RedisQueue(Queue):
         chunks = [["ids", *chunk] for chunk in _chunks(list(ids), BATCH_CHUNK)]
         return sum(int(n) for n in self._run_many("REDRIVE", chunks)) if chunks else 0
 
+    @_calls_server
     def purge(self) -> None:
         """Delete every task, dead letter and counter; max_attempts stays."""
         pipe = self._redis.pipeline(transaction=True)
@@ -368,6 +515,27 @@ class RedisQueue(Queue):
 
     def close(self) -> None:
         self._redis.close()
+
+
+def _send_refused(error: Exception, url: str) -> Exception:
+    """The error of a refused SEND call: at the memory limit, one line that says so and what to
+    do (the tasks already in stay; workers can drain the queue, which frees memory)."""
+    import redis
+
+    if isinstance(error, redis.exceptions.OutOfMemoryError):
+        return _full(url)
+    if is_unavailable(error):  # a call refused while the server loads its data, say
+        return QueueUnavailableError(redact(url), f"{type(error).__name__}: {redact(str(error))}")
+    return error
+
+
+def _full(url: str) -> QueueFullError:
+    return QueueFullError(
+        f"the Redis server of {redact(url)} is out of memory (OOM: its used memory is over its "
+        "maxmemory and its policy evicts nothing), so it takes nothing new: drain it with "
+        "workers (acks free memory; give them --event-queue none or an event queue on another "
+        "server) or raise its maxmemory"
+    )
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

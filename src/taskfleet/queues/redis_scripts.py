@@ -325,3 +325,32 @@ redis.call('HDEL', KEYS[4], unpack(ids))
 redis.call('RPUSH', KEYS[6], unpack(ids))
 return #ids
 """
+
+# Redis 7 reads flags from a script's first line. When the server is at its `maxmemory` under
+# `noeviction`, a script without that line may run but every command in it that needs memory
+# (ZADD, HSET, HINCRBY) is refused, so a worker could neither lease nor ack: the queue could not
+# be drained, although acks free memory. The scripts that drain a queue therefore declare
+# `allow-oom`; SEND and REDRIVE declare nothing, so at the limit each of their calls is refused
+# whole before it runs, and a load counts exactly what went in. Older servers read no first
+# line: the scripts go to them as they are (and a full Redis 6 cannot be drained).
+FLAGS_FROM_VERSION = (7, 0)
+_FLAGS: dict[str, str] = {
+    "SEND": "",
+    "REDRIVE": "",
+    "RECEIVE": "allow-oom",
+    "ACK": "allow-oom",
+    "RETRY": "allow-oom",
+    "DEAD_LETTER": "allow-oom",
+    "RELEASE": "allow-oom",
+    "EXTEND": "allow-oom",
+    "STATS": "allow-oom,no-writes",
+}
+
+
+def script(name: str, server_version: tuple[int, ...]) -> str:
+    """The script `name` as the server of `server_version` should get it."""
+    body: str = globals()[name]
+    if server_version < FLAGS_FROM_VERSION:
+        return body
+    flags = _FLAGS[name]
+    return (f"#!lua flags={flags}" if flags else "#!lua") + "\n" + body

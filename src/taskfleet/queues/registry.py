@@ -23,6 +23,7 @@ BACKEND_MODULES: tuple[str, ...] = (
     "taskfleet.queues.sqlite",
     "taskfleet.queues.redis",
     "taskfleet.queues.sqs",
+    "taskfleet.queues.pubsub",
     "taskfleet.queues.memory",
     "taskfleet.queues.fq",
 )
@@ -92,16 +93,14 @@ def backend_class(url: str) -> type[Queue]:
 
 
 def open_queue(url: str, *, max_attempts: int | None = None, create: bool = True) -> Queue:
-    """Open the queue named by `url`, creating it if needed.
+    """Open the queue named by `url`, creating it if needed (see `Queue.from_url`).
 
-    `max_attempts` applies when the queue is created; an existing queue keeps its own. With
-    `create=False` a queue that surely does not exist is an error (`QueueNotFoundError`)
-    instead of a new, empty queue: for commands that only read or change one.
+    `max_attempts` applies when the queue is created; an existing queue keeps its own. Only
+    loading creates: every command that reads or changes a queue passes `create=False`, so a
+    mistyped name is an error (`QueueNotFoundError`) instead of a new, empty queue, and opening
+    writes nothing (a full Redis can still be opened and drained).
     """
-    cls = backend_class(url)
-    if not create:
-        cls.check_exists(url)
-    return cls.from_url(url, max_attempts=max_attempts)
+    return backend_class(url).from_url(url, max_attempts=max_attempts, create=create)
 
 
 def event_queue_url(url: str) -> str:

@@ -27,9 +27,16 @@ from urllib.parse import SplitResult, quote, unquote
 
 import orjson
 
-from taskfleet.errors import QueueURLError, TaskFileError, TaskfleetError, path_error
+from taskfleet.errors import (
+    QueueUnavailableError,
+    QueueURLError,
+    TaskFileError,
+    TaskfleetError,
+    path_error,
+)
 from taskfleet.queues.base import (
     DEFAULT_QUEUE_NAME,
+    DataChanges,
     DeadLetter,
     Message,
     Queue,
@@ -40,6 +47,7 @@ from taskfleet.queues.base import (
     SendResult,
     attempts_for_new_queue,
     expired_lease_error,
+    queue_not_found,
 )
 from taskfleet.tasks import Task
 
@@ -69,6 +77,7 @@ class SQLiteQueue(Queue):
     # A load is one transaction, so a bad entry anywhere inserts nothing (the CLI says so).
     atomic_send: ClassVar[bool] = True
     bulk_load: ClassVar[bool] = True
+    updates_data: ClassVar[bool] = True
     lists_leases: ClassVar[bool] = True
     delayed_retry: ClassVar[bool] = True
     dead_letter_store: ClassVar[bool] = True
@@ -81,6 +90,7 @@ class SQLiteQueue(Queue):
         *,
         max_attempts: int | None = None,
         url: str | None = None,
+        create: bool = True,
     ) -> None:
         attempts = attempts_for_new_queue(max_attempts)
         self.path = Path(path)
@@ -90,11 +100,18 @@ class SQLiteQueue(Queue):
         )
         self._table = f'"q_{name}"'
         self._lock = threading.RLock()
+        if not create and not self.path.exists():
+            raise queue_not_found(
+                f"no queue file {self.path}", self.path.name, _queue_files(self.path)
+            )
         try:
             if self.path.parent and not self.path.parent.exists():
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = self._connect()
-            self.max_attempts = self._ensure_schema(attempts)
+            if create:
+                self.max_attempts = self._ensure_schema(attempts)
+            else:
+                self.max_attempts = self._existing_max_attempts()
         except OSError as exc:
             raise path_error(
                 self.path, exc, "queue", "the file and its folder must be writable"
@@ -132,23 +149,22 @@ class SQLiteQueue(Queue):
         return Path(path_text)
 
     @classmethod
-    def from_address(cls, address: QueueAddress, max_attempts: int | None) -> SQLiteQueue:
-        return cls(cls.path_of(address), address.name, max_attempts=max_attempts, url=address.url)
+    def from_address(
+        cls, address: QueueAddress, max_attempts: int | None, *, create: bool = True
+    ) -> SQLiteQueue:
+        return cls(
+            cls.path_of(address),
+            address.name,
+            max_attempts=max_attempts,
+            url=address.url,
+            create=create,
+        )
 
     @classmethod
     def url_for(cls, address: QueueAddress, name: str) -> str:
         url = address.url
         base = url.split("?", 1)[0] if "://" in url else f"sqlite:///{cls.path_of(address)}"
         return f"{base}?name={name}"
-
-    @classmethod
-    def check_exists(cls, url: str) -> None:
-        path = cls.path_of(cls.parse_url(url))
-        if not path.exists():
-            raise QueueNotFoundError(
-                f"no queue file {path}; check the path (sqlite:///relative/path.db, "
-                "sqlite:////absolute/path.db)"
-            )
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -162,6 +178,21 @@ class SQLiteQueue(Queue):
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA cache_size=-65536")
         return conn
+
+    def _existing_max_attempts(self) -> int:
+        """The max_attempts of this queue, which must exist in the file: nothing is written."""
+        try:
+            rows = self._conn.execute("SELECT name, max_attempts FROM taskfleet_queues").fetchall()
+        except sqlite3.OperationalError:  # no such table: a SQLite file of something else
+            self._conn.close()
+            raise QueueNotFoundError(
+                f"{self.path} holds no taskfleet queue (it is a SQLite file of something else)"
+            ) from None
+        stored = dict(rows)
+        if self.name not in stored:
+            self._conn.close()
+            raise queue_not_found(f"no queue {self.name!r} in {self.path}", self.name, stored)
+        return int(stored[self.name])
 
     def _ensure_schema(self, max_attempts: int) -> int:
         t = self._table
@@ -260,16 +291,33 @@ class SQLiteQueue(Queue):
         already present before the load is skipped each time it appears, so a repeat of such
         an id is not reported.)
         """
+        return self._load(batches, updating=False, rerun_completed=False)
+
+    def send_updates(
+        self, batches: Iterable[TaskBatch], *, rerun_completed: bool = False
+    ) -> SendResult:
+        """`send_batches`, giving tasks already present the data of the batches (see the base
+        class). A task's data is compared as the JSON text stored for it, so only a queue that
+        held tasks before the load pays for the comparison, and only for the tasks it held."""
+        return self._load(batches, updating=True, rerun_completed=rerun_completed)
+
+    def _load(
+        self, batches: Iterable[TaskBatch], *, updating: bool, rerun_completed: bool
+    ) -> SendResult:
         t = self._table
-        seen = 0
+        seen = inserted = 0
+        changes = DataChanges()
+        requeued = {DONE: 0, DEAD: 0}
         with self._write() as c:
             (start,) = c.execute(f"SELECT coalesce(max(seq), 0) FROM {t}").fetchone()
             sql = (
                 f"INSERT INTO {t}(task_id, body) SELECT key, value FROM json_each(?) WHERE true "
                 f"ON CONFLICT(task_id) DO UPDATE SET body = NULL WHERE seq > {int(start)}"
             )
-            before = self._conn.total_changes
             for batch in batches:
+                if updating and start:
+                    self._update_changed(c, batch, int(start), rerun_completed, changes, requeued)
+                before = self._conn.total_changes
                 try:
                     c.execute(sql, (batch.json_object(),))
                 except sqlite3.IntegrityError:
@@ -277,10 +325,65 @@ class SQLiteQueue(Queue):
                     if repeated is None:
                         raise
                     raise repeated from None
+                inserted += self._conn.total_changes - before
                 seen += len(batch)
-            inserted = self._conn.total_changes - before
-            self._counters(c, inserted=inserted, waiting=inserted, duplicates=seen - inserted)
-        return SendResult(inserted=inserted, already_present=seen - inserted, ids_seen=seen)
+            self._counters(
+                c,
+                inserted=inserted,
+                waiting=inserted + changes.rerun,
+                duplicates=seen - inserted,
+                done=-requeued[DONE],
+                dead=-requeued[DEAD],
+            )
+        return SendResult(
+            inserted=inserted, already_present=seen - inserted, ids_seen=seen, changes=changes
+        )
+
+    # Completed tasks named in a load's changes, as examples.
+    CHANGED_EXAMPLES = 5
+
+    def _update_changed(
+        self,
+        c: sqlite3.Connection,
+        batch: TaskBatch,
+        start: int,
+        rerun_completed: bool,
+        changes: DataChanges,
+        requeued: dict[int, int],
+    ) -> None:
+        """Give the tasks of `batch` that were present before this load (`seq <= start`) and
+        whose stored JSON differs from the batch's the new data; `Queue.send_updates` says what
+        becomes of each state."""
+        t = self._table
+        rows = c.execute(
+            f"SELECT q.seq, q.state, q.task_id, j.value FROM json_each(?) AS j "
+            f"JOIN {t} AS q ON q.task_id = j.key WHERE q.seq <= ? AND q.body != j.value",
+            (batch.json_object(), start),
+        ).fetchall()
+        if not rows:
+            return
+        new_body, queue_again = [], []
+        for seq, state, task_id, body in rows:
+            if state in (WAITING, LEASED):
+                changes.updated += 1
+                new_body.append((body, seq))
+            elif rerun_completed:
+                changes.rerun += 1
+                requeued[state] += 1
+                queue_again.append((body, seq))
+            elif state == DEAD:
+                changes.dead_updated += 1
+                new_body.append((body, seq))
+            else:
+                changes.completed_changed += 1
+                if len(changes.completed_examples) < self.CHANGED_EXAMPLES:
+                    changes.completed_examples.append(task_id)
+        c.executemany(f"UPDATE {t} SET body = ? WHERE seq = ?", new_body)
+        c.executemany(
+            f"UPDATE {t} SET body = ?, state = 0, visible_at = 0, attempts = 0, error = NULL "
+            "WHERE seq = ?",
+            queue_again,
+        )
 
     def _repeated_id(
         self, c: sqlite3.Connection, batch: TaskBatch, start: int
@@ -559,8 +662,24 @@ class SQLiteQueue(Queue):
             self._conn.close()
 
 
+# What SQLite says when the file is busy or the disk fails for now (a full disk, an I/O error).
+_AWAY_WORDS = ("locked", "busy", "disk I/O error", "database or disk is full")
+
+
+def _unavailable(queue: SQLiteQueue, exc: sqlite3.Error) -> QueueUnavailableError | None:
+    """The error as `QueueUnavailableError` when it may pass (see `_AWAY_WORDS`), else None."""
+    if isinstance(exc, sqlite3.OperationalError) and any(w in str(exc) for w in _AWAY_WORDS):
+        return QueueUnavailableError(str(queue.path), str(exc))
+    return None
+
+
 class _WriteTransaction:
-    """`BEGIN IMMEDIATE` ... `COMMIT`, retried while another process holds the write lock."""
+    """`BEGIN IMMEDIATE` ... `COMMIT`, retried while another process holds the write lock.
+
+    It is the one place the queue writes its file, so it is where an error that may pass (the
+    file stayed locked past the busy timeout and the retries, a full disk, an I/O error)
+    becomes `QueueUnavailableError`, once the transaction is rolled back.
+    """
 
     def __init__(self, queue: SQLiteQueue) -> None:
         self._queue = queue
@@ -576,18 +695,33 @@ class _WriteTransaction:
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     q._lock.release()
-                    raise
+                    away = _unavailable(q, exc)  # a failing disk
+                    if away is None:
+                        raise
+                    raise away from None
                 time.sleep(min(0.05 * (attempt + 1), 1.0))
         q._lock.release()
-        raise sqlite3.OperationalError(f"{q.path}: the queue file stayed locked; giving up")
+        raise QueueUnavailableError(str(q.path), "the file stayed locked by another process")
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         conn = self._queue._conn
         try:
             if exc_type is None:
-                conn.execute("COMMIT")
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as failed:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    away = _unavailable(self._queue, failed)
+                    if away is None:
+                        raise
+                    raise away from None
             else:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                away = _unavailable(self._queue, exc) if isinstance(exc, sqlite3.Error) else None
+                if away is not None:
+                    raise away from None
         finally:
             self._queue._lock.release()
 
@@ -616,3 +750,16 @@ def _batch_json(chunk: list[Task]) -> str:
                     f"task {task.id!r}: its data cannot be stored as JSON ({exc})"
                 ) from None
         raise
+
+
+def _queue_files(path: Path) -> list[str]:
+    """The names of the SQLite files beside `path`, for a `QueueNotFoundError`."""
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        return [
+            p.name
+            for p in folder.iterdir()
+            if p.suffix in SQLiteQueue.bare_path_suffixes and p.is_file()
+        ]
+    except OSError:  # the folder is missing or unreadable: nothing to suggest
+        return []

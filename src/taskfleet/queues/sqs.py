@@ -1,8 +1,8 @@
 """The Amazon SQS queue: `sqs://NAME?region=REGION[&endpoint_url=URL][&max_attempts=N]`.
 
-Opening the queue creates it if needed, with a dead-letter queue `NAME-dlq`, its
-`max_attempts` in the tag `taskfleet-max-attempts`, and a redrive policy whose
-`maxReceiveCount` is a few receives above `max_attempts`. `receive` moves a message that SQS
+Loading creates the queue (`create=True`; every other opening only reads), with a dead-letter
+queue `NAME-dlq`, its `max_attempts` in the tag `taskfleet-max-attempts`, and a redrive policy
+whose `maxReceiveCount` is a few receives above `max_attempts`. `receive` moves a message that SQS
 hands out for attempt `max_attempts + 1` (its last lease expired) to the dead-letter queue
 itself, and reports it; SQS's own redrive is only the backstop for a move that failed again and
 again. An existing queue keeps its own `max_attempts` (a queue made before the tag existed: its
@@ -14,7 +14,9 @@ enqueues them once, and each task is its own message group, so FIFO order costs 
 What SQS cannot do, and what we do instead (the contract suite lists these in one place):
 - A standard queue has no idempotent send: loading twice queues duplicates (workers still run
   each at least once; the duplicates are counted by the monitor from events). FIFO dedupes
-  only within 5 minutes. `SendResult.already_present` is always 0.
+  only within 5 minutes, and SQS answers a message it drops as a duplicate as it answers any
+  other. `SendResult.already_present` is always 0, and `load_note` says the counts are of
+  messages SQS accepted.
 - A released delivery still counts as a receive (`release` is a visibility timeout of 0).
 - An earlier receipt handle of a message still works, so a stale retry or release changes the
   current delivery. SQS has no place for a retry's error: only dead letters carry one.
@@ -25,7 +27,9 @@ What SQS cannot do, and what we do instead (the contract suite lists these in on
 Every call is batched: SendMessageBatch of 10 with many batches in flight on a thread pool,
 ReceiveMessage of up to 10 with long polling, DeleteMessageBatch and
 ChangeMessageVisibilityBatch of 10. Credentials come from boto3's default chain; nothing we log
-or raise contains a secret (URLs go through `redact`).
+or raise contains a secret (URLs go through `redact`). Every call goes through one wrapper of
+the client (`_Service`): SQS away for now (no connection, a connection cut or timed out,
+throttling, a 5xx answer), once boto3's few retries are spent, raises `QueueUnavailableError`.
 """
 
 from __future__ import annotations
@@ -42,7 +46,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, ClassVar
 
-from taskfleet.errors import MessageTooLargeError, QueueConnectionError, QueueURLError
+from taskfleet.errors import (
+    MessageTooLargeError,
+    QueueConnectionError,
+    QueueUnavailableError,
+    QueueURLError,
+)
 from taskfleet.queues.base import (
     DeadLetter,
     Message,
@@ -54,6 +63,7 @@ from taskfleet.queues.base import (
     SendResult,
     attempts_for_new_queue,
     expired_lease_error,
+    queue_not_found,
 )
 from taskfleet.redact import redact
 from taskfleet.tasks import Task
@@ -67,17 +77,73 @@ MAX_WAIT = 20  # longest long poll
 THREADS = 16  # batches in flight
 RETENTION = 14 * 24 * 3600  # the longest SQS allows: a long job must not lose tasks
 SEND_TRIES = 8
+BOTO_ATTEMPTS = 3  # boto3's own tries of a call (its retries back off for a few seconds at most)
 MAX_RECEIVE_COUNT = 1000  # the largest maxReceiveCount SQS allows
 # Receives beyond max_attempts before SQS's own redrive moves a message: only a message that
 # `receive` failed to move to the dead-letter queue that many times goes there unreported.
 BACKSTOP_RECEIVES = 3
 MAX_ATTEMPTS_TAG = "taskfleet-max-attempts"
+MAX_LISTED_QUEUES = 1000  # one ListQueues page, for the names a not-found error suggests
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 _DEDUP_RE = re.compile(r"^[!-~]{1,128}$")  # SQS: 1-128 printable ASCII characters
 ERROR_ATTRIBUTE = "taskfleet_error"
 ATTEMPTS_ATTRIBUTE = "taskfleet_attempts"
 MAX_ERROR_CHARS = 8192
 _GONE = {"ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidParameterValue"}
+# Error codes of a service that is overloaded or failing for now (besides any 5xx status).
+_AWAY_CODES = {
+    "RequestThrottled",
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "ServiceUnavailable",
+    "InternalError",
+    "InternalFailure",
+    "RequestTimeout",
+    "RequestTimeoutException",
+}
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """SQS is away for now (no connection, a connection cut or timed out, throttling, a 5xx
+    answer) rather than refusing the request. boto3's own retries have been spent by then."""
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    if isinstance(exc, (ConnectionError, HTTPClientError)):  # EndpointConnection, ReadTimeout...
+        return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        code = exc.response.get("Error", {}).get("Code", "")
+        return status >= 500 or code in _AWAY_CODES or code.endswith(".RequestThrottled")
+    return False
+
+
+class _Service:
+    """The boto3 client, through which every call to SQS goes: an operation that fails because
+    SQS is away raises `QueueUnavailableError` naming the queue (redacted); every other
+    attribute (`exceptions`, `meta`) is the client's own."""
+
+    def __init__(self, client: Any, url: str) -> None:
+        self._client = client
+        self._url = url
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if name in ("exceptions", "meta") or not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attribute(*args, **kwargs)
+            except Exception as exc:
+                if is_unavailable(exc):
+                    raise QueueUnavailableError(
+                        self._url, f"{type(exc).__name__}: {redact(str(exc))}"
+                    ) from None
+                raise
+
+        return call
 
 
 def parse_sqs_url(url: str) -> tuple[str, dict[str, str], int | None]:
@@ -138,6 +204,7 @@ class SQSQueue(Queue):
         max_attempts: int | None = None,
         url: str | None = None,
         client: Any = None,
+        create: bool = True,
     ) -> None:
         import boto3
         import botocore.config
@@ -151,16 +218,21 @@ class SQSQueue(Queue):
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
         try:
-            self.client = client or boto3.session.Session().client(
-                "sqs",
-                region_name=region,
-                endpoint_url=endpoint_url,
-                config=botocore.config.Config(
-                    max_pool_connections=THREADS + 4,
-                    retries={"mode": "standard", "max_attempts": 5},
+            self.client = _Service(
+                client
+                or boto3.session.Session().client(
+                    "sqs",
+                    region_name=region,
+                    endpoint_url=endpoint_url,
+                    config=botocore.config.Config(
+                        max_pool_connections=THREADS + 4,
+                        # short: SQS away for longer is the worker's outage owner's to wait for
+                        retries={"mode": "standard", "max_attempts": BOTO_ATTEMPTS},
+                    ),
                 ),
+                redact(self.url),
             )
-            self.queue_url, self.dlq_url, self.max_attempts = self._open(attempts)
+            self.queue_url, self.dlq_url, self.max_attempts = self._open(attempts, create)
         except botocore.exceptions.NoRegionError:
             raise QueueURLError(
                 f"{redact(self.url)!r}: no AWS region; add ?region=REGION to the URL or set "
@@ -186,13 +258,16 @@ class SQSQueue(Queue):
             raise QueueURLError(f"{redact(url)!r}: the SQS queue name {name!r} {cls.name_rule}")
 
     @classmethod
-    def from_address(cls, address: QueueAddress, max_attempts: int | None) -> SQSQueue:
+    def from_address(
+        cls, address: QueueAddress, max_attempts: int | None, *, create: bool = True
+    ) -> SQSQueue:
         return cls(
             address.name,
             region=address.options.get("region"),
             endpoint_url=address.options.get("endpoint_url"),
             max_attempts=max_attempts,
             url=address.url,
+            create=create,
         )
 
     @classmethod
@@ -216,25 +291,49 @@ class SQSQueue(Queue):
         extra: dict[str, Any] = {"tags": tags} if tags else {}
         return self.client.create_queue(QueueName=name, Attributes=attributes, **extra)["QueueUrl"]
 
-    def _open(self, max_attempts: int) -> tuple[str, str, int]:
-        """Find or create the queue and its dead-letter queue; return their URLs and the
-        queue's max_attempts (`max_attempts` applies only to a queue created now)."""
+    def _open(self, max_attempts: int, create: bool) -> tuple[str, str | None, int]:
+        """Find the queue and its dead-letter queue, creating them with `create`; return
+        their URLs and the queue's max_attempts (`max_attempts` applies only to a queue created
+        now). Without `create` nothing is created or changed: a queue that does not exist is
+        an error, and the dead-letter queue of one made by hand without any (None here) is
+        made when a task is first dead-lettered."""
         queue_url = self._queue_url(self.name)
+        if queue_url is None and not create:
+            raise queue_not_found(
+                f"no SQS queue {self.name!r} ({redact(self.url)})", self.name, self._queue_names()
+            )
         if queue_url is not None:
             attributes = self.client.get_queue_attributes(
                 QueueUrl=queue_url, AttributeNames=["RedrivePolicy"]
             ).get("Attributes", {})  # none at all when the queue has no redrive policy
+            tags = self.client.list_queue_tags(QueueUrl=queue_url).get("Tags", {})
             if "RedrivePolicy" in attributes:
                 policy = json.loads(attributes["RedrivePolicy"])
-                dlq_name = policy["deadLetterTargetArn"].rsplit(":", 1)[-1]
-                dlq_url = self._queue_url(dlq_name) or self._create(
-                    dlq_name, {"MessageRetentionPeriod": str(RETENTION)}
-                )
-                tags = self.client.list_queue_tags(QueueUrl=queue_url).get("Tags", {})
+                self.dlq_name = policy["deadLetterTargetArn"].rsplit(":", 1)[-1]
+                dlq_url = self._queue_url(self.dlq_name)
+                if dlq_url is None and create:
+                    dlq_url = self._create(
+                        self.dlq_name, {"MessageRetentionPeriod": str(RETENTION)}
+                    )
                 if MAX_ATTEMPTS_TAG in tags:
                     return queue_url, dlq_url, int(tags[MAX_ATTEMPTS_TAG])
                 # Made before the tag, or by hand: SQS's own redrive is its max_attempts.
                 return queue_url, dlq_url, int(policy["maxReceiveCount"])
+            if not create:
+                attempts = int(tags.get(MAX_ATTEMPTS_TAG, max_attempts))
+                return queue_url, self._queue_url(self.dlq_name), attempts
+            return queue_url, self._attach_dead_letter_queue(queue_url, max_attempts), max_attempts
+        dlq_url, policy_text = self._dead_letter_queue(max_attempts)
+        queue_url = self._create(
+            self.name,
+            {"MessageRetentionPeriod": str(RETENTION), "RedrivePolicy": policy_text},
+            {MAX_ATTEMPTS_TAG: str(max_attempts)},
+        )
+        return queue_url, dlq_url, max_attempts
+
+    def _dead_letter_queue(self, max_attempts: int) -> tuple[str, str]:
+        """Find or create the dead-letter queue; return its URL and the redrive policy that
+        points at it."""
         dlq_url = self._queue_url(self.dlq_name) or self._create(
             self.dlq_name, {"MessageRetentionPeriod": str(RETENTION)}
         )
@@ -244,19 +343,46 @@ class SQSQueue(Queue):
         policy_text = json.dumps(
             {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": native_receive_limit(max_attempts)}
         )
-        tags = {MAX_ATTEMPTS_TAG: str(max_attempts)}
-        if queue_url is None:
-            queue_url = self._create(
-                self.name,
-                {"MessageRetentionPeriod": str(RETENTION), "RedrivePolicy": policy_text},
-                tags,
+        return dlq_url, policy_text
+
+    def _attach_dead_letter_queue(self, queue_url: str, max_attempts: int) -> str:
+        """Give an existing queue without a dead-letter queue ours, and its max_attempts tag."""
+        dlq_url, policy_text = self._dead_letter_queue(max_attempts)
+        self.client.set_queue_attributes(
+            QueueUrl=queue_url, Attributes={"RedrivePolicy": policy_text}
+        )
+        self.client.tag_queue(QueueUrl=queue_url, Tags={MAX_ATTEMPTS_TAG: str(max_attempts)})
+        return dlq_url
+
+    def _dlq_for_writing(self) -> str:
+        """The dead-letter queue's URL, made now if the queue was opened without one."""
+        if self.dlq_url is None:
+            self.dlq_url = self._attach_dead_letter_queue(self.queue_url, self.max_attempts)
+        return self.dlq_url
+
+    def _queue_names(self) -> list[str]:
+        """Names of the task queues of this account and region (one ListQueues page), for a
+        `QueueNotFoundError`; dead-letter and event queues are left out."""
+        import botocore.exceptions
+
+        try:
+            urls = self.client.list_queues(MaxResults=MAX_LISTED_QUEUES).get("QueueUrls", [])
+        except botocore.exceptions.ClientError:  # not allowed to list: nothing to suggest
+            return []
+        names = [url.rsplit("/", 1)[-1] for url in urls]
+        return [n for n in names if not re.search(r"-(dlq|events)(\.fifo)?$", n)]
+
+    def load_note(self) -> str:
+        """What a load's count means here: SQS says only that it accepted each message."""
+        if self.fifo:
+            return (
+                "counts are of messages SQS accepted: a FIFO queue silently drops a task whose "
+                "id was sent in the last 5 minutes (deduplication), and does not say so"
             )
-        else:  # an existing queue without a dead-letter queue: give it ours
-            self.client.set_queue_attributes(
-                QueueUrl=queue_url, Attributes={"RedrivePolicy": policy_text}
-            )
-            self.client.tag_queue(QueueUrl=queue_url, Tags=tags)
-        return queue_url, dlq_url, max_attempts
+        return (
+            "counts are of messages SQS accepted: a standard queue does not skip tasks it holds "
+            "already, so loading the same file again queues them twice"
+        )
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -343,7 +469,7 @@ class SQSQueue(Queue):
                     collect(wait(in_flight, return_when=FIRST_COMPLETED).done)
                 in_flight.add(self._pool().submit(self._send_batch, batch))
             collect(wait(in_flight).done if in_flight else [])
-        except Exception as exc:
+        except BaseException as exc:  # Ctrl-C too: wait for what is in flight, and count it
             for future in wait(in_flight).done if in_flight else []:
                 if future.exception() is None:
                     result.inserted += future.result()
@@ -463,7 +589,8 @@ class SQSQueue(Queue):
                 for i, (_, task) in enumerate(chunk)
             ]
             refused = {
-                f["Id"] for f in self._entries_call("send_message_batch", self.dlq_url, entries)
+                f["Id"]
+                for f in self._entries_call("send_message_batch", self._dlq_for_writing(), entries)
             }
             if refused:
                 log.warning(
@@ -547,7 +674,7 @@ class SQSQueue(Queue):
         from botocore.exceptions import ClientError
 
         self.client.send_message(
-            QueueUrl=self.dlq_url,
+            QueueUrl=self._dlq_for_writing(),
             **self._dead_letter_fields(message.task, message.attempt, error),
         )
         try:
@@ -574,12 +701,13 @@ class SQSQueue(Queue):
             got = self.client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)
             return {k: int(v) for k, v in got["Attributes"].items()}
 
-        main, dead = self._parallel(attributes, [self.queue_url, self.dlq_url])
+        urls = [self.queue_url] if self.dlq_url is None else [self.queue_url, self.dlq_url]
+        main, *dead = self._parallel(attributes, urls)
         return QueueStats(
             visible=main["ApproximateNumberOfMessages"],
             leased=main["ApproximateNumberOfMessagesNotVisible"],
             delayed=main["ApproximateNumberOfMessagesDelayed"],
-            dead=sum(dead.values()),
+            dead=sum(dead[0].values()) if dead else 0,
             approximate=True,
         )
 
@@ -589,9 +717,12 @@ class SQSQueue(Queue):
         receipt handles the caller put in `taken`."""
         seen: set[str] = set()
         held: list[str] = []
+        dlq_url = self.dlq_url
+        if dlq_url is None:  # no dead-letter queue yet: no dead letters
+            return
         try:
             while True:
-                raw = self._receive(self.dlq_url, BATCH, 120, 1, extra=True)
+                raw = self._receive(dlq_url, BATCH, 120, 1, extra=True)
                 fresh = [m for m in raw if m["MessageId"] not in seen]
                 if not fresh:
                     return
@@ -603,7 +734,7 @@ class SQSQueue(Queue):
             give_back = [r for r in held if r not in (taken or ())]
             entries = self._receipt_batches(give_back, {"VisibilityTimeout": 0})
             for batch in entries:
-                self._entries_call("change_message_visibility_batch", self.dlq_url, batch)
+                self._entries_call("change_message_visibility_batch", dlq_url, batch)
 
     def _dead_letter_of(self, m: dict[str, Any]) -> DeadLetter | None:
         try:
@@ -660,7 +791,7 @@ class SQSQueue(Queue):
                 f"SQS refused {len(failed)} redriven task(s): {failed[0]['_code']}"
             )
         deletes = [{"Id": str(i), "ReceiptHandle": r} for i, (_, r) in enumerate(batch)]
-        self._entries_call("delete_message_batch", self.dlq_url, deletes)
+        self._entries_call("delete_message_batch", self._dlq_for_writing(), deletes)
 
     def purge(self) -> None:
         """PurgeQueue both queues; SQS allows one purge a minute, so a second purge within the
@@ -668,6 +799,8 @@ class SQSQueue(Queue):
         from botocore.exceptions import ClientError
 
         for queue_url in (self.queue_url, self.dlq_url):
+            if queue_url is None:
+                continue
             try:
                 self.client.purge_queue(QueueUrl=queue_url)
             except ClientError as exc:

@@ -133,6 +133,24 @@ _Pending = tuple[EventType, dict[str, Any], Message, Action, str | None]
 _Settled = tuple[Message, str | None]  # a message to retry or dead-letter, and its error
 
 
+@dataclass
+class _Calls:
+    """The queue calls of a batch whose events are in the sink: each list loses what was done,
+    so a batch interrupted by an outage is taken up where it stopped, never done twice."""
+
+    acks: list[Message]
+    retries: list[_Settled]
+    dead_letters: list[_Settled]
+    refused: list[_Settled] = field(default_factory=list)  # retries the queue dead-lettered
+
+    def __len__(self) -> int:
+        return len(self.acks) + len(self.retries) + len(self.dead_letters) + len(self.refused)
+
+    def messages(self) -> list[Message]:
+        """The messages not settled yet (refused ones are dead-lettered already)."""
+        return self.acks + [m for m, _ in self.retries] + [m for m, _ in self.dead_letters]
+
+
 class Attempts:
     """Settles every attempt of a run (see the module docstring for the order of things).
 
@@ -159,11 +177,12 @@ class Attempts:
         self.rng = rng or random.Random()
         self.last_settled = time.monotonic()
         self._pending: list[_Pending] = []
+        self._unsettled: _Calls | None = None  # a batch an outage interrupted
 
     @property
     def pending(self) -> int:
         """Attempts that ended and are not settled yet."""
-        return len(self._pending)
+        return len(self._pending) + (len(self._unsettled) if self._unsettled else 0)
 
     # -- how an attempt ended ---------------------------------------------------------------
 
@@ -300,16 +319,30 @@ class Attempts:
             self.settle()
 
     def settle(self) -> None:
-        """Write the batch's events, then make its queue calls: never ack before the record."""
-        batch, self._pending = self._pending, []
-        acks, retries, dead_letters = self._write_events(batch)
+        """Write the batch's events, then make its queue calls: never ack before the record.
+
+        If the sink or the queue fails (an outage), the error is raised with the batch kept:
+        its events stay in the sink's buffer and the calls not made yet wait here; the next
+        `settle` writes the events again and makes only those calls, before a new batch."""
+        if self._unsettled is None:
+            batch, self._pending = self._pending, []
+            self._unsettled = self._write_events(batch)
         self.sink.flush()
-        self._call_queue(acks, retries, dead_letters)
+        self._call_queue(self._unsettled)
+        self._unsettled = None
         self.last_settled = time.monotonic()
 
-    def _write_events(
-        self, batch: list[_Pending]
-    ) -> tuple[list[Message], list[_Settled], list[_Settled]]:
+    def abandon(self) -> list[Message]:
+        """The run ends without settling what is pending (its service stayed away): forget
+        it, and return its messages, to be given back if the queue still answers (unacked,
+        they come back anyway when their leases expire)."""
+        messages = [message for _, _, message, _, _ in self._pending]
+        if self._unsettled is not None:
+            messages.extend(self._unsettled.messages())
+        self._pending, self._unsettled = [], None
+        return messages
+
+    def _write_events(self, batch: list[_Pending]) -> _Calls:
         """Buffer each attempt's event (and `task_dead_lettered` after those that end their
         task); returns the messages to ack, to retry and to dead-letter."""
         counts = self.counts
@@ -332,28 +365,38 @@ class Attempts:
             else:
                 dead_letters.append((message, error))
                 self._write_dead_lettered(message.task.id, message.attempt, error)
-        return acks, retries, dead_letters
+        return _Calls(acks, retries, dead_letters)
 
-    def _call_queue(
-        self, acks: list[Message], retries: list[_Settled], dead_letters: list[_Settled]
-    ) -> None:
+    def _call_queue(self, calls: _Calls) -> None:
         """Ack, retry after a backoff, dead-letter; a retry the queue refuses (it counted more
-        attempts than we knew of, and dead-lettered the task) gets its event here."""
+        attempts than we knew of, and dead-lettered the task) gets its event here. What was
+        done leaves `calls` as it is done (see `_Calls`)."""
         counts = self.counts
-        if acks:
-            self.queue.ack(acks)
-            counts.completed += len(acks)
-        refused: list[_Settled] = []
-        for message, error in retries:
-            delay = self.policy.delay(message.attempt, self.rng)
-            if self.queue.retry(message, delay, error):
-                counts.retried += 1
-            else:
-                refused.append((message, error))
-        for message, error in dead_letters:
-            self.queue.dead_letter(message, error)
-            counts.dead_lettered += 1
-        if refused:
+        if calls.acks:
+            self.queue.ack(calls.acks)
+            counts.completed += len(calls.acks)
+            calls.acks = []
+        done = 0
+        try:
+            for message, error in calls.retries:
+                delay = self.policy.delay(message.attempt, self.rng)
+                if self.queue.retry(message, delay, error):
+                    counts.retried += 1
+                else:
+                    calls.refused.append((message, error))
+                done += 1
+        finally:
+            del calls.retries[:done]
+        done = 0
+        try:
+            for message, error in calls.dead_letters:
+                self.queue.dead_letter(message, error)
+                counts.dead_lettered += 1
+                done += 1
+        finally:
+            del calls.dead_letters[:done]
+        if calls.refused:
+            refused, calls.refused = calls.refused, []
             for message, error in refused:
                 self._write_dead_lettered(message.task.id, message.attempt, error)
             counts.dead_lettered += len(refused)

@@ -6,7 +6,8 @@ taken in batches. A local run owns its queue, so it buffers deeply (the children
 the supervisor); a worker sharing a queue with other machines takes little, so it never hoards
 tasks that others could start, nor holds leases it cannot renew in time. The dispatch also
 decides that the work is over: the queue is drained (a local run), it stayed empty for
-`--exit-when-idle`, or `--max-num-tasks` were received.
+`--exit-when-idle`, or `--max-num-tasks` were received. While a service is away
+(`outage.py`) the supervisor does not call `fill`: nothing new is leased.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from taskfleet.worker.attempts import Attempts
 from taskfleet.worker.child_process import ChildProcess
 from taskfleet.worker.children import Children
 from taskfleet.worker.leases import Leases
+from taskfleet.worker.outage import Outage
 from taskfleet.worker.run_events import RunEvents
 from taskfleet.worker.settings import WorkerSettings
 from taskfleet.worker.stopping import Stopping, StopReason
@@ -44,10 +46,12 @@ class Dispatch:
         stopping: Stopping,
         events: RunEvents,
         settings: WorkerSettings,
+        outage: Outage,
         *,
         local_mode: bool,
     ) -> None:
         self.queue = queue
+        self.outage = outage
         self.children = children
         self.leases = leases
         self.attempts = attempts
@@ -95,11 +99,16 @@ class Dispatch:
         try:
             received = self.queue.receive(min(wanted, RECEIVE_BATCH), self.leases.seconds, wait)
         except Exception as exc:
-            self.events.non_fatal(exc, "receiving tasks")
+            if not self.outage.absorb(exc, "receiving tasks"):
+                self.events.non_fatal(exc, "receiving tasks")
             self.next_receive_at = now + 1.0
             return
         if received.dead_lettered:
-            self.attempts.dead_lettered_by_queue(received.dead_lettered)
+            try:
+                self.attempts.dead_lettered_by_queue(received.dead_lettered)
+            except Exception as exc:  # their events stay buffered until they can be written
+                if not self.outage.absorb(exc, "writing events"):
+                    raise
             self.last_activity = now
         if not received:
             self._queue_empty(now, idle)
@@ -148,6 +157,11 @@ class Dispatch:
         if leftover:  # nobody has room after all (a child died meanwhile): give them back
             self.leases.release(leftover)
 
+    def resume(self, now: float) -> None:
+        """A service that was away is back: lease at once; the outage was not idle time."""
+        self.next_receive_at = 0.0
+        self.last_activity = now
+
     def look_again_now(self) -> None:
         """Nothing runs and every outcome is settled: a local run that found its queue empty
         while tasks ran may be over now, so look at once instead of after the pause."""
@@ -159,7 +173,12 @@ class Dispatch:
         enough to exit; otherwise look again shortly."""
         if self.local_mode:
             if idle:
-                stats = self.queue.stats()
+                try:
+                    stats = self.queue.stats()
+                except Exception as exc:
+                    if not self.outage.absorb(exc, "counting the tasks left"):
+                        raise
+                    return
                 if stats.remaining == 0:
                     self.stopping.stop(StopReason.DONE)
                     return

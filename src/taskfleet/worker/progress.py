@@ -11,6 +11,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from taskfleet.monitoring.summary_text import counted
+
 if TYPE_CHECKING:
     from rich.progress import Progress
 
@@ -86,10 +88,10 @@ class ProgressView:
         if self.total and rate > 0:
             eta = f", ETA {max(0, self.total - done) / rate:,.0f} s"
         log.info(
-            "progress: %s%s done, %s failed attempts, %s running, %.1f tasks/s%s",
+            "progress: %s%s done, %s, %s running, %.1f tasks/s%s",
             f"{done:,}",
             total,
-            f"{counts.failed_attempts:,}",
+            counted(counts.failed_attempts, "failed attempt"),
             running,
             rate,
             eta,

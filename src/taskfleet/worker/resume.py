@@ -5,6 +5,15 @@ the same command again skips tasks already done. One run at a time owns the stat
 exclusive lock), which lets a new run take back, at once, the leases an interrupted run left
 behind: no other consumer can hold them. Leased tasks whose outcome the interrupted run had
 already written to the event log are acknowledged instead of being run again.
+
+The task file is the source of truth: a rerun gives the tasks not yet completed the data the
+file has now, and says which completed tasks changed (`--rerun-changed` runs them again).
+
+A state belongs to one task file, recorded in it when first used: another file on it is
+refused. Keying the default state by the task file instead would still leave both files'
+events in the one event log beside it, where the summary would count them together and the
+recovery of an interrupted run would read another file's completion of the same task id as
+this one's.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +32,10 @@ import orjson
 
 from taskfleet.errors import TaskfleetError, path_error
 from taskfleet.events.schema import EventType
-from taskfleet.queues.base import Queue
+from taskfleet.monitoring.summary_text import counted
+from taskfleet.queues.base import DataChanges, Queue
+from taskfleet.redact import redact
+from taskfleet.tasks import TaskSource
 
 
 def default_state_path(event_log_file: str | None) -> Path:
@@ -129,3 +142,76 @@ def recover(queue: Queue, event_log_file: str | None) -> Recovery:
     acked = queue.ack_ids(finished) if finished else 0
     queue.release_all()
     return Recovery(leased=len(leased), acknowledged_from_log=acked)
+
+
+def source_key(source: TaskSource, state_path: Path) -> str:
+    """What names a run's tasks in its state: a local file by its path from the state's
+    folder (so that the folder may move, and any working directory gives the same key), a
+    URL or '-' as given, a worker's own task_source by that."""
+    if isinstance(source, (str, os.PathLike)):
+        text = os.fspath(source)
+        if text == "-" or "://" in text:
+            return text
+        return os.path.relpath(os.path.abspath(text), os.path.abspath(state_path.parent))
+    return "the worker's task_source"
+
+
+_STATE_TABLE = "taskfleet_state"
+
+
+def claim_state(state_path: Path, key: str) -> None:
+    """Record in the state file which task source it keeps (a state from before this record
+    takes the current one); refuse a state that keeps another. The caller holds the lock."""
+    try:
+        with contextlib.closing(sqlite3.connect(state_path, timeout=60.0)) as conn, conn:
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {_STATE_TABLE} "
+                "(key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            row = conn.execute(
+                f"SELECT value FROM {_STATE_TABLE} WHERE key = 'task_source'"
+            ).fetchone()
+            if row is None:
+                conn.execute(f"INSERT INTO {_STATE_TABLE} VALUES ('task_source', ?)", (key,))
+    except sqlite3.Error as exc:
+        raise TaskfleetError(f"{state_path}: cannot read the state file: {exc}") from None
+    if row is not None and row[0] != key:
+        raise TaskfleetError(
+            f"{state_path} keeps the progress of {redact(row[0])}, not of {redact(key)} "
+            "(paths from the state's folder); a state keeps one task file's: give this run "
+            "its own --event-log-file (its state goes beside it), or delete "
+            f"{state_path.name} and its event log to start over"
+        )
+
+
+def describe_changes(changes: DataChanges, redrive_command: str) -> list[str]:
+    """What a rerun did with the tasks whose data changed in the task file, a line each."""
+
+    def agree(number: int, one: str, many: str) -> str:
+        return one if number == 1 else many
+
+    lines = []
+    if n := changes.updated:
+        lines.append(
+            f"{counted(n, 'task')} not yet completed {agree(n, 'takes', 'take')} the new data "
+            "of the task file"
+        )
+    if n := changes.rerun:
+        lines.append(
+            f"{counted(n, 'task')} completed or dead-lettered before {agree(n, 'runs', 'run')} "
+            "again with the new data of the task file (--rerun-changed)"
+        )
+    if n := changes.dead_updated:
+        lines.append(
+            f"{counted(n, 'dead-lettered task')} {agree(n, 'takes', 'take')} the new data of "
+            f"the task file: `{redrive_command}`, then run again, to run {agree(n, 'it', 'them')}"
+        )
+    if n := changes.completed_changed:
+        examples = ", ".join(changes.completed_examples)
+        more = ", ..." if n > len(changes.completed_examples) else ""
+        lines.append(
+            f"{counted(n, 'completed task')} changed in the task file ({examples}{more}) and "
+            f"{agree(n, 'is', 'are')} not run again: add --rerun-changed to run "
+            f"{agree(n, 'it', 'them')} with the new data"
+        )
+    return lines

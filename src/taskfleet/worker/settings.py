@@ -27,9 +27,9 @@ import typing
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
-from taskfleet.errors import TaskfleetError
+from taskfleet.errors import DEFAULT_OUTAGE_SECONDS, TaskfleetError
 from taskfleet.worker.rms_compat import (
     RMS_FLAG_ALIASES,
     environment_options,
@@ -124,6 +124,11 @@ class WorkerSettings:
     )
     tasks_to_skip: int = option(0, "Skip this many tasks of the task file.", ge=0)
     max_num_tasks: int | None = option(None, "Process at most this many tasks.", ge=0)
+    rerun_changed: bool = option(
+        False,
+        "Task file runs: run again the completed (and dead-lettered) tasks whose data changed "
+        "in the file (default: name them, do not run them).",
+    )
     event_log_file: str | None = option(
         "events.jsonl",
         "Events file, JSON Lines (default events.jsonl; '' for none).",
@@ -144,6 +149,13 @@ class WorkerSettings:
     lease_seconds: float = option(
         60.0,
         "Lease length in seconds; running tasks' leases are renewed (default 60).",
+        gt=0,
+        metavar="SECONDS",
+    )
+    outage_seconds: float = option(
+        DEFAULT_OUTAGE_SECONDS,
+        "Ride out a queue or event log that is away this long (no new tasks, running ones go "
+        "on), then stop with exit code 1 (default 300).",
         gt=0,
         metavar="SECONDS",
     )
@@ -275,11 +287,22 @@ def _help_formatter() -> Callable[[str], argparse.HelpFormatter]:
     return functools.partial(argparse.HelpFormatter, width=width)
 
 
+class _OptionParser(argparse.ArgumentParser):
+    """argparse with a usage error raised as one line (exit code 1): argparse would exit 2,
+    which the worker's exit codes keep for dead letters."""
+
+    def error(self, message: str) -> NoReturn:
+        raise TaskfleetError(f"{message}; see --help")
+
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    """The worker's own flags. Every default is None so that unset flags fall through."""
-    parser = argparse.ArgumentParser(
+    """The worker's own flags. Every default is None so that unset flags fall through. No
+    flag is taken from a prefix (`--max-run` is not `--max-runtime`): a mistyped option is
+    refused, never read as another one."""
+    parser = _OptionParser(
         prog=prog,
         add_help=False,
+        allow_abbrev=False,
         formatter_class=_help_formatter(),
         description="A taskfleet worker: runs process_task over every task of a task file or "
         "queue, in parallel.",

@@ -5,7 +5,9 @@ SIGINT/SIGTERM/SIGHUP, or a spot/preemption notice, stops leasing, gives prefetc
 at once and lets running tasks finish within the grace period, after which their children are
 killed and their tasks given back; a second signal kills everything at once. A run also stops
 when its work is over (`done`, `idle`, `limit`, decided by the dispatch); then running tasks
-simply finish.
+simply finish. A service that stays away longer than `--outage-seconds` (`outage.py`) ends it
+at once (`outage`): no outcome could be recorded, so the children are killed and every task
+not settled is given back, or comes back when its lease expires.
 
 SIGHUP (the terminal or SSH session went away) is a SIGTERM: a worker must not die at once
 holding leases it could give back. `STOP_SIGNALS` are the signals that ask a run to stop.
@@ -47,6 +49,7 @@ class StopReason(StrEnum):
     DONE = "done"  # a local run finished its tasks
     IDLE = "idle"  # the queue stayed empty for --exit-when-idle
     LIMIT = "limit"  # --max-num-tasks were received
+    OUTAGE = "outage"  # the queue or the event log stayed away past --outage-seconds
 
     @property
     def interrupts(self) -> bool:
@@ -138,6 +141,23 @@ class Stopping:
         """Once the grace period is over, kill the children still running tasks."""
         if self.kill_deadline is not None and now >= self.kill_deadline:
             self.children.kill_running()
+
+    def grace_over(self, now: float) -> bool:
+        """A signal or notice stopped the run, and its grace period is over."""
+        return self.kill_deadline is not None and now >= self.kill_deadline
+
+    def abandon(self) -> None:
+        """A service is away and the run must end anyway (it stayed away past
+        `--outage-seconds`, or a stop's grace period is over): kill every child now, forget
+        the outcomes that could not be recorded, and give their tasks back if the queue
+        answers (otherwise their leases expire and they come back then)."""
+        self.stop(StopReason.OUTAGE)
+        self.begun = True
+        self.flags.set_shutdown_requested()
+        unsettled = self.children.kill_all()
+        unsettled.extend(self.attempts.abandon())
+        if unsettled:
+            self.leases.release(unsettled)
 
     def kill_everything(self) -> None:
         """Second signal or fatal error: kill every child now and give back every task."""

@@ -21,6 +21,8 @@ The flow of a task, and the channels between the supervisor and its children::
     queue          Dispatch (receive), Leases (extend,    -
                    release), Attempts (ack, retry,
                    dead_letter)
+    Outage         whoever found a service away           the loop: lease or not, when to
+                                                          try again, when to give up
 
 The pipes hold 1 MiB and the supervisor's ends never block, so neither side waits on the
 other; no message per task ever goes from the supervisor to a running child. The events of a
@@ -30,7 +32,9 @@ Each turn of the loop: stop at once if told to; notice a termination notice; lea
 tasks, or begin the stop; send the children their tasks; wait briefly for outcomes; check the
 children (deadlines, ends); kill what outlived the grace period; settle a batch of attempts
 (at once when nothing runs: no outcome will come to share the batch, and a local run may be
-over); renew leases; report progress.
+over); renew leases; report progress. While a service is away (`outage.py`) the turn leases
+nothing, settles nothing and renews nothing: it tries to recover when the backoff says so, and
+gives up past `--outage-seconds`.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from taskfleet.worker.children import DEADLINE_CHECK_INTERVAL, Children
 from taskfleet.worker.dispatch import Dispatch
 from taskfleet.worker.keep_alive import KeepAlive, keep_alive_interval
 from taskfleet.worker.leases import Leases
+from taskfleet.worker.outage import Outage
 from taskfleet.worker.run_events import RunEvents
 from taskfleet.worker.settings import WorkerSettings
 from taskfleet.worker.shared_memory import SharedFlags
@@ -75,10 +80,12 @@ class Supervisor:
         termination_check: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings
+        self.queue = queue
         self.sink = sink
         self.on_progress = on_progress
         self.counts = RunCounts()
         self.events = RunEvents(sink, hostname())
+        self.outage = Outage(settings.outage_seconds, self.events)
         self.attempts = Attempts(
             queue,
             sink,
@@ -86,7 +93,7 @@ class Supervisor:
             self.counts,
             hostname=self.events.hostname,
         )
-        self.leases = Leases(queue, settings.lease_seconds, self.counts, self.events)
+        self.leases = Leases(queue, settings.lease_seconds, self.counts, self.events, self.outage)
         self.children = Children(process_task, worker_data, settings, self.attempts, self.leases)
         self.stopping = Stopping(
             self.children,
@@ -107,6 +114,7 @@ class Supervisor:
             self.stopping,
             self.events,
             settings,
+            self.outage,
             local_mode=local_mode,
         )
 
@@ -150,8 +158,11 @@ class Supervisor:
             return True
         now = time.monotonic()
         self.stopping.check_termination_notice()
+        if self.outage.away:
+            self._ride_out(now)
         if self.stopping.reason is None:
-            self.dispatch.fill(now)
+            if not self.outage.away:
+                self.dispatch.fill(now)
         elif not self.stopping.begun:
             self.stopping.begin()
         if self._over():
@@ -162,20 +173,60 @@ class Supervisor:
         self.children.check(now, replace=self.stopping.reason is None)
         self.stopping.enforce_grace(now)
         nothing_running = not self.children.inflight_total()
-        self.attempts.settle_if_due(now, nothing_running=nothing_running)
+        if not self.outage.away:
+            self._settle_and_renew(now, nothing_running)
         if nothing_running:
             self.dispatch.look_again_now()
-        if self.leases.renewal_due(now):
-            self.leases.renew(self.children.leased_messages(), now)
         if self.on_progress is not None:
             self.on_progress(self.counts, self.children.running())
         self.keep_alive.tick(now, self.children.running())
         return self._over()
 
+    def _settle_and_renew(self, now: float, nothing_running: bool) -> None:
+        """Settle the pending batch if it is due, and renew the leases if that is due; a
+        service found away keeps both for the outage's tries."""
+        try:
+            self.attempts.settle_if_due(now, nothing_running=nothing_running)
+            if self.leases.renewal_due(now):
+                self.leases.renew(self.children.leased_messages(), now)
+        except Exception as exc:
+            if not self.outage.absorb(exc, "settling tasks"):
+                raise
+
+    def _ride_out(self, now: float) -> None:
+        """A service is away: give up past `--outage-seconds`; else, when the backoff says so,
+        try to recover (a probe of the queue, then the buffered events, the pending attempts
+        and every lease, in the order of a normal batch); if all of it works, it is over."""
+        if self.outage.over_limit(now):
+            self.outage.give_up()
+            self.stopping.abandon()
+            return
+        if self.stopping.grace_over(now):  # a signal's stop cannot wait for the service
+            self.stopping.abandon()
+            return
+        if not self.outage.retry_due(now):
+            return
+        try:
+            self.queue.stats()
+            self.sink.flush()
+            while self.attempts.pending:
+                self.attempts.settle()
+            self.leases.renew(self.children.leased_messages(), now)
+        except Exception as exc:
+            if not self.outage.absorb(exc, "trying again"):
+                raise
+            return
+        now = time.monotonic()
+        self.outage.ended(now)
+        self.dispatch.resume(now)
+
     def _wait_for_outcomes(self, now: float) -> None:
-        """Wait for outcomes until the next deadline check or the pending batch is due."""
+        """Wait for outcomes until the next deadline check or the pending batch is due (while
+        a service is away: until the next try to recover)."""
         timeout = DEADLINE_CHECK_INTERVAL
         until_due = self.attempts.seconds_until_due(now)
+        if self.outage.away:
+            until_due = self.outage.seconds_until_retry(now)
         if until_due is not None:
             timeout = min(timeout, until_due)
         if self.stopping.reason is None and self.children.all_have_work_queued():

@@ -22,19 +22,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taskfleet.errors import TaskfleetError
+from taskfleet.errors import QueueUnavailableError, TaskfleetError
 from taskfleet.events.schema import hostname as events_hostname
 from taskfleet.events.sinks import open_event_sink
 from taskfleet.monitoring.stats_sink import StatsSink
-from taskfleet.monitoring.summary_text import format_summary
-from taskfleet.queues import Queue, event_queue_url, open_queue
+from taskfleet.monitoring.summary_text import counted, format_summary
+from taskfleet.queues import Queue, QueueStats, event_queue_url, open_queue
+from taskfleet.queues.base import DataChanges
 from taskfleet.redact import redact
 from taskfleet.tasks import TaskSource
 from taskfleet.tasks.loading import load_tasks_into
 from taskfleet.worker.attempts import RunCounts
 from taskfleet.worker.logs import configure_logging
 from taskfleet.worker.progress import ProgressView
-from taskfleet.worker.resume import Recovery, StateLock, default_state_path, recover, state_url
+from taskfleet.worker.resume import (
+    Recovery,
+    StateLock,
+    claim_state,
+    default_state_path,
+    describe_changes,
+    recover,
+    source_key,
+    state_url,
+)
 from taskfleet.worker.rms_compat import RmsWorkerData, apply_queue_options, log_configuration
 from taskfleet.worker.settings import WorkerSettings, build_parser, options, resolve_settings
 from taskfleet.worker.shared_memory import SharedFlags
@@ -123,28 +133,35 @@ class RunSummary:
 
     counts: RunCounts
     completed_before: int = 0
-    remaining: int = 0
+    remaining: int | None = 0  # None: unknown, the queue was away at the end
     dead_letters: int = 0
     recovery: Recovery = field(default_factory=Recovery)
     interrupted: bool = False
     local: bool = True
     exit_code: int = EXIT_OK
     elapsed: float = 0.0
+    changes: DataChanges = field(default_factory=DataChanges)
 
     def line(self) -> str:
         c = self.counts
-        parts = [f"completed {c.completed:,} tasks in this run"]
+        parts = [f"completed {counted(c.completed, 'task')} in this run"]
         if self.local:
             parts[0] += f" ({self.completed_before:,} before it)"
-        parts.append(f"{c.failed_attempts:,} failed attempts ({c.retried:,} retried)")
+        parts.append(f"{counted(c.failed_attempts, 'failed attempt')} ({c.retried:,} retried)")
         parts.append(f"{c.dead_lettered:,} dead-lettered")
         if self.local:
-            parts.append(f"{self.remaining:,} remaining")
+            left = "unknown" if self.remaining is None else f"{self.remaining:,}"
+            parts.append(f"{left} remaining")
         if self.recovery.leased:
             parts.append(
                 f"{self.recovery.leased:,} interrupted by the previous run "
                 f"({self.recovery.acknowledged_from_log:,} already finished, "
                 f"{self.recovery.rerun:,} run again: possible duplicates)"
+            )
+        if self.changes.completed_changed:
+            parts.append(
+                f"{counted(self.changes.completed_changed, 'completed task')} changed in the "
+                "task file, not run again (--rerun-changed)"
             )
         rate = c.finished / self.elapsed if self.elapsed > 0 else 0.0
         parts.append(f"{self.elapsed:,.1f} s, {rate:,.0f} tasks/s")
@@ -183,7 +200,10 @@ class Worker:
                 self.user_parser.print_help()
             raise SystemExit(0)
         if self.user_parser is not None:
-            self.user_args = self.user_parser.parse_args(rest)
+            try:
+                self.user_args = self.user_parser.parse_args(rest)
+            except SystemExit as exc:  # argparse has printed the usage error; 2 is dead letters
+                raise SystemExit(EXIT_USAGE if exc.code == 2 else exc.code) from None
         elif rest:
             raise TaskfleetError(
                 f"unknown option(s) {' '.join(rest)}; see --help for the worker's options"
@@ -259,6 +279,17 @@ class Worker:
     def _run(self) -> RunSummary:
         settings = self.settings or self.parse()
         configure_logging(settings.verbose)
+        if self.task_source is not None and settings.task_file:
+            raise TaskfleetError(
+                f"--task-file {settings.task_file} (or TASKFLEET_TASK_FILE) given to a worker "
+                "whose tasks come from its task_source: a run has one source of tasks; drop "
+                "the task file, or run a worker script without a task_source"
+            )
+        if settings.is_spot and not settings.provider:
+            raise TaskfleetError(
+                "--is-spot needs --provider aws or gcp: the provider's metadata server is "
+                "where termination notices are read"
+            )
         source = self.task_source if self.task_source is not None else settings.task_file
         apply_queue_options(settings, local=source is not None)
         if settings.verbose:
@@ -269,6 +300,12 @@ class Worker:
                 "(drain a queue); see --help"
             )
         local = source is not None
+        if settings.rerun_changed and (not local or settings.queue):
+            raise TaskfleetError(
+                "--rerun-changed applies to task file runs; the tasks of a queue take new data "
+                "with `taskfleet load-queue --update`, and its dead letters run again with "
+                "`taskfleet redrive`"
+            )
         if settings.tasks_to_skip and not local:
             raise TaskfleetError(
                 "--tasks-to-skip applies to task files; to skip tasks of a queue, load it with "
@@ -285,31 +322,50 @@ class Worker:
                 lock.acquire()
                 try:
                     embedded = open_queue(state_url(state_path), max_attempts=settings.max_attempts)
+                    assert source is not None
+                    claim_state(Path(state_path), source_key(source, Path(state_path)))
                     recovery = recover(embedded, settings.event_log_file)
                 except BaseException:
                     lock.release()
                     raise
                 queue = embedded
             else:
-                queue = open_queue(settings.queue, max_attempts=settings.max_attempts)  # type: ignore[arg-type]
+                # only loading (a task file) creates the queue: a mistyped one to drain is an
+                # error, not a new, empty queue
+                queue = open_queue(
+                    settings.queue,  # type: ignore[arg-type]
+                    max_attempts=settings.max_attempts,
+                    create=local,
+                )
         try:
             if local:
                 assert source is not None
                 with interrupt_on_stop_signals():  # the load is one transaction: rolled back
-                    before = queue.stats()
                     loaded = load_tasks_into(
-                        queue, source, skip=settings.tasks_to_skip, limit=settings.max_num_tasks
+                        queue,
+                        source,
+                        skip=settings.tasks_to_skip,
+                        limit=settings.max_num_tasks,
+                        update=lock is not None,  # the task file is the state's source of truth
+                        rerun_completed=settings.rerun_changed,
                     )
+                    completed_before = queue.stats().completed or 0
                 log.info(
                     "tasks: %s new, %s already known (%s done before this run)",
                     f"{loaded.inserted:,}",
                     f"{loaded.already_present:,}",
-                    f"{before.completed or 0:,}",
+                    f"{completed_before:,}",
                 )
-                completed_before = before.completed or 0
+                redrive = f"taskfleet redrive --queue {shlex.quote(redact(queue.url))}"
+                for line in describe_changes(loaded.changes, redrive):
+                    log.warning("%s", line)
+                changes = loaded.changes
             else:
                 completed_before = 0
-            return self._supervise(queue, settings, local, completed_before, recovery, started)
+                changes = DataChanges()
+            return self._supervise(
+                queue, settings, local, completed_before, recovery, started, changes
+            )
         finally:
             queue.close()
             if lock is not None:
@@ -337,6 +393,7 @@ class Worker:
         completed_before: int,
         recovery: Recovery,
         started: float,
+        changes: DataChanges,
     ) -> RunSummary:
         flags = SharedFlags()
         worker_data = WorkerData(
@@ -380,7 +437,7 @@ class Worker:
         restore = install_signal_handlers(supervisor.stopping)
         log.info(
             "running %s with %d simultaneous tasks (events: %s)",
-            f"{stats.remaining:,} tasks" if local else redact(settings.queue or ""),
+            counted(stats.remaining, "task") if local else redact(settings.queue or ""),
             settings.num_simultaneous_tasks,
             settings.event_log_file or "off",
         )
@@ -391,28 +448,43 @@ class Worker:
             watcher.stop()
             view.update(supervisor.counts, 0, force=True)
             view.close()
-            sink.close()
+            if supervisor.outage.away:  # the events it could not write are not lost: their
+                with contextlib.suppress(OSError, TaskfleetError):  # tasks were not acked
+                    sink.close()
+            else:
+                sink.close()
             self._supervisor = None
-        end = queue.stats()
+        try:
+            end: QueueStats | None = queue.stats()
+        except QueueUnavailableError:
+            end = None
         interrupted = supervisor.interrupted
         summary = RunSummary(
             counts=counts,
             completed_before=completed_before,
-            remaining=end.remaining,
-            dead_letters=end.dead,
+            remaining=None if end is None else end.remaining,
+            dead_letters=0 if end is None else end.dead,
             recovery=recovery,
             interrupted=interrupted,
             local=local,
             elapsed=time.monotonic() - started,
+            changes=changes,
         )
-        if interrupted:
+        if supervisor.outage.gave_up:
+            summary.exit_code = EXIT_USAGE
+        elif interrupted:
             summary.exit_code = EXIT_INTERRUPTED
-        elif (local and end.dead) or counts.dead_lettered:
+        elif (local and summary.dead_letters) or counts.dead_lettered:
             summary.exit_code = EXIT_FAILED
         if counts.received or counts.dead_lettered:
             # the same statistics as `taskfleet monitor`, for this run's events
-            print(format_summary(sink.summary()), file=sys.stderr, flush=True)
+            text = format_summary(
+                sink.summary(), queued=summary.remaining, dead=summary.dead_letters
+            )
+            print(text, file=sys.stderr, flush=True)
         print(summary.line(), flush=True)
+        if supervisor.outage.gave_up:
+            print(f"error: {supervisor.outage.summary}", file=sys.stderr, flush=True)
         if summary.exit_code == EXIT_FAILED:
             where = f"--queue {shlex.quote(redact(queue.url))}"
             print(
