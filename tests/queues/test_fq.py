@@ -31,7 +31,8 @@ def test_the_url_is_the_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_opening_a_missing_queue_to_read_it_writes_nothing(tmp_path: Path) -> None:
     url = f"fq://{tmp_path}/missing"
-    with pytest.raises(QueueNotFoundError, match=r"no fq:// queue in .*missing.*only loading creates"):
+    refused = r"no fq:// queue in .*missing.*only loading creates"
+    with pytest.raises(QueueNotFoundError, match=refused):
         open_queue(url, create=False)
     assert not (tmp_path / "missing").exists()
     open_queue(url, max_attempts=4)
