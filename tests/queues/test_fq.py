@@ -3,14 +3,15 @@ URLs, its files, and that opening never writes."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 import pytest
 
-from taskfleet.errors import QueueURLError
+from taskfleet.errors import QueueUnavailableError, QueueURLError
 from taskfleet.queues import QueueNotFoundError, SendInterrupted, event_queue_url, open_queue
-from taskfleet.queues.fq import FileQueue
+from taskfleet.queues.fq import FileQueue, is_unavailable
 from taskfleet.tasks import Task
 
 
@@ -64,3 +65,12 @@ def test_an_id_that_cannot_be_a_file_name_stops_the_send(tmp_path: Path) -> None
         queue.send([Task("ok", {}), Task("../up", {}), Task("later", {})])
     assert info.value.inserted == 1
     assert not (tmp_path / "up").exists()
+
+
+def test_a_filesystem_away_for_now_is_an_outage_the_worker_rides_out() -> None:
+    away = [OSError(errno.ESTALE, "Stale file handle"), OSError(errno.EIO, "Input/output error")]
+    away += [OSError(errno.ETIMEDOUT, "Connection timed out"), OSError(errno.ENOSPC, "full")]
+    not_away = [PermissionError(errno.EACCES, "denied"), FileNotFoundError(errno.ENOENT, "gone")]
+    assert all(is_unavailable(e) for e in away)
+    assert not any(is_unavailable(e) for e in [*not_away, ValueError("a bug")])
+    assert "receive" in QueueUnavailableError.RETRY_SAFE

@@ -49,6 +49,8 @@ no worker runs.
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import itertools
 import os
 import random
@@ -56,18 +58,18 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, TypeVar
 from urllib.parse import unquote
 
 import orjson
 
 from taskfleet._compat import StrEnum
-from taskfleet.errors import QueueURLError, TaskfleetError, path_error
+from taskfleet.errors import QueueUnavailableError, QueueURLError, TaskfleetError, path_error
 from taskfleet.queues.base import (
     DeadLetter,
     Message,
@@ -199,6 +201,50 @@ def _rename(source: str, target: str) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+#: What a filesystem answers while it is away for now (an NFS server restarting or out of
+#: reach on a soft mount, a full disk or quota): the same call may well succeed later.
+_AWAY_ERRNOS = frozenset(
+    {
+        errno.EIO,
+        errno.ETIMEDOUT,
+        errno.ESTALE,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EAGAIN,
+        errno.ENETDOWN,
+        errno.ENETUNREACH,
+        errno.EHOSTDOWN,
+        errno.EHOSTUNREACH,
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+    }
+)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The filesystem is away for now, rather than refusing us (a permission, a bad path)."""
+    return isinstance(exc, OSError) and exc.errno in _AWAY_ERRNOS
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _touches_files(method: _Method) -> _Method:
+    """Around a protocol method: a filesystem that is away becomes `QueueUnavailableError`
+    (which a worker rides out), naming the queue's directory; other errors pass unchanged."""
+
+    @functools.wraps(method)
+    def call(self: FileQueue, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as exc:
+            if is_unavailable(exc):
+                raise self.away(exc) from None
+            raise
+
+    return call  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -523,13 +569,14 @@ class FileQueue(Queue):
                 os.link(claim, queued / str(_Name(_hex_time(time.time_ns()), 0, task.id)))
                 done.inserted += 1
         except Exception as exc:  # reported with the counts of what went in
-            done.error = exc
+            done.error = self.away(exc) if is_unavailable(exc) else exc
         return done
 
     def _count_duplicates(self, count: int) -> None:
         if count:
             _create_empty(self._dirs.mark(_Marks.COUNTS) / f"{secrets.token_hex(8)}.{count}")
 
+    @_touches_files
     def receive(self, max_messages: int, lease_seconds: float, wait_seconds: float = 0) -> Received:
         if max_messages <= 0:
             return Received()
@@ -543,6 +590,7 @@ class FileQueue(Queue):
             time.sleep(min(pause, left))
             pause = min(pause * 2, _LONGEST_PAUSE)
 
+    @_touches_files
     def ack(self, messages: Sequence[Message]) -> None:
         leased = self._dirs.state(State.LEASED)
         late = {m.task_id for m in messages if not self._complete(leased / m.receipt, m.task_id)}
@@ -572,6 +620,7 @@ class FileQueue(Queue):
                     completed += 1
         return completed
 
+    @_touches_files
     def retry(self, message: Message, delay_seconds: float = 0, error: str | None = None) -> bool:
         source = self._dirs.state(State.LEASED) / message.receipt
         name = _parse(message.receipt)
@@ -588,11 +637,13 @@ class FileQueue(Queue):
         )
         return True
 
+    @_touches_files
     def dead_letter(self, message: Message, error: str | None = None) -> None:
         name = _parse(message.receipt)
         if name is not None:
             self._bury(self._dirs.state(State.LEASED) / message.receipt, name, error)
 
+    @_touches_files
     def release(self, messages: Sequence[Message]) -> None:
         leased = self._dirs.state(State.LEASED)
         for message in reversed(messages):  # each to the head: they keep their order
@@ -600,6 +651,7 @@ class FileQueue(Queue):
             if name is not None:
                 self._requeue(leased / message.receipt, name, max(0, name.attempts - 1), first=True)
 
+    @_touches_files
     def extend(self, messages: Sequence[Message], lease_seconds: float) -> None:
         expiry_ns = time.time_ns() + int(lease_seconds * _NS)
         leased = self._dirs.state(State.LEASED)
@@ -608,6 +660,7 @@ class FileQueue(Queue):
             with contextlib.suppress(FileNotFoundError):
                 os.utime(leased / message.receipt, ns=(expiry_ns, expiry_ns))
 
+    @_touches_files
     def stats(self) -> QueueStats:
         now_ns = time.time_ns()
         visible = len(_names(self._dirs.state(State.QUEUED)))
@@ -653,6 +706,7 @@ class FileQueue(Queue):
                 error = None
             yield DeadLetter(task, name.attempts, error)
 
+    @_touches_files
     def redrive(self, ids: Iterable[str] | None = None) -> int:
         wanted = None if ids is None else set(ids)
         dead = self._dirs.state(State.DEAD)
@@ -666,6 +720,7 @@ class FileQueue(Queue):
                 moved += 1
         return moved
 
+    @_touches_files
     def purge(self) -> None:
         for directory in self._dirs.all_subdirectories():
             for name in os.listdir(directory):
@@ -676,15 +731,21 @@ class FileQueue(Queue):
     def close(self) -> None:
         """Nothing to release: no connection, no thread; the directory stays."""
 
+    def away(self, exc: OSError) -> QueueUnavailableError:
+        return QueueUnavailableError(str(self.path), exc.strerror or str(exc))
+
     # -- leases by id (release-all, the resumable local run) ---------------------------------
 
+    @_touches_files
     def leased_ids(self) -> list[str]:
         names = (_parse(n) for n in _names(self._dirs.state(State.LEASED)))
         return [name.task_id for name in names if name is not None]
 
+    @_touches_files
     def ack_ids(self, ids: Iterable[str]) -> int:
         return self._complete_ids(set(ids), (State.LEASED, State.DELAYED, State.QUEUED))
 
+    @_touches_files
     def release_all(self) -> int:
         leased = self._dirs.state(State.LEASED)
         released = 0
