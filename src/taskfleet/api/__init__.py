@@ -2,7 +2,8 @@
 
 - `task` (also `queueable`) and `RegisteredTask` mark functions and classes as tasks
   (`marking`), whose arguments travel as JSON by the rules of `payload`;
-- `TaskQueue(url)` inserts them into any queue and runs them in this process (`task_queue`);
+- `TaskQueue(url)` inserts them into any queue (`task_queue`) and runs them in this process
+  (`polling`);
 - `LocalTaskQueue(parallel=N)` runs them on this machine's worker runtime (`local`).
 
 Names are imported on first use, so marking a function does not import the runtime.
