@@ -1,6 +1,8 @@
 """taskfleet: run large batches of independent tasks in parallel, locally or on a fleet.
 
-`from taskfleet import Worker, WorkerData` is the user API. Every name below except the errors
+`from taskfleet import Worker, WorkerData` is the user API, and for tasks built in code `task`
+(or `queueable`), `RegisteredTask`, `TaskQueue` and `LocalTaskQueue` (see `taskfleet.api`).
+Every name below except the errors
 is imported on first use, so `import taskfleet` costs next to nothing (and never imports a
 cloud SDK), and a worker imports only what its run needs at start (see "Start-up" in
 docs/design-notes.md).
@@ -16,6 +18,7 @@ from taskfleet.errors import TaskFileError, TaskfleetError
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from taskfleet.api import LocalTaskQueue, RegisteredTask, TaskQueue, queueable, task
     from taskfleet.tasks import Task, iter_tasks, load_tasks
     from taskfleet.worker.worker import Worker, WorkerData
 
@@ -26,6 +29,11 @@ _LAZY = {
     "load_tasks": "taskfleet.tasks",
     "Worker": "taskfleet.worker.worker",
     "WorkerData": "taskfleet.worker.worker",
+    "task": "taskfleet.api.marking",
+    "queueable": "taskfleet.api.marking",
+    "RegisteredTask": "taskfleet.api.marking",
+    "TaskQueue": "taskfleet.api.task_queue",
+    "LocalTaskQueue": "taskfleet.api.local",
 }
 
 
@@ -37,12 +45,17 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "LocalTaskQueue",
+    "RegisteredTask",
     "Task",
     "TaskFileError",
+    "TaskQueue",
     "TaskfleetError",
     "Worker",
     "WorkerData",
     "__version__",
     "iter_tasks",
     "load_tasks",
+    "queueable",
+    "task",
 ]

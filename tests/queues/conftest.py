@@ -1,7 +1,7 @@
 """Fixtures for the queue tests: real servers and one fresh queue per test for each backend.
 
 `make_queue` is parametrized over the backends, so a test that takes it is a contract clause
-run against memory, sqlite, redis, sqs (standard), sqs-fifo, and pubsub with and without
+run against memory, sqlite, fq, redis, sqs (standard), sqs-fifo, and pubsub with and without
 exactly-once delivery (on Google's own emulator). A new backend adds its row to `BACKENDS` and
 its branch to the `backend` fixture. Servers start once per session on free loopback ports.
 Without a server (no redis-server binary, no moto, no Pub/Sub emulator) those backends are
@@ -23,7 +23,16 @@ from queue_servers import ServerUnavailable, moto_server, pubsub_emulator, redis
 from taskfleet.queues import Queue, open_queue
 from taskfleet.queues.memory import drop_all_stores
 
-BACKENDS = ["memory", "sqlite", "redis", "sqs", "sqs-fifo", "pubsub", "pubsub-exactly-once"]
+BACKENDS = [
+    "memory",
+    "sqlite",
+    "fq",
+    "redis",
+    "sqs",
+    "sqs-fifo",
+    "pubsub",
+    "pubsub-exactly-once",
+]
 
 
 def _unavailable(reason: str) -> None:
@@ -90,6 +99,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 def _backend(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> Backend:
     if kind == "sqlite":
         return Backend(kind, 0.3, lambda name: f"sqlite:///{tmp_path}/q.db?name={name}")
+    if kind == "fq":
+        return Backend(kind, 0.3, lambda name: f"fq://{tmp_path}/{name}")
     if kind == "redis":
         base = request.getfixturevalue("redis_url")
         return Backend(kind, 0.3, lambda name: f"{base}/0?name={name}")

@@ -1,8 +1,8 @@
 """Many workers, many hosts: two worker processes, as if on two machines, drain one queue.
 
 Each worker is the parallel-addition example started with `--queue URL` and its own
-`TASKFLEET_HOSTNAME`, exactly as on two hosts sharing a Redis server, an SQS queue or a Pub/Sub
-subscription. Then the
+`TASKFLEET_HOSTNAME`, exactly as on two hosts sharing a Redis server, an SQS queue, a Pub/Sub
+subscription or an fq:// directory on a shared filesystem. Then the
 same with one of them killed with SIGKILL (its whole process group, like a machine vanishing)
 halfway: its leased tasks must come back when their leases expire and be finished by the
 other. Every task must be completed; tasks run twice (at-least-once delivery) are counted, in
@@ -36,13 +36,15 @@ WORKER = REPO / "examples" / "parallel_addition" / "worker_addition.py"
 N = 2000
 # Lease seconds: short, so a takeover comes quickly. moto answers a call in tens of ms on a
 # queue of thousands (it scans every message), so SQS leases get a little more room.
-LEASE = {"redis": 2, "sqs": 3, "pubsub": 3}
+LEASE = {"redis": 2, "sqs": 3, "pubsub": 3, "fq": 2}
 HOSTS = ("host-a", "host-b")
 
 
-@pytest.fixture(params=["redis", "sqs", "pubsub"])
-def queue_url(request: pytest.FixtureRequest) -> str:
+@pytest.fixture(params=["redis", "sqs", "pubsub", "fq"])
+def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     name = f"many{uuid.uuid4().hex[:8]}"
+    if request.param == "fq":
+        return f"fq://{tmp_path}/{name}"
     if request.param == "redis":
         return f"{request.getfixturevalue('redis_url')}/0?name={name}"
     if request.param == "pubsub":
@@ -52,7 +54,7 @@ def queue_url(request: pytest.FixtureRequest) -> str:
 
 
 def lease_for(url: str) -> int:
-    return LEASE[url.split("://", 1)[0] if url.startswith(("sqs", "pubsub")) else "redis"]
+    return LEASE[url.split("://", 1)[0]]
 
 
 def addition_tasks() -> list[Task]:

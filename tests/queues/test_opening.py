@@ -91,7 +91,7 @@ def test_status_of_a_hand_made_sqs_queue_changes_nothing(sqs_endpoint: str) -> N
         assert queue.stats().dead == 1
 
 
-@pytest.fixture(params=["sqlite", "redis", "sqs"])
+@pytest.fixture(params=["sqlite", "fq", "redis", "sqs"])
 def remote_url(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str, str]:
     """(URL of an existing queue, URL of a mistyped one, the mistyped name)."""
     stem = _stem()
@@ -99,6 +99,8 @@ def remote_url(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str
         existing = f"sqlite:///{tmp_path}/{stem}.db"
         typo = f"sqlite:///{tmp_path}/{stem}x.db"
         shown = f"{stem}x.db"
+    elif request.param == "fq":
+        existing, typo, shown = f"fq://{tmp_path}/{stem}", f"fq://{tmp_path}/{stem}x", f"{stem}x"
     elif request.param == "redis":
         base = request.getfixturevalue("redis_url")
         existing, typo, shown = f"{base}/0?name={stem}", f"{base}/0?name={stem}x", f"{stem}x"

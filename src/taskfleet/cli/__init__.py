@@ -32,4 +32,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # Command modules register themselves on `cli` when imported.
-from taskfleet.cli import monitor_commands, pool_commands, queue_commands  # noqa: E402, F401
+from taskfleet.cli import (  # noqa: E402, F401
+    monitor_commands,
+    pool_commands,
+    queue_commands,
+    work_command,
+)

@@ -25,6 +25,7 @@ BACKEND_MODULES: tuple[str, ...] = (
     "taskfleet.queues.sqs",
     "taskfleet.queues.pubsub",
     "taskfleet.queues.memory",
+    "taskfleet.queues.fq",
 )
 
 

@@ -41,6 +41,10 @@ log = logging.getLogger("taskfleet.worker")
 SETTLE_INTERVAL = 0.05  # seconds between event batches (and so between queue-call batches)
 SETTLE_MAX = 2000  # attempts that force a batch sooner
 RETRY_ASKED = "the task asked to be retried"  # the error a dead letter keeps in that case
+#: An exception class with this attribute set to True is never retried, whatever the policy
+#: says: the attempt would fail the same way again (a queue message that names a function not
+#: marked as a task, for one). The child reports it as `"retryable": false`.
+NOT_RETRYABLE = "taskfleet_not_retryable"
 
 
 class Action(StrEnum):
@@ -215,7 +219,8 @@ class Attempts:
             "exception": raw["exception"],
             "stack_trace": raw.get("stack_trace") or None,
         }
-        action = self.policy.decide(message.attempt, self.policy.retry_on_exception)
+        wants_retry = self.policy.retry_on_exception and raw.get("retryable", True)
+        action = self.policy.decide(message.attempt, wants_retry)
         self._pending.append((EventType.TASK_EXCEPTION, fields, message, action, raw["exception"]))
 
     def exited(

@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from taskfleet.worker.attempts import NOT_RETRYABLE
 from taskfleet.worker.shared_memory import StartGate
 
 ProcessTask = Callable[[str, Any, Any], Any]
@@ -73,11 +74,13 @@ def _outcome_line(n: int, returned: object, elapsed: float) -> bytes:
         )
 
 
-def _exception_line(n: int, exception: str, stack_trace: str, elapsed: float) -> bytes:
-    return orjson.dumps(
-        {"n": n, "exception": exception, "stack_trace": stack_trace, "elapsed": elapsed},
-        option=orjson.OPT_APPEND_NEWLINE,
-    )
+def _exception_line(
+    n: int, exception: str, stack_trace: str, elapsed: float, retryable: bool = True
+) -> bytes:
+    line = {"n": n, "exception": exception, "stack_trace": stack_trace, "elapsed": elapsed}
+    if not retryable:  # see `taskfleet.worker.attempts.NOT_RETRYABLE`
+        line["retryable"] = False
+    return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def _exit_line(n: int, code: int, exception: str, stack_trace: str, elapsed: float) -> bytes:
@@ -200,7 +203,8 @@ def child_main(
                 if isinstance(exc, SystemExit):
                     out = _exit_line(n, _exit_code(exc), described, stack, elapsed)
                 else:
-                    out = _exception_line(n, described, stack, elapsed)
+                    retryable = getattr(exc, NOT_RETRYABLE, False) is not True
+                    out = _exception_line(n, described, stack, elapsed, retryable)
             if os.getpid() != own_pid:
                 # A copy the task made with os.fork() and did not exec: it returned here as
                 # if it were the child. It must not report, nor read the child's tasks.
