@@ -412,3 +412,26 @@ def test_a_load_that_outlasts_the_limit_says_how_many_tasks_went_in(
     out, err = again.communicate(timeout=120)
     assert again.returncode == 0, err
     assert f"already present {inserted:,}" in out, out
+
+
+def test_a_worker_started_while_its_queue_is_away_waits_for_it(
+    restartable_redis: RestartableRedis, tmp_path: Path
+) -> None:
+    """A machine that boots while its queue restarts waits for it (within --outage-seconds)
+    instead of exiting; one that waits longer than that stops with one line, exit 1."""
+    tasks = addition_tasks(50)
+    url = f"{restartable_redis.url}/0?name=boot{uuid.uuid4().hex[:8]}"
+    load(url, tasks)
+    restartable_redis.kill()
+    gave_up = start_worker(url, tmp_path, "host-late", "--outage-seconds", "1")
+    (_, err) = finish([gave_up])[0]
+    assert gave_up.returncode == 1 and "Traceback" not in err, err[-3000:]
+    assert "is unavailable" in err, err[-3000:]
+    waiting = start_worker(url, tmp_path, "host-a", "--exit-when-idle", "2")
+    time.sleep(2)
+    assert waiting.poll() is None, "the worker did not wait for its queue"
+    restartable_redis.start()
+    (_, err) = finish([waiting])[0]
+    assert waiting.returncode == 0, err[-3000:]
+    assert "back after" in err, err[-3000:]
+    check_all_done(tmp_path, tasks)

@@ -210,8 +210,12 @@ class PubSubQueue(Queue):
         except QueueNotFoundError:
             self.close()
             raise
-        except exceptions.GoogleAPICallError as exc:
+        except (exceptions.GoogleAPICallError, exceptions.RetryError) as exc:
             self.close()
+            if _passing(exc):  # a worker waits for it (`worker.outage.open_riding_out`)
+                raise service_unavailable(
+                    redact(self.url), f"opening: {type(exc).__name__}: {redact(str(exc))}"
+                ) from None
             raise QueueConnectionError(
                 f"cannot open the Pub/Sub queue {redact(self.url)}: {redact(str(exc))}"
             ) from None
@@ -375,16 +379,7 @@ class PubSubQueue(Queue):
             yield
         except (exceptions.GoogleAPICallError, exceptions.RetryError) as exc:
             cause = f"{doing}: {type(exc).__name__}: {redact(str(exc))}"
-            passing = (
-                exceptions.ServiceUnavailable,
-                exceptions.InternalServerError,
-                exceptions.Aborted,
-                exceptions.ResourceExhausted,
-                exceptions.DeadlineExceeded,
-                exceptions.Unknown,
-                exceptions.RetryError,
-            )
-            if isinstance(exc, passing):
+            if _passing(exc):
                 raise service_unavailable(redact(self.url), cause) from None
             raise QueueConnectionError(f"Pub/Sub queue {redact(self.url)}: {cause}") from None
 
@@ -814,6 +809,25 @@ def _call_retry() -> Any:
         maximum=1.0,
         multiplier=2.0,
         timeout=CALL_RETRY_SECONDS,
+    )
+
+
+def _passing(exc: BaseException) -> bool:
+    """A failure that may pass (Pub/Sub unavailable, throttled, timed out, the client's own
+    retries spent), not a refusal."""
+    from google.api_core import exceptions
+
+    return isinstance(
+        exc,
+        (
+            exceptions.ServiceUnavailable,
+            exceptions.InternalServerError,
+            exceptions.Aborted,
+            exceptions.ResourceExhausted,
+            exceptions.DeadlineExceeded,
+            exceptions.Unknown,
+            exceptions.RetryError,
+        ),
     )
 
 

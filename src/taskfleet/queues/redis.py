@@ -168,6 +168,10 @@ class RedisQueue(Queue):
         except redis.exceptions.OutOfMemoryError:  # creating it: a full server takes nothing
             raise _full(self.url) from None
         except redis.RedisError as exc:
+            if is_unavailable(exc):  # a restart, a network cut: a worker waits for it
+                raise QueueUnavailableError(
+                    redact(self.url), f"{type(exc).__name__}: {redact(str(exc))}"
+                ) from None
             raise QueueConnectionError(
                 f"cannot open the Redis queue {redact(self.url)}: {type(exc).__name__}: "
                 f"{redact(str(exc))}"

@@ -32,12 +32,17 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from taskfleet.errors import QueueUnavailableError
 from taskfleet.events.schema import EventType
 from taskfleet.events.sinks import EventLogError
 from taskfleet.worker.attempts import backoff_delay
 from taskfleet.worker.run_events import RunEvents
+
+if TYPE_CHECKING:
+    from taskfleet.queues.base import Queue
 
 log = logging.getLogger("taskfleet.worker")
 
@@ -136,3 +141,22 @@ class Outage:
             "run stopped: the tasks it had not finished come back when their leases expire "
             "(or at once if they could be given back); run the same command again"
         )
+
+
+def open_riding_out(open_queue: Callable[[], Queue], limit_seconds: float) -> Queue:
+    """Open a worker's queue, waiting (with the same backoff) while its service is away: a
+    machine that boots while the queue restarts must not exit for it. Past `limit_seconds` the
+    last `QueueUnavailableError` is raised (one line, exit 1); anything else at once."""
+    outage = Outage(limit_seconds)
+    while True:
+        try:
+            queue = open_queue()
+        except QueueUnavailableError as exc:
+            outage.absorb(exc, "opening the queue")
+            now = time.monotonic()
+            if outage.over_limit(now):
+                raise
+            time.sleep(outage.seconds_until_retry(now))
+            continue
+        outage.ended(time.monotonic())
+        return queue

@@ -34,6 +34,7 @@ from taskfleet.tasks import TaskSource
 from taskfleet.tasks.loading import load_tasks_into
 from taskfleet.worker.attempts import RunCounts
 from taskfleet.worker.logs import configure_logging
+from taskfleet.worker.outage import open_riding_out
 from taskfleet.worker.progress import ProgressView
 from taskfleet.worker.resume import (
     Recovery,
@@ -331,11 +332,14 @@ class Worker:
                 queue = embedded
             else:
                 # only loading (a task file) creates the queue: a mistyped one to drain is an
-                # error, not a new, empty queue
-                queue = open_queue(
-                    settings.queue,  # type: ignore[arg-type]
-                    max_attempts=settings.max_attempts,
-                    create=local,
+                # error, not a new, empty queue; one that is away for now is waited for
+                queue = open_riding_out(
+                    lambda: open_queue(
+                        settings.queue,  # type: ignore[arg-type]
+                        max_attempts=settings.max_attempts,
+                        create=local,
+                    ),
+                    settings.outage_seconds,
                 )
         try:
             if local:
