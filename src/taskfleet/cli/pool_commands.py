@@ -282,7 +282,7 @@ def plan_command(
             from taskfleet.pool.manager import Launcher, WallClock
 
             spec = Launcher(job, provider, plan.candidates, WallClock()).spec(plan.chosen)
-            click.echo(spec.script, nl=False)
+            click.echo(redact(spec.script), nl=False)  # a password in the queue URL: never shown
     finally:
         provider.close()
 
