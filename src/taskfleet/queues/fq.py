@@ -97,10 +97,6 @@ _SCAN_EVERY_SECONDS = 1.0
 _MISSES_BEFORE_RELIST = 32
 #: How many times one receive may read queued/ (its listing used up by other consumers).
 _LISTINGS_PER_RECEIVE = 3
-#: After losing a file to another consumer, a receiver skips a random number (below this) of
-#: the next names of its listing, so that consumers that listed together stop racing for the
-#: same files; the skipped files stay queued for the next listing.
-_SKIP_AFTER_MISS = 16
 #: Threads that write a send's files, and tasks per chunk handed to one.
 SEND_THREADS, SEND_CHUNK = 8, 64
 #: The pause between looks at an empty queue while `receive` waits, first and longest.
@@ -453,8 +449,12 @@ class FileQueue(Queue):
                 if misses >= _MISSES_BEFORE_RELIST:
                     self._queued.clear()  # others took these: read the directory again
                     misses = 0
-                for _ in range(min(random.randrange(_SKIP_AFTER_MISS), len(self._queued))):
-                    self._queued.popleft()
+                elif self._queued:
+                    # Another consumer leases from here (in the same order: it listed the same
+                    # names): go on from a random place of the listing instead, so that the
+                    # consumers work on different files rather than race for the same ones. A
+                    # consumer alone never misses, and so leases in the order of insertion.
+                    self._queued.rotate(-random.randrange(len(self._queued)))
 
     def _scan(self, received: Received, want: int, now_ns: int, expiry_ns: int) -> None:
         """Take back expired leases (dead-lettering those on their last attempt) and make
