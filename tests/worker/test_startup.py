@@ -28,6 +28,8 @@ NOT_AT_START = {
     "taskfleet.monitoring.statistics",
     "taskfleet.cli",
     "multiprocessing",  # children are plain forks (worker/child_process.py)
+    "tempfile",  # only a load that checks a source before sending it (SQS)
+    "difflib",  # only the error for a queue that does not exist
 } | CLOUD_SDKS
 
 

@@ -19,7 +19,6 @@ an operation a backend cannot do. Subclasses register themselves by scheme as th
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -212,6 +211,8 @@ def queue_not_found(
     """The one-line error for a queue that does not exist: `missing` says which (its URL
     redacted by the caller), followed by the existing names nearest to `name`, if any, and
     what creates a queue."""
+    import difflib  # here: only an error needs it, and every queue's opening imports this
+
     near = difflib.get_close_matches(
         name, sorted(set(existing) - {name}), n=SUGGESTIONS, cutoff=SUGGESTION_CUTOFF
     )

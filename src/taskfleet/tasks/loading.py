@@ -20,7 +20,6 @@ import contextlib
 import os
 import queue as thread_queue
 import signal
-import tempfile
 import threading
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
@@ -62,6 +61,8 @@ def load_tasks_into(
     to)."""
     if queue.atomic_send or queue.idempotent_send:
         return _load(queue, source, skip, limit, on_progress, stop, update, rerun_completed)
+    import tempfile  # here: only such a queue needs it, and a worker's start does not
+
     with tempfile.TemporaryDirectory(prefix="taskfleet-load-") as folder:
         checked = os.path.join(folder, "tasks.jsonl")
         try:
