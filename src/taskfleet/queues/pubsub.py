@@ -60,11 +60,9 @@ import logging
 import math
 import os
 import re
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlencode, urlunsplit
@@ -83,12 +81,12 @@ from taskfleet.queues.base import (
     QueueNotFoundError,
     QueueStats,
     Received,
-    SendInterrupted,
     SendResult,
     attempts_for_new_queue,
     expired_lease_error,
     queue_not_found,
 )
+from taskfleet.queues.in_flight import Calls
 from taskfleet.redact import redact
 from taskfleet.tasks import Task
 
@@ -200,8 +198,7 @@ class PubSubQueue(Queue):
         dead_id = (subscription_id if subscription else name) + DEAD_SUFFIX
         self.dead_topic = f"projects/{project}/topics/{dead_id}"
         self.dead_subscription = f"projects/{project}/subscriptions/{dead_id}{SUBSCRIPTION_SUFFIX}"
-        self._executor: ThreadPoolExecutor | None = None
-        self._executor_lock = threading.Lock()
+        self._calls = Calls(THREADS, "taskfleet-pubsub")
         self.publisher, self.subscriber = _clients(endpoint)
         try:
             self.max_attempts, self.ack_deadline, self.delivery_numbers = self._open(
@@ -340,16 +337,9 @@ class PubSubQueue(Queue):
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _pool(self) -> ThreadPoolExecutor:
-        with self._executor_lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(THREADS, thread_name_prefix="taskfleet-pubsub")
-            return self._executor
-
     def _parallel(self, fn: Callable[[Any], Any], batches: list[Any]) -> list[Any]:
-        if len(batches) <= 1:
-            return [fn(b) for b in batches]
-        return list(self._pool().map(fn, batches))
+        """Run fn over batches, several in flight when there is more than one."""
+        return self._calls.parallel(fn, batches)
 
     def _message(self, task: Task, attributes: dict[str, str] | None = None) -> Any:
         """The Pub/Sub message of a task: its JSON, with its id (and any more) as attributes;
@@ -497,31 +487,11 @@ class PubSubQueue(Queue):
         """
         batch_size = max(1, min(BATCH, batch_size or BATCH))
         result = SendResult()
-        in_flight: set[Future[int]] = set()
-
-        def collect(done: Iterable[Future[int]]) -> None:
-            error: BaseException | None = None
-            for future in done:
-                in_flight.discard(future)
-                if future.exception() is not None:
-                    error = error or future.exception()
-                else:
-                    result.inserted += future.result()
-            if error is not None:
-                raise error
-
-        try:
-            for batch in self._batches(tasks, batch_size, result):
-                if len(in_flight) >= 2 * THREADS:
-                    collect(wait(in_flight, return_when=FIRST_COMPLETED).done)
-                in_flight.add(self._pool().submit(self._publish, self.topic, batch))
-            collect(wait(in_flight).done if in_flight else [])
-        except Exception as exc:
-            for future in wait(in_flight).done if in_flight else []:
-                if future.exception() is None:
-                    result.inserted += future.result()
-            raise SendInterrupted(result.inserted, exc) from exc
-        return result
+        return self._calls.send_in_flight(
+            self._batches(tasks, batch_size, result),
+            lambda batch: self._publish(self.topic, batch),
+            result,
+        )
 
     def _batches(
         self, tasks: Iterable[Task], batch_size: int, result: SendResult
@@ -760,10 +730,7 @@ class PubSubQueue(Queue):
                 self._change(subscription, [r.ack_id for r in raw], None)
 
     def close(self) -> None:
-        with self._executor_lock:
-            if self._executor is not None:
-                self._executor.shutdown(wait=True)
-                self._executor = None
+        self._calls.close()
         _close_clients(self.publisher, self.subscriber)
 
 

@@ -39,11 +39,9 @@ import json
 import logging
 import math
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, ClassVar
 
 from taskfleet.errors import (
@@ -59,12 +57,12 @@ from taskfleet.queues.base import (
     QueueAddress,
     QueueStats,
     Received,
-    SendInterrupted,
     SendResult,
     attempts_for_new_queue,
     expired_lease_error,
     queue_not_found,
 )
+from taskfleet.queues.in_flight import Calls
 from taskfleet.redact import redact
 from taskfleet.tasks import Task
 
@@ -215,8 +213,7 @@ class SQSQueue(Queue):
         self.fifo = name.endswith(".fifo")
         self.dlq_name = name[:-5] + "-dlq.fifo" if self.fifo else name + "-dlq"
         self.url = url or f"sqs://{name}" + (f"?region={region}" if region else "")
-        self._executor: ThreadPoolExecutor | None = None
-        self._executor_lock = threading.Lock()
+        self._calls = Calls(THREADS, "taskfleet-sqs")
         try:
             self.client = _Service(
                 client
@@ -386,17 +383,9 @@ class SQSQueue(Queue):
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _pool(self) -> ThreadPoolExecutor:
-        with self._executor_lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(THREADS, thread_name_prefix="taskfleet-sqs")
-            return self._executor
-
     def _parallel(self, fn: Callable[[Any], Any], batches: list[Any]) -> list[Any]:
         """Run fn over batches, several in flight when there is more than one."""
-        if len(batches) <= 1:
-            return [fn(b) for b in batches]
-        return list(self._pool().map(fn, batches))
+        return self._calls.parallel(fn, batches)
 
     def _entries_call(
         self, operation: str, queue_url: str, entries: list[dict[str, Any]]
@@ -450,31 +439,9 @@ class SQSQueue(Queue):
         """
         batch_size = max(1, min(BATCH, batch_size or BATCH))
         result = SendResult()
-        in_flight: set[Future[int]] = set()
-
-        def collect(done: Iterable[Future[int]]) -> None:
-            error: BaseException | None = None
-            for future in done:
-                in_flight.discard(future)
-                if future.exception() is not None:
-                    error = error or future.exception()
-                else:
-                    result.inserted += future.result()
-            if error is not None:
-                raise error
-
-        try:
-            for batch in self._send_batches(tasks, batch_size, result):
-                if len(in_flight) >= 2 * THREADS:
-                    collect(wait(in_flight, return_when=FIRST_COMPLETED).done)
-                in_flight.add(self._pool().submit(self._send_batch, batch))
-            collect(wait(in_flight).done if in_flight else [])
-        except BaseException as exc:  # Ctrl-C too: wait for what is in flight, and count it
-            for future in wait(in_flight).done if in_flight else []:
-                if future.exception() is None:
-                    result.inserted += future.result()
-            raise SendInterrupted(result.inserted, exc) from exc
-        return result
+        return self._calls.send_in_flight(
+            self._send_batches(tasks, batch_size, result), self._send_batch, result
+        )
 
     def _send_batches(
         self, tasks: Iterable[Task], batch_size: int, result: SendResult
@@ -819,10 +786,7 @@ class SQSQueue(Queue):
             self._entries_call("delete_message_batch", queue_url, entries)
 
     def close(self) -> None:
-        with self._executor_lock:
-            if self._executor is not None:
-                self._executor.shutdown(wait=True)
-                self._executor = None
+        self._calls.close()
         close = getattr(self.client, "close", None)
         if close is not None:
             close()
