@@ -152,6 +152,23 @@ def test_send_then_receive_round_trips_json(make_queue: MakeQueue, backend: Back
     assert m.task_id == "only"
 
 
+def test_send_takes_plain_dicts_and_names_a_bad_one(
+    make_queue: MakeQueue, backend: Backend
+) -> None:
+    """A plain dict `{"id", "data"}` works wherever a task does; one that is not a task is
+    refused with a line that says why (and, where sends are not atomic, what went in)."""
+    q = make_queue()
+    q.send([{"id": "plain", "data": {"n": 1}}, Task("typed", {"n": 2})])
+    got: dict[str, object] = {}
+    for _ in range(10):
+        got.update((m.task_id, m.task.data) for m in q.receive(10, backend.lease, wait_seconds=2))
+        if len(got) == 2:
+            break
+    assert got == {"plain": {"n": 1}, "typed": {"n": 2}}
+    with pytest.raises(TaskfleetError, match="task 2 of those sent: the entry has no 'id'"):
+        q.send([{"id": "fine", "data": {}}, {"data": {}}])
+
+
 def test_send_counts_inserted(make_queue: MakeQueue) -> None:
     q = make_queue()
     result = q.send(iter(tasks(25)))

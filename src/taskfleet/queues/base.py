@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -466,8 +466,9 @@ class Queue:
 
     # -- the protocol: primitives every backend implements ----------------------------------------
 
-    def send(self, tasks: Iterable[Task], batch_size: int = 0) -> SendResult:
-        """Insert tasks, consuming the iterable lazily (it may hold millions).
+    def send(self, tasks: Iterable[Task | Mapping[str, Any]], batch_size: int = 0) -> SendResult:
+        """Insert tasks (`Task`s, or plain dicts `{"id": ..., "data": {...}}`, checked as a
+        task file's entries are), consuming the iterable lazily (it may hold millions).
 
         `batch_size` (0: the backend's own) is how many go in one call to the service. An id
         already present (queued, leased, done or dead) is skipped and counted where the

@@ -58,7 +58,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
@@ -86,7 +86,7 @@ from taskfleet.queues.base import (
 )
 from taskfleet.redact import redact
 from taskfleet.tasks import Task
-from taskfleet.tasks.model import task_id_problem
+from taskfleet.tasks.model import as_tasks, task_id_problem
 
 META_FILE = "queue.json"
 _NS = 1_000_000_000
@@ -515,11 +515,12 @@ class FileQueue(Queue):
 
     # -- the protocol ---------------------------------------------------------------------
 
-    def send(self, tasks: Iterable[Task], batch_size: int = 0) -> SendResult:
+    def send(self, tasks: Iterable[Task | Mapping[str, Any]], batch_size: int = 0) -> SendResult:
         """Insert tasks one file each, read from the iterable a chunk at a time and written by
         a few threads at once (each file is a few round trips to a network filesystem, which
         threads overlap; at most a few chunks are in flight, so memory stays bounded). Not one
         transaction: a failure part way raises `SendInterrupted` with the count inserted."""
+        tasks = as_tasks(tasks)  # plain dicts too
         size = max(1, batch_size or SEND_CHUNK)
         result = SendResult()
         in_flight: deque[Future[_ChunkResult]] = deque()

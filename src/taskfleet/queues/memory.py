@@ -27,10 +27,10 @@ import heapq
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from taskfleet.queues.base import (
     DeadLetter,
@@ -45,6 +45,7 @@ from taskfleet.queues.base import (
     queue_not_found,
 )
 from taskfleet.tasks import Task
+from taskfleet.tasks.model import as_tasks
 
 
 class _State(Enum):
@@ -231,9 +232,10 @@ class MemoryQueue(Queue):
 
     # -- the protocol ---------------------------------------------------------------------
 
-    def send(self, tasks: Iterable[Task], batch_size: int = 0) -> SendResult:
+    def send(self, tasks: Iterable[Task | Mapping[str, Any]], batch_size: int = 0) -> SendResult:
         """Insert all tasks at once: the iterable is read before the queue changes, so one
         that fails inserts nothing (`atomic_send`)."""
+        tasks = as_tasks(tasks)  # plain dicts too
         batch = list(tasks)
         result = SendResult(ids_seen=len(batch))
         store = self._store

@@ -62,7 +62,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlencode, urlunsplit
@@ -89,6 +89,7 @@ from taskfleet.queues.base import (
 from taskfleet.queues.in_flight import Calls
 from taskfleet.redact import redact
 from taskfleet.tasks import Task
+from taskfleet.tasks.model import as_tasks
 
 log = logging.getLogger(__name__)
 
@@ -477,7 +478,9 @@ class PubSubQueue(Queue):
 
     # -- protocol -------------------------------------------------------------------------
 
-    def send(self, tasks: Iterable[Task], batch_size: int = BATCH) -> SendResult:
+    def send(
+        self, tasks: Iterable[Task | Mapping[str, Any]], batch_size: int = BATCH
+    ) -> SendResult:
         """Publish in batches of up to 1,000 (and 9 MB), many batches in flight.
 
         A task too large for one message stops the send before its batch goes out. The client
@@ -485,6 +488,7 @@ class PubSubQueue(Queue):
         when Pub/Sub returned its message id. Any error part way waits for the batches in
         flight and raises `SendInterrupted` with the number Pub/Sub accepted.
         """
+        tasks = as_tasks(tasks)  # plain dicts too
         batch_size = max(1, min(BATCH, batch_size or BATCH))
         result = SendResult()
         return self._calls.send_in_flight(

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import urlencode, urlunsplit
@@ -52,6 +52,7 @@ from taskfleet.queues.base import (
 )
 from taskfleet.redact import redact
 from taskfleet.tasks import Task
+from taskfleet.tasks.model import as_tasks
 
 if TYPE_CHECKING:
     import redis
@@ -330,7 +331,9 @@ class RedisQueue(Queue):
 
     # -- protocol -------------------------------------------------------------------------
 
-    def send(self, tasks: Iterable[Task], batch_size: int = SEND_CHUNK) -> SendResult:
+    def send(
+        self, tasks: Iterable[Task | Mapping[str, Any]], batch_size: int = SEND_CHUNK
+    ) -> SendResult:
         """Insert tasks; ids ever inserted (queued, leased, done or dead) are skipped.
 
         The iterable is consumed lazily, `SEND_CALLS_PER_ROUND_TRIP` chunks at a time, so memory
@@ -338,6 +341,7 @@ class RedisQueue(Queue):
         the server failing) leaves earlier round trips inserted and raises `SendInterrupted`
         with their count. Sending again is safe because known ids are skipped.
         """
+        tasks = as_tasks(tasks)  # plain dicts too
         batch_size = max(1, min(BATCH_CHUNK, batch_size or SEND_CHUNK))  # Lua unpack limit
         result = SendResult()
         iterator = iter(tasks)

@@ -19,7 +19,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -50,6 +50,7 @@ from taskfleet.queues.base import (
     queue_not_found,
 )
 from taskfleet.tasks import Task
+from taskfleet.tasks.model import as_tasks
 
 if TYPE_CHECKING:
     from taskfleet.tasks.batches import TaskBatch
@@ -248,7 +249,7 @@ class SQLiteQueue(Queue):
     # Tasks a send inserts with one statement (one JSON array, expanded by json_each).
     SEND_BATCH = 2000
 
-    def send(self, tasks: Iterable[Task], batch_size: int = 0) -> SendResult:
+    def send(self, tasks: Iterable[Task | Mapping[str, Any]], batch_size: int = 0) -> SendResult:
         """Insert all tasks in one transaction: a bad task in the iterable inserts nothing.
 
         Tasks go in batches of `batch_size`, each as one JSON array that SQLite expands with
@@ -256,6 +257,7 @@ class SQLiteQueue(Queue):
         more than the insert itself. One batch is alive at a time, so memory stays bounded for
         millions of tasks. Ids already present (in any state) are skipped and counted.
         """
+        tasks = as_tasks(tasks)  # plain dicts too
         size = max(1, batch_size or self.SEND_BATCH)
         iterator = iter(tasks)
         seen = 0

@@ -41,7 +41,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from taskfleet.errors import (
@@ -65,6 +65,7 @@ from taskfleet.queues.base import (
 from taskfleet.queues.in_flight import Calls
 from taskfleet.redact import redact
 from taskfleet.tasks import Task
+from taskfleet.tasks.model import as_tasks
 
 log = logging.getLogger(__name__)
 
@@ -429,7 +430,9 @@ class SQSQueue(Queue):
 
     # -- protocol -------------------------------------------------------------------------
 
-    def send(self, tasks: Iterable[Task], batch_size: int = BATCH) -> SendResult:
+    def send(
+        self, tasks: Iterable[Task | Mapping[str, Any]], batch_size: int = BATCH
+    ) -> SendResult:
         """Send in batches of 10 (and at most 256 KiB), many batches in flight.
 
         A task too large for one message stops the send before its batch goes out. Entries
@@ -437,6 +440,7 @@ class SQSQueue(Queue):
         Any error part way (a bad task, a bad entry in the task file, SQS failing) waits for
         the batches in flight and raises `SendInterrupted` with the number SQS accepted.
         """
+        tasks = as_tasks(tasks)  # plain dicts too
         batch_size = max(1, min(BATCH, batch_size or BATCH))
         result = SendResult()
         return self._calls.send_in_flight(

@@ -15,11 +15,13 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from taskfleet.errors import TaskFileError
 
 MAX_TASK_ID_BYTES = 200
 # Path separators and control characters (C0, DEL and C1): an id must be usable as a file name.
@@ -132,3 +134,17 @@ def task_from_object(obj: object) -> tuple[Task | None, str | None]:
     elif not isinstance(data, dict):
         return None, f"the data of task {task_id!r} is a {type(data).__name__}, not an object"
     return Task(task_id, data), None
+
+
+def as_tasks(items: Iterable[Task | Mapping[str, Any]]) -> Iterator[Task]:
+    """The tasks of `items`, where a plain dict `{"id": ..., "data": {...}}` stands for a
+    `Task` wherever one is taken (`Queue.send`, a `task_source`): dicts are checked as a task
+    file's entries are, and one that is not a task raises `TaskFileError` naming it."""
+    for index, item in enumerate(items):
+        if item.__class__ is Task:
+            yield item  # type: ignore[misc]
+            continue
+        task, problem = task_from_object(item)
+        if task is None:
+            raise TaskFileError(f"task {index + 1} of those sent: {problem}")
+        yield task
