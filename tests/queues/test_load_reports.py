@@ -54,7 +54,14 @@ def _start_load(url: str, task_file: Path) -> subprocess.Popen[str]:
         stdin=subprocess.DEVNULL,
         text=True,
         env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+        # Ctrl-C as in a terminal: a test run started in the background (`pytest &`, a CI
+        # script) has SIGINT ignored, and a child would inherit that and rightly ignore it
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _interrupt_when(proc: subprocess.Popen[str], ready: Callable[[], bool]) -> str:
@@ -65,7 +72,12 @@ def _interrupt_when(proc: subprocess.Popen[str], ready: Callable[[], bool]) -> s
         assert time.monotonic() < deadline, "the load never got under way"
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # never left loading into the servers the next tests share
+        out, err = proc.communicate()
+        pytest.fail(f"the load did not stop within 30 s of Ctrl-C: {out + err}")
     assert proc.returncode == 130, out + err
     assert "Traceback" not in err, err
     return err

@@ -14,6 +14,7 @@ and skip.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import uuid
@@ -181,15 +182,20 @@ class FileEventSink(_BufferedSink):
         view = memoryview(data)
         written = 0
         # A regular file takes the whole write at once unless the disk is full or a quota is
-        # hit; then finish the rest rather than lose it. If it fails, lines already written
-        # come again with the batch (readers drop duplicates) and a half-written line is
-        # reported as torn: nothing is lost.
+        # hit; then finish the rest rather than lose it. If it fails, the file is cut back to
+        # where the batch began, so that it keeps no half-written line and no part of a batch
+        # that is written again, whole, once it can be (the worker's outage owner retries).
+        start = None
         try:
+            start = os.lseek(self._fd, 0, os.SEEK_END)
             while written < len(data):
                 written += os.write(self._fd, view[written:])
             if self._fsync:
                 os.fsync(self._fd)
         except OSError as exc:  # name the file: a write has none of its own
+            if written and start is not None:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, start)
             raise EventLogError(exc.errno, exc.strerror, str(self.path)) from exc
 
     def _release(self) -> None:
