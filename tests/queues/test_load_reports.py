@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import boto3
+import pytest
 from tests.helpers_taskfiles import assert_user_error, run_taskfleet
 
 from taskfleet.queues import open_queue
