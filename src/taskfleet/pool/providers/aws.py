@@ -39,12 +39,12 @@ from taskfleet.pool.providers.base import (
     ProviderError,
     QuotaError,
     RateLimitError,
+    cached_for_a_day,
 )
 
 JOB_TAG = "taskfleet-job"
 PRICE_TAG = "taskfleet-price"
 TASKS_TAG = "taskfleet-tasks"
-CACHE_SECONDS = 86_400.0
 DEFAULT_CACHE_DIR = Path.home() / ".taskfleet" / "cache"
 
 CAPACITY_CODES = frozenset(
@@ -152,18 +152,7 @@ class AwsProvider(Provider):
 
     def _cached(self, what: str, fetch: Any) -> Any:
         """`fetch()`, kept on disk for a day per region."""
-        path = self.cache_dir / f"aws-{self.region}-{what}.json"
-        try:
-            if time.time() - path.stat().st_mtime < CACHE_SECONDS:
-                return json.loads(path.read_text())
-        except (OSError, ValueError):
-            pass
-        value = fetch()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{time.time_ns()}.tmp")
-        tmp.write_text(json.dumps(value))
-        tmp.replace(path)
-        return value
+        return cached_for_a_day(self.cache_dir / f"aws-{self.region}-{what}.json", fetch)
 
     def _fetch_types(self) -> list[list[Any]]:
         rows = []

@@ -11,12 +11,18 @@ whatever the provider.
 
 from __future__ import annotations
 
+import json
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from taskfleet._compat import StrEnum
 from taskfleet.errors import TaskfleetError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class InstanceState(StrEnum):
@@ -136,3 +142,23 @@ class Provider(ABC):
 
     def close(self) -> None:  # noqa: B027 (most providers hold nothing to close)
         """Release what the provider holds (connections)."""
+
+
+#: How long a provider keeps its catalogue and prices on disk.
+CACHE_SECONDS = 86_400.0
+
+
+def cached_for_a_day(path: Path, fetch: Callable[[], Any]) -> Any:
+    """`fetch()` (JSON), kept in the file `path` for `CACHE_SECONDS`: a catalogue and its
+    prices change rarely, and fetching them costs many API calls."""
+    try:
+        if time.time() - path.stat().st_mtime < CACHE_SECONDS:
+            return json.loads(path.read_text())
+    except (OSError, ValueError):
+        pass
+    value = fetch()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{time.time_ns()}.tmp")
+    tmp.write_text(json.dumps(value))
+    tmp.replace(path)
+    return value

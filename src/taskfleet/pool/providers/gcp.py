@@ -23,7 +23,6 @@ elsewhere, as the tests do with a local server.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -40,6 +39,7 @@ from taskfleet.pool.providers.base import (
     ProviderError,
     QuotaError,
     RateLimitError,
+    cached_for_a_day,
 )
 
 JOB_LABEL = "taskfleet-job"
@@ -47,7 +47,6 @@ PRICE_LABEL = "taskfleet-price"  # micro-dollars per hour: label values are lowe
 #: The Compute Engine service in the Cloud Billing Catalog.
 COMPUTE_SERVICE = "services/6F81-5844-456A"
 BILLING_ENDPOINT = "https://cloudbilling.googleapis.com"
-CACHE_SECONDS = 86_400.0
 DEFAULT_CACHE_DIR = Path.home() / ".taskfleet" / "cache"
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 
@@ -155,18 +154,7 @@ class GcpProvider(Provider):
 
     def _cached(self, what: str, fetch: Any) -> Any:
         """`fetch()`, kept on disk for a day (`what` names the zone or region it is for)."""
-        path = self.cache_dir / f"gcp-{what}.json"
-        try:
-            if time.time() - path.stat().st_mtime < CACHE_SECONDS:
-                return json.loads(path.read_text())
-        except (OSError, ValueError):
-            pass
-        value = fetch()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{time.time_ns()}.tmp")
-        tmp.write_text(json.dumps(value))
-        tmp.replace(path)
-        return value
+        return cached_for_a_day(self.cache_dir / f"gcp-{what}.json", fetch)
 
     def _fetch_types(self, zone: str) -> list[list[Any]]:
         self.calls += 1
