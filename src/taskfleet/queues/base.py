@@ -47,11 +47,16 @@ class Message:
 
     `receipt` is the backend's handle for this delivery (an SQS receipt handle, a Redis stream
     entry id, a SQLite row and lease token); `attempt` counts deliveries, starting at 1.
+    `dependency_results` is, for a task that waited for others (`Task.after`), what each of
+    them returned (id -> result; None for one whose result the queue no longer has), and None
+    for a task that waited for nothing: the worker hands it to the task as
+    `worker_data.dependency_results`.
     """
 
     task: Task
     receipt: str
     attempt: int
+    dependency_results: Mapping[str, Any] | None = None
 
     @property
     def task_id(self) -> str:
@@ -62,7 +67,10 @@ class Message:
 class QueueStats:
     """Counts of a queue's tasks by state.
 
-    `approximate` is True for backends whose counts are estimates (SQS). Counts a
+    `approximate` is True for backends whose counts are estimates (SQS). `waiting` counts the
+    tasks held until their dependencies complete (`Task.after`), and `blocked` those of them
+    that wait, directly or through others, for a dead letter: they run only after it is
+    redriven; both are None where the queue keeps no dependency state. Counts a
     backend cannot know are None (SQS does not remember completed tasks, for instance; a
     backend that does not declare `Queue.counts_tasks` gives None for visible, leased and
     delayed, and so for `remaining`): a reader shows "unknown" and decides nothing on it.
@@ -76,13 +84,17 @@ class QueueStats:
     completed: int | None = None
     duplicates_skipped: int | None = None
     approximate: bool = False
+    waiting: int | None = None
+    blocked: int | None = None
 
     @property
     def remaining(self) -> int | None:
-        """Tasks not yet completed or dead-lettered; None when the backend cannot count them."""
+        """Tasks that will still run without anyone's help: not completed, dead-lettered or
+        blocked behind a dead letter (waiting tasks that are not blocked count: a dependency
+        of theirs is queued or running); None when the backend cannot count them."""
         if self.visible is None or self.leased is None or self.delayed is None:
             return None
-        return self.visible + self.leased + self.delayed
+        return self.visible + self.leased + self.delayed + (self.waiting or 0) - (self.blocked or 0)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +107,8 @@ class QueueStats:
             "duplicates_skipped": self.duplicates_skipped,
             "remaining": self.remaining,
             "approximate": self.approximate,
+            "waiting": self.waiting,
+            "blocked": self.blocked,
         }
 
 
@@ -328,6 +342,14 @@ class Queue:
     max_lease_seconds: ClassVar[float | None] = None
     #: A load can give tasks already present the data its file has now (`send_updates`).
     updates_data: ClassVar[bool] = False
+    #: The queue keeps tasks that wait for others (`Task.after`) until the last of them is
+    #: acknowledged, then makes them visible, atomically and exactly once however many
+    #: consumers ack; it keeps the results of tasks that others wait for (given to `ack`) and
+    #: hands them out in `Message.dependency_results`; `dependents` names the tasks a dead
+    #: letter blocks, and `stats` counts `waiting` and `blocked`. A backend without it refuses
+    #: a task that waits (`refuse_waiting_tasks`): for SQS and Pub/Sub the flow coordinator
+    #: (`taskfleet flow run`) holds that state and sends each task when it may run.
+    tracks_dependencies: ClassVar[bool] = False
 
     # -- every instance has --------------------------------------------------------------------
 
@@ -488,9 +510,15 @@ class Queue:
         """
         raise NotImplementedError
 
-    def ack(self, messages: Sequence[Message]) -> None:
+    def ack(self, messages: Sequence[Message], results: Mapping[str, Any] | None = None) -> None:
         """The tasks are done: remove them for good. Accepted even when a lease has since
-        passed to another consumer (the work is done; that consumer's ack changes nothing)."""
+        passed to another consumer (the work is done; that consumer's ack changes nothing).
+
+        `results` (task id -> what the task returned) is given by a runtime whose queue
+        `tracks_dependencies`: the queue keeps the result of each task that others wait for,
+        and a task whose last dependency this ack completes becomes visible, in the same
+        atomic step. Acking a task already done releases nothing a second time.
+        """
         raise NotImplementedError
 
     def retry(self, message: Message, delay_seconds: float = 0, error: str | None = None) -> bool:
@@ -568,6 +596,28 @@ class Queue:
         """Give back every leased task at once, without counting the attempt; returns how
         many. Only when no consumer can be holding a lease (see `lists_leases`)."""
         raise self._cannot_list_leases()
+
+    def dependents(self, task_ids: Iterable[str]) -> list[str]:
+        """The tasks that wait, directly or through others, for any of `task_ids` and are not
+        done: those a dead letter blocks (see `tracks_dependencies`; empty where the queue
+        keeps no dependency state)."""
+        return []
+
+    def refuse_waiting_tasks(self, tasks: Iterable[Task]) -> Iterator[Task]:
+        """`tasks`, unchanged, raising at the first one that waits for others when this queue
+        keeps no dependency state: a backend's `send` passes its tasks through this, so that
+        a waiting task is never queued as if it could run now."""
+        if self.tracks_dependencies:
+            yield from tasks
+            return
+        for task in tasks:
+            if task.after:
+                raise self.unsupported(
+                    f"hold task {task.id!r} until the tasks it waits for ('after') complete",
+                    "run the flow with `taskfleet flow run --queue URL --task-file FILE`, "
+                    "which sends each task when the tasks it waits for have completed",
+                )
+            yield task
 
     def load_note(self) -> str | None:
         """What a load's counts mean where the service does not say which tasks it already

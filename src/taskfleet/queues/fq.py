@@ -592,7 +592,7 @@ class FileQueue(Queue):
             pause = min(pause * 2, _LONGEST_PAUSE)
 
     @_touches_files
-    def ack(self, messages: Sequence[Message]) -> None:
+    def ack(self, messages: Sequence[Message], results: Mapping[str, Any] | None = None) -> None:
         leased = self._dirs.state(State.LEASED)
         late = {m.task_id for m in messages if not self._complete(leased / m.receipt, m.task_id)}
         if late:

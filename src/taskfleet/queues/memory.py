@@ -269,7 +269,7 @@ class MemoryQueue(Queue):
                 wake = deadline if due is None else min(deadline, due)
                 store.changed.wait(max(0.0, wake - now))
 
-    def ack(self, messages: Sequence[Message]) -> None:
+    def ack(self, messages: Sequence[Message], results: Mapping[str, Any] | None = None) -> None:
         store = self._store
         with store.changed:
             for message in messages:

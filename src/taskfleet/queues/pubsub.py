@@ -598,7 +598,7 @@ class PubSubQueue(Queue):
         self._change(self.subscription, [copy.ack_id], None)
         return True
 
-    def ack(self, messages: Sequence[Message]) -> None:
+    def ack(self, messages: Sequence[Message], results: Mapping[str, Any] | None = None) -> None:
         """Acknowledge, 1,000 ack ids per call; an ack id whose lease passed on is accepted by
         Pub/Sub (or, with exactly-once delivery, skipped: the task is settled either way)."""
         self._change(self.subscription, [m.receipt for m in messages], None)

@@ -424,7 +424,7 @@ class RedisQueue(Queue):
         except redis.exceptions.OutOfMemoryError:
             time.sleep(seconds)
 
-    def ack(self, messages: Sequence[Message]) -> None:
+    def ack(self, messages: Sequence[Message], results: Mapping[str, Any] | None = None) -> None:
         """Done. Accepted even if the lease has passed on: the work is done either way."""
         ids = [self._receipt(m)[0] for m in messages]
         if ids:

@@ -476,7 +476,7 @@ class SQLiteQueue(Queue):
         seq, lease = message.receipt.split(":")
         return int(seq), int(lease)
 
-    def ack(self, messages: Sequence[Message]) -> None:
+    def ack(self, messages: Sequence[Message], results: Mapping[str, Any] | None = None) -> None:
         """Mark tasks done. A completion is accepted even if the lease has since passed to
         another consumer: the work is done, and that consumer's own ack becomes a no-op."""
         if not messages:

@@ -579,7 +579,7 @@ class SQSQueue(Queue):
             moved.extend(DeadLetter(task, self.max_attempts, error) for _, _, task in taken)
         return moved
 
-    def ack(self, messages: Sequence[Message]) -> None:
+    def ack(self, messages: Sequence[Message], results: Mapping[str, Any] | None = None) -> None:
         """DeleteMessageBatch; a receipt SQS no longer knows means the task is gone already."""
 
         def delete(batch: list[dict[str, Any]]) -> None:

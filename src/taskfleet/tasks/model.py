@@ -1,13 +1,16 @@
 """What a task is: an id that is safe as a file name, and JSON data.
 
 A task is `{"id": str, "data": object}` (`task_id` is accepted for `id`, as rms-cloud-tasks
-files use it). Ids are checked here, once, so that every later layer may use one as a file
-name: a non-empty string of at most 200 bytes in UTF-8 (so that the id plus a suffix such as
-`.json.tmp` fits the 255-byte file names of Linux and macOS and the 255 UTF-16 units of
-Windows), not starting with `.`, without `/` or `\\`, and without characters that are invisible
-or change the direction of text (control and format characters such as U+200B or U+202E,
-line and paragraph separators, spaces other than the plain space, surrogates, private-use and
-unassigned code points): an id must be the same file name on every system and read as what it is.
+files use it), and may list the ids of the tasks it waits for, `"after": [...]` (see
+`taskfleet.flows`: it becomes runnable once all of them completed).
+
+Ids are checked here, once, so that every later layer may use one as a file name: a non-empty
+string of at most 200 bytes in UTF-8 (so that the id plus a suffix such as `.json.tmp` fits the
+255-byte file names of Linux and macOS and the 255 UTF-16 units of Windows), not starting with `.`,
+without `/` or `\\`, and without characters that are invisible or change the direction of text
+(control and format characters such as U+200B or U+202E, line and paragraph separators, spaces
+other than the plain space, surrogates, private-use and unassigned code points): an id must be the
+same file name on every system and read as what it is.
 """
 
 from __future__ import annotations
@@ -36,19 +39,25 @@ TaskSource = str | os.PathLike | Iterable[Any] | Callable[[], Iterable[Any]]
 
 @dataclass(frozen=True, slots=True)
 class Task:
-    """One unit of work: an id that is safe to use as a file name, and its JSON data."""
+    """One unit of work: an id that is safe to use as a file name, its JSON data, and the ids
+    of the tasks it waits for (empty for the independent tasks most batches are made of)."""
 
     id: str
     data: Any
+    after: tuple[str, ...] = ()
 
     def to_json(self) -> bytes:
-        """The task as a queue message body (JSON, never pickle)."""
+        """The task as a queue message body (JSON, never pickle); `after` only when it waits,
+        so a flat task's body is what it always was."""
+        if self.after:
+            return orjson.dumps({"id": self.id, "data": self.data, "after": self.after})
         return orjson.dumps({"id": self.id, "data": self.data})
 
     @classmethod
     def from_json(cls, body: bytes | str) -> Task:
         obj = orjson.loads(body)
-        return cls(obj["id"], obj.get("data", {}))
+        after = obj.get("after")
+        return cls(obj["id"], obj.get("data", {}), tuple(after) if after else ())
 
 
 #: Marks a key that an entry does not have (None is a value a task may hold).
@@ -108,6 +117,8 @@ def task_from_object(obj: object) -> tuple[Task | None, str | None]:
         problem = task_id_problem(obj.id)
         if problem is None and not isinstance(obj.data, dict):
             problem = f"the data of task {obj.id!r} is a {type(obj.data).__name__}, not an object"
+        if problem is None and obj.after:
+            _, problem = after_ids(obj.id, list(obj.after))
         return (None, problem) if problem else (obj, None)
     if not isinstance(obj, dict):
         kind = type(obj).__name__
@@ -123,17 +134,47 @@ def task_from_object(obj: object) -> tuple[Task | None, str | None]:
     if problem:
         return None, problem
     data = obj.get("data", MISSING)
-    if len(obj) > (1 if data is MISSING else 2):
-        extra = [k for k in obj if k not in ("id", "task_id", "data")]
+    after = obj.get("after", MISSING)
+    if len(obj) > 1 + (data is not MISSING) + (after is not MISSING):
+        extra = [k for k in obj if k not in TASK_FIELDS]
         return None, (
             f"task {task_id!r} has unknown field(s) {', '.join(map(repr, extra))}; "
-            "a task has only 'id' and 'data'"
+            "a task has only 'id', 'data' and 'after'"
         )
     if data is MISSING:
         data = {}
     elif not isinstance(data, dict):
         return None, f"the data of task {task_id!r} is a {type(data).__name__}, not an object"
-    return Task(task_id, data), None
+    if after is MISSING or after is None:
+        return Task(task_id, data), None
+    waits_for, problem = after_ids(task_id, after)
+    if problem is not None:
+        return None, problem
+    return Task(task_id, data, waits_for), None
+
+
+#: The keys a task entry may have.
+TASK_FIELDS = ("id", "task_id", "data", "after")
+
+
+def after_ids(task_id: str, after: object) -> tuple[tuple[str, ...], str | None]:
+    """The ids a task waits for, from its `after` entry: a list of ids (a single id is taken
+    as a list of one), each a valid id, none repeated; returns (ids, None) or ((), problem).
+    Whether they name tasks of the load, and form no cycle, is `taskfleet.flows.graph`'s
+    check, which needs the whole load."""
+    if isinstance(after, str):
+        after = [after]
+    if not isinstance(after, list | tuple):
+        kind = type(after).__name__
+        return (), f"the 'after' of task {task_id!r} is a {kind}, not a list of task ids"
+    for other in after:
+        problem = task_id_problem(other)
+        if problem is not None:
+            return (), f"the 'after' of task {task_id!r} names a bad id: {problem}"
+    if len(set(after)) != len(after):
+        repeated = sorted({other for other in after if after.count(other) > 1})
+        return (), f"the 'after' of task {task_id!r} repeats {', '.join(map(repr, repeated))}"
+    return tuple(after), None
 
 
 def as_tasks(items: Iterable[Task | Mapping[str, Any]]) -> Iterator[Task]:
