@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
 
 # Command modules register themselves on `cli` when imported.
 from taskfleet.cli import (  # noqa: E402, F401
+    flow_commands,
     monitor_commands,
     pool_commands,
     queue_commands,
