@@ -221,7 +221,7 @@ def main() -> None:
     parser.add_argument("--runtime", action="store_true")
     args = parser.parse_args()
     count_server_requests()
-    with moto_server() as endpoint, tempfile.TemporaryDirectory() as tmp:
+    with moto_server(in_process=True) as endpoint, tempfile.TemporaryDirectory() as tmp:
         print(f"{'':26} {'tasks':>7} {'calls/task':>10} {'ratio':>7}   calls")
         naive = baseline(endpoint, min(args.baseline_tasks, 300), batched=False)
         show("baseline-naive", naive, min(args.baseline_tasks, 300), None)

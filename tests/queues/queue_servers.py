@@ -1,10 +1,11 @@
 """Real queue servers for tests and benchmarks, on free loopback ports, stopped by the caller.
 
 Shared by the pytest fixtures (tests/queues/conftest.py) and by the scripts in benchmarks/, so
-both run against the same kind of server: a real `redis-server` process, and moto's SQS in a
-thread of this process (`ThreadedMotoServer`), reached over HTTP through boto3's
-`endpoint_url` like a real SQS endpoint (its S3 serves the cloud storage tests too), Google's
-own Pub/Sub emulator (a Java process), and a Cloud Storage emulator in a thread.
+both run against the same kind of server: a real `redis-server` process, and moto's server in
+a process of its own (`python queue_servers.py moto`: in a thread of the test process it
+competed with the tests for the interpreter lock), reached over HTTP through boto3's
+`endpoint_url` like a real SQS endpoint (its S3 and EC2 serve the cloud storage and pool tests
+too), Google's own Pub/Sub emulator (a Java process), and a Cloud Storage emulator in a thread.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 MOTO_ENV = {
     # Fake credentials: boto3's default chain must find some, and must never find real ones.
@@ -251,31 +254,84 @@ class PausableProxy:
 
 
 @contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    """moto's SQS on 127.0.0.1 with fake credentials in the environment; yields the endpoint."""
+def moto_server(*, in_process: bool = False) -> Iterator[str]:
+    """moto's server on 127.0.0.1 with fake credentials in the environment; yields the endpoint.
+
+    It runs in a process of its own, which ends when this context ends or when the test
+    process dies (it watches its stdin); `in_process` runs it in a thread of this process
+    instead, for a benchmark that counts the requests moto receives."""
     try:
-        from moto.server import ThreadedMotoServer
+        import moto.server  # noqa: F401
     except ImportError as exc:
         raise ServerUnavailable(
             "moto[server] is not installed (pip install 'moto[server]')"
         ) from exc
-    _speed_up_moto_clock()
-    _fix_moto_delete_race()
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     saved = {k: os.environ.get(k) for k in MOTO_ENV}
     os.environ.update(MOTO_ENV)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
     try:
-        yield f"http://{host}:{port}"
+        if in_process:
+            server = _start_moto_thread()
+            host, port = server.get_host_and_port()
+            try:
+                yield f"http://{host}:{port}"
+            finally:
+                server.stop()
+        else:
+            with _moto_process() as port:
+                yield f"http://127.0.0.1:{port}"
     finally:
-        server.stop()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _start_moto_thread() -> Any:
+    """moto's `ThreadedMotoServer`, with the fixes below, started on a free port."""
+    from moto.server import ThreadedMotoServer
+
+    _speed_up_moto_clock()
+    _fix_moto_delete_race()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    return server
+
+
+@contextlib.contextmanager
+def _moto_process() -> Iterator[int]:
+    """Run `python queue_servers.py moto`; yields the port it prints once it listens."""
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "moto"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().decode().strip()
+        if not line.isdigit():
+            err = process.stderr.read().decode() if process.stderr else ""
+            raise RuntimeError(f"moto's server did not start: {line} {err[-2000:]}")
+        yield int(line)
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _serve_moto_until_stdin_closes() -> None:
+    """The moto process: serve, print the port, stop when the parent closes stdin or dies."""
+    server = _start_moto_thread()
+    _, port = server.get_host_and_port()
+    print(port, flush=True)
+    sys.stdin.buffer.read()
+    server.stop()
 
 
 def _speed_up_moto_clock() -> None:
@@ -399,3 +455,11 @@ def gcs_emulator() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["moto"]:
+        os.environ.update(MOTO_ENV)
+        _serve_moto_until_stdin_closes()
+    else:
+        sys.exit("usage: python queue_servers.py moto")
