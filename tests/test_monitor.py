@@ -204,10 +204,18 @@ def test_follow_sees_events_appended_by_a_running_process(tmp_path: Path) -> Non
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    time.sleep(0.3)
+    # The writer starts once the monitor says it waits for the file (a fixed sleep raced the
+    # monitor's start on a loaded machine).
+    assert monitor.stderr is not None
+    said = b""
+    while b"waiting for" not in said:
+        line = monitor.stderr.readline()
+        assert line, f"the monitor ended before it waited for the file: {said.decode()}"
+        said += line
     writer = subprocess.Popen([sys.executable, str(script), str(events), "60", "20"])
     try:
         out, err = monitor.communicate(timeout=60)
+        err = said + err
         assert monitor.returncode == 0, err.decode()
         assert writer.poll() is None, "the monitor saw everything while the writer still ran"
     finally:
