@@ -23,12 +23,15 @@ Needs Redis 6.2 or newer (LPOP with a count, BLMOVE) and redis-py 5 or newer.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import urlencode, urlunsplit
+
+import orjson
 
 from taskfleet.errors import (
     QueueConnectionError,
@@ -58,9 +61,27 @@ if TYPE_CHECKING:
     import redis
 
 KEY_PREFIX = "taskfleet"
-_KEY_NAMES = ("meta", "known", "body", "att", "tok", "ready", "leased", "delayed", "dead", "err")
+_KEY_NAMES = (
+    "meta",
+    "known",
+    "body",
+    "att",
+    "tok",
+    "ready",
+    "leased",
+    "delayed",
+    "dead",
+    "err",
+    # the dependency state (see redis_scripts): only flows write these
+    "wait",
+    "next",
+    "after",
+    "res",
+    "readers",
+)
 _SCRIPTS = (
     "SEND",
+    "SEND_FLOW",
     "RECEIVE",
     "ACK",
     "RETRY",
@@ -69,6 +90,7 @@ _SCRIPTS = (
     "EXTEND",
     "STATS",
     "REDRIVE",
+    "DEPENDENTS",
 )
 SEND_CHUNK = 500  # tasks per script call: short enough not to stall the server
 SEND_CALLS_PER_ROUND_TRIP = 10  # so one round trip carries 5,000 tasks
@@ -134,6 +156,7 @@ class RedisQueue(Queue):
     delayed_retry: ClassVar[bool] = True
     dead_letter_store: ClassVar[bool] = True
     reports_expired_dead_letters: ClassVar[bool] = True
+    tracks_dependencies: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -152,6 +175,9 @@ class RedisQueue(Queue):
         self._redis = client
         self._keys = [f"{KEY_PREFIX}:{{{name}}}:{k}" for k in _KEY_NAMES]
         self._loaded: set[str] = set()  # scripts this queue has loaded on the server
+        # Whether the queue holds waiting tasks (meta.flows, as the last receive saw it): only
+        # then do acks carry the tasks' results, which the queue keeps for those waiting.
+        self._flows = False
         try:
             stored, version = self._read_meta()
             self._scripts = {
@@ -347,21 +373,19 @@ class RedisQueue(Queue):
         iterator = iter(tasks)
         try:
             while True:
-                calls: list[list[Any]] = []
+                chunks: list[list[Task]] = []
                 for _ in range(SEND_CALLS_PER_ROUND_TRIP):
                     chunk = list(islice(iterator, batch_size))
                     if not chunk:
                         break
-                    args: list[Any] = []
-                    for task in chunk:
-                        args.append(task.id)
-                        args.append(task.to_json())
-                    calls.append(args)
-                if not calls:
+                    chunks.append(chunk)
+                if not chunks:
                     return result
+                script, calls = _send_calls(chunks)
+                self._flows = self._flows or script == "SEND_FLOW"
                 refused: Exception | None = None
                 with self._server():  # the server away: QueueUnavailableError, ridden out
-                    answers = self._run_many_settled("SEND", calls)
+                    answers = self._run_many_settled(script, calls)
                 for answer in answers:
                     if isinstance(answer, Exception):
                         refused = refused or answer
@@ -389,12 +413,15 @@ class RedisQueue(Queue):
                     error = dead[i + 1].decode("utf-8", "replace")
                     task = Task.from_json(dead[i + 2])
                     received.dead_lettered.append(DeadLetter(task, int(dead[i]), error))
-                for item in reply[2:]:
+                self._flows = int(reply[2]) > 0
+                for item in reply[3:]:
                     token, attempt, body = item.split(b":", 2)
                     task = Task.from_json(body)
                     received.append(Message(task, f"{token.decode()}:{task.id}", int(attempt)))
-                if len(reply) - 2 < want:
+                if len(reply) - 3 < want:
                     break
+            if any(message.task.after for message in received):
+                received[:] = self._with_dependency_results(received)
             if received or received.dead_lettered:
                 return received
             remaining = deadline - time.monotonic()
@@ -407,6 +434,29 @@ class RedisQueue(Queue):
             # BLMOVE of the list onto its own tail returns as soon as the list has an element
             # and leaves it where it was: a server-side wait for new tasks, no polling.
             self._wait_for_ready(block)
+
+    @_calls_server
+    def _with_dependency_results(self, messages: list[Message]) -> list[Message]:
+        """The messages, those of tasks that waited given their dependencies' results (one
+        round trip for the batch). A result is kept until every task waiting for it is done,
+        so a task delivered again still finds it; None for one the queue no longer has."""
+        waited = [m for m in messages if m.task.after]
+        pipe = self._redis.pipeline(transaction=False)
+        for message in waited:
+            pipe.hmget(self._keys[13], list(message.task.after))
+        found = dict(zip((m.task.id for m in waited), pipe.execute(), strict=True))
+        out = []
+        for message in messages:
+            values = found.get(message.task.id)
+            if values is None:
+                out.append(message)
+                continue
+            results = {
+                dep: (orjson.loads(value) if value is not None else None)
+                for dep, value in zip(message.task.after, values, strict=True)
+            }
+            out.append(dataclasses.replace(message, dependency_results=results))
+        return out
 
     @_calls_server
     def _wait_for_ready(self, seconds: float) -> None:
@@ -425,10 +475,24 @@ class RedisQueue(Queue):
             time.sleep(seconds)
 
     def ack(self, messages: Sequence[Message], results: Mapping[str, Any] | None = None) -> None:
-        """Done. Accepted even if the lease has passed on: the work is done either way."""
+        """Done. Accepted even if the lease has passed on: the work is done either way.
+
+        The `results` go to the server only where the queue holds waiting tasks (as the last
+        receive saw it, or this client's own load of one): a flat queue's acks stay ids.
+        """
         ids = [self._receipt(m)[0] for m in messages]
-        if ids:
-            self._run_many("ACK", _chunks(ids, BATCH_CHUNK))
+        if not ids:
+            return
+        calls: list[list[Any]] = []
+        for chunk in _chunks(ids, BATCH_CHUNK):
+            args: list[Any] = [len(chunk), *chunk]
+            if results and self._flows:
+                for task_id in chunk:
+                    if task_id in results:
+                        args.append(task_id)
+                        args.append(_result_json(task_id, results[task_id]))
+            calls.append(args)
+        self._run_many("ACK", calls)
 
     def retry(self, message: Message, delay_seconds: float = 0, error: str | None = None) -> bool:
         task_id, token = self._receipt(message)
@@ -465,6 +529,8 @@ class RedisQueue(Queue):
             inserted,
             duplicates,
             completed,
+            waiting,
+            blocked,
         ) = (int(x) for x in self._run("STATS", []))
         return QueueStats(
             visible=max(0, ready - stale) + expired + due,
@@ -474,7 +540,16 @@ class RedisQueue(Queue):
             inserted=inserted,
             completed=completed,
             duplicates_skipped=duplicates,
+            waiting=waiting,
+            blocked=blocked,
         )
+
+    def dependents(self, task_ids: Iterable[str]) -> list[str]:
+        """The tasks not done that wait for any of `task_ids`, directly or through others."""
+        ids = list(task_ids)
+        if not ids:
+            return []
+        return [x.decode("utf-8", "replace") for x in self._run("DEPENDENTS", ids)]
 
     def dead_letters(self) -> Iterator[DeadLetter]:
         """Dead letters, oldest first, read in pages (a snapshot per page, not a whole)."""
@@ -512,14 +587,16 @@ class RedisQueue(Queue):
 
     @_calls_server
     def purge(self) -> None:
-        """Delete every task, dead letter and counter; max_attempts stays."""
+        """Delete every task, dead letter, dependency and counter; max_attempts stays."""
         pipe = self._redis.pipeline(transaction=True)
         pipe.unlink(*self._keys[1:])
         pipe.hset(
             self._keys[0],
             mapping={"inserted": 0, "duplicates": 0, "completed": 0, "stale": 0},
         )
+        pipe.hdel(self._keys[0], "flows")
         pipe.execute()
+        self._flows = False
 
     def close(self) -> None:
         self._redis.close()
@@ -544,6 +621,32 @@ def _full(url: str) -> QueueFullError:
         "workers (acks free memory; give them --event-queue none or an event queue on another "
         "server) or raise its maxmemory"
     )
+
+
+def _send_calls(chunks: list[list[Task]]) -> tuple[str, list[list[Any]]]:
+    """The script and its argument lists for one round trip of a load: `SEND` (id, body pairs)
+    unless a task of these chunks waits for others, then `SEND_FLOW` (id, body, after)."""
+    if not any(task.after for chunk in chunks for task in chunk):
+        return "SEND", [
+            [x for task in chunk for x in (task.id, task.to_json())] for chunk in chunks
+        ]
+    calls = [
+        [x for task in chunk for x in (task.id, task.to_json(), "\n".join(task.after))]
+        for chunk in chunks
+    ]
+    return "SEND_FLOW", calls
+
+
+def _result_json(task_id: str, result: Any) -> bytes:
+    """A task's result as JSON for the tasks waiting for it; a result JSON cannot hold is a
+    clear error naming the task (never pickle: the queue is a trust boundary)."""
+    try:
+        return orjson.dumps(result)
+    except TypeError as exc:
+        raise TaskfleetError(
+            f"task {task_id!r} returned a result that is not JSON ({exc}); tasks that others "
+            "wait for must return JSON values (numbers, strings, lists, dicts)"
+        ) from None
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

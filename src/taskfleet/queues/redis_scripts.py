@@ -18,6 +18,20 @@ Keys (KEYS[i] in every script, in this order; see `RedisQueue._keys`):
  8 delayed  zset    id -> time it becomes visible (ms)
  9 dead     zset    id -> time it was dead-lettered (ms)
 10 err      hash    id -> last error
+11 wait     hash    id -> how many of its dependencies are not done yet (waiting tasks only)
+12 next     hash    id -> the ids that wait for it, joined by newlines (ids hold no control
+                    characters), until it is done
+13 after    hash    id -> the ids it waits for, joined by newlines, until it is done
+14 res      hash    id -> its result (JSON), from its ack until every task waiting for it is done
+15 readers  hash    id -> how many tasks still have to read that result
+
+A task that waits (`Task.after`) has a body and is in `known` like any other, but sits in no
+list until the ack of its last dependency, which pushes it onto `ready` in the same script: so
+it becomes visible exactly once however many consumers ack at the same time, and a duplicate
+ack (a lease that had passed on) finds the dependency's body gone and releases nothing. Only
+`SEND_FLOW` writes the dependency keys, and it sets meta.flows: `ACK` and `RECEIVE` read that
+one field (with fields they read anyway, or one HGET per call) and do no dependency work in a
+queue that never held a waiting task, so flat tasks cost nothing extra.
 
 An id acked while it sits in `ready` (its lease had passed on and the task was given back) is
 left in the list and counted in meta.stale; `receive` drops such ids when it pops them, as
@@ -37,6 +51,28 @@ local max_attempts = tonumber(redis.call('HGET', KEYS[1], 'max_attempts') or '3'
 _HOLDS = """
 local function holds(id, token)
   return redis.call('HGET', KEYS[5], id) == token and redis.call('ZSCORE', KEYS[7], id)
+end
+"""
+
+# Appends `id` to a newline-joined list per key field, gathered first so that a fan-out of N
+# waiters costs one rewrite of the list per SEND_FLOW call instead of N.
+_APPEND_LATER = """
+local appends, append_order = {}, {}
+local function append_later(field, id)
+  local list = appends[field]
+  if not list then
+    list = {}
+    appends[field] = list
+    append_order[#append_order + 1] = field
+  end
+  list[#list + 1] = id
+end
+local function flush_appends(key)
+  for _, field in ipairs(append_order) do
+    local joined = table.concat(appends[field], '\\n')
+    local old = redis.call('HGET', key, field)
+    redis.call('HSET', key, field, old and (old .. '\\n' .. joined) or joined)
+  end
 end
 """
 
@@ -64,6 +100,50 @@ end
 return {inserted, present}
 """
 
+# SEND for a chunk that holds tasks that wait. ARGV: id1, body1, after1, ... where afterN is ''
+# (waits for nothing) or the ids it waits for joined by newlines  ->  {inserted, already_present}.
+# A dependency counts as done when it was inserted and its body is gone (acked); one not
+# inserted yet (later in the load) or not done (queued, leased, dead-lettered) is pending.
+SEND_FLOW = (
+    _APPEND_LATER
+    + """
+local inserted, present, flows = 0, 0, 0
+local visible = {}
+for i = 1, #ARGV, 3 do
+  local id = ARGV[i]
+  if redis.call('SADD', KEYS[2], id) == 1 then
+    redis.call('HSET', KEYS[3], id, ARGV[i + 1])
+    inserted = inserted + 1
+    local pending = 0
+    if ARGV[i + 2] ~= '' then
+      flows = flows + 1
+      redis.call('HSET', KEYS[13], id, ARGV[i + 2])
+      for dep in string.gmatch(ARGV[i + 2], '[^\\n]+') do
+        if redis.call('SISMEMBER', KEYS[2], dep) == 0
+            or redis.call('HEXISTS', KEYS[3], dep) == 1 then
+          pending = pending + 1
+          append_later(dep, id)
+        end
+      end
+    end
+    if pending > 0 then
+      redis.call('HSET', KEYS[11], id, pending)
+    else
+      visible[#visible + 1] = id
+    end
+  else
+    present = present + 1
+  end
+end
+flush_appends(KEYS[12])
+if #visible > 0 then redis.call('RPUSH', KEYS[6], unpack(visible)) end
+if inserted > 0 then redis.call('HINCRBY', KEYS[1], 'inserted', inserted) end
+if present > 0 then redis.call('HINCRBY', KEYS[1], 'duplicates', present) end
+if flows > 0 then redis.call('HINCRBY', KEYS[1], 'flows', flows) end
+return {inserted, present}
+"""
+)
+
 # Calls `command key args...` in slices, as Lua's unpack() has a limit of a few thousand values.
 _CHUNKED = """
 local function chunked(command, key, args)
@@ -74,11 +154,12 @@ end
 """
 
 # ARGV: max_messages (at most 1000), lease_ms
-# -> {wait_hint_ms, {attempts, error, body, ...}, 'token:attempt:body', ...}; wait_hint_ms is
-#    how long until a delayed task or a lease falls due (-1: none), so an empty receive knows
-#    how long to block. The second element lists the tasks this call dead-lettered (their
-#    lease expired on their last attempt), three values each, so that the caller reports them.
-#    One string per leased message keeps the reply small to parse.
+# -> {wait_hint_ms, {attempts, error, body, ...}, flows, 'token:attempt:body', ...};
+#    wait_hint_ms is how long until a delayed task or a lease falls due (-1: none), so an empty
+#    receive knows how long to block. The second element lists the tasks this call
+#    dead-lettered (their lease expired on their last attempt), three values each, so that the
+#    caller reports them. `flows` is meta.flows (0: the queue never held a waiting task, so
+#    acks need not carry results). One string per leased message keeps the reply small.
 RECEIVE = (
     _PROLOGUE
     + _CHUNKED
@@ -86,8 +167,9 @@ RECEIVE = (
 local n = tonumber(ARGV[1])
 local until_ms = now + tonumber(ARGV[2])
 local dead_out = {}
-local out = {-1, dead_out}
-local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local m = redis.call('HMGET', KEYS[1], 'seq', 'flows')
+local out = {-1, dead_out, tonumber(m[2] or '0')}
+local seq = tonumber(m[1] or '0')
 local leases, tokens, attempts_out = {}, {}, {}
 
 -- Lease ids whose bodies and current attempt counts are given (all calls batched).
@@ -142,8 +224,8 @@ if #due > 0 then
 end
 
 -- 3. Visible tasks, in order. Ids whose body is gone were acked while waiting: drop them.
-while #out - 2 < n do
-  local ids = redis.call('LPOP', KEYS[6], n - (#out - 2))
+while #out - 3 < n do
+  local ids = redis.call('LPOP', KEYS[6], n - (#out - 3))
   if not ids then break end
   local bodies = redis.call('HMGET', KEYS[3], unpack(ids))
   local counts = redis.call('HMGET', KEYS[4], unpack(ids))
@@ -182,18 +264,29 @@ return out
 """
 )
 
-# ARGV: ids (at most 1000)  ->  number of tasks completed by this call
-ACK = """
+# ARGV: n, id1 .. idn (n at most 1000), then result_id1, result1, ... (the JSON results of
+# acked tasks, given only where the queue holds waiting tasks)  ->  number completed by this call.
+# In a queue that holds waiting tasks (meta.flows), a completed task that others wait for keeps
+# its result (JSON null when none was given) for them, and each of them whose last dependency
+# this was joins the ready list: here, once, as the counter falls to zero inside this script.
+ACK = (
+    _CHUNKED
+    + """
+local n = tonumber(ARGV[1])
+local flows = redis.call('HGET', KEYS[1], 'flows')
 local done = {}
 local stale = 0
-local scores = redis.call('ZMSCORE', KEYS[7], unpack(ARGV))
+local scores = redis.call('ZMSCORE', KEYS[7], unpack(ARGV, 2, n + 1))
 local leased = {}
-for i, id in ipairs(ARGV) do
+for i = 1, n do
+  local id = ARGV[i + 1]
   if scores[i] then
     leased[#leased + 1] = id
     done[#done + 1] = id
   elseif redis.call('ZREM', KEYS[8], id) == 1 then
     done[#done + 1] = id
+  elseif flows and redis.call('HDEL', KEYS[11], id) == 1 then
+    done[#done + 1] = id   -- waiting for its dependencies: in no list
   elseif redis.call('HEXISTS', KEYS[3], id) == 1 and not redis.call('ZSCORE', KEYS[9], id) then
     done[#done + 1] = id   -- waiting in the ready list: left there, dropped when popped
     stale = stale + 1
@@ -207,8 +300,49 @@ if #done > 0 then
   redis.call('HINCRBY', KEYS[1], 'completed', #done)
 end
 if stale > 0 then redis.call('HINCRBY', KEYS[1], 'stale', stale) end
+if not flows or #done == 0 then return #done end
+
+local results = {}
+for i = n + 2, #ARGV, 2 do results[ARGV[i]] = ARGV[i + 1] end
+local nexts = redis.call('HMGET', KEYS[12], unpack(done))
+local afters = redis.call('HMGET', KEYS[13], unpack(done))
+local visible, had_next, had_after = {}, {}, {}
+for i, id in ipairs(done) do
+  if nexts[i] then
+    had_next[#had_next + 1] = id
+    local readers = 0
+    for waiter in string.gmatch(nexts[i], '[^\\n]+') do
+      local left = tonumber(redis.call('HGET', KEYS[11], waiter) or '0')
+      if left == 1 then
+        redis.call('HDEL', KEYS[11], waiter)
+        visible[#visible + 1] = waiter
+      elseif left > 1 then
+        redis.call('HSET', KEYS[11], waiter, left - 1)
+      end
+      if left > 0 then readers = readers + 1 end
+    end
+    if readers > 0 then
+      redis.call('HSET', KEYS[14], id, results[id] or 'null')
+      redis.call('HSET', KEYS[15], id, readers)
+    end
+  end
+  -- A task that read results is done: the results nobody else needs go.
+  if afters[i] then
+    had_after[#had_after + 1] = id
+    for dep in string.gmatch(afters[i], '[^\\n]+') do
+      if redis.call('HINCRBY', KEYS[15], dep, -1) <= 0 then
+        redis.call('HDEL', KEYS[15], dep)
+        redis.call('HDEL', KEYS[14], dep)
+      end
+    end
+  end
+end
+if #had_next > 0 then redis.call('HDEL', KEYS[12], unpack(had_next)) end
+if #had_after > 0 then redis.call('HDEL', KEYS[13], unpack(had_after)) end
+if #visible > 0 then chunked('RPUSH', KEYS[6], visible) end
 return #done
 """
+)
 
 # ARGV: id, token, delay_ms, has_error (0/1), error
 # -> 1 retried (or the lease had passed on: nothing to do), 0 dead-lettered
@@ -292,19 +426,69 @@ return extended
 """
 )
 
+# Visits, breadth first, the tasks that wait (directly or through others) for the ids of
+# `frontier`, calling visit(id) once for each.
+_WAITERS = """
+local function each_waiter(frontier, visit)
+  local seen = {}
+  while #frontier > 0 do
+    local found = {}
+    for i = 1, #frontier, 1000 do
+      local lists = redis.call('HMGET', KEYS[12], unpack(frontier, i, math.min(i + 999, #frontier)))
+      for _, list in ipairs(lists) do
+        if list then
+          for waiter in string.gmatch(list, '[^\\n]+') do
+            if not seen[waiter] then
+              seen[waiter] = true
+              found[#found + 1] = waiter
+              visit(waiter)
+            end
+          end
+        end
+      end
+    end
+    frontier = found
+  end
+end
+"""
+
 # -> {ready_len, stale, leased, leases_expired, delayed, delayed_due, dead,
-#     inserted, duplicates, completed}
+#     inserted, duplicates, completed, waiting, blocked}; blocked (the waiting tasks behind a
+#     dead letter) is found by walking from the dead letters, only when both exist.
 STATS = (
     _PROLOGUE
+    + _WAITERS
     + """
 local m = redis.call('HMGET', KEYS[1], 'stale', 'inserted', 'duplicates', 'completed')
+local dead = redis.call('ZCARD', KEYS[9])
+local waiting = redis.call('HLEN', KEYS[11])
+local blocked = 0
+if dead > 0 and waiting > 0 then
+  each_waiter(redis.call('ZRANGE', KEYS[9], 0, -1), function(id)
+    if redis.call('HEXISTS', KEYS[11], id) == 1 then blocked = blocked + 1 end
+  end)
+end
 return {
   redis.call('LLEN', KEYS[6]), tonumber(m[1] or '0'),
   redis.call('ZCARD', KEYS[7]), redis.call('ZCOUNT', KEYS[7], '-inf', now),
   redis.call('ZCARD', KEYS[8]), redis.call('ZCOUNT', KEYS[8], '-inf', now),
-  redis.call('ZCARD', KEYS[9]),
+  dead,
   tonumber(m[2] or '0'), tonumber(m[3] or '0'), tonumber(m[4] or '0'),
+  waiting, blocked,
 }
+"""
+)
+
+# ARGV: ids  ->  the ids of the tasks that wait for them, directly or through others, and are
+# not done, in breadth-first order
+DEPENDENTS = (
+    _WAITERS
+    + """
+local out = {}
+each_waiter(ARGV, function(id)
+  if redis.call('HEXISTS', KEYS[3], id) == 1 then out[#out + 1] = id end
+end)
+return out
 """
 )
 
@@ -336,6 +520,7 @@ return #ids
 FLAGS_FROM_VERSION = (7, 0)
 _FLAGS: dict[str, str] = {
     "SEND": "",
+    "SEND_FLOW": "",
     "REDRIVE": "",
     "RECEIVE": "allow-oom",
     "ACK": "allow-oom",
@@ -344,6 +529,7 @@ _FLAGS: dict[str, str] = {
     "RELEASE": "allow-oom",
     "EXTEND": "allow-oom",
     "STATS": "allow-oom,no-writes",
+    "DEPENDENTS": "allow-oom,no-writes",
 }
 
 
