@@ -1,0 +1,235 @@
+"""The Redis queue keeps the dependency state (`Task.after`) on the server, in Lua: these tests
+drive it on a real redis-server, with real processes where consumers race."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from taskfleet.queues import open_queue
+from taskfleet.queues.base import Message
+from taskfleet.queues.redis import RedisQueue
+from taskfleet.tasks import Task
+
+LEASE = 30.0
+
+
+@pytest.fixture
+def queue(redis_url: str) -> Iterator[RedisQueue]:
+    q = open_queue(f"{redis_url}/0?name=dep{uuid.uuid4().hex[:10]}")
+    assert isinstance(q, RedisQueue)
+    yield q
+    q.purge()
+    q.close()
+
+
+def _drain(queue: RedisQueue, results: dict[str, object] | None = None) -> list[list[Message]]:
+    """Receive and ack until nothing is visible; the batches, in order. Each task returns
+    `results[id]` (default: its id in capitals)."""
+    batches = []
+    while True:
+        messages = queue.receive(1000, LEASE)
+        if not messages:
+            return batches
+        batches.append(list(messages))
+        given = {m.task_id: (results or {}).get(m.task_id, m.task_id.upper()) for m in messages}
+        queue.ack(messages, given)
+
+
+def _ids(batches: list[list[Message]]) -> list[list[str]]:
+    return [sorted(m.task_id for m in batch) for batch in batches]
+
+
+def _queue_keys(queue: RedisQueue) -> set[str]:
+    keys = queue._redis.keys(f"taskfleet:{{{queue.name}}}:*")
+    return {k.decode().rsplit(":", 1)[1] for k in keys}
+
+
+def test_diamond_runs_in_order_with_results(queue: RedisQueue) -> None:
+    queue.send(
+        [
+            Task("d", {}, ("b", "c")),  # before its dependencies in the load: it still waits
+            Task("a", {}),
+            Task("b", {}, ("a",)),
+            Task("c", {}, ("a",)),
+        ]
+    )
+    assert queue.stats().waiting == 3
+    batches = _drain(queue)
+    assert _ids(batches) == [["a"], ["b", "c"], ["d"]]
+    assert batches[0][0].dependency_results is None  # waited for nothing
+    assert {m.task_id: m.dependency_results for m in batches[1]} == {
+        "b": {"a": "A"},
+        "c": {"a": "A"},
+    }
+    assert batches[2][0].dependency_results == {"b": "B", "c": "C"}
+    stats = queue.stats()
+    assert (stats.completed, stats.waiting, stats.remaining) == (4, 0, 0)
+    # Every result was read by all that waited for it: nothing is left but the queue itself.
+    assert _queue_keys(queue) == {"meta", "known"}
+
+
+def test_fan_out_fan_in_across_many_send_calls(queue: RedisQueue) -> None:
+    parts = [Task(f"part-{i:03d}", {"i": i}, ("prepare",)) for i in range(250)]
+    tasks = [Task("prepare", {}), *parts, Task("aggregate", {}, tuple(t.id for t in parts))]
+    queue.send(tasks, batch_size=7)  # edges and their tasks land in different script calls
+    results: dict[str, object] = {"prepare": {"chunks": 250}}
+    results.update({t.id: t.data["i"] ** 2 for t in parts})
+    batches = _drain(queue, results)
+    assert _ids(batches) == [["prepare"], sorted(t.id for t in parts), ["aggregate"]]
+    assert all(m.dependency_results == {"prepare": {"chunks": 250}} for m in batches[1])
+    aggregate = batches[2][0].dependency_results
+    assert aggregate is not None
+    assert sum(aggregate.values()) == sum(i * i for i in range(250))
+    assert queue.stats().completed == 252
+
+
+def test_loading_again_adds_no_edges(queue: RedisQueue) -> None:
+    tasks = [Task("a", {}), Task("b", {}, ("a",))]
+    queue.send(tasks)
+    assert queue.send(tasks).already_present == 2
+    assert _ids(_drain(queue)) == [["a"], ["b"]]
+    assert queue.stats().completed == 2
+
+
+def test_a_task_loaded_after_its_dependency_completed_runs_at_once(queue: RedisQueue) -> None:
+    queue.send([Task("a", {})])
+    _drain(queue)
+    queue.send([Task("b", {}, ("a",))])
+    stats = queue.stats()
+    assert (stats.visible, stats.waiting) == (1, 0)
+    assert _ids(_drain(queue)) == [["b"]]
+
+
+def _race(url: str, start: mp.Event, out: mp.Queue) -> None:
+    """A consumer: lease one task at a time and ack it with its id as result, until the
+    queue has nothing left; report every id it ran."""
+    queue = open_queue(url)
+    start.wait()
+    ran = []
+    while True:
+        messages = queue.receive(1, LEASE)
+        if not messages:
+            if queue.stats().remaining == 0:
+                break
+            continue
+        ran.extend(m.task_id for m in messages)
+        queue.ack(messages, {m.task_id: m.task_id for m in messages})
+    out.put(ran)
+
+
+def test_two_racing_consumers_release_each_task_exactly_once(queue: RedisQueue) -> None:
+    # 20 groups of 1 -> 30 -> 1, the 30 of each group acked one by one by two processes at
+    # once: each aggregate must become visible once, however the last acks interleave.
+    tasks = []
+    for g in range(20):
+        parts = [f"g{g}-p{i}" for i in range(30)]
+        tasks.append(Task(f"g{g}-prep", {}))
+        tasks += [Task(p, {}, (f"g{g}-prep",)) for p in parts]
+        tasks.append(Task(f"g{g}-agg", {}, tuple(parts)))
+    queue.send(tasks)
+    ctx = mp.get_context("fork")
+    start, out = ctx.Event(), ctx.Queue()
+    consumers = [ctx.Process(target=_race, args=(queue.url, start, out)) for _ in range(2)]
+    for process in consumers:
+        process.start()
+    start.set()
+    ran = [task_id for _ in consumers for task_id in out.get(timeout=120)]
+    for process in consumers:
+        process.join(30)
+    assert sorted(ran) == sorted(t.id for t in tasks)  # each exactly once
+    stats = queue.stats()
+    assert (stats.completed, stats.visible, stats.waiting) == (len(tasks), 0, 0)
+    assert queue._redis.llen(queue._keys[5]) == 0  # no id queued twice, even a stale one
+
+
+def test_an_ack_after_the_lease_passed_on_releases_nothing_twice(redis_url: str) -> None:
+    queue = open_queue(f"{redis_url}/0?name=dep{uuid.uuid4().hex[:10]}")
+    try:
+        queue.send([Task("a", {}), Task("b", {}, ("a",))])
+        first = queue.receive(1, 0.2)
+        time.sleep(0.35)  # the first consumer's lease expires: a second one gets the task
+        second = queue.receive(1, LEASE)
+        assert [m.task_id for m in second] == ["a"]
+        queue.ack(first, {"a": "first"})
+        queue.ack(second, {"a": "second"})
+        released = queue.receive(10, LEASE)
+        assert [(m.task_id, m.dependency_results) for m in released] == [("b", {"a": "first"})]
+        assert queue.receive(10, LEASE) == []
+    finally:
+        queue.purge()
+        queue.close()
+
+
+def test_a_dead_letter_blocks_its_dependents_until_redriven(queue: RedisQueue) -> None:
+    queue.send(
+        [
+            Task("a", {}),
+            Task("ok", {}),
+            Task("b", {}, ("a",)),
+            Task("c", {}, ("b", "ok")),
+            Task("free", {}, ("ok",)),
+        ]
+    )
+    messages = {m.task_id: m for m in queue.receive(10, LEASE)}
+    queue.dead_letter(messages["a"], "boom")
+    queue.ack([messages["ok"]], {"ok": 1})
+    assert queue.dependents(["a"]) == ["b", "c"]
+    assert queue.dependents(["ok"]) == []  # done: nothing waits for it any more
+    stats = queue.stats()
+    assert (stats.dead, stats.waiting, stats.blocked, stats.visible) == (1, 2, 2, 1)
+    assert stats.remaining == 1  # only `free` will run without help
+    assert _ids(_drain(queue)) == [["free"]]
+    assert queue.stats().blocked == 2
+
+    assert queue.redrive(["a"]) == 1
+    assert queue.stats().blocked == 0
+    batches = _drain(queue)
+    assert _ids(batches) == [["a"], ["b"], ["c"]]
+    assert batches[2][0].dependency_results == {"b": "B", "ok": 1}
+    assert queue.dependents(["a"]) == []
+
+
+def test_stats_count_waiting_tasks_in_remaining(queue: RedisQueue) -> None:
+    queue.send([Task("a", {}), Task("b", {}, ("a",)), Task("c", {}, ("b",))])
+    stats = queue.stats()
+    assert (stats.visible, stats.waiting, stats.blocked, stats.remaining) == (1, 2, 0, 3)
+    leased = queue.receive(1, LEASE)
+    stats = queue.stats()
+    assert (stats.visible, stats.leased, stats.waiting, stats.remaining) == (0, 1, 2, 3)
+    queue.ack(leased, {"a": None})
+    stats = queue.stats()
+    assert (stats.visible, stats.waiting, stats.completed, stats.remaining) == (1, 1, 1, 2)
+
+
+def test_purge_clears_every_dependency_key(queue: RedisQueue) -> None:
+    queue.send([Task("a", {}), Task("b", {}, ("a",)), Task("c", {}, ("a", "b"))])
+    queue.ack(queue.receive(1, LEASE), {"a": 1})  # a result kept, a task still waiting
+    assert {"wait", "next", "after", "res", "readers"} <= _queue_keys(queue)
+    queue.purge()
+    assert _queue_keys(queue) == {"meta"}
+    assert queue._redis.hget(queue._keys[0], "flows") is None
+    queue.send([Task("a", {})])  # the purged queue is flat again, and works
+    assert _ids(_drain(queue)) == [["a"]]
+
+
+def test_flat_tasks_write_no_dependency_state_and_send_no_results(queue: RedisQueue) -> None:
+    queue.send([Task(f"t{i}", {"i": i}) for i in range(50)])
+    sent: list[tuple[object, ...]] = []
+    original = queue._run_many
+
+    def recording(script: str, arg_lists: list[list[object]]) -> list[object]:
+        sent.extend(tuple(args) for args in arg_lists if script == "ACK")
+        return original(script, arg_lists)
+
+    queue._run_many = recording  # type: ignore[method-assign]
+    batches = _drain(queue, {f"t{i}": {"big": "x" * 100} for i in range(50)})
+    assert sum(map(len, batches)) == 50
+    # The acks carried the count and the ids only: the results stayed on the worker.
+    assert [len(args) for args in sent] == [1 + len(batch) for batch in batches]
+    assert _queue_keys(queue) == {"meta", "known"}
+    assert all(m.dependency_results is None for batch in batches for m in batch)
