@@ -1,6 +1,6 @@
 """Redis backend throughput, with baselines measured in the same run on the same server.
 
-    python benchmarks/bench_redis.py [--tasks 100000] [--skip-runtime]
+    python benchmarks/bench_redis.py [--tasks 100000] [--skip-runtime] [--skip-flow]
 
 Starts a throwaway redis-server on a free loopback port (no persistence) and prints:
 
@@ -10,6 +10,8 @@ load (tasks/s)
   streams-lua      the Streams design the issue suggested: a Lua script per 500 tasks doing
                    SADD (known ids) + XADD, 10 scripts per round trip
   taskfleet        RedisQueue.send (SADD + HSET + RPUSH in Lua, 10 x 500 per round trip)
+  taskfleet-flow   the same tasks as a flow: groups of 100 (1 prepare -> 98 parts -> 1
+                   aggregate), each part waiting for its prepare, the aggregate for the 98
 
 drain, 2 processes, no-op work (tasks/s, from start signal to last task done)
   baseline-lpop    bare LPOP of 100 ids at a time from a list (no lease, no ack)
@@ -17,12 +19,16 @@ drain, 2 processes, no-op work (tasks/s, from start signal to last task done)
                    XREADGROUP of 100, a script doing XACK + XDEL, with counters
   streams-full     the same plus what the contract needs on this path: a sorted set of lease
                    deadlines and a hash of attempts
-  taskfleet        processes calling the queue protocol: receive(100) then ack(batch)
+  taskfleet        processes calling the queue protocol: receive(100) then ack(batch, results)
+  taskfleet-flow   the same on the flow (each task's result kept for those waiting for it,
+                   handed to them in Message.dependency_results); --skip-flow skips both
+                   flow rows (to run this script on a branch without dependencies)
   runtime          two worker processes of the taskfleet runtime (--queue URL, one child
                    each, --runtime-children to change), as if on two hosts; --skip-runtime
                    to skip
 
-Ratios are against the bare baselines of the same run. The numbers depend on the machine;
+Ratios are against the bare baselines of the same run; the flow rows also print their ratio
+to the flat taskfleet row of the same run. The numbers depend on the machine;
 only the ratios mean much.
 """
 
@@ -117,6 +123,22 @@ def make_tasks(n: int) -> list[Task]:
     return [Task(f"task-{i:07d}", {"num1": i, "num2": 2 * i}) for i in range(n)]
 
 
+FLOW_GROUP = 100  # 1 prepare -> 98 parts -> 1 aggregate
+
+
+def make_flow(tasks: list[Task]) -> list[Task]:
+    """The same tasks (ids and data) as groups of `FLOW_GROUP`: the first of each group is
+    its prepare step, the last its aggregate, the ones between its parts."""
+    flow = []
+    for start in range(0, len(tasks), FLOW_GROUP):
+        group = tasks[start : start + FLOW_GROUP]
+        prepare, parts, aggregate = group[0], group[1:-1], group[-1]
+        flow.append(prepare)
+        flow += [Task(t.id, t.data, (prepare.id,)) for t in parts]
+        flow.append(Task(aggregate.id, aggregate.data, tuple(t.id for t in parts)))
+    return flow
+
+
 def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
@@ -203,7 +225,8 @@ def drain_protocol(url: str, start: mp.Event, done: mp.Queue) -> None:
             if queue.stats().remaining == 0:
                 break
             continue
-        queue.ack(messages)
+        # as the runtime does: each task's result with its ack (here: its id)
+        queue.ack(messages, {m.task_id: m.task_id for m in messages})
         n += len(messages)
     done.put(n)
 
@@ -282,8 +305,11 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--skip-runtime", action="store_true")
     parser.add_argument("--runtime-children", type=int, default=1, help="children per worker")
+    parser.add_argument("--skip-flow", action="store_true", help="no taskfleet-flow rows")
     args = parser.parse_args()
     n = args.tasks
+    if not args.skip_flow and n % FLOW_GROUP:
+        parser.error(f"--tasks must be a multiple of {FLOW_GROUP} for the flow rows")
     tasks = make_tasks(n)
     bodies = [t.to_json() for t in tasks]
     print(f"{n:,} tasks, {sum(map(len, bodies)) / n:.0f} bytes of JSON each, 2 cores shared\n")
@@ -302,6 +328,12 @@ def main() -> None:
         queue.purge()
         t = timed(lambda: queue.send(tasks))
         rows.append(("load", "taskfleet", n / t, ""))
+        if not args.skip_flow:
+            flow = make_flow(tasks)
+            flow_queue = open_queue(f"{url}?name=bench-flow")
+            flow_queue.purge()
+            t = timed(lambda: flow_queue.send(flow))
+            rows.append(("load", "taskfleet-flow", n / t, ""))
 
         t, got = run_drain(drain_lpop, url)
         assert got == n, got
@@ -317,6 +349,12 @@ def main() -> None:
         t, got = run_drain(drain_protocol, f"{url}?name=bench")
         assert got == n, got
         rows.append(("drain", "taskfleet", n / t, ""))
+        if not args.skip_flow:
+            t, got = run_drain(drain_protocol, f"{url}?name=bench-flow")
+            assert got == n, got
+            rows.append(("drain", "taskfleet-flow", n / t, ""))
+            flow_queue.purge()
+            flow_queue.close()
 
         if not args.skip_runtime:
             queue.purge()
@@ -328,10 +366,13 @@ def main() -> None:
                 rows.append(("drain", "runtime", n / outcome[0], ""))
 
         base_rate = {kind: rate for kind, _, rate, note in rows if note == "baseline"}
-        print(f"{'':6} {'':16} {'tasks/s':>10} {'vs baseline':>12}")
+        flat_rate = {kind: rate for kind, name, rate, _ in rows if name == "taskfleet"}
+        print(f"{'':6} {'':16} {'tasks/s':>10} {'vs baseline':>12} {'vs flat':>8}")
         for kind, name, rate, _ in rows:
-            print(f"{kind:6} {name:16} {rate:>10,.0f} {rate / base_rate[kind]:>11.2f}x")
-        print("\ntargets: load >= 50,000 tasks/s; drain with 2 worker processes >= 5,000 tasks/s")
+            vs_flat = f"{rate / flat_rate[kind]:>7.2f}x" if name == "taskfleet-flow" else ""
+            print(f"{kind:6} {name:16} {rate:>10,.0f} {rate / base_rate[kind]:>11.2f}x {vs_flat}")
+        print("\ntargets: load >= 50,000 tasks/s; drain with 2 worker processes >= 5,000 tasks/s;")
+        print("the flow's load at least half the flat load (issue 13)")
         queue.purge()
         queue.close()
 

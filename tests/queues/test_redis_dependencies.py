@@ -233,3 +233,25 @@ def test_flat_tasks_write_no_dependency_state_and_send_no_results(queue: RedisQu
     assert [len(args) for args in sent] == [1 + len(batch) for batch in batches]
     assert _queue_keys(queue) == {"meta", "known"}
     assert all(m.dependency_results is None for batch in batches for m in batch)
+
+
+@pytest.mark.parametrize("same_call", [False, True])
+def test_a_waiting_task_acked_by_hand_leaves_the_others_their_results(
+    queue: RedisQueue, same_call: bool
+) -> None:
+    # A waiting task is in no list: an ack naming it (a message made up, as a tool that marks
+    # tasks done by id would) completes it, and must not take the result the others need.
+    queue.send([Task("a", {}), Task("w", {}, ("a",)), Task("b", {}, ("a",))])
+    by_hand = Message(Task("w", {}, ("a",)), "0:w", 1)
+    if same_call:
+        queue.ack([*queue.receive(1, LEASE), by_hand], {"a": "A", "w": "W"})
+    else:
+        queue.ack([by_hand], {"w": "W"})
+        assert (queue.stats().completed, queue.stats().waiting) == (1, 1)
+        queue.ack(queue.receive(1, LEASE), {"a": "A"})
+    released = queue.receive(10, LEASE)
+    assert [(m.task_id, m.dependency_results) for m in released] == [("b", {"a": "A"})]
+    queue.ack(released, {"b": "B"})
+    stats = queue.stats()
+    assert (stats.completed, stats.waiting, stats.remaining) == (3, 0, 0)
+    assert _queue_keys(queue) == {"meta", "known"}

@@ -23,7 +23,6 @@ Needs Redis 6.2 or newer (LPOP with a count, BLMOVE) and redis-py 5 or newer.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -437,26 +436,25 @@ class RedisQueue(Queue):
 
     @_calls_server
     def _with_dependency_results(self, messages: list[Message]) -> list[Message]:
-        """The messages, those of tasks that waited given their dependencies' results (one
-        round trip for the batch). A result is kept until every task waiting for it is done,
-        so a task delivered again still finds it; None for one the queue no longer has."""
-        waited = [m for m in messages if m.task.after]
+        """The messages, those of tasks that waited given their dependencies' results, read in
+        one HMGET per 1,000 distinct dependencies (the parts of a fan-out share theirs). A
+        result is kept until every task waiting for it is done, so a task delivered again
+        still finds it; None for one the queue no longer has."""
+        deps = list(dict.fromkeys(dep for m in messages for dep in m.task.after))
         pipe = self._redis.pipeline(transaction=False)
-        for message in waited:
-            pipe.hmget(self._keys[13], list(message.task.after))
-        found = dict(zip((m.task.id for m in waited), pipe.execute(), strict=True))
-        out = []
-        for message in messages:
-            values = found.get(message.task.id)
-            if values is None:
-                out.append(message)
-                continue
-            results = {
-                dep: (orjson.loads(value) if value is not None else None)
-                for dep, value in zip(message.task.after, values, strict=True)
-            }
-            out.append(dataclasses.replace(message, dependency_results=results))
-        return out
+        for chunk in _chunks(deps, BATCH_CHUNK):
+            pipe.hmget(self._keys[13], chunk)
+        values = [value for answer in pipe.execute() for value in answer]
+        found = {
+            dep: orjson.loads(value) if value is not None else None
+            for dep, value in zip(deps, values, strict=True)
+        }
+        return [
+            Message(m.task, m.receipt, m.attempt, {dep: found[dep] for dep in m.task.after})
+            if m.task.after
+            else m
+            for m in messages
+        ]
 
     @_calls_server
     def _wait_for_ready(self, seconds: float) -> None:

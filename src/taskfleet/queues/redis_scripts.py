@@ -306,36 +306,43 @@ local results = {}
 for i = n + 2, #ARGV, 2 do results[ARGV[i]] = ARGV[i + 1] end
 local nexts = redis.call('HMGET', KEYS[12], unpack(done))
 local afters = redis.call('HMGET', KEYS[13], unpack(done))
-local visible, had_next, had_after = {}, {}, {}
+local visible, had_next, had_after, kept, counts, gone = {}, {}, {}, {}, {}, {}
 for i, id in ipairs(done) do
   if nexts[i] then
     had_next[#had_next + 1] = id
     local readers = 0
     for waiter in string.gmatch(nexts[i], '[^\\n]+') do
-      local left = tonumber(redis.call('HGET', KEYS[11], waiter) or '0')
-      if left == 1 then
-        redis.call('HDEL', KEYS[11], waiter)
-        visible[#visible + 1] = waiter
-      elseif left > 1 then
-        redis.call('HSET', KEYS[11], waiter, left - 1)
-      end
-      if left > 0 then readers = readers + 1 end
+      -- One call in the common case; a waiter no longer waiting (acked itself) had no field,
+      -- which the decrement created at -1 and is removed again.
+      local left = redis.call('HINCRBY', KEYS[11], waiter, -1)
+      if left <= 0 then redis.call('HDEL', KEYS[11], waiter) end
+      if left == 0 then visible[#visible + 1] = waiter end
+      if left >= 0 then readers = readers + 1 end
     end
     if readers > 0 then
-      redis.call('HSET', KEYS[14], id, results[id] or 'null')
-      redis.call('HSET', KEYS[15], id, readers)
+      kept[#kept + 1] = id
+      kept[#kept + 1] = results[id] or 'null'
+      counts[#counts + 1] = id
+      counts[#counts + 1] = readers
     end
   end
   -- A task that read results is done: the results nobody else needs go.
   if afters[i] then
     had_after[#had_after + 1] = id
     for dep in string.gmatch(afters[i], '[^\\n]+') do
-      if redis.call('HINCRBY', KEYS[15], dep, -1) <= 0 then
-        redis.call('HDEL', KEYS[15], dep)
-        redis.call('HDEL', KEYS[14], dep)
-      end
+      if redis.call('HINCRBY', KEYS[15], dep, -1) <= 0 then gone[#gone + 1] = dep end
     end
   end
+end
+-- Deletions first: a dependency completed by this very call has no readers count yet, so a
+-- task done in this call that waited for it (and was not counted) only made a -1 to remove.
+if #gone > 0 then
+  chunked('HDEL', KEYS[15], gone)
+  chunked('HDEL', KEYS[14], gone)
+end
+if #kept > 0 then
+  chunked('HSET', KEYS[14], kept)
+  chunked('HSET', KEYS[15], counts)
 end
 if #had_next > 0 then redis.call('HDEL', KEYS[12], unpack(had_next)) end
 if #had_after > 0 then redis.call('HDEL', KEYS[13], unpack(had_after)) end
