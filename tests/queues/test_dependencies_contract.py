@@ -25,7 +25,7 @@ from taskfleet.tasks.loading import load_tasks_into
 if TYPE_CHECKING:
     from conftest import Backend
 
-DEPENDENCY_BACKENDS = ["memory", "sqlite"]
+DEPENDENCY_BACKENDS = ["memory", "sqlite", "redis"]
 
 pytestmark = pytest.mark.parametrize("backend", DEPENDENCY_BACKENDS, indirect=True)
 
@@ -142,10 +142,12 @@ def test_release_happens_exactly_once_with_two_racing_consumers(
                         delivered[m.task_id] += 1
                         if m.task.after and not set(m.task.after) <= acked:
                             early.append(m.task_id)
-                # both consumers ack every batch twice: the second ack must change nothing
-                own.ack(messages, {m.task_id: m.task_id.upper() for m in messages})
+                # Counted as acked before the ack is sent: a queue may release a dependent
+                # (and the other consumer lease it) before this ack call returns.
                 with lock:
                     acked.update(m.task_id for m in messages)
+                # both consumers ack every batch twice: the second ack must change nothing
+                own.ack(messages, {m.task_id: m.task_id.upper() for m in messages})
                 own.ack(messages, {m.task_id: "again" for m in messages})
         finally:
             own.close()
@@ -227,6 +229,8 @@ def test_purge_forgets_the_dependency_state(make_queue: Callable[..., Queue]) ->
 def test_ack_ids_releases_dependents(make_queue: Callable[..., Queue]) -> None:
     """The resumable local run settles by id the tasks whose outcome it recorded."""
     queue = make_queue()
+    if not queue.lists_leases:
+        pytest.skip("this backend settles no task by id (Queue.lists_leases)")
     queue.send([task("a"), task("b", "a")])
     take(queue)
     assert queue.ack_ids(["a"]) == 1

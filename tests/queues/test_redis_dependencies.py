@@ -10,8 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from taskfleet.errors import TaskFileError
 from taskfleet.queues import open_queue
-from taskfleet.queues.base import Message
+from taskfleet.queues.base import Message, SendInterrupted
 from taskfleet.queues.redis import RedisQueue
 from taskfleet.tasks import Task
 
@@ -179,7 +180,7 @@ def test_a_dead_letter_blocks_its_dependents_until_redriven(queue: RedisQueue) -
     queue.dead_letter(messages["a"], "boom")
     queue.ack([messages["ok"]], {"ok": 1})
     assert queue.dependents(["a"]) == ["b", "c"]
-    assert queue.dependents(["ok"]) == []  # done: nothing waits for it any more
+    assert queue.dependents(["ok"]) == ["c", "free"]  # done, but they are not (yet)
     stats = queue.stats()
     assert (stats.dead, stats.waiting, stats.blocked, stats.visible) == (1, 2, 2, 1)
     assert stats.remaining == 1  # only `free` will run without help
@@ -255,3 +256,26 @@ def test_a_waiting_task_acked_by_hand_leaves_the_others_their_results(
     stats = queue.stats()
     assert (stats.completed, stats.waiting, stats.remaining) == (3, 0, 0)
     assert _queue_keys(queue) == {"meta", "known"}
+
+
+def test_a_bad_graph_after_the_first_waiting_task_inserts_nothing(queue: RedisQueue) -> None:
+    # From its first waiting task on a load holds its tasks (up to HOLD_FLAT), so a cycle
+    # found at the end leaves the queue as it was, however many round trips the load spans.
+    tasks = [Task("x", {}, ("y",)), *(Task(f"t{i}", {}) for i in range(12_000))]
+    tasks.append(Task("y", {}, ("x",)))
+    with pytest.raises(TaskFileError, match=r"x -> y -> x|y -> x -> y"):
+        queue.send(tasks)
+    assert queue.stats().inserted == 0
+
+
+def test_a_bad_graph_after_a_streamed_flat_part_says_what_went_in(queue: RedisQueue) -> None:
+    # A flat load streams (it costs nothing extra); a waiting task at the end of a big one
+    # finds its round trips in already: the error says so and counts them, and none of the
+    # waiting tasks went in.
+    tasks = [*(Task(f"t{i}", {}) for i in range(6_000)), Task("w", {}, ("nope",))]
+    with pytest.raises(SendInterrupted) as caught:
+        queue.send(tasks)
+    assert caught.value.inserted == 5_000  # one round trip of 10 x 500
+    assert "'nope'" in str(caught.value) and "None of the tasks that wait" in str(caught.value)
+    assert isinstance(caught.value.cause, TaskFileError)
+    assert (queue.stats().inserted, queue.stats().waiting) == (5_000, 0)

@@ -25,8 +25,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from itertools import islice
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import urlencode, urlunsplit
 
@@ -36,8 +35,10 @@ from taskfleet.errors import (
     QueueConnectionError,
     QueueUnavailableError,
     QueueURLError,
+    TaskFileError,
     TaskfleetError,
 )
+from taskfleet.flows.graph import DependencyGraph
 from taskfleet.queues import redis_scripts as lua
 from taskfleet.queues.base import (
     DEFAULT_QUEUE_NAME,
@@ -55,9 +56,12 @@ from taskfleet.queues.base import (
 from taskfleet.redact import redact
 from taskfleet.tasks import Task
 from taskfleet.tasks.model import as_tasks
+from taskfleet.tasks.readers import DuplicateTracker
 
 if TYPE_CHECKING:
     import redis
+
+    from taskfleet.tasks.batches import TaskBatch
 
 KEY_PREFIX = "taskfleet"
 _KEY_NAMES = (
@@ -93,6 +97,9 @@ _SCRIPTS = (
 )
 SEND_CHUNK = 500  # tasks per script call: short enough not to stall the server
 SEND_CALLS_PER_ROUND_TRIP = 10  # so one round trip carries 5,000 tasks
+# Tasks that wait for nothing a load holds back from its first waiting task on, so that a bad
+# dependency graph found at its end inserts nothing (beyond it they stream: see `send`).
+HOLD_FLAT = 50_000
 BATCH_CHUNK = 1000  # ids per ack/release/extend/redrive script call
 MAX_BLOCK_SECONDS = 1.0  # one blocking wait; a loop covers longer waits
 MAX_SCAN_CALLS = 100  # SCAN calls (of about 1,000 keys each) a not-found error makes
@@ -365,37 +372,94 @@ class RedisQueue(Queue):
         stays bounded. Each chunk is atomic; an error part way (a bad entry in the task file,
         the server failing) leaves earlier round trips inserted and raises `SendInterrupted`
         with their count. Sending again is safe because known ids are skipped.
+
+        Tasks that wait for others (`Task.after`) are held until the iterable ends, and so are
+        the other tasks from the first of them on (up to `HOLD_FLAT`): then the load's
+        dependencies are checked (`taskfleet.flows.graph`), and a bad graph raises
+        `TaskFileError` before any of them is sent. The waiting tasks go first, so that a
+        worker cannot complete a task of the load before the tasks waiting for it are there
+        to receive its result.
         """
-        tasks = as_tasks(tasks)  # plain dicts too
+        return self._send(((task, None) for task in as_tasks(tasks)), batch_size)
+
+    def send_batches(self, batches: Iterable[TaskBatch]) -> SendResult:
+        """`send` of validated batches, whose dependency errors name the file and line."""
+        return self._send(_placed_tasks(batches), SEND_CHUNK)
+
+    def _send(self, placed: Iterable[tuple[Task, str | None]], batch_size: int) -> SendResult:
         batch_size = max(1, min(BATCH_CHUNK, batch_size or SEND_CHUNK))  # Lua unpack limit
+        round_trip = batch_size * SEND_CALLS_PER_ROUND_TRIP
         result = SendResult()
-        iterator = iter(tasks)
+        graph = DependencyGraph()
+        waiting: list[Task] = []
+        flat: list[Task] = []
         try:
-            while True:
-                chunks: list[list[Task]] = []
-                for _ in range(SEND_CALLS_PER_ROUND_TRIP):
-                    chunk = list(islice(iterator, batch_size))
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                if not chunks:
-                    return result
-                script, calls = _send_calls(chunks)
-                self._flows = self._flows or script == "SEND_FLOW"
-                refused: Exception | None = None
-                with self._server():  # the server away: QueueUnavailableError, ridden out
-                    answers = self._run_many_settled(script, calls)
-                for answer in answers:
-                    if isinstance(answer, Exception):
-                        refused = refused or answer
-                        continue
-                    inserted, present = (int(n) for n in answer)
-                    result += SendResult(inserted, present, inserted + present)
-                if refused is not None:
-                    raise _send_refused(refused, self.url)
+            for task, where in placed:
+                if task.after:
+                    graph.add(task.id, task.after, where)
+                    waiting.append(task)
+                    continue
+                flat.append(task)
+                # A flat load streams; from its first waiting task on, a load holds.
+                if len(flat) >= (HOLD_FLAT if waiting else round_trip):
+                    self._send_round_trips("SEND", flat[:round_trip], batch_size, result)
+                    del flat[:round_trip]
+            if waiting:
+                held = {task.id for task in flat}
+                graph.check(known=held, exists=self._known_among)
+                self._send_round_trips("SEND_FLOW", waiting, batch_size, result)
+            self._send_round_trips("SEND", flat, batch_size, result)
+            return result
+        except TaskFileError as exc:
+            if result.inserted == 0 and result.already_present == 0:
+                raise  # nothing was sent: the error as it is
+            cause = TaskFileError(
+                str(exc).replace(
+                    "Nothing was loaded.",
+                    "None of the tasks that wait was loaded; loading the fixed file skips "
+                    "the others, which were.",
+                )
+            )
+            raise SendInterrupted(result.inserted, cause, result.already_present) from exc
         except BaseException as exc:  # Ctrl-C too: say what went in before it
             # What went in before the error stays in (sending again skips it); say how much.
             raise SendInterrupted(result.inserted, exc, result.already_present) from exc
+
+    def _send_round_trips(
+        self, script: str, tasks: list[Task], batch_size: int, result: SendResult
+    ) -> None:
+        """Send `tasks` with `script` (SEND or SEND_FLOW), `SEND_CALLS_PER_ROUND_TRIP` calls
+        of `batch_size` tasks per round trip, counting what went in into `result` as each
+        round trip is answered (so a refusal part way is raised with the count right)."""
+        if script == "SEND_FLOW" and tasks:
+            self._flows = True
+        chunks = _chunks(tasks, batch_size)
+        for start in range(0, len(chunks), SEND_CALLS_PER_ROUND_TRIP):
+            calls = [
+                _send_args(script, chunk)
+                for chunk in chunks[start : start + SEND_CALLS_PER_ROUND_TRIP]
+            ]
+            refused: Exception | None = None
+            with self._server():  # the server away: QueueUnavailableError, ridden out
+                answers = self._run_many_settled(script, calls)
+            for answer in answers:
+                if isinstance(answer, Exception):
+                    refused = refused or answer
+                    continue
+                inserted, present = (int(n) for n in answer)
+                result += SendResult(inserted, present, inserted + present)
+            if refused is not None:
+                raise _send_refused(refused, self.url)
+
+    @_calls_server
+    def _known_among(self, ids: Collection[str]) -> list[str]:
+        """Those of `ids` the queue holds or held (for the dependency check of a load)."""
+        asked = list(ids)
+        pipe = self._redis.pipeline(transaction=False)
+        for chunk in _chunks(asked, BATCH_CHUNK):
+            pipe.smismember(self._keys[1], chunk)
+        flags = [flag for answer in pipe.execute() for flag in answer]
+        return [task_id for task_id, flag in zip(asked, flags, strict=True) if flag]
 
     def receive(self, max_messages: int, lease_seconds: float, wait_seconds: float = 0) -> Received:
         if max_messages <= 0:
@@ -621,18 +685,28 @@ def _full(url: str) -> QueueFullError:
     )
 
 
-def _send_calls(chunks: list[list[Task]]) -> tuple[str, list[list[Any]]]:
-    """The script and its argument lists for one round trip of a load: `SEND` (id, body pairs)
-    unless a task of these chunks waits for others, then `SEND_FLOW` (id, body, after)."""
-    if not any(task.after for chunk in chunks for task in chunk):
-        return "SEND", [
-            [x for task in chunk for x in (task.id, task.to_json())] for chunk in chunks
-        ]
-    calls = [
-        [x for task in chunk for x in (task.id, task.to_json(), "\n".join(task.after))]
-        for chunk in chunks
-    ]
-    return "SEND_FLOW", calls
+def _send_args(script: str, chunk: list[Task]) -> list[Any]:
+    """The arguments of one SEND call (id, body pairs) or SEND_FLOW call (id, body, and the
+    ids it waits for joined by newlines, which no id holds)."""
+    if script == "SEND":
+        return [x for task in chunk for x in (task.id, task.to_json())]
+    return [x for task in chunk for x in (task.id, task.to_json(), "\n".join(task.after))]
+
+
+def _placed_tasks(batches: Iterable[TaskBatch]) -> Iterator[tuple[Task, str | None]]:
+    """The tasks of validated batches, each with its place in the file if it waits for others
+    (`file: line N`, for the errors of the dependency check); an id repeated within the load
+    is refused with the line of its second entry, as `Queue.send_batches` does."""
+    seen = DuplicateTracker()
+    for batch in batches:
+        for index, (task_id, body) in enumerate(zip(batch.ids, batch.bodies, strict=True)):
+            if seen.is_duplicate(task_id):
+                raise TaskFileError(
+                    f"{batch.where(index)}: duplicate id {task_id!r}; each task id must be "
+                    "unique within a task file."
+                )
+            task = Task.from_json(body)
+            yield task, (batch.where(index) if task.after else None)
 
 
 def _result_json(task_id: str, result: Any) -> bytes:

@@ -20,7 +20,7 @@ Keys (KEYS[i] in every script, in this order; see `RedisQueue._keys`):
 10 err      hash    id -> last error
 11 wait     hash    id -> how many of its dependencies are not done yet (waiting tasks only)
 12 next     hash    id -> the ids that wait for it, joined by newlines (ids hold no control
-                    characters), until it is done
+                    characters), until it and all of them are done (`dependents` lists them)
 13 after    hash    id -> the ids it waits for, joined by newlines, until it is done
 14 res      hash    id -> its result (JSON), from its ack until every task waiting for it is done
 15 readers  hash    id -> how many tasks still have to read that result
@@ -306,10 +306,9 @@ local results = {}
 for i = n + 2, #ARGV, 2 do results[ARGV[i]] = ARGV[i + 1] end
 local nexts = redis.call('HMGET', KEYS[12], unpack(done))
 local afters = redis.call('HMGET', KEYS[13], unpack(done))
-local visible, had_next, had_after, kept, counts, gone = {}, {}, {}, {}, {}, {}
+local visible, unread, had_after, kept, counts, gone, stray = {}, {}, {}, {}, {}, {}, {}
 for i, id in ipairs(done) do
   if nexts[i] then
-    had_next[#had_next + 1] = id
     local readers = 0
     for waiter in string.gmatch(nexts[i], '[^\\n]+') do
       -- One call in the common case; a waiter no longer waiting (acked itself) had no field,
@@ -324,27 +323,36 @@ for i, id in ipairs(done) do
       kept[#kept + 1] = results[id] or 'null'
       counts[#counts + 1] = id
       counts[#counts + 1] = readers
+    else
+      unread[#unread + 1] = id  -- nobody left to read it: its edges go now
     end
   end
   -- A task that read results is done: the results nobody else needs go.
   if afters[i] then
     had_after[#had_after + 1] = id
     for dep in string.gmatch(afters[i], '[^\\n]+') do
-      if redis.call('HINCRBY', KEYS[15], dep, -1) <= 0 then gone[#gone + 1] = dep end
+      local left = redis.call('HINCRBY', KEYS[15], dep, -1)
+      if left == 0 then
+        gone[#gone + 1] = dep  -- all that waited for it are done: its result and edges go
+      elseif left < 0 then
+        stray[#stray + 1] = dep  -- not counted (see below): only the -1 just made goes
+      end
     end
   end
 end
--- Deletions first: a dependency completed by this very call has no readers count yet, so a
--- task done in this call that waited for it (and was not counted) only made a -1 to remove.
+-- Deletions first: a dependency completed by this very call (or not yet) has no readers
+-- count, so a task done in this call that waited for it, and was not counted, made a -1.
+if #stray > 0 then chunked('HDEL', KEYS[15], stray) end
 if #gone > 0 then
   chunked('HDEL', KEYS[15], gone)
   chunked('HDEL', KEYS[14], gone)
+  chunked('HDEL', KEYS[12], gone)
 end
 if #kept > 0 then
   chunked('HSET', KEYS[14], kept)
   chunked('HSET', KEYS[15], counts)
 end
-if #had_next > 0 then redis.call('HDEL', KEYS[12], unpack(had_next)) end
+if #unread > 0 then redis.call('HDEL', KEYS[12], unpack(unread)) end
 if #had_after > 0 then redis.call('HDEL', KEYS[13], unpack(had_after)) end
 if #visible > 0 then chunked('RPUSH', KEYS[6], visible) end
 return #done
