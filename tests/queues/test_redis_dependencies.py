@@ -210,7 +210,7 @@ def test_stats_count_waiting_tasks_in_remaining(queue: RedisQueue) -> None:
 def test_purge_clears_every_dependency_key(queue: RedisQueue) -> None:
     queue.send([Task("a", {}), Task("b", {}, ("a",)), Task("c", {}, ("a", "b"))])
     queue.ack(queue.receive(1, LEASE), {"a": 1})  # a result kept, a task still waiting
-    assert {"wait", "next", "after", "res", "readers"} <= _queue_keys(queue)
+    assert {"wait", "next", "res", "readers"} <= _queue_keys(queue)
     queue.purge()
     assert _queue_keys(queue) == {"meta"}
     assert queue._redis.hget(queue._keys[0], "flows") is None

@@ -78,7 +78,6 @@ _KEY_NAMES = (
     # the dependency state (see redis_scripts): only flows write these
     "wait",
     "next",
-    "after",
     "res",
     "readers",
 )
@@ -507,7 +506,7 @@ class RedisQueue(Queue):
         deps = list(dict.fromkeys(dep for m in messages for dep in m.task.after))
         pipe = self._redis.pipeline(transaction=False)
         for chunk in _chunks(deps, BATCH_CHUNK):
-            pipe.hmget(self._keys[13], chunk)
+            pipe.hmget(self._keys[12], chunk)
         values = [value for answer in pipe.execute() for value in answer]
         found = {
             dep: orjson.loads(value) if value is not None else None
@@ -542,17 +541,17 @@ class RedisQueue(Queue):
         The `results` go to the server only where the queue holds waiting tasks (as the last
         receive saw it, or this client's own load of one): a flat queue's acks stay ids.
         """
-        ids = [self._receipt(m)[0] for m in messages]
-        if not ids:
+        if not messages:
             return
         calls: list[list[Any]] = []
-        for chunk in _chunks(ids, BATCH_CHUNK):
-            args: list[Any] = [len(chunk), *chunk]
-            if results and self._flows:
-                for task_id in chunk:
-                    if task_id in results:
-                        args.append(task_id)
-                        args.append(_result_json(task_id, results[task_id]))
+        for chunk in _chunks(list(messages), BATCH_CHUNK):
+            args: list[Any] = [len(chunk), *(m.task.id for m in chunk)]
+            if self._flows:
+                for message in chunk:
+                    task_id = message.task.id
+                    args.append(task_id)
+                    args.append(_result_json(task_id, (results or {}).get(task_id)))
+                    args.append("\n".join(message.task.after))
             calls.append(args)
         self._run_many("ACK", calls)
 

@@ -21,9 +21,8 @@ Keys (KEYS[i] in every script, in this order; see `RedisQueue._keys`):
 11 wait     hash    id -> how many of its dependencies are not done yet (waiting tasks only)
 12 next     hash    id -> the ids that wait for it, joined by newlines (ids hold no control
                     characters), until it and all of them are done (`dependents` lists them)
-13 after    hash    id -> the ids it waits for, joined by newlines, until it is done
-14 res      hash    id -> its result (JSON), from its ack until every task waiting for it is done
-15 readers  hash    id -> how many tasks still have to read that result
+13 res      hash    id -> its result (JSON), from its ack until every task waiting for it is done
+14 readers  hash    id -> how many tasks still have to read that result
 
 A task that waits (`Task.after`) has a body and is in `known` like any other, but sits in no
 list until the ack of its last dependency, which pushes it onto `ready` in the same script: so
@@ -54,8 +53,18 @@ local function holds(id, token)
 end
 """
 
+# Calls `command key args...` in slices, as Lua's unpack() has a limit of a few thousand values.
+_CHUNKED = """
+local function chunked(command, key, args)
+  for i = 1, #args, 1000 do
+    redis.call(command, key, unpack(args, i, math.min(i + 999, #args)))
+  end
+end
+"""
+
 # Appends `id` to a newline-joined list per key field, gathered first so that a fan-out of N
-# waiters costs one rewrite of the list per SEND_FLOW call instead of N.
+# waiters costs one rewrite of the list per SEND_FLOW call instead of N, and all the lists of
+# a call are read in one HMGET and written in one HSET (per 500).
 _APPEND_LATER = """
 local appends, append_order = {}, {}
 local function append_later(field, id)
@@ -68,11 +77,18 @@ local function append_later(field, id)
   list[#list + 1] = id
 end
 local function flush_appends(key)
-  for _, field in ipairs(append_order) do
-    local joined = table.concat(appends[field], '\\n')
-    local old = redis.call('HGET', key, field)
-    redis.call('HSET', key, field, old and (old .. '\\n' .. joined) or joined)
+  local olds = {}
+  for i = 1, #append_order, 1000 do
+    local part = redis.call('HMGET', key, unpack(append_order, i, math.min(i + 999, #append_order)))
+    for _, old in ipairs(part) do olds[#olds + 1] = old end
   end
+  local out = {}
+  for i, field in ipairs(append_order) do
+    local joined = table.concat(appends[field], '\\n')
+    out[#out + 1] = field
+    out[#out + 1] = olds[i] and (olds[i] .. '\\n' .. joined) or joined
+  end
+  chunked('HSET', key, out)
 end
 """
 
@@ -105,53 +121,69 @@ return {inserted, present}
 # A dependency counts as done when it was inserted and its body is gone (acked); one not
 # inserted yet (later in the load) or not done (queued, leased, dead-lettered) is pending.
 SEND_FLOW = (
-    _APPEND_LATER
+    _CHUNKED
+    + _APPEND_LATER
     + """
-local inserted, present, flows = 0, 0, 0
-local visible = {}
-for i = 1, #ARGV, 3 do
-  local id = ARGV[i]
-  if redis.call('SADD', KEYS[2], id) == 1 then
-    redis.call('HSET', KEYS[3], id, ARGV[i + 1])
-    inserted = inserted + 1
+local ids = {}
+for i = 1, #ARGV, 3 do ids[#ids + 1] = ARGV[i] end
+local seen = redis.call('SMISMEMBER', KEYS[2], unpack(ids))
+-- Done: inserted, and its body gone. Asked once per dependency per call (the parts of a
+-- fan-out share theirs); the tasks of this call are written at its end, so one of them
+-- named here is not done, as it should be.
+local fresh, is_done = {}, {}
+local function done(dep)
+  if fresh[dep] then return false end
+  local answer = is_done[dep]
+  if answer == nil then
+    answer = redis.call('HEXISTS', KEYS[3], dep) == 0
+      and redis.call('SISMEMBER', KEYS[2], dep) == 1
+    is_done[dep] = answer
+  end
+  return answer
+end
+local new, bodies, waits, visible = {}, {}, {}, {}
+local present, flows = 0, 0
+for k, id in ipairs(ids) do
+  local i = 3 * k - 2
+  if seen[k] == 1 or fresh[id] then
+    present = present + 1
+  else
+    fresh[id] = true
+    new[#new + 1] = id
+    bodies[#bodies + 1] = id
+    bodies[#bodies + 1] = ARGV[i + 1]
     local pending = 0
     if ARGV[i + 2] ~= '' then
       flows = flows + 1
-      redis.call('HSET', KEYS[13], id, ARGV[i + 2])
       for dep in string.gmatch(ARGV[i + 2], '[^\\n]+') do
-        if redis.call('SISMEMBER', KEYS[2], dep) == 0
-            or redis.call('HEXISTS', KEYS[3], dep) == 1 then
+        if not done(dep) then
           pending = pending + 1
           append_later(dep, id)
         end
       end
     end
     if pending > 0 then
-      redis.call('HSET', KEYS[11], id, pending)
+      waits[#waits + 1] = id
+      waits[#waits + 1] = pending
     else
       visible[#visible + 1] = id
     end
-  else
-    present = present + 1
   end
 end
+if #new > 0 then
+  chunked('SADD', KEYS[2], new)
+  chunked('HSET', KEYS[3], bodies)
+  redis.call('HINCRBY', KEYS[1], 'inserted', #new)
+end
+if #waits > 0 then chunked('HSET', KEYS[11], waits) end
 flush_appends(KEYS[12])
-if #visible > 0 then redis.call('RPUSH', KEYS[6], unpack(visible)) end
-if inserted > 0 then redis.call('HINCRBY', KEYS[1], 'inserted', inserted) end
+if #visible > 0 then chunked('RPUSH', KEYS[6], visible) end
 if present > 0 then redis.call('HINCRBY', KEYS[1], 'duplicates', present) end
 if flows > 0 then redis.call('HINCRBY', KEYS[1], 'flows', flows) end
-return {inserted, present}
+return {#new, present}
 """
 )
 
-# Calls `command key args...` in slices, as Lua's unpack() has a limit of a few thousand values.
-_CHUNKED = """
-local function chunked(command, key, args)
-  for i = 1, #args, 1000 do
-    redis.call(command, key, unpack(args, i, math.min(i + 999, #args)))
-  end
-end
-"""
 
 # ARGV: max_messages (at most 1000), lease_ms
 # -> {wait_hint_ms, {attempts, error, body, ...}, flows, 'token:attempt:body', ...};
@@ -264,8 +296,9 @@ return out
 """
 )
 
-# ARGV: n, id1 .. idn (n at most 1000), then result_id1, result1, ... (the JSON results of
-# acked tasks, given only where the queue holds waiting tasks)  ->  number completed by this call.
+# ARGV: n, id1 .. idn (n at most 1000), then, only where the queue holds waiting tasks, for
+# each id: id, its result (JSON), the ids it waited for joined by newlines ('' for none: the
+# client knows them from the message, so the queue keeps no copy)  ->  number completed.
 # In a queue that holds waiting tasks (meta.flows), a completed task that others wait for keeps
 # its result (JSON null when none was given) for them, and each of them whose last dependency
 # this was joins the ready list: here, once, as the counter falls to zero inside this script.
@@ -302,11 +335,13 @@ end
 if stale > 0 then redis.call('HINCRBY', KEYS[1], 'stale', stale) end
 if not flows or #done == 0 then return #done end
 
-local results = {}
-for i = n + 2, #ARGV, 2 do results[ARGV[i]] = ARGV[i + 1] end
+local results, waited = {}, {}
+for i = n + 2, #ARGV, 3 do
+  results[ARGV[i]] = ARGV[i + 1]
+  if ARGV[i + 2] ~= '' then waited[ARGV[i]] = ARGV[i + 2] end
+end
 local nexts = redis.call('HMGET', KEYS[12], unpack(done))
-local afters = redis.call('HMGET', KEYS[13], unpack(done))
-local visible, unread, had_after, kept, counts, gone, stray = {}, {}, {}, {}, {}, {}, {}
+local visible, unread, kept, counts, gone, stray = {}, {}, {}, {}, {}, {}
 for i, id in ipairs(done) do
   if nexts[i] then
     local readers = 0
@@ -328,10 +363,9 @@ for i, id in ipairs(done) do
     end
   end
   -- A task that read results is done: the results nobody else needs go.
-  if afters[i] then
-    had_after[#had_after + 1] = id
-    for dep in string.gmatch(afters[i], '[^\\n]+') do
-      local left = redis.call('HINCRBY', KEYS[15], dep, -1)
+  if waited[id] then
+    for dep in string.gmatch(waited[id], '[^\\n]+') do
+      local left = redis.call('HINCRBY', KEYS[14], dep, -1)
       if left == 0 then
         gone[#gone + 1] = dep  -- all that waited for it are done: its result and edges go
       elseif left < 0 then
@@ -342,18 +376,17 @@ for i, id in ipairs(done) do
 end
 -- Deletions first: a dependency completed by this very call (or not yet) has no readers
 -- count, so a task done in this call that waited for it, and was not counted, made a -1.
-if #stray > 0 then chunked('HDEL', KEYS[15], stray) end
+if #stray > 0 then chunked('HDEL', KEYS[14], stray) end
 if #gone > 0 then
-  chunked('HDEL', KEYS[15], gone)
   chunked('HDEL', KEYS[14], gone)
+  chunked('HDEL', KEYS[13], gone)
   chunked('HDEL', KEYS[12], gone)
 end
 if #kept > 0 then
-  chunked('HSET', KEYS[14], kept)
-  chunked('HSET', KEYS[15], counts)
+  chunked('HSET', KEYS[13], kept)
+  chunked('HSET', KEYS[14], counts)
 end
 if #unread > 0 then redis.call('HDEL', KEYS[12], unpack(unread)) end
-if #had_after > 0 then redis.call('HDEL', KEYS[13], unpack(had_after)) end
 if #visible > 0 then chunked('RPUSH', KEYS[6], visible) end
 return #done
 """
