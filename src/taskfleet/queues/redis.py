@@ -385,7 +385,7 @@ class RedisQueue(Queue):
         """`send` of validated batches, whose dependency errors name the file and line."""
         return self._send(_placed_tasks(batches), SEND_CHUNK)
 
-    def _send(self, placed: Iterable[tuple[Task, str | None]], batch_size: int) -> SendResult:
+    def _send(self, placed: Iterable[tuple[Task, object]], batch_size: int) -> SendResult:
         batch_size = max(1, min(BATCH_CHUNK, batch_size or SEND_CHUNK))  # Lua unpack limit
         round_trip = batch_size * SEND_CALLS_PER_ROUND_TRIP
         result = SendResult()
@@ -692,10 +692,11 @@ def _send_args(script: str, chunk: list[Task]) -> list[Any]:
     return [x for task in chunk for x in (task.id, task.to_json(), "\n".join(task.after))]
 
 
-def _placed_tasks(batches: Iterable[TaskBatch]) -> Iterator[tuple[Task, str | None]]:
+def _placed_tasks(batches: Iterable[TaskBatch]) -> Iterator[tuple[Task, object]]:
     """The tasks of validated batches, each with its place in the file if it waits for others
-    (`file: line N`, for the errors of the dependency check); an id repeated within the load
-    is refused with the line of its second entry, as `Queue.send_batches` does."""
+    (a `Place`, made into `file: line N` only for an error of the dependency check); an id
+    repeated within the load is refused with the line of its second entry, as
+    `Queue.send_batches` does."""
     seen = DuplicateTracker()
     for batch in batches:
         for index, (task_id, body) in enumerate(zip(batch.ids, batch.bodies, strict=True)):
@@ -705,7 +706,7 @@ def _placed_tasks(batches: Iterable[TaskBatch]) -> Iterator[tuple[Task, str | No
                     "unique within a task file."
                 )
             task = Task.from_json(body)
-            yield task, (batch.where(index) if task.after else None)
+            yield task, (batch.place(index) if task.after else None)
 
 
 def _result_json(task_id: str, result: Any) -> bytes:
