@@ -26,6 +26,7 @@ drain, 2 processes, no-op work (tasks/s, from start signal to last task done)
   runtime          two worker processes of the taskfleet runtime (--queue URL, one child
                    each, --runtime-children to change), as if on two hosts; --skip-runtime
                    to skip
+  runtime-flow     the same on the flow (its "vs flat" is against `runtime`)
 
 Ratios are against the bare baselines of the same run; the flow rows also print their ratio
 to the flat taskfleet row of the same run. The taskfleet loads (flat and flow) take turns
@@ -362,7 +363,6 @@ def main() -> None:
             assert got == n, got
             rows.append(("drain", "taskfleet-flow", n / t, ""))
             flow_queue.purge()
-            flow_queue.close()
 
         if not args.skip_runtime:
             queue.purge()
@@ -372,17 +372,30 @@ def main() -> None:
                 print(f"runtime: skipped: {outcome}\n")
             else:
                 rows.append(("drain", "runtime", n / outcome[0], ""))
+            if not args.skip_flow:
+                flow_queue.purge()
+                flow_queue.send(flow)
+                flow_url = f"{url}?name=bench-flow"
+                outcome = run_runtime_drain(flow_url, n, Path(tmp), args.runtime_children)
+                if isinstance(outcome, str):
+                    print(f"runtime-flow: skipped: {outcome}\n")
+                else:
+                    rows.append(("drain", "runtime-flow", n / outcome[0], ""))
+                flow_queue.purge()
 
         base_rate = {kind: rate for kind, _, rate, note in rows if note == "baseline"}
         flat_rate = {kind: rate for kind, name, rate, _ in rows if name == "taskfleet"}
+        flat_rate["runtime"] = next((r for _, name, r, _ in rows if name == "runtime"), 0.0)
         print(f"{'':6} {'':16} {'tasks/s':>10} {'vs baseline':>12} {'vs flat':>8}")
         for kind, name, rate, _ in rows:
-            vs_flat = f"{rate / flat_rate[kind]:>7.2f}x" if name == "taskfleet-flow" else ""
+            flat = flat_rate["runtime" if name == "runtime-flow" else kind]
+            vs_flat = f"{rate / flat:>7.2f}x" if name.endswith("-flow") and flat else ""
             print(f"{kind:6} {name:16} {rate:>10,.0f} {rate / base_rate[kind]:>11.2f}x {vs_flat}")
         print("\ntargets: load >= 50,000 tasks/s; drain with 2 worker processes >= 5,000 tasks/s;")
         print("the flow's load at least half the flat load (issue 13)")
         queue.purge()
         queue.close()
+        flow_queue.close()
 
 
 if __name__ == "__main__":
