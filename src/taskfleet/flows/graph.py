@@ -105,9 +105,17 @@ def _unknown_message(unknown: list[tuple[str, list[str]]], where: Mapping[str, o
 def in_cycles(after: Mapping[str, Sequence[str]]) -> set[str]:
     """The tasks that are in a cycle or wait for one (empty for a graph without cycles).
 
-    Kahn's peeling: a task whose dependencies all can run, can run. Linear in the tasks and
-    edges, with a few C-level set and dict operations a task, which matters for a flow of
-    100,000 tasks checked before every load."""
+    Most files list a task after the tasks it waits for (prepare, then its parts, then the
+    aggregate): then no edge goes backwards and there is no cycle, which one pass over the
+    edges shows. Otherwise Kahn's peeling: a task whose dependencies all can run, can run.
+    Both are linear in the tasks and edges, which matters for a flow of 100,000 tasks checked
+    before every load."""
+    order = {task_id: index for index, task_id in enumerate(after)}
+    place = order.get
+    if all(
+        place(other, -1) < index for index, others in enumerate(after.values()) for other in others
+    ):
+        return set()
     waits = {task_id: {o for o in others if o in after} for task_id, others in after.items()}
     dependents: dict[str, list[str]] = {}
     for task_id, others in waits.items():

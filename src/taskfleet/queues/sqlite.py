@@ -29,7 +29,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -460,9 +459,11 @@ class SQLiteQueue(Queue):
         )
         ids = "(SELECT value FROM json_each(?1))"
         d, w = self._deps, self._waits
+        # One pass over the edges of what was completed, counted per dependent (a correlated
+        # count per dependent would probe every completed id for each of them).
         c.execute(
-            f"UPDATE {w} SET pending = pending - (SELECT count(*) FROM {d} WHERE dep IN {ids} "
-            f"AND task = {w}.task_id) WHERE task_id IN (SELECT task FROM {d} WHERE dep IN {ids})",
+            f"UPDATE {w} SET pending = pending - done.n FROM (SELECT task, count(*) AS n "
+            f"FROM {d} WHERE dep IN {ids} GROUP BY task) AS done WHERE {w}.task_id = done.task",
             (_json_text(waited),),
         )
         released = c.execute(
@@ -512,7 +513,7 @@ class SQLiteQueue(Queue):
             # A batch with tasks that wait inserts them held (state 4) in the same statement.
             sql_held = (
                 f"INSERT INTO {t}(task_id, body, state) SELECT key, value, "
-                "CASE WHEN json_type(value, '$.after') = 'array' THEN 4 ELSE 0 END "
+                "CASE WHEN json_array_length(value, '$.after') > 0 THEN 4 ELSE 0 END "
                 "FROM json_each(?) WHERE true "
             )
             for batch in batches:
@@ -691,9 +692,10 @@ class SQLiteQueue(Queue):
             )
         }
         for index, message in enumerate(messages):
-            if message.task.after:
-                results = {other: known.get(other) for other in message.task.after}
-                messages[index] = replace(message, dependency_results=results)
+            after = message.task.after
+            if after:
+                results = {other: known.get(other) for other in after}
+                messages[index] = Message(message.task, message.receipt, message.attempt, results)
 
     @staticmethod
     def _receipt(message: Message) -> tuple[int, int]:
