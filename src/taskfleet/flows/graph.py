@@ -26,18 +26,41 @@ class DependencyGraph:
     def __init__(self) -> None:
         self.ids: set[str] = set()
         #: task id -> the ids it waits for (only tasks that wait)
-        self.after: dict[str, tuple[str, ...]] = {}
+        self.after: dict[str, Sequence[str]] = {}
         #: task id -> where it is (`FILE: line N`), for tasks that wait: anything whose str()
         #: names the place, so a loader can hand over a cheap reference made into text only
         #: for an error
         self.where: dict[str, object] = {}
+        #: for tasks added in bulk: each names the place of a task id, or None
+        self._locators: list[Callable[[str], str | None]] = []
+
+    def add_batch(
+        self, after: Mapping[str, Sequence[str]], locate: Callable[[str], str | None]
+    ) -> None:
+        """Record in bulk the tasks of a batch that wait (id -> the ids it waits for);
+        `locate` names the place of one of them, and is called only for an error."""
+        self.ids.update(after)
+        self.after.update(after)
+        self._locators.append(locate)
+
+    def place(self, task_id: str) -> str:
+        """Where the task is in its file (`FILE: line N`), or its id when that is unknown."""
+        where = self.where.get(task_id)
+        if where is not None:
+            return str(where)
+        for locate in self._locators:
+            found = locate(task_id)
+            if found is not None:
+                return found
+        return f"task {task_id!r}"
 
     def add(self, task_id: str, after: Sequence[str] = (), where: object | None = None) -> None:
         """Record one task of the load (`where` names its place for errors)."""
         self.ids.add(task_id)
         if after:
             self.after[task_id] = tuple(after)
-            self.where[task_id] = where or f"task {task_id!r}"
+            if where is not None:
+                self.where[task_id] = where
 
     @property
     def has_dependencies(self) -> bool:
@@ -71,7 +94,7 @@ class DependencyGraph:
         for task_id, after in self.after.items():
             if task_id in after:
                 raise TaskFileError(
-                    f"{self.where[task_id]}: task {task_id!r} waits for itself; remove "
+                    f"{self.place(task_id)}: task {task_id!r} waits for itself; remove "
                     f"{task_id!r} from its 'after'. Nothing was loaded."
                 )
         unknown: list[tuple[str, list[str]]] = []
@@ -80,21 +103,21 @@ class DependencyGraph:
             if missing:
                 unknown.append((task_id, missing))
         if unknown:
-            raise TaskFileError(_unknown_message(unknown, self.where))
+            raise TaskFileError(_unknown_message(unknown, self.place))
         cycle = find_cycle(self.after)
         if cycle:
             path = " -> ".join([*cycle, cycle[0]])
             raise TaskFileError(
-                f"{self.where[cycle[-1]]}: these tasks wait for each other in a cycle, so none "
+                f"{self.place(cycle[-1])}: these tasks wait for each other in a cycle, so none "
                 f"of them could ever run: {path} (each runs after the one before it). Remove "
                 "one of these dependencies. Nothing was loaded."
             )
 
 
-def _unknown_message(unknown: list[tuple[str, list[str]]], where: Mapping[str, object]) -> str:
+def _unknown_message(unknown: list[tuple[str, list[str]]], place: Callable[[str], str]) -> str:
     first_id, first_missing = unknown[0]
     names = ", ".join(repr(other) for other in first_missing[:SHOWN])
-    text = f"{where[first_id]}: task {first_id!r} waits for {names}, which no task of the load has"
+    text = f"{place(first_id)}: task {first_id!r} waits for {names}, which no task of the load has"
     if len(unknown) > 1:
         others = ", ".join(repr(task_id) for task_id, _ in unknown[1:SHOWN])
         more = len(unknown) - SHOWN

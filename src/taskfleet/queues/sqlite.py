@@ -28,7 +28,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -368,19 +368,22 @@ class SQLiteQueue(Queue):
             f"FROM ({new}) AS n, json_each(n.after) AS a",
             (payload,),
         )
-        held = c.execute(
+        insert_waits = (
             f"INSERT OR REPLACE INTO {self._waits}(task_id, pending) "
-            f"SELECT n.task_id, json_array_length(n.after) FROM ({new}) AS n WHERE true "
-            "RETURNING task_id",
-            (payload,),
-        ).fetchall()
+            f"SELECT n.task_id, json_array_length(n.after) FROM ({new}) AS n WHERE true"
+        )
+        if all_new:
+            c.execute(insert_waits, (payload,))
+            held = list(waits)
+        else:
+            held = [row[0] for row in c.execute(insert_waits + " RETURNING task_id", (payload,))]
         if not inserted_held:
             c.execute(
                 f"UPDATE {self._table} SET state = 4 WHERE seq > {int(start)} AND state = 0 "
                 "AND task_id IN (SELECT key FROM json_each(?))",
                 (payload,),
             )
-        return [row[0] for row in held]
+        return held
 
     def _check_and_settle(
         self, c: sqlite3.Connection, graph: DependencyGraph, start: int, held: set[str]
@@ -395,6 +398,8 @@ class SQLiteQueue(Queue):
             return 0
         graph.check(exists=lambda ids: self._present(c, ids))
         t = self._table
+        if not start:  # the queue was empty: nothing was done before this load
+            return len(held)
         named = sorted({other for after in graph.after.values() for other in after})
         done = {
             row[0]
@@ -1032,10 +1037,28 @@ def _batch_json(chunk: list[Task]) -> str:
         raise
 
 
-def _waiting_tasks(batch: TaskBatch, graph: DependencyGraph) -> dict[str, tuple[str, ...]]:
+def _locator(batch: TaskBatch) -> Callable[[str], str | None]:
+    """Names the line of a task of `batch` (for an error only), keeping its ids and positions
+    but not its bodies."""
+    source, unit, positions, ids = batch.source, batch.unit, batch.positions, batch.ids
+
+    def locate(task_id: str) -> str | None:
+        try:
+            return f"{source}: {unit} {positions[ids.index(task_id)]}"
+        except ValueError:
+            return None
+
+    return locate
+
+
+def _waiting_tasks(batch: TaskBatch, graph: DependencyGraph) -> Mapping[str, Sequence[str]]:
     """The tasks of a validated batch that wait for others (id -> the ids), added to `graph`.
     Only bodies that mention "after" are parsed again: a flat batch costs a substring search."""
-    waits: dict[str, tuple[str, ...]] = {}
+    if batch.afters is not None:  # decoded by the fast path of the reader already
+        if batch.afters:
+            graph.add_batch(batch.afters, _locator(batch))
+        return batch.afters
+    waits: dict[str, Sequence[str]] = {}
     for index, body in enumerate(batch.bodies):
         if '"after"' not in body:
             continue
