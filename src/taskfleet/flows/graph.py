@@ -85,26 +85,28 @@ class DependencyGraph:
         `exists`, when given, is asked once with the ids named that are neither in the load
         nor in `known`, and answers those the queue holds: a queue with millions of tasks
         looks up the few ids it is asked about instead of listing them all."""
+        # Set operations in C over the whole load first; the task-by-task passes that name
+        # the culprits run only when there is one to name.
         known_ids = set(known)
-        if exists is not None:
-            named = {o for after in self.after.values() for o in after}
-            asked = named - self.ids - known_ids
-            if asked:
-                known_ids |= set(exists(asked))
-        for task_id, after in self.after.items():
-            if task_id in after:
+        named: set[str] = set().union(*self.after.values())
+        absent = named - self.ids - known_ids
+        if absent and exists is not None:
+            absent -= set(exists(absent))
+        stuck = in_cycles(self.after)  # a task that waits for itself is one of these
+        for task_id in stuck:
+            if task_id in self.after[task_id]:
                 raise TaskFileError(
                     f"{self.place(task_id)}: task {task_id!r} waits for itself; remove "
                     f"{task_id!r} from its 'after'. Nothing was loaded."
                 )
-        unknown: list[tuple[str, list[str]]] = []
-        for task_id, after in self.after.items():
-            missing = [other for other in after if other not in self.ids and other not in known_ids]
-            if missing:
-                unknown.append((task_id, missing))
-        if unknown:
+        if absent:
+            unknown: list[tuple[str, list[str]]] = []
+            for task_id, after in self.after.items():
+                missing = [other for other in after if other in absent]
+                if missing:
+                    unknown.append((task_id, missing))
             raise TaskFileError(_unknown_message(unknown, self.place))
-        cycle = find_cycle(self.after)
+        cycle = find_cycle(self.after, stuck) if stuck else None
         if cycle:
             path = " -> ".join([*cycle, cycle[0]])
             raise TaskFileError(
@@ -156,12 +158,16 @@ def in_cycles(after: Mapping[str, Sequence[str]]) -> set[str]:
     return set(left)
 
 
-def find_cycle(after: Mapping[str, Sequence[str]]) -> list[str] | None:
+def find_cycle(
+    after: Mapping[str, Sequence[str]], stuck: set[str] | None = None
+) -> list[str] | None:
     """One cycle of the graph, in the order its tasks would have to run (each waits for the
     one before it, the first for the last), or None. Iterative, so deep chains of millions
     of tasks do not reach Python's recursion limit; the search runs only over the tasks that
-    `in_cycles` leaves, so a graph without cycles costs only that linear pass."""
-    stuck = in_cycles(after)
+    `in_cycles` leaves (`stuck`, when the caller has it), so a graph without cycles costs only
+    that linear pass."""
+    if stuck is None:
+        stuck = in_cycles(after)
     if not stuck:
         return None
     after = {task_id: after[task_id] for task_id in stuck}

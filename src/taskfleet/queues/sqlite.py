@@ -466,16 +466,19 @@ class SQLiteQueue(Queue):
         d, w = self._deps, self._waits
         # One pass over the edges of what was completed, counted per dependent (a correlated
         # count per dependent would probe every completed id for each of them).
-        c.execute(
+        counted = c.execute(
             f"UPDATE {w} SET pending = pending - done.n FROM (SELECT task, count(*) AS n "
-            f"FROM {d} WHERE dep IN {ids} GROUP BY task) AS done WHERE {w}.task_id = done.task",
+            f"FROM {d} WHERE dep IN {ids} GROUP BY task) AS done WHERE {w}.task_id = done.task "
+            "RETURNING task_id, pending",
             (_json_text(waited),),
-        )
+        ).fetchall()
+        ready = [task_id for task_id, pending in counted if pending <= 0]
+        if not ready:
+            return
         released = c.execute(
             f"UPDATE {self._table} SET state = 0, visible_at = 0 WHERE state = 4 AND task_id IN "
-            f"(SELECT task_id FROM {w} WHERE pending <= 0 AND task_id IN "
-            f"(SELECT task FROM {d} WHERE dep IN {ids}))",
-            (_json_text(waited),),
+            "(SELECT value FROM json_each(?))",
+            (_json_text(ready),),
         ).rowcount
         self._counters(c, waiting=released)
 
@@ -515,11 +518,13 @@ class SQLiteQueue(Queue):
             start = self._last_seq(c)
             upsert = f"ON CONFLICT(task_id) DO UPDATE SET body = NULL WHERE seq > {int(start)}"
             sql = f"INSERT INTO {t}(task_id, body) SELECT key, value FROM json_each(?) WHERE true "
-            # A batch with tasks that wait inserts them held (state 4) in the same statement.
+            # A batch with tasks that wait inserts them held (state 4) in the same statement;
+            # the second parameter lists their ids (SQLite makes it one lookup table, cheaper
+            # than parsing each body for its "after").
             sql_held = (
                 f"INSERT INTO {t}(task_id, body, state) SELECT key, value, "
-                "CASE WHEN json_array_length(value, '$.after') > 0 THEN 4 ELSE 0 END "
-                "FROM json_each(?) WHERE true "
+                "CASE WHEN key IN (SELECT value FROM json_each(?2)) THEN 4 ELSE 0 END "
+                "FROM json_each(?1) WHERE true "
             )
             for batch in batches:
                 if updating and start:
@@ -527,7 +532,11 @@ class SQLiteQueue(Queue):
                 waits = _waiting_tasks(batch, graph)
                 before = self._conn.total_changes
                 try:
-                    c.execute((sql_held if waits else sql) + upsert, (batch.json_object(),))
+                    if waits:
+                        held_ids = _json_text(list(waits))
+                        c.execute(sql_held + upsert, (batch.json_object(), held_ids))
+                    else:
+                        c.execute(sql + upsert, (batch.json_object(),))
                 except sqlite3.IntegrityError:
                     repeated = self._repeated_id(c, batch, int(start))
                     if repeated is None:
