@@ -4,9 +4,10 @@
 more than the insert: a Python loop a task that parses, checks, builds a Task, then serialises it
 again for the queue. A load does not need Task objects, only each task's id and its JSON text. So
 a JSONL file is read in blocks of about half a megabyte, and each block is checked by C code as a
-whole: msgspec decodes the block as one JSON list into structs that admit only `id` (a string)
-and `data` (an object), and the ids, joined into one string, pass a handful of string tests (ASCII,
-printable, no `/`, `\\` or `"`, none empty, none over 200 characters, none starting with `.`).
+whole: msgspec decodes the block as one JSON list into structs that admit only `id` (a string),
+`data` (an object) and `after` (a list of strings: the tasks of a flow stay on this path), and the
+ids, joined into one string, pass a handful of string tests (ASCII, printable, no `/`, `\\` or
+`"`, none empty, none over 200 characters, none starting with `.`); so do the ids in `after`.
 The lines themselves are the task bodies the queue stores. (An object that repeats its `id` key
 counts by its last one, in msgspec here as in orjson when a worker reads the body back.)
 
@@ -65,10 +66,12 @@ def _block_decoder() -> Any:
     import msgspec
 
     class _PlainTask(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-        """Exactly `id` (a string) and `data` (an object)."""
+        """Exactly `id` (a string) and `data` (an object), and maybe `after` (a list of
+        strings, checked by `_after_is_plain`)."""
 
         id: str
         data: dict
+        after: list[str] | None = None
 
     return msgspec.json.Decoder(list[_PlainTask])
 
@@ -93,6 +96,9 @@ class TaskBatch:
     ids: list[str]
     bodies: list[str]
     plain_ids: bool
+    #: the tasks that wait for others (id -> the ids), where the fast path decoded them
+    #: already; None: not known, read the bodies
+    afters: dict[str, list[str]] | None = field(default=None, repr=False, compare=False)
     _json: str | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -146,6 +152,21 @@ class Place:
 
     def __str__(self) -> str:
         return self.batch.where(self.index)
+
+
+def _plain_afters(entries: list[Any]) -> dict[str, list[str]] | None:
+    """The `after` lists of decoded entries (id -> ids, for those that wait) if they are
+    plainly valid: their ids plain (see `ids_are_plain`), none repeated within a list; None
+    if not (the slow path then decides). A flow's tasks stay on the fast path; whether the
+    ids name tasks of the load is the queue's check, which sees the whole load."""
+    afters = {entry.id: entry.after for entry in entries if entry.after}
+    if not afters:
+        return afters
+    lists = afters.values()
+    named = [task_id for after in lists for task_id in after]
+    if ids_are_plain(named) and all(len(set(after)) == len(after) for after in lists):
+        return afters
+    return None
 
 
 def ids_are_plain(ids: list[str]) -> bool:
@@ -246,10 +267,16 @@ def _plain_json_list(raw: bytes, name: str, limits: TaskLimits) -> TaskBatch | N
     except (msgspec.DecodeError, RecursionError):
         return None
     ids = [entry.id for entry in entries]
-    if not ids or not ids_are_plain(ids) or max(map(len, bodies)) > limits.max_bytes:
+    afters = _plain_afters(entries)
+    if (
+        not ids
+        or not ids_are_plain(ids)
+        or afters is None
+        or max(map(len, bodies)) > limits.max_bytes
+    ):
         return None
     texts = [bytes(body).decode() for body in bodies]
-    return TaskBatch(name, "index", range(len(ids)), ids, texts, True)
+    return TaskBatch(name, "index", range(len(ids)), ids, texts, True, afters)
 
 
 def _skip_and_limit(
@@ -346,11 +373,12 @@ def _checked_block(
         yield from _slow_block(raw, name, first_line, most, limits)
         return
     ids = [entry.id for entry in entries]
-    if not ids_are_plain(ids):
+    afters = _plain_afters(entries)
+    if not ids_are_plain(ids) or afters is None:
         yield from _slow_block(raw, name, first_line, most, limits)
         return
     positions = range(first_line, first_line + len(ids))
-    yield TaskBatch(name, "line", positions, ids, lines, True)
+    yield TaskBatch(name, "line", positions, ids, lines, True, afters)
 
 
 def _slow_block(
