@@ -389,13 +389,16 @@ class RedisQueue(Queue):
         batch_size = max(1, min(BATCH_CHUNK, batch_size or SEND_CHUNK))  # Lua unpack limit
         round_trip = batch_size * SEND_CALLS_PER_ROUND_TRIP
         result = SendResult()
-        graph = DependencyGraph()
+        waits: dict[str, Sequence[str]] = {}  # what the waiting tasks wait for, for the check
+        places: dict[str, object] = {}  # where they are, made into text only for an error
         waiting: list[Task] = []
         flat: list[Task] = []
         try:
             for task, where in placed:
                 if task.after:
-                    graph.add(task.id, task.after, where)
+                    waits[task.id] = task.after
+                    if where is not None:
+                        places[task.id] = where
                     waiting.append(task)
                     continue
                 flat.append(task)
@@ -404,6 +407,8 @@ class RedisQueue(Queue):
                     self._send_round_trips("SEND", flat[:round_trip], batch_size, result)
                     del flat[:round_trip]
             if waiting:
+                graph = DependencyGraph()
+                graph.add_batch(waits, lambda task_id: _place(places, task_id))
                 held = {task.id for task in flat}
                 graph.check(known=held, exists=self._known_among)
                 self._send_round_trips("SEND_FLOW", waiting, batch_size, result)
@@ -690,6 +695,11 @@ def _send_args(script: str, chunk: list[Task]) -> list[Any]:
     if script == "SEND":
         return [x for task in chunk for x in (task.id, task.to_json())]
     return [x for task in chunk for x in (task.id, task.to_json(), "\n".join(task.after))]
+
+
+def _place(places: Mapping[str, object], task_id: str) -> str | None:
+    where = places.get(task_id)
+    return None if where is None else str(where)
 
 
 def _placed_tasks(batches: Iterable[TaskBatch]) -> Iterator[tuple[Task, object]]:
