@@ -128,6 +128,7 @@ class Coordinator:
         self.stop = stop or threading.Event()
         self.out = FileEventSink(options.events_file) if options.events_file else None
         self.sent_now = 0
+        self.repeated = 0  # completions and dead letters of tasks already settled
         self._rng = random.Random()
         self._last_reconcile = 0.0
         self._last_progress = 0.0
@@ -186,6 +187,13 @@ class Coordinator:
                 self.out.emit_line(dumps_line(event))
             self.out.flush()
         applied = self.state.apply(events)
+        if applied.repeated:
+            self.repeated += applied.repeated
+            self.notify(
+                f"{applied.repeated:,} event(s) about tasks already settled (read again after "
+                "a restart, or a task that ran twice): the first outcome stands, nothing is "
+                "released twice"
+            )
         if applied.dead_lettered:
             self.report_blocked(applied.dead_lettered)
         self._riding_out("acking events", lambda: self.events.ack(messages))
