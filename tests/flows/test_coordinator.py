@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from queue_servers import PausableProxy
 from tests.flows.test_flow_runs import (
     FLOW_WORKER,
     check_flow,
@@ -77,7 +78,9 @@ def coordinator(cwd: Path, url: str, *, started: bool = True) -> subprocess.Pope
     return process
 
 
-def worker(cwd: Path, url: str, log: str = "worker.jsonl") -> subprocess.Popen[str]:
+def worker(
+    cwd: Path, url: str, log: str = "worker.jsonl", idle: float = 6
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -89,7 +92,7 @@ def worker(cwd: Path, url: str, log: str = "worker.jsonl") -> subprocess.Popen[s
             "--num-simultaneous-tasks",
             "3",
             "--exit-when-idle",
-            "6",
+            str(idle),
         ],
         cwd=cwd,
         env=worker_env(FLOW_STARTS=str(cwd / "starts.txt")),
@@ -232,3 +235,48 @@ def test_a_bad_graph_is_refused_with_nothing_sent(
     assert "tasks.json: index 1" in result.stderr and "'zz'" in result.stderr
     status = run_taskfleet("status", "--queue", url, "--json")
     assert status.returncode == 1  # the queue was never created: nothing was sent
+
+
+def test_ctrl_c_stops_the_coordinator_with_130_and_the_same_command_resumes(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    tasks = diamond()
+    write(tmp_path / "tasks.json", tasks)
+    url = queue_url(request, "sqs")
+    coord = coordinator(tmp_path, url)  # no worker yet: it waits for a's completion
+    coord.send_signal(signal.SIGINT)
+    code, err = finish(coord)
+    assert code == 130, err
+    assert "Traceback" not in err and "run the same command to resume" in err
+
+    coord = coordinator(tmp_path, url)
+    work = worker(tmp_path, url)
+    code, err = finish(coord)
+    assert code == 0, err
+    assert "resuming" in err
+    finish(work)
+    check_flow(tasks, tmp_path, worker_events(tmp_path))
+
+
+def test_an_outage_of_the_queue_mid_flow_is_ridden_out(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A proxy in front of moto cuts every connection of the coordinator for 8 s (longer than
+    boto3's own retries) while the worker, connected directly, goes on: the coordinator says
+    the queue is away, waits for it, and finishes the flow."""
+    tasks = fan(groups=1, width=6, sleep=0.2)
+    write(tmp_path / "tasks.json", tasks)
+    direct = queue_url(request, "sqs")
+    server = request.getfixturevalue("sqs_endpoint")
+    with PausableProxy(int(server.rsplit(":", 1)[1])) as proxy:
+        coord = coordinator(tmp_path, proxy.url_of(direct))
+        work = worker(tmp_path, direct, idle=12)  # it waits out the cut too
+        proxy.pause()
+        time.sleep(8)
+        proxy.resume()
+        code, err = finish(coord)
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert "is unavailable" in err and "back after" in err, err
+    finish(work)
+    check_flow(tasks, tmp_path, worker_events(tmp_path))
