@@ -125,6 +125,7 @@ def test_release_happens_exactly_once_with_two_racing_consumers(
     delivered: Counter[str] = Counter()
     acked: set[str] = set()
     early: list[str] = []
+    errors: list[Exception] = []
     lock = threading.Lock()
 
     def consume() -> None:
@@ -142,11 +143,13 @@ def test_release_happens_exactly_once_with_two_racing_consumers(
                         delivered[m.task_id] += 1
                         if m.task.after and not set(m.task.after) <= acked:
                             early.append(m.task_id)
+                with lock:  # marked before the ack that may release their dependents
+                    acked.update(m.task_id for m in messages)
                 # both consumers ack every batch twice: the second ack must change nothing
                 own.ack(messages, {m.task_id: m.task_id.upper() for m in messages})
-                with lock:
-                    acked.update(m.task_id for m in messages)
                 own.ack(messages, {m.task_id: "again" for m in messages})
+        except Exception as exc:  # reported by the test, not lost in the thread
+            errors.append(exc)
         finally:
             own.close()
 
@@ -155,6 +158,7 @@ def test_release_happens_exactly_once_with_two_racing_consumers(
         thread.start()
     for thread in threads:
         thread.join(60)
+    assert errors == []
     assert early == []
     assert set(delivered) == {t.id for t in tasks}
     assert max(delivered.values()) == 1, [k for k, v in delivered.items() if v > 1]

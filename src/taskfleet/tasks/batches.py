@@ -4,9 +4,10 @@
 more than the insert: a Python loop a task that parses, checks, builds a Task, then serialises it
 again for the queue. A load does not need Task objects, only each task's id and its JSON text. So
 a JSONL file is read in blocks of about half a megabyte, and each block is checked by C code as a
-whole: msgspec decodes the block as one JSON list into structs that admit only `id` (a string)
-and `data` (an object), and the ids, joined into one string, pass a handful of string tests (ASCII,
-printable, no `/`, `\\` or `"`, none empty, none over 200 characters, none starting with `.`).
+whole: msgspec decodes the block as one JSON list into structs that admit only `id` (a string),
+`data` (an object) and `after` (a list of strings: the tasks of a flow stay on this path), and the
+ids, joined into one string, pass a handful of string tests (ASCII, printable, no `/`, `\\` or
+`"`, none empty, none over 200 characters, none starting with `.`); so do the ids in `after`.
 The lines themselves are the task bodies the queue stores. (An object that repeats its `id` key
 counts by its last one, in msgspec here as in orjson when a worker reads the body back.)
 
@@ -65,10 +66,12 @@ def _block_decoder() -> Any:
     import msgspec
 
     class _PlainTask(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-        """Exactly `id` (a string) and `data` (an object)."""
+        """Exactly `id` (a string) and `data` (an object), and maybe `after` (a list of
+        strings, checked by `_after_is_plain`)."""
 
         id: str
         data: dict
+        after: list[str] | None = None
 
     return msgspec.json.Decoder(list[_PlainTask])
 
@@ -102,6 +105,11 @@ class TaskBatch:
         """`FILE: line N` of the task at `index`, for error messages."""
         return f"{self.source}: {self.unit} {self.positions[index]}"
 
+    def place(self, index: int) -> Place:
+        """`where`, made into text only if an error needs it (a flow's check keeps one for
+        each task that waits, and most loads have no error to report)."""
+        return Place(self, index)
+
     def json_object(self) -> str:
         """The batch as one JSON object `{id: task, ...}` in order, duplicates kept.
 
@@ -128,6 +136,30 @@ class TaskBatch:
             self.bodies[start:stop],
             self.plain_ids,
         )
+
+
+class Place:
+    """Where a task of a batch is; `str()` gives `FILE: line N`."""
+
+    __slots__ = ("batch", "index")
+
+    def __init__(self, batch: TaskBatch, index: int) -> None:
+        self.batch = batch
+        self.index = index
+
+    def __str__(self) -> str:
+        return self.batch.where(self.index)
+
+
+def _after_is_plain(entries: list[Any]) -> bool:
+    """Whether the `after` lists of decoded entries are plainly valid: their ids plain (see
+    `ids_are_plain`), none repeated within a list. A flow's tasks then stay on the fast path;
+    whether the ids name tasks of the load is the queue's check, which sees the whole load."""
+    lists = [entry.after for entry in entries if entry.after]
+    if not lists:
+        return True
+    named = [task_id for after in lists for task_id in after]
+    return ids_are_plain(named) and all(len(set(after)) == len(after) for after in lists)
 
 
 def ids_are_plain(ids: list[str]) -> bool:
@@ -228,7 +260,12 @@ def _plain_json_list(raw: bytes, name: str, limits: TaskLimits) -> TaskBatch | N
     except (msgspec.DecodeError, RecursionError):
         return None
     ids = [entry.id for entry in entries]
-    if not ids or not ids_are_plain(ids) or max(map(len, bodies)) > limits.max_bytes:
+    if (
+        not ids
+        or not ids_are_plain(ids)
+        or not _after_is_plain(entries)
+        or max(map(len, bodies)) > limits.max_bytes
+    ):
         return None
     texts = [bytes(body).decode() for body in bodies]
     return TaskBatch(name, "index", range(len(ids)), ids, texts, True)
@@ -328,7 +365,7 @@ def _checked_block(
         yield from _slow_block(raw, name, first_line, most, limits)
         return
     ids = [entry.id for entry in entries]
-    if not ids_are_plain(ids):
+    if not ids_are_plain(ids) or not _after_is_plain(entries):
         yield from _slow_block(raw, name, first_line, most, limits)
         return
     positions = range(first_line, first_line + len(ids))
