@@ -39,6 +39,9 @@ TASKFLEET = [sys.executable, "-c", "from taskfleet.cli import main; main()"]
 
 def queue_url(request: pytest.FixtureRequest, kind: str, *, max_attempts: int = 3) -> str:
     name = f"flow{uuid.uuid4().hex[:10]}"
+    if kind == "fq":  # a shared directory keeps no dependency state either
+        base = request.getfixturevalue("tmp_path")
+        return f"fq://{base}/{name}?max_attempts={max_attempts}"
     if kind == "sqs":
         endpoint = request.getfixturevalue("sqs_endpoint")
         return f"sqs://{name}?region=us-east-1&endpoint_url={endpoint}&max_attempts={max_attempts}"
@@ -119,7 +122,7 @@ def worker_events(cwd: Path) -> list[dict[str, Any]]:
     return [e for p in sorted(cwd.glob("worker*.jsonl")) for e in read_events(p)]
 
 
-@pytest.mark.parametrize("kind", ["sqs", "pubsub"])
+@pytest.mark.parametrize("kind", ["sqs", "pubsub", "fq"])
 @pytest.mark.parametrize("shape", [diamond, fan], ids=["diamond", "fan-out-fan-in"])
 def test_the_coordinator_runs_a_flow_in_order_with_results_passed_down(
     tmp_path: Path, request: pytest.FixtureRequest, kind: str, shape: Any
@@ -139,7 +142,7 @@ def test_the_coordinator_runs_a_flow_in_order_with_results_passed_down(
     assert set(completions(read_events(tmp_path / "flow-events.jsonl"))) == {t["id"] for t in tasks}
 
 
-@pytest.mark.parametrize("kind", ["sqs", "pubsub"])
+@pytest.mark.parametrize("kind", ["sqs", "pubsub", "fq"])
 def test_a_dead_lettered_dependency_blocks_until_redrive_then_the_rest_runs(
     tmp_path: Path, request: pytest.FixtureRequest, kind: str
 ) -> None:

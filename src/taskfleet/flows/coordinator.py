@@ -88,7 +88,7 @@ def refuse_stateful(url: str) -> None:
         raise TaskfleetError(
             f"a {scheme}:// queue keeps the flow's dependencies itself, and its workers release "
             "each task when its last dependency completes: load the flow with `taskfleet "
-            "load-queue` and run workers; `taskfleet flow run` is for sqs:// and pubsub://"
+            "load-queue` and run workers; `taskfleet flow run` is for sqs://, pubsub:// and fq://"
         )
 
 
