@@ -186,7 +186,9 @@ def test_a_coordinator_killed_mid_flow_resumes_and_sends_nothing_twice(
     write(tmp_path / "tasks.json", tasks)
     url = queue_url(request, "sqs")
     coord = coordinator(tmp_path, url)
-    work = worker(tmp_path, url)
+    # The events the killed coordinator was reading come back when their lease (10 s) ends:
+    # the worker waits that long for the tasks they release.
+    work = worker(tmp_path, url, idle=15)
     deadline = time.monotonic() + 60
     while len(completions(worker_events(tmp_path))) < 5:
         assert coord.poll() is None, coord.communicate()

@@ -46,7 +46,11 @@ STATEFUL_SCHEMES = ("memory", "sqlite", "redis")
 #: a kill inside a send call can send twice.
 SEND_CHUNK = 100
 EVENT_BATCH = 500
-EVENT_LEASE_SECONDS = 60.0
+#: The lease of the events read in one batch: long enough to commit and ack them (a lease
+#: that expires first only repeats them, which changes nothing), short because the events a
+#: killed coordinator was reading stay hidden that long from the one that resumes. 10 s is
+#: Pub/Sub's shortest ack deadline.
+EVENT_LEASE_SECONDS = 10.0
 POLL_SECONDS = 1.0
 #: How often, at most, the dead letters are read back while the flow has dead or sent tasks
 #: and no event came.
