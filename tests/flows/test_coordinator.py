@@ -208,13 +208,16 @@ def test_a_coordinator_killed_mid_flow_resumes_and_sends_nothing_twice(
     assert set(runs.values()) == {1}, runs
 
 
-def test_queues_that_keep_the_flow_themselves_are_refused_in_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["sqlite:///{tmp}/q.db", "{tmp}/q.db", "memory://flow"])
+def test_queues_that_keep_the_flow_themselves_are_refused_in_one_line(
+    tmp_path: Path, where: str
+) -> None:
     write(tmp_path / "tasks.json", diamond())
     result = run_taskfleet(
         "flow",
         "run",
         "--queue",
-        f"sqlite:///{tmp_path}/q.db",
+        where.format(tmp=tmp_path),
         "--task-file",
         str(tmp_path / "tasks.json"),
     )
@@ -222,6 +225,7 @@ def test_queues_that_keep_the_flow_themselves_are_refused_in_one_line(tmp_path: 
     assert result.stderr.count("\n") == 1
     assert "workers release each task" in result.stderr
     assert not (tmp_path / "q.db").exists()
+    assert not list(tmp_path.glob("*.flow-state.db"))
 
 
 def test_a_bad_graph_is_refused_with_nothing_sent(

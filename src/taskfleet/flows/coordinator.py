@@ -87,8 +87,11 @@ class FlowOutcome:
 
 def refuse_stateful(url: str) -> None:
     """A queue that keeps the dependency state needs no coordinator: say so and stop."""
-    scheme = url.split("://", 1)[0] if "://" in url else ""
-    if scheme in STATEFUL_SCHEMES:
+    from taskfleet.queues import backend_class
+
+    cls = backend_class(url)  # a bare `job.db` is a sqlite queue too
+    scheme = cls.schemes[0]
+    if cls.tracks_dependencies or scheme in STATEFUL_SCHEMES:
         raise TaskfleetError(
             f"a {scheme}:// queue keeps the flow's dependencies itself, and its workers release "
             "each task when its last dependency completes: load the flow with `taskfleet "
