@@ -294,3 +294,49 @@ def test_kill_9_mid_flow_then_rerun_loses_nothing_and_releases_nothing_twice(
     assert runs["g0-aggregate"] == 1 and runs["g1-aggregate"] == 1
     for task_id in done_before:  # what completed before the kill is not run again
         assert runs[task_id] == 1, task_id
+
+
+def test_a_worker_waits_past_exit_when_idle_for_work_in_flight_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """Worker A holds the prepare for 3 s; worker B finds nothing visible, but the parts wait
+    for work in flight, so it keeps polling past its --exit-when-idle and takes parts."""
+    tasks: Tasks = [{"id": "prepare", "data": {"n": 1, "sleep": 3.0}}]
+    tasks += [
+        {"id": f"part-{i}", "data": {"n": 1, "sleep": 0.3}, "after": ["prepare"]} for i in range(8)
+    ]
+    write(tmp_path / "tasks.json", tasks)
+    url = sqlite_url(tmp_path / "flow.db")
+    loaded = run_taskfleet(
+        "load-queue", "--queue", url, "--task-file", str(tmp_path / "tasks.json")
+    )
+    assert loaded.returncode == 0, loaded.stderr
+
+    def worker(name: str, idle: str) -> subprocess.Popen[str]:
+        return start(
+            tmp_path,
+            "--queue",
+            url,
+            "--event-log-file",
+            f"events-{name}.jsonl",
+            "--event-queue",
+            "none",
+            "--num-simultaneous-tasks",
+            "1",
+            "--exit-when-idle",
+            idle,
+        )
+
+    first = worker("a", "1")
+    deadline = time.monotonic() + 30
+    while not any(task_id == "prepare" for task_id, _ in starts(tmp_path)):
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.05)
+    second = worker("b", "0.5")
+    for process in (first, second):
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+    took = completions(read_events(tmp_path / "events-b.jsonl"))
+    assert took, "worker b exited idle while the parts waited for the prepare in flight"
+    events = read_events(tmp_path / "events-a.jsonl") + read_events(tmp_path / "events-b.jsonl")
+    check_flow(tasks, tmp_path, events)

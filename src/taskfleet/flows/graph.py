@@ -26,18 +26,41 @@ class DependencyGraph:
     def __init__(self) -> None:
         self.ids: set[str] = set()
         #: task id -> the ids it waits for (only tasks that wait)
-        self.after: dict[str, tuple[str, ...]] = {}
+        self.after: dict[str, Sequence[str]] = {}
         #: task id -> where it is (`FILE: line N`), for tasks that wait: anything whose str()
         #: names the place, so a loader can hand over a cheap reference made into text only
         #: for an error
         self.where: dict[str, object] = {}
+        #: for tasks added in bulk: each names the place of a task id, or None
+        self._locators: list[Callable[[str], str | None]] = []
+
+    def add_batch(
+        self, after: Mapping[str, Sequence[str]], locate: Callable[[str], str | None]
+    ) -> None:
+        """Record in bulk the tasks of a batch that wait (id -> the ids it waits for);
+        `locate` names the place of one of them, and is called only for an error."""
+        self.ids.update(after)
+        self.after.update(after)
+        self._locators.append(locate)
+
+    def place(self, task_id: str) -> str:
+        """Where the task is in its file (`FILE: line N`), or its id when that is unknown."""
+        where = self.where.get(task_id)
+        if where is not None:
+            return str(where)
+        for locate in self._locators:
+            found = locate(task_id)
+            if found is not None:
+                return found
+        return f"task {task_id!r}"
 
     def add(self, task_id: str, after: Sequence[str] = (), where: object | None = None) -> None:
         """Record one task of the load (`where` names its place for errors)."""
         self.ids.add(task_id)
         if after:
             self.after[task_id] = tuple(after)
-            self.where[task_id] = where or f"task {task_id!r}"
+            if where is not None:
+                self.where[task_id] = where
 
     @property
     def has_dependencies(self) -> bool:
@@ -62,39 +85,41 @@ class DependencyGraph:
         `exists`, when given, is asked once with the ids named that are neither in the load
         nor in `known`, and answers those the queue holds: a queue with millions of tasks
         looks up the few ids it is asked about instead of listing them all."""
+        # Set operations in C over the whole load first; the task-by-task passes that name
+        # the culprits run only when there is one to name.
         known_ids = set(known)
-        if exists is not None:
-            named = {o for after in self.after.values() for o in after}
-            asked = named - self.ids - known_ids
-            if asked:
-                known_ids |= set(exists(asked))
-        for task_id, after in self.after.items():
-            if task_id in after:
+        named: set[str] = set().union(*self.after.values())
+        absent = named - self.ids - known_ids
+        if absent and exists is not None:
+            absent -= set(exists(absent))
+        stuck = in_cycles(self.after)  # a task that waits for itself is one of these
+        for task_id in stuck:
+            if task_id in self.after[task_id]:
                 raise TaskFileError(
-                    f"{self.where[task_id]}: task {task_id!r} waits for itself; remove "
+                    f"{self.place(task_id)}: task {task_id!r} waits for itself; remove "
                     f"{task_id!r} from its 'after'. Nothing was loaded."
                 )
-        unknown: list[tuple[str, list[str]]] = []
-        for task_id, after in self.after.items():
-            missing = [other for other in after if other not in self.ids and other not in known_ids]
-            if missing:
-                unknown.append((task_id, missing))
-        if unknown:
-            raise TaskFileError(_unknown_message(unknown, self.where))
-        cycle = find_cycle(self.after)
+        if absent:
+            unknown: list[tuple[str, list[str]]] = []
+            for task_id, after in self.after.items():
+                missing = [other for other in after if other in absent]
+                if missing:
+                    unknown.append((task_id, missing))
+            raise TaskFileError(_unknown_message(unknown, self.place))
+        cycle = find_cycle(self.after, stuck) if stuck else None
         if cycle:
             path = " -> ".join([*cycle, cycle[0]])
             raise TaskFileError(
-                f"{self.where[cycle[-1]]}: these tasks wait for each other in a cycle, so none "
+                f"{self.place(cycle[-1])}: these tasks wait for each other in a cycle, so none "
                 f"of them could ever run: {path} (each runs after the one before it). Remove "
                 "one of these dependencies. Nothing was loaded."
             )
 
 
-def _unknown_message(unknown: list[tuple[str, list[str]]], where: Mapping[str, object]) -> str:
+def _unknown_message(unknown: list[tuple[str, list[str]]], place: Callable[[str], str]) -> str:
     first_id, first_missing = unknown[0]
     names = ", ".join(repr(other) for other in first_missing[:SHOWN])
-    text = f"{where[first_id]}: task {first_id!r} waits for {names}, which no task of the load has"
+    text = f"{place(first_id)}: task {first_id!r} waits for {names}, which no task of the load has"
     if len(unknown) > 1:
         others = ", ".join(repr(task_id) for task_id, _ in unknown[1:SHOWN])
         more = len(unknown) - SHOWN
@@ -133,12 +158,16 @@ def in_cycles(after: Mapping[str, Sequence[str]]) -> set[str]:
     return set(left)
 
 
-def find_cycle(after: Mapping[str, Sequence[str]]) -> list[str] | None:
+def find_cycle(
+    after: Mapping[str, Sequence[str]], stuck: set[str] | None = None
+) -> list[str] | None:
     """One cycle of the graph, in the order its tasks would have to run (each waits for the
     one before it, the first for the last), or None. Iterative, so deep chains of millions
     of tasks do not reach Python's recursion limit; the search runs only over the tasks that
-    `in_cycles` leaves, so a graph without cycles costs only that linear pass."""
-    stuck = in_cycles(after)
+    `in_cycles` leaves (`stuck`, when the caller has it), so a graph without cycles costs only
+    that linear pass."""
+    if stuck is None:
+        stuck = in_cycles(after)
     if not stuck:
         return None
     after = {task_id: after[task_id] for task_id in stuck}

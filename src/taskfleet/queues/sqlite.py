@@ -28,7 +28,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -368,19 +368,22 @@ class SQLiteQueue(Queue):
             f"FROM ({new}) AS n, json_each(n.after) AS a",
             (payload,),
         )
-        held = c.execute(
+        insert_waits = (
             f"INSERT OR REPLACE INTO {self._waits}(task_id, pending) "
-            f"SELECT n.task_id, json_array_length(n.after) FROM ({new}) AS n WHERE true "
-            "RETURNING task_id",
-            (payload,),
-        ).fetchall()
+            f"SELECT n.task_id, json_array_length(n.after) FROM ({new}) AS n WHERE true"
+        )
+        if all_new:
+            c.execute(insert_waits, (payload,))
+            held = list(waits)
+        else:
+            held = [row[0] for row in c.execute(insert_waits + " RETURNING task_id", (payload,))]
         if not inserted_held:
             c.execute(
                 f"UPDATE {self._table} SET state = 4 WHERE seq > {int(start)} AND state = 0 "
                 "AND task_id IN (SELECT key FROM json_each(?))",
                 (payload,),
             )
-        return [row[0] for row in held]
+        return held
 
     def _check_and_settle(
         self, c: sqlite3.Connection, graph: DependencyGraph, start: int, held: set[str]
@@ -395,6 +398,8 @@ class SQLiteQueue(Queue):
             return 0
         graph.check(exists=lambda ids: self._present(c, ids))
         t = self._table
+        if not start:  # the queue was empty: nothing was done before this load
+            return len(held)
         named = sorted({other for after in graph.after.values() for other in after})
         done = {
             row[0]
@@ -461,16 +466,19 @@ class SQLiteQueue(Queue):
         d, w = self._deps, self._waits
         # One pass over the edges of what was completed, counted per dependent (a correlated
         # count per dependent would probe every completed id for each of them).
-        c.execute(
+        counted = c.execute(
             f"UPDATE {w} SET pending = pending - done.n FROM (SELECT task, count(*) AS n "
-            f"FROM {d} WHERE dep IN {ids} GROUP BY task) AS done WHERE {w}.task_id = done.task",
+            f"FROM {d} WHERE dep IN {ids} GROUP BY task) AS done WHERE {w}.task_id = done.task "
+            "RETURNING task_id, pending",
             (_json_text(waited),),
-        )
+        ).fetchall()
+        ready = [task_id for task_id, pending in counted if pending <= 0]
+        if not ready:
+            return
         released = c.execute(
             f"UPDATE {self._table} SET state = 0, visible_at = 0 WHERE state = 4 AND task_id IN "
-            f"(SELECT task_id FROM {w} WHERE pending <= 0 AND task_id IN "
-            f"(SELECT task FROM {d} WHERE dep IN {ids}))",
-            (_json_text(waited),),
+            "(SELECT value FROM json_each(?))",
+            (_json_text(ready),),
         ).rowcount
         self._counters(c, waiting=released)
 
@@ -510,11 +518,13 @@ class SQLiteQueue(Queue):
             start = self._last_seq(c)
             upsert = f"ON CONFLICT(task_id) DO UPDATE SET body = NULL WHERE seq > {int(start)}"
             sql = f"INSERT INTO {t}(task_id, body) SELECT key, value FROM json_each(?) WHERE true "
-            # A batch with tasks that wait inserts them held (state 4) in the same statement.
+            # A batch with tasks that wait inserts them held (state 4) in the same statement;
+            # the second parameter lists their ids (SQLite makes it one lookup table, cheaper
+            # than parsing each body for its "after").
             sql_held = (
                 f"INSERT INTO {t}(task_id, body, state) SELECT key, value, "
-                "CASE WHEN json_array_length(value, '$.after') > 0 THEN 4 ELSE 0 END "
-                "FROM json_each(?) WHERE true "
+                "CASE WHEN key IN (SELECT value FROM json_each(?2)) THEN 4 ELSE 0 END "
+                "FROM json_each(?1) WHERE true "
             )
             for batch in batches:
                 if updating and start:
@@ -522,7 +532,11 @@ class SQLiteQueue(Queue):
                 waits = _waiting_tasks(batch, graph)
                 before = self._conn.total_changes
                 try:
-                    c.execute((sql_held if waits else sql) + upsert, (batch.json_object(),))
+                    if waits:
+                        held_ids = _json_text(list(waits))
+                        c.execute(sql_held + upsert, (batch.json_object(), held_ids))
+                    else:
+                        c.execute(sql + upsert, (batch.json_object(),))
                 except sqlite3.IntegrityError:
                     repeated = self._repeated_id(c, batch, int(start))
                     if repeated is None:
@@ -1032,10 +1046,28 @@ def _batch_json(chunk: list[Task]) -> str:
         raise
 
 
-def _waiting_tasks(batch: TaskBatch, graph: DependencyGraph) -> dict[str, tuple[str, ...]]:
+def _locator(batch: TaskBatch) -> Callable[[str], str | None]:
+    """Names the line of a task of `batch` (for an error only), keeping its ids and positions
+    but not its bodies."""
+    source, unit, positions, ids = batch.source, batch.unit, batch.positions, batch.ids
+
+    def locate(task_id: str) -> str | None:
+        try:
+            return f"{source}: {unit} {positions[ids.index(task_id)]}"
+        except ValueError:
+            return None
+
+    return locate
+
+
+def _waiting_tasks(batch: TaskBatch, graph: DependencyGraph) -> Mapping[str, Sequence[str]]:
     """The tasks of a validated batch that wait for others (id -> the ids), added to `graph`.
     Only bodies that mention "after" are parsed again: a flat batch costs a substring search."""
-    waits: dict[str, tuple[str, ...]] = {}
+    if batch.afters is not None:  # decoded by the fast path of the reader already
+        if batch.afters:
+            graph.add_batch(batch.afters, _locator(batch))
+        return batch.afters
+    waits: dict[str, Sequence[str]] = {}
     for index, body in enumerate(batch.bodies):
         if '"after"' not in body:
             continue

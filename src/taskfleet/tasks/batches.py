@@ -96,6 +96,9 @@ class TaskBatch:
     ids: list[str]
     bodies: list[str]
     plain_ids: bool
+    #: the tasks that wait for others (id -> the ids), where the fast path decoded them
+    #: already; None: not known, read the bodies
+    afters: dict[str, list[str]] | None = field(default=None, repr=False, compare=False)
     _json: str | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -151,15 +154,19 @@ class Place:
         return self.batch.where(self.index)
 
 
-def _after_is_plain(entries: list[Any]) -> bool:
-    """Whether the `after` lists of decoded entries are plainly valid: their ids plain (see
-    `ids_are_plain`), none repeated within a list. A flow's tasks then stay on the fast path;
-    whether the ids name tasks of the load is the queue's check, which sees the whole load."""
-    lists = [entry.after for entry in entries if entry.after]
-    if not lists:
-        return True
+def _plain_afters(entries: list[Any]) -> dict[str, list[str]] | None:
+    """The `after` lists of decoded entries (id -> ids, for those that wait) if they are
+    plainly valid: their ids plain (see `ids_are_plain`), none repeated within a list; None
+    if not (the slow path then decides). A flow's tasks stay on the fast path; whether the
+    ids name tasks of the load is the queue's check, which sees the whole load."""
+    afters = {entry.id: entry.after for entry in entries if entry.after}
+    if not afters:
+        return afters
+    lists = afters.values()
     named = [task_id for after in lists for task_id in after]
-    return ids_are_plain(named) and all(len(set(after)) == len(after) for after in lists)
+    if ids_are_plain(named) and all(len(set(after)) == len(after) for after in lists):
+        return afters
+    return None
 
 
 def ids_are_plain(ids: list[str]) -> bool:
@@ -260,15 +267,16 @@ def _plain_json_list(raw: bytes, name: str, limits: TaskLimits) -> TaskBatch | N
     except (msgspec.DecodeError, RecursionError):
         return None
     ids = [entry.id for entry in entries]
+    afters = _plain_afters(entries)
     if (
         not ids
         or not ids_are_plain(ids)
-        or not _after_is_plain(entries)
+        or afters is None
         or max(map(len, bodies)) > limits.max_bytes
     ):
         return None
     texts = [bytes(body).decode() for body in bodies]
-    return TaskBatch(name, "index", range(len(ids)), ids, texts, True)
+    return TaskBatch(name, "index", range(len(ids)), ids, texts, True, afters)
 
 
 def _skip_and_limit(
@@ -365,11 +373,12 @@ def _checked_block(
         yield from _slow_block(raw, name, first_line, most, limits)
         return
     ids = [entry.id for entry in entries]
-    if not ids_are_plain(ids) or not _after_is_plain(entries):
+    afters = _plain_afters(entries)
+    if not ids_are_plain(ids) or afters is None:
         yield from _slow_block(raw, name, first_line, most, limits)
         return
     positions = range(first_line, first_line + len(ids))
-    yield TaskBatch(name, "line", positions, ids, lines, True)
+    yield TaskBatch(name, "line", positions, ids, lines, True, afters)
 
 
 def _slow_block(
