@@ -66,6 +66,10 @@ if TYPE_CHECKING:
     from taskfleet.tasks.batches import TaskBatch
 
 WAITING, LEASED, DONE, DEAD, HELD = 0, 1, 2, 3, 4
+#: `RETURNING` and `UPDATE ... FROM` (SQLite 3.35, 2021): with an older library (the system
+#: SQLite of some Linux releases) the same steps take a SELECT before each UPDATE instead, in
+#: the same transaction.
+MODERN_SQL = sqlite3.sqlite_version_info >= (3, 35, 0)
 _BUSY_RETRIES = 20
 
 
@@ -375,8 +379,11 @@ class SQLiteQueue(Queue):
         if all_new:
             c.execute(insert_waits, (payload,))
             held = list(waits)
-        else:
+        elif MODERN_SQL:
             held = [row[0] for row in c.execute(insert_waits + " RETURNING task_id", (payload,))]
+        else:
+            held = [row[0] for row in c.execute(f"SELECT n.task_id FROM ({new}) AS n", (payload,))]
+            c.execute(insert_waits, (payload,))
         if not inserted_held:
             c.execute(
                 f"UPDATE {self._table} SET state = 4 WHERE seq > {int(start)} AND state = 0 "
@@ -439,6 +446,20 @@ class SQLiteQueue(Queue):
             )
         ]
 
+    def _changed_ids(
+        self, c: sqlite3.Connection, assignments: str, where: str, params: tuple[Any, ...]
+    ) -> list[str]:
+        """`UPDATE` the queue's rows matching `where` and return the ids of those it changed
+        (what a task completed now, and not before, counts down)."""
+        t = self._table
+        if MODERN_SQL:
+            update = f"UPDATE {t} SET {assignments} WHERE {where} RETURNING task_id"
+            return [row[0] for row in c.execute(update, params)]
+        ids = [row[0] for row in c.execute(f"SELECT task_id FROM {t} WHERE {where}", params)]
+        if ids:
+            c.execute(f"UPDATE {t} SET {assignments} WHERE {where}", params)
+        return ids
+
     def _complete_dependencies(
         self, c: sqlite3.Connection, done: list[str], results: Mapping[str, Any] | None
     ) -> None:
@@ -466,12 +487,27 @@ class SQLiteQueue(Queue):
         d, w = self._deps, self._waits
         # One pass over the edges of what was completed, counted per dependent (a correlated
         # count per dependent would probe every completed id for each of them).
-        counted = c.execute(
-            f"UPDATE {w} SET pending = pending - done.n FROM (SELECT task, count(*) AS n "
-            f"FROM {d} WHERE dep IN {ids} GROUP BY task) AS done WHERE {w}.task_id = done.task "
-            "RETURNING task_id, pending",
-            (_json_text(waited),),
-        ).fetchall()
+        if MODERN_SQL:
+            counted = c.execute(
+                f"UPDATE {w} SET pending = pending - done.n FROM (SELECT task, count(*) AS n "
+                f"FROM {d} WHERE dep IN {ids} GROUP BY task) AS done "
+                f"WHERE {w}.task_id = done.task RETURNING task_id, pending",
+                (_json_text(waited),),
+            ).fetchall()
+        else:
+            per_task = c.execute(
+                f"SELECT task, count(*) FROM {d} WHERE dep IN {ids} GROUP BY task",
+                (_json_text(waited),),
+            ).fetchall()
+            c.executemany(
+                f"UPDATE {w} SET pending = pending - ? WHERE task_id = ?",
+                [(n, task_id) for task_id, n in per_task],
+            )
+            counted = c.execute(
+                f"SELECT task_id, pending FROM {w} WHERE task_id IN "
+                "(SELECT value FROM json_each(?))",
+                (_json_text([task_id for task_id, _ in per_task]),),
+            ).fetchall()
         ready = [task_id for task_id, pending in counted if pending <= 0]
         if not ready:
             return
@@ -722,18 +758,18 @@ class SQLiteQueue(Queue):
         if not messages:
             return
         seqs = _json_text([self._receipt(m)[0] for m in messages])
-        t = self._table
         with self._write() as c:
             counts = {LEASED: 0, WAITING: 0}
             done: list[str] = []
             for state in (LEASED, WAITING):
-                rows = c.execute(
-                    f"UPDATE {t} SET state = 2, error = NULL WHERE state = ? AND "
-                    "seq IN (SELECT value FROM json_each(?)) RETURNING task_id",
+                rows = self._changed_ids(
+                    c,
+                    "state = 2, error = NULL",
+                    "state = ? AND seq IN (SELECT value FROM json_each(?))",
                     (state, seqs),
-                ).fetchall()
+                )
                 counts[state] = len(rows)
-                done.extend(row[0] for row in rows)
+                done.extend(rows)
                 if counts[LEASED] == len(messages):
                     break  # all were still leased, the usual case: no need to look further
             self._counters(
@@ -813,18 +849,18 @@ class SQLiteQueue(Queue):
     def ack_ids(self, ids: Iterable[str], results: Mapping[str, Any] | None = None) -> int:
         """Mark leased or waiting tasks done by id (for resume: their outcome was recorded)."""
         payload = _json_text(list(ids))
-        t = self._table
         with self._write() as c:
             counts = {}
             done: list[str] = []
             for state in (LEASED, WAITING):
-                rows = c.execute(
-                    f"UPDATE {t} SET state = 2 WHERE state = ? AND "
-                    "task_id IN (SELECT value FROM json_each(?)) RETURNING task_id",
+                rows = self._changed_ids(
+                    c,
+                    "state = 2",
+                    "state = ? AND task_id IN (SELECT value FROM json_each(?))",
                     (state, payload),
-                ).fetchall()
+                )
                 counts[state] = len(rows)
-                done.extend(row[0] for row in rows)
+                done.extend(rows)
             self._counters(
                 c, leased=-counts[LEASED], waiting=-counts[WAITING], done=sum(counts.values())
             )
