@@ -391,7 +391,8 @@ class FileQueue(Queue):
             body = _read(target)
         except FileNotFoundError:
             return None
-        return Message(Task.from_json(body), str(leased), leased.attempts)
+        task = Task.from_json(body)
+        return Message(task, str(leased), leased.attempts, task.dependency_results)
 
     def _bury(self, source: str, name: _Name, error: str | None) -> bool:
         """Move a task to the dead letters with its error; False if it was not at `source`."""

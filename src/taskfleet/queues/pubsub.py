@@ -564,7 +564,9 @@ class PubSubQueue(Queue):
             if copy.attempt > self.max_attempts:
                 spent.append(copy)
             else:
-                leased.append(Message(copy.task, copy.ack_id, copy.attempt))
+                leased.append(
+                    Message(copy.task, copy.ack_id, copy.attempt, copy.task.dependency_results)
+                )
         if spent:
             error = expired_lease_error(self.max_attempts, self.max_attempts)
             self._to_dead_letters([(c.task, self.max_attempts, error) for c in spent])

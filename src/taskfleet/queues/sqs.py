@@ -167,7 +167,7 @@ def _body(task: Task) -> str:
     """The task as an SQS body. SQS refuses U+FFFE and U+FFFF: those are written escaped."""
     text = task.to_json().decode("utf-8")
     if "\ufffe" in text or "\uffff" in text:
-        text = json.dumps({"id": task.id, "data": task.data}, ensure_ascii=True)
+        text = json.dumps(json.loads(text), ensure_ascii=True)
     return text
 
 
@@ -538,7 +538,9 @@ class SQSQueue(Queue):
                 if attempt > self.max_attempts:
                     spent.append((m, task))
                 else:
-                    received.append(Message(task, m["ReceiptHandle"], attempt))
+                    received.append(
+                        Message(task, m["ReceiptHandle"], attempt, task.dependency_results)
+                    )
             if spent:
                 received.dead_lettered.extend(self._move_spent(spent))
             done = received or received.dead_lettered or time.monotonic() >= deadline

@@ -45,19 +45,34 @@ class Task:
     id: str
     data: Any
     after: tuple[str, ...] = ()
+    #: What the tasks it waited for returned (id -> result), carried inside the message on a
+    #: queue that keeps no dependency state (SQS, Pub/Sub): the flow coordinator puts them
+    #: there when it sends the task, so they survive a retry, a dead letter and a redrive.
+    #: None for a task that waited for nothing; task files cannot set it.
+    dependency_results: Mapping[str, Any] | None = None
 
     def to_json(self) -> bytes:
-        """The task as a queue message body (JSON, never pickle); `after` only when it waits,
-        so a flat task's body is what it always was."""
-        if self.after:
-            return orjson.dumps({"id": self.id, "data": self.data, "after": self.after})
+        """The task as a queue message body (JSON, never pickle); `after` and
+        `dependency_results` only when present, so a flat task's body is what it always was."""
+        if self.after or self.dependency_results is not None:
+            body: dict[str, Any] = {"id": self.id, "data": self.data}
+            if self.after:
+                body["after"] = self.after
+            if self.dependency_results is not None:
+                body["dependency_results"] = self.dependency_results
+            return orjson.dumps(body)
         return orjson.dumps({"id": self.id, "data": self.data})
 
     @classmethod
     def from_json(cls, body: bytes | str) -> Task:
         obj = orjson.loads(body)
         after = obj.get("after")
-        return cls(obj["id"], obj.get("data", {}), tuple(after) if after else ())
+        return cls(
+            obj["id"],
+            obj.get("data", {}),
+            tuple(after) if after else (),
+            obj.get("dependency_results"),
+        )
 
 
 #: Marks a key that an entry does not have (None is a value a task may hold).
