@@ -1,7 +1,8 @@
 """Readers that turn task files and task sources into validated tasks.
 
 A task is `{"id": str, "data": object}` (`task_id` is accepted for `id`, as rms-cloud-tasks files
-use it). Task files are JSON lists (streamed, never loaded whole), JSON Lines, or YAML lists, from
+use it). Task files are JSON lists (streamed, never loaded whole), JSON Lines, YAML lists, or
+flows in the text format (`.flow`, see `taskfleet.flows.text_format`), from
 a local path, `-` for standard input, or a URL (`s3://`, `gs://`, `https://`) through fsspec. Any
 iterable of dicts or Tasks works too, or a callable that returns one (a task factory).
 
@@ -187,6 +188,7 @@ def _detect_format(name: str, head: bytes) -> str:
         (".json", "json"),
         (".yaml", "yaml"),
         (".yml", "yaml"),
+        (".flow", "flow"),
     ):
         if lower.endswith(suffix):
             return fmt
@@ -489,6 +491,11 @@ def read_entries(
         return "line", iter_jsonl_entries(f, name, limits), DataCheck.NONE
     if fmt == "json":
         return "index", _iter_json_list(f, name, limits), DataCheck.NONE
+    if fmt == "flow":
+        # The flow text format (`taskfleet.flows.text_format`): parsed whole, its graph checked.
+        from taskfleet.flows.text_format import iter_flow_entries
+
+        return "line", iter_flow_entries(f, name), DataCheck.FULL
     # YAML can hold what JSON cannot (binary, sets, non-string keys); the queue stores JSON.
     return "line", _iter_yaml(f, name), DataCheck.FULL
 

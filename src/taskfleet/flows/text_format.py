@@ -1,0 +1,289 @@
+"""The flow text format (`.flow`): a flow written as arrows, for people who think in graphs.
+
+    # the prepare -> 4 chunks -> aggregate job
+    prepare -> chunk-1, chunk-2, chunk-3, chunk-4 -> aggregate
+    prepare = {"rows": 1000}
+    chunk-1 = {"part": 1}
+
+A line is one of three statements, and `#` starts a comment anywhere outside a JSON object:
+
+- a chain, `a -> b -> c`: each step runs after every task of the step before it; a step is one
+  task or several separated by commas (`a -> b, c` fans out, `b, c -> d` fans in);
+- a data line, `name = {JSON object}` on one line: the task's data (default `{}`);
+- a lone name: a task that waits for nothing and that nothing waits for.
+
+A name is a task id made of anything but blanks and `, # = { } [ ] " ' < >` (and `->`), so
+it reads the same in the file and in the task list. The result is the task list form of every
+other task file (`Task(id, data, after)`), in the order the names first appear.
+
+The whole file is read before anything is returned, because an arrow may name a task that a
+later line defines; a bad file raises `TaskFileError` with `FILE:LINE:COLUMN`, what is wrong
+and what to do, and a cycle is shown as the chain of tasks that wait for each other.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections.abc import Iterator
+from typing import IO, Any
+
+import orjson
+
+from taskfleet.errors import TaskFileError
+from taskfleet.flows.graph import DependencyGraph
+from taskfleet.tasks.model import Task, task_id_problem
+
+#: What a name may not hold: blanks and the characters the syntax uses.
+_NAME = re.compile(r"(?:[^\s,#={}\[\]\"'<>-]|-(?!>))+")
+_ARROW = "->"
+_BLANKS = " \t"
+
+
+class _Line:
+    """One line of the file being read: its text and number, for error positions."""
+
+    __slots__ = ("name", "number", "text")
+
+    def __init__(self, name: str, number: int, text: str) -> None:
+        self.name = name
+        self.number = number
+        self.text = text
+
+    def error(self, column: int, problem: str) -> TaskFileError:
+        """`FILE:LINE:COLUMN: problem` (the column counted from 1)."""
+        return TaskFileError(f"{self.name}:{self.number}:{column + 1}: {problem}")
+
+    def where(self, column: int) -> str:
+        return f"{self.name}:{self.number}:{column + 1}"
+
+
+class FlowReader:
+    """Reads the statements of a flow file into tasks, then checks the graph they form."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        #: id -> its data (insertion order is the order names first appear)
+        self.data: dict[str, Any] = {}
+        #: id -> the line where its name first appears (its position in a task list)
+        self.first_line: dict[str, int] = {}
+        #: id -> where its data was given, to name both places of a repeat
+        self.data_line: dict[str, int] = {}
+        #: id -> the ids it waits for, each once, in the order the file names them
+        self.after: dict[str, dict[str, None]] = {}
+        #: id -> where it first appears after an arrow, for the errors of the graph check
+        self.where: dict[str, str] = {}
+
+    def read_line(self, number: int, text: str) -> None:
+        """Take one line of the file (without its end of line)."""
+        hash_at = text.find("#")
+        equals_at = text.find("=")
+        if equals_at >= 0 and (hash_at < 0 or equals_at < hash_at):
+            self._read_data(_Line(self.name, number, text), equals_at)
+            return
+        if hash_at >= 0:
+            text = text[:hash_at]
+        if text and not text.isspace():
+            self._read_chain(_Line(self.name, number, text))
+
+    def _read_chain(self, line: _Line) -> None:
+        text = line.text
+        steps: list[list[tuple[str, int]]] = []
+        start = 0
+        while True:
+            arrow_at = text.find(_ARROW, start)
+            end = len(text) if arrow_at < 0 else arrow_at
+            steps.append(self._step(line, start, end, arrow_at >= 0 or bool(steps)))
+            if arrow_at < 0:
+                break
+            start = arrow_at + len(_ARROW)
+        for names in steps:
+            for task_id, _ in names:
+                if task_id not in self.data:
+                    self.data[task_id] = None
+                    self.first_line[task_id] = line.number
+        for before, after in itertools.pairwise(steps):
+            for task_id, column in after:
+                waits = self.after.get(task_id)
+                if waits is None:
+                    waits = self.after[task_id] = {}
+                    self.where[task_id] = line.where(column)
+                for other, _ in before:
+                    if other == task_id:
+                        raise line.error(
+                            column,
+                            f"task {task_id!r} waits for itself; remove it from one side of "
+                            "the arrow.",
+                        )
+                    waits[other] = None
+
+    def _step(self, line: _Line, start: int, end: int, in_chain: bool) -> list[tuple[str, int]]:
+        """The names of one step of a chain, `text[start:end]`: (id, column) each."""
+        names: list[tuple[str, int]] = []
+        text = line.text
+        position = start
+        for part in text[start:end].split(","):
+            stripped = part.strip(_BLANKS)
+            column = position + (len(part) - len(part.lstrip(_BLANKS)))
+            position += len(part) + 1
+            if not stripped:
+                raise line.error(column, _missing(in_chain))
+            match = _NAME.fullmatch(stripped)
+            if match is None:
+                raise line.error(column, _bad_name(stripped))
+            problem = task_id_problem(stripped)
+            if problem is not None:
+                raise line.error(column, f"{problem}.")
+            names.append((stripped, column))
+        return names
+
+    def _read_data(self, line: _Line, equals_at: int) -> None:
+        text = line.text
+        head = text[:equals_at]
+        task_id = head.strip(_BLANKS)
+        column = len(head) - len(head.lstrip(_BLANKS))
+        if not task_id:
+            raise line.error(column, "a data line needs a task name before '=': NAME = {...}.")
+        if _ARROW in head or "," in head:
+            raise line.error(
+                equals_at,
+                "a line is either a chain (a -> b) or data (NAME = {...}), not both; put the "
+                "data on a line of its own.",
+            )
+        if _NAME.fullmatch(task_id) is None:
+            raise line.error(column, _bad_name(task_id))
+        problem = task_id_problem(task_id)
+        if problem is not None:
+            raise line.error(column, f"{problem}.")
+        body = text[equals_at + 1 :]
+        body_column = equals_at + 1 + len(body) - len(body.lstrip(_BLANKS))
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = _data_with_comment(line, task_id, body.lstrip(_BLANKS), body_column)
+        if not isinstance(data, dict):
+            raise line.error(
+                body_column,
+                f"the data of task {task_id!r} is a {_json_kind(data)}, not a JSON object; "
+                'write {"value": ...} instead.',
+            )
+        first = self.data_line.get(task_id)
+        if first is not None:
+            raise line.error(
+                column,
+                f"the data of task {task_id!r} is given twice (first on line {first}); keep one.",
+            )
+        self.data_line[task_id] = line.number
+        if task_id not in self.data:
+            self.first_line[task_id] = line.number
+        self.data[task_id] = data
+
+    def tasks(self) -> list[Task]:
+        """The tasks read, after the check of their graph (a cycle raises `TaskFileError`)."""
+        if not self.data:
+            raise TaskFileError(
+                f"{self.name}: the flow file holds no task; write a chain such as "
+                "'prepare -> process -> aggregate', one per line."
+            )
+        graph = DependencyGraph()
+        graph.ids = set(self.data)
+        graph.after = {task_id: tuple(waits) for task_id, waits in self.after.items()}
+        graph.where = self.where
+        graph.check()
+        after = self.after
+        return [
+            Task(task_id, {} if data is None else data, tuple(after[task_id]))
+            if task_id in after
+            else Task(task_id, {} if data is None else data)
+            for task_id, data in self.data.items()
+        ]
+
+
+def _data_with_comment(line: _Line, task_id: str, body: str, column: int) -> Any:
+    """The JSON of a data line that orjson refused: a comment may follow it; else the error,
+    with the column where the JSON goes wrong."""
+    try:
+        data, end = _JSON.raw_decode(body)
+    except json.JSONDecodeError as exc:
+        raise line.error(
+            column + exc.pos,
+            f"the data of task {task_id!r} is not valid JSON ({exc.msg}); write it as a JSON "
+            'object on one line, such as {"rows": 1000}.',
+        ) from None
+    rest = body[end:].lstrip(_BLANKS)
+    if rest and not rest.startswith("#"):
+        raise line.error(
+            column + len(body) - len(rest),
+            f"unexpected text after the data of task {task_id!r}; a data line holds one JSON "
+            "object (a comment may follow it after '#').",
+        )
+    return data
+
+
+_JSON = json.JSONDecoder()
+
+
+def _missing(in_chain: bool) -> str:
+    if in_chain:
+        return (
+            "a task name is missing here: each side of '->' and each place between commas "
+            "needs one."
+        )
+    return "a task name is missing here: remove the extra comma."
+
+
+def _bad_name(text: str) -> str:
+    return (
+        f"{text!r} is not a task name: a name holds no blanks and none of , # = {{ }} [ ] \" ' "
+        "< > (nor '->'); separate names with commas and steps with '->'."
+    )
+
+
+def _json_kind(value: object) -> str:
+    return {
+        list: "list",
+        str: "string",
+        int: "number",
+        float: "number",
+        bool: "boolean",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+def parse_flow(text: str, name: str = "<flow>") -> list[Task]:
+    """The tasks of a flow written in the text format (see the module docstring)."""
+    reader = FlowReader(name)
+    for number, line in enumerate(text.splitlines(), 1):
+        reader.read_line(number, line)
+    return reader.tasks()
+
+
+def read_flow(f: IO[bytes], name: str) -> list[Task]:
+    """The tasks of an open `.flow` file (UTF-8; a byte order mark is ignored)."""
+    return _read(f, name).tasks()
+
+
+def _read(f: IO[bytes], name: str) -> FlowReader:
+    raw = f.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise TaskFileError(
+            f"{name}:{line}: the file is not valid UTF-8; save it as UTF-8."
+        ) from None
+    del raw
+    reader = FlowReader(name)
+    for number, line_text in enumerate(text.splitlines(), 1):
+        reader.read_line(number, line_text)
+    return reader
+
+
+def iter_flow_entries(f: IO[bytes], name: str) -> Iterator[tuple[int, object]]:
+    """(line, task) of an open `.flow` file, for the task file readers: the line is where
+    the task's name first appears."""
+    reader = _read(f, name)
+    first_line = reader.first_line
+    for task in reader.tasks():
+        yield first_line[task.id], task

@@ -1,0 +1,121 @@
+"""The flow text format: what each statement means, and one clear line for each bad file.
+
+Flows are read from real files through `iter_tasks`, the path every command takes, so a
+`.flow` file is checked wherever a task file is read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from taskfleet.errors import TaskFileError
+from taskfleet.flows.text_format import parse_flow
+from taskfleet.tasks import Task, load_tasks
+
+JOB = """\
+# the prepare -> 4 chunks -> aggregate job
+prepare -> chunk-1, chunk-2,chunk-3 , chunk-4 -> aggregate   # fan out, then in
+
+prepare = {"rows": 1000, "note": "a # in a string is no comment"}  # a comment after data
+chunk-3 = {"part": 3}
+tidy-up
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "job.flow") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_a_flow_file_becomes_the_task_list_form(tmp_path: Path) -> None:
+    tasks = load_tasks(write(tmp_path, JOB))
+    chunks = ("chunk-1", "chunk-2", "chunk-3", "chunk-4")
+    assert tasks == [
+        Task("prepare", {"rows": 1000, "note": "a # in a string is no comment"}),
+        Task("chunk-1", {}, ("prepare",)),
+        Task("chunk-2", {}, ("prepare",)),
+        Task("chunk-3", {"part": 3}, ("prepare",)),
+        Task("chunk-4", {}, ("prepare",)),
+        Task("aggregate", {}, chunks),
+        Task("tidy-up", {}),
+    ]
+
+
+def test_chains_accumulate_and_repeated_edges_count_once() -> None:
+    tasks = parse_flow("a -> b -> c\na -> c\nx, y -> c\nb -> c\n")
+    after = {task.id: task.after for task in tasks}
+    assert after == {"a": (), "b": ("a",), "c": ("b", "a", "x", "y"), "x": (), "y": ()}
+
+
+def test_a_data_line_may_come_before_the_arrows_that_name_its_task() -> None:
+    tasks = parse_flow('last = {"n": 2}\nfirst -> last\n')
+    assert tasks == [Task("last", {"n": 2}, ("first",)), Task("first", {})]
+
+
+def test_a_flow_task_list_is_sent_as_json_with_after() -> None:
+    (task,) = [t for t in parse_flow("a -> b") if t.id == "b"]
+    assert task.to_json() == b'{"id":"b","data":{},"after":["a"]}'
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "says"),
+    [
+        ("a -> b\nb -> c\nc -> a\n", ":1:6:", "c -> a -> b -> c"),
+        ("a -> a\n", ":1:6:", "waits for itself"),
+        ("a -> , b\n", ":1:6:", "a task name is missing"),
+        ("a ->\n", ":1:5:", "a task name is missing"),
+        ("a, , b\n", ":1:4:", "remove the extra comma"),
+        ("a -> b = {}\n", ":1:8:", "either a chain"),
+        ("a = [1]\n", ":1:5:", "is a list, not a JSON object"),
+        ('a = {"x": }\n', ":1:11:", "not valid JSON"),
+        ("a = {}\n\na = {}\n", ":3:1:", "given twice (first on line 1)"),
+        ("x y -> z\n", ":1:1:", "'x y' is not a task name"),
+        ("a -> .hidden\n", ":1:6:", "starts with '.'"),
+        ("a = {} junk\n", ":1:8:", "unexpected text after the data"),
+        ("  = {}\n", ":1:3:", "needs a task name before '='"),
+        ("# nothing but a comment\n\n", ": ", "holds no task"),
+    ],
+)
+def test_a_bad_flow_is_one_line_naming_file_line_and_column(
+    tmp_path: Path, text: str, where: str, says: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(TaskFileError) as caught:
+        load_tasks(path)
+    message = str(caught.value)
+    assert message.startswith(str(path) + where), message
+    assert says in message
+    assert "\n" not in message
+
+
+def test_a_cycle_through_a_long_chain_is_shown_whole() -> None:
+    chain = " -> ".join(f"t{i}" for i in range(50))
+    with pytest.raises(TaskFileError) as caught:
+        parse_flow(f"{chain}\nt49 -> t0\n", "long.flow")
+    message = str(caught.value)
+    assert message.startswith("long.flow:")
+    cycle = message.split("could ever run: ", 1)[1].split(" (", 1)[0].split(" -> ")
+    assert cycle[0] == cycle[-1]
+    assert sorted(cycle[1:]) == sorted(f"t{i}" for i in range(50))
+    assert "t49 -> t0" in message
+
+
+def test_a_flow_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin.flow"
+    path.write_bytes(b"a -> b\nc\xe9 -> d\n")
+    with pytest.raises(TaskFileError, match=r"latin\.flow:2: the file is not valid UTF-8"):
+        load_tasks(path)
+
+
+def test_a_byte_order_mark_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "bom.flow"
+    path.write_bytes(b"\xef\xbb\xbfa -> b\n")
+    assert [task.id for task in load_tasks(path)] == ["a", "b"]
+
+
+def test_skip_and_limit_apply_to_flows_as_to_any_task_file(tmp_path: Path) -> None:
+    ids = [task.id for task in load_tasks(write(tmp_path, JOB), skip=1, limit=2)]
+    assert ids == ["chunk-1", "chunk-2"]
