@@ -13,6 +13,7 @@ import pytest
 from taskfleet.errors import TaskFileError
 from taskfleet.flows.text_format import parse_flow
 from taskfleet.tasks import Task, load_tasks
+from taskfleet.tasks.limits import TaskLimits
 
 JOB = """\
 # the prepare -> 4 chunks -> aggregate job
@@ -119,3 +120,14 @@ def test_a_byte_order_mark_is_ignored(tmp_path: Path) -> None:
 def test_skip_and_limit_apply_to_flows_as_to_any_task_file(tmp_path: Path) -> None:
     ids = [task.id for task in load_tasks(write(tmp_path, JOB), skip=1, limit=2)]
     assert ids == ["chunk-1", "chunk-2"]
+
+
+def test_task_limits_apply_to_flow_data(tmp_path: Path) -> None:
+    limits = TaskLimits(max_bytes=4096, max_depth=3)
+    path = write(tmp_path, 'a -> b\nb = {"x": {"y": {"z": {"deep": 1}}}}\n')
+    with pytest.raises(TaskFileError, match=r"job\.flow: line 2: task 'b': .*nests"):
+        load_tasks(path, limits=limits)
+    path = write(tmp_path, f'a -> b\nb = {{"x": "{"y" * 5000}"}}\n')
+    with pytest.raises(TaskFileError, match=r"job\.flow: line 2: task 'b': .*4,096"):
+        load_tasks(path, limits=limits)
+    assert len(load_tasks(write(tmp_path, 'a -> b\nb = {"x": {"y": 1}}\n'), limits=limits)) == 2

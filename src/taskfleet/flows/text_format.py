@@ -33,6 +33,7 @@ import orjson
 
 from taskfleet.errors import TaskFileError
 from taskfleet.flows.graph import DependencyGraph
+from taskfleet.tasks.limits import TaskLimits
 from taskfleet.tasks.model import Task, task_id_problem
 
 #: What a name may not hold: blanks and the characters the syntax uses.
@@ -129,14 +130,19 @@ class FlowReader:
             position += len(part) + 1
             if not stripped:
                 raise line.error(column, _missing(in_chain))
-            match = _NAME.fullmatch(stripped)
-            if match is None:
-                raise line.error(column, _bad_name(stripped))
-            problem = task_id_problem(stripped)
-            if problem is not None:
-                raise line.error(column, f"{problem}.")
+            if stripped not in self.data:  # a name is checked the first time it appears
+                self._check_name(line, column, stripped)
             names.append((stripped, column))
         return names
+
+    @staticmethod
+    def _check_name(line: _Line, column: int, name: str) -> None:
+        """Refuse a name the syntax cannot hold or that is no usable task id."""
+        if _NAME.fullmatch(name) is None:
+            raise line.error(column, _bad_name(name))
+        problem = task_id_problem(name)
+        if problem is not None:
+            raise line.error(column, f"{problem}.")
 
     def _read_data(self, line: _Line, equals_at: int) -> None:
         text = line.text
@@ -151,11 +157,8 @@ class FlowReader:
                 "a line is either a chain (a -> b) or data (NAME = {...}), not both; put the "
                 "data on a line of its own.",
             )
-        if _NAME.fullmatch(task_id) is None:
-            raise line.error(column, _bad_name(task_id))
-        problem = task_id_problem(task_id)
-        if problem is not None:
-            raise line.error(column, f"{problem}.")
+        if task_id not in self.data:
+            self._check_name(line, column, task_id)
         body = text[equals_at + 1 :]
         body_column = equals_at + 1 + len(body) - len(body.lstrip(_BLANKS))
         try:
@@ -261,11 +264,10 @@ def parse_flow(text: str, name: str = "<flow>") -> list[Task]:
 
 def read_flow(f: IO[bytes], name: str) -> list[Task]:
     """The tasks of an open `.flow` file (UTF-8; a byte order mark is ignored)."""
-    return _read(f, name).tasks()
+    return _read(f.read(), name).tasks()
 
 
-def _read(f: IO[bytes], name: str) -> FlowReader:
-    raw = f.read()
+def _read(raw: bytes, name: str) -> FlowReader:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -273,17 +275,33 @@ def _read(f: IO[bytes], name: str) -> FlowReader:
         raise TaskFileError(
             f"{name}:{line}: the file is not valid UTF-8; save it as UTF-8."
         ) from None
-    del raw
     reader = FlowReader(name)
     for number, line_text in enumerate(text.splitlines(), 1):
         reader.read_line(number, line_text)
     return reader
 
 
-def iter_flow_entries(f: IO[bytes], name: str) -> Iterator[tuple[int, object]]:
-    """(line, task) of an open `.flow` file, for the task file readers: the line is where
-    the task's name first appears."""
-    reader = _read(f, name)
-    first_line = reader.first_line
-    for task in reader.tasks():
-        yield first_line[task.id], task
+def flow_entries(
+    f: IO[bytes], name: str, limits: TaskLimits
+) -> tuple[Iterator[tuple[int, object]], bool]:
+    """(line, task) of an open `.flow` file, for the task file readers, and whether the tasks' data must still be checked against
+    `limits`. The file is read now: its text clears the limits at once in the usual case
+    (every line shorter than a task may be, no deep nesting nor long numbers), as JSON Lines
+    blocks are cleared, and only a file that may break one has each task's data checked."""
+    raw = f.read()
+    reader = _read(raw, name)
+    needs_check = len(raw) + _ENVELOPE_BYTES > limits.max_bytes and (
+        max(map(len, raw.split(b"\n"))) + _ENVELOPE_BYTES > limits.max_bytes
+    )
+    # a data line holds the data object itself, one level less deep than a JSON Lines task
+    needs_check = needs_check or limits.text_needs_check(raw, base_depth=0)
+    del raw
+    tasks = reader.tasks()
+    # a task's place: its data line if it has one (where a problem with its data is), else
+    # the line where its name first appears
+    line_of = {**reader.first_line, **reader.data_line}
+    return ((line_of[task.id], task) for task in tasks), needs_check
+
+
+#: What a queue message adds to a task's id and data (`{"id":,"data":}`), for the size check.
+_ENVELOPE_BYTES = 16

@@ -493,9 +493,10 @@ def read_entries(
         return "index", _iter_json_list(f, name, limits), DataCheck.NONE
     if fmt == "flow":
         # The flow text format (`taskfleet.flows.text_format`): parsed whole, its graph checked.
-        from taskfleet.flows.text_format import iter_flow_entries
+        from taskfleet.flows.text_format import flow_entries
 
-        return "line", iter_flow_entries(f, name), DataCheck.FULL
+        entries, needs_check = flow_entries(f, name, limits)
+        return "line", entries, DataCheck.FULL if needs_check else DataCheck.NONE
     # YAML can hold what JSON cannot (binary, sets, non-string keys); the queue stores JSON.
     return "line", _iter_yaml(f, name), DataCheck.FULL
 
