@@ -284,10 +284,12 @@ def _read(raw: bytes, name: str) -> FlowReader:
 def flow_entries(
     f: IO[bytes], name: str, limits: TaskLimits
 ) -> tuple[Iterator[tuple[int, object]], bool]:
-    """(line, task) of an open `.flow` file, for the task file readers, and whether the tasks' data must still be checked against
-    `limits`. The file is read now: its text clears the limits at once in the usual case
-    (every line shorter than a task may be, no deep nesting nor long numbers), as JSON Lines
-    blocks are cleared, and only a file that may break one has each task's data checked."""
+    """(line, task) of an open `.flow` file, for the task file readers, and whether the
+    tasks' data must still be checked against `limits`. The line is the task's data line, or
+    else where its name first appears. The file is read now: its text clears the limits at
+    once in the usual case (every line shorter than a task may be, no deep nesting nor long
+    numbers), as JSON Lines blocks are cleared, and only a file that may break one has each
+    task's data checked."""
     raw = f.read()
     reader = _read(raw, name)
     needs_check = len(raw) + _ENVELOPE_BYTES > limits.max_bytes and (
