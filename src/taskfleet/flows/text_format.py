@@ -203,6 +203,11 @@ class FlowReader:
         ]
 
 
+def is_flow_name(task_id: str) -> bool:
+    """Whether a task id can be written as a name of the flow text format."""
+    return _NAME.fullmatch(task_id) is not None
+
+
 def _data_with_comment(line: _Line, task_id: str, body: str, column: int) -> Any:
     """The JSON of a data line that orjson refused: a comment may follow it; else the error,
     with the column where the JSON goes wrong."""
