@@ -1,8 +1,8 @@
 """`taskfleet.Flow`: the tasks it builds, its refusals, and runs on this machine's runtime.
 
-The runs that need a queue keeping the dependency state are skipped where the embedded SQLite
-queue does not keep it yet (`SQLiteQueue.tracks_dependencies`); the builder's output is the
-task list form that the task file tests cover on every queue.
+The runs that need a queue keeping the dependency state, and a worker handing tasks their
+dependencies' results, are skipped where this branch has not both yet; the builder's output
+is the task list form that the task file tests cover on every queue.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from taskfleet.api.marking import NotATaskError
 from taskfleet.errors import TaskfleetError
 from taskfleet.queues.sqlite import SQLiteQueue
 from taskfleet.tasks import load_tasks
+from taskfleet.worker.worker import WorkerData
 
 needs_dependencies = pytest.mark.skipif(
-    not SQLiteQueue.tracks_dependencies,
-    reason="the embedded SQLite queue keeps no dependency state on this branch",
+    not SQLiteQueue.tracks_dependencies or not hasattr(WorkerData, "dependency_results"),
+    reason="the embedded SQLite queue keeps no dependency state, or the worker hands no "
+    "dependency results to tasks, on this branch",
 )
 
 
