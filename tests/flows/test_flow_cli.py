@@ -110,3 +110,15 @@ def test_a_flow_file_loads_into_a_queue_like_any_task_file(tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     result = run_taskfleet("status", "--queue", url, "--json")
     assert json.loads(result.stdout)["visible"] == 3, result.stdout
+
+
+def test_a_flow_with_dependencies_loads_into_sqlite_with_its_waiting_tasks_held(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "job.flow"
+    source.write_text(JOB)
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    result = run_taskfleet("load-queue", "--queue", url, "--task-file", str(source))
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(run_taskfleet("status", "--queue", url, "--json").stdout)
+    assert (stats["visible"], stats["waiting"], stats["inserted"]) == (2, 5, 7)
