@@ -81,6 +81,19 @@ class FlowReader:
         hash_at = text.find("#")
         equals_at = text.find("=")
         if equals_at >= 0 and (hash_at < 0 or equals_at < hash_at):
+            # The usual data line, for a task an arrow named already, is taken inline: a
+            # large flow has one per task. All else goes through `_read_data`, which decides
+            # and words the error.
+            task_id = text[:equals_at].strip(_BLANKS)
+            if task_id in self.data and task_id not in self.data_line and hash_at < 0:
+                try:
+                    data = orjson.loads(text[equals_at + 1 :])
+                except orjson.JSONDecodeError:
+                    data = None
+                if type(data) is dict:
+                    self.data_line[task_id] = number
+                    self.data[task_id] = data
+                    return
             self._read_data(_Line(self.name, number, text), equals_at)
             return
         if hash_at >= 0:
