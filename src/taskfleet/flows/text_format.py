@@ -23,7 +23,6 @@ and what to do, and a cycle is shown as the chain of tasks that wait for each ot
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -38,6 +37,10 @@ from taskfleet.tasks.model import Task, task_id_problem
 
 #: What a name may not hold: blanks and the characters the syntax uses.
 _NAME = re.compile(r"(?:[^\s,#={}\[\]\"'<>-]|-(?!>))+")
+#: A step of plain ASCII names, none holding what the syntax or a task id forbids (nor
+#: starting with '.', nor longer than an id may be), separated by commas.
+_PLAIN_NAME = r"[A-Za-z0-9_:;@+!$%&()*?^`|~-][A-Za-z0-9_.:;@+!$%&()*?^`|~-]{0,199}"
+_PLAIN_STEP = re.compile(rf"[ \t]*{_PLAIN_NAME}(?:[ \t]*,[ \t]*{_PLAIN_NAME})*[ \t]*")
 _ARROW = "->"
 _BLANKS = " \t"
 
@@ -60,6 +63,40 @@ class _Line:
         return f"{self.name}:{self.number}:{column + 1}"
 
 
+class _Places(dict[str, str]):
+    """`FILE:LINE:COLUMN` of the tasks that wait, for the graph check's errors: kept as the
+    line and the step's start, and written out only for the task an error names."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        #: id -> (line number, line text, where its step starts in the line)
+        self.raw: dict[str, tuple[int, str, int]] = {}
+
+    def __missing__(self, task_id: str) -> str:
+        number, text, start = self.raw[task_id]
+        return f"{self.name}:{number}:{_column(text, start, task_id) + 1}"
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self.raw
+
+
+def _column(text: str, start: int, name: str) -> int:
+    """Where `name` stands as a whole name in `text`, from `start` on (0-based)."""
+    for part_start, part in _parts(text, start):
+        if part.strip(_BLANKS) == name:
+            return part_start + len(part) - len(part.lstrip(_BLANKS))
+    return start
+
+
+def _parts(text: str, start: int) -> Iterator[tuple[int, str]]:
+    end = text.find(_ARROW, start)
+    position = start
+    for part in text[start : len(text) if end < 0 else end].split(","):
+        yield position, part
+        position += len(part) + 1
+
+
 class FlowReader:
     """Reads the statements of a flow file into tasks, then checks the graph they form."""
 
@@ -72,9 +109,11 @@ class FlowReader:
         #: id -> where its data was given, to name both places of a repeat
         self.data_line: dict[str, int] = {}
         #: id -> the ids it waits for, each once, in the order the file names them
-        self.after: dict[str, dict[str, None]] = {}
+        #: (tasks first named in the same step share one tuple: a fan-out of a million tasks
+        #: allocates one, and the rare task named after arrows twice gets a merged copy)
+        self.after: dict[str, tuple[str, ...]] = {}
         #: id -> where it first appears after an arrow, for the errors of the graph check
-        self.where: dict[str, str] = {}
+        self.where = _Places(name)
 
     def read_line(self, number: int, text: str) -> None:
         """Take one line of the file (without its end of line)."""
@@ -103,49 +142,58 @@ class FlowReader:
 
     def _read_chain(self, line: _Line) -> None:
         text = line.text
-        steps: list[list[tuple[str, int]]] = []
+        steps: list[list[str]] = []
+        starts: list[int] = []
         start = 0
         while True:
             arrow_at = text.find(_ARROW, start)
             end = len(text) if arrow_at < 0 else arrow_at
             steps.append(self._step(line, start, end, arrow_at >= 0 or bool(steps)))
+            starts.append(start)
             if arrow_at < 0:
                 break
             start = arrow_at + len(_ARROW)
+        data, first_line = self.data, self.first_line
         for names in steps:
-            for task_id, _ in names:
-                if task_id not in self.data:
-                    self.data[task_id] = None
-                    self.first_line[task_id] = line.number
-        for before, after in itertools.pairwise(steps):
-            for task_id, column in after:
-                waits = self.after.get(task_id)
+            for task_id in names:
+                if task_id not in data:
+                    data[task_id] = None
+                    first_line[task_id] = line.number
+        after, where = self.after, self.where
+        for index in range(1, len(steps)):
+            before, step = steps[index - 1], steps[index]
+            itself = set(before).intersection(step)
+            if itself:
+                task_id = next(name for name in step if name in itself)
+                raise line.error(
+                    _column(text, starts[index], task_id),
+                    f"task {task_id!r} waits for itself; remove it from one side of the arrow.",
+                )
+            waited = tuple(dict.fromkeys(before))
+            for task_id in step:
+                waits = after.get(task_id)
                 if waits is None:
-                    waits = self.after[task_id] = {}
-                    self.where[task_id] = line.where(column)
-                for other, _ in before:
-                    if other == task_id:
-                        raise line.error(
-                            column,
-                            f"task {task_id!r} waits for itself; remove it from one side of "
-                            "the arrow.",
-                        )
-                    waits[other] = None
+                    after[task_id] = waited
+                    where.raw[task_id] = (line.number, text, starts[index])
+                elif waits is not waited:
+                    after[task_id] = tuple(dict.fromkeys(waits + waited))
 
-    def _step(self, line: _Line, start: int, end: int, in_chain: bool) -> list[tuple[str, int]]:
-        """The names of one step of a chain, `text[start:end]`: (id, column) each."""
-        names: list[tuple[str, int]] = []
-        text = line.text
+    def _step(self, line: _Line, start: int, end: int, in_chain: bool) -> list[str]:
+        """The names of one step of a chain, `text[start:end]`. The usual step (plain ASCII
+        names) is checked at once; any other is checked name by name, for the error."""
+        part_text = line.text[start:end]
+        names = [part.strip(_BLANKS) for part in part_text.split(",")]
+        if _PLAIN_STEP.fullmatch(part_text) is not None:
+            return names
         position = start
-        for part in text[start:end].split(","):
-            stripped = part.strip(_BLANKS)
+        for part in part_text.split(","):
+            name = part.strip(_BLANKS)
             column = position + (len(part) - len(part.lstrip(_BLANKS)))
             position += len(part) + 1
-            if not stripped:
+            if not name:
                 raise line.error(column, _missing(in_chain))
-            if stripped not in self.data:  # a name is checked the first time it appears
-                self._check_name(line, column, stripped)
-            names.append((stripped, column))
+            if name not in self.data:  # a name is checked the first time it appears
+                self._check_name(line, column, name)
         return names
 
     @staticmethod
@@ -204,12 +252,12 @@ class FlowReader:
             )
         graph = DependencyGraph()
         graph.ids = set(self.data)
-        graph.after = {task_id: tuple(waits) for task_id, waits in self.after.items()}
+        graph.after = self.after
         graph.where = self.where
         graph.check()
         after = self.after
         return [
-            Task(task_id, {} if data is None else data, tuple(after[task_id]))
+            Task(task_id, {} if data is None else data, after[task_id])
             if task_id in after
             else Task(task_id, {} if data is None else data)
             for task_id, data in self.data.items()
