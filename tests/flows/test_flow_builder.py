@@ -1,9 +1,4 @@
-"""`taskfleet.Flow`: the tasks it builds, its refusals, and runs on this machine's runtime.
-
-The runs that need a queue keeping the dependency state, and a worker handing tasks their
-dependencies' results, are skipped where this branch has not both yet; the builder's output
-is the task list form that the task file tests cover on every queue.
-"""
+"""`taskfleet.Flow`: the tasks it builds, its refusals, and runs on this machine's runtime."""
 
 from __future__ import annotations
 
@@ -15,15 +10,7 @@ from tests.flows.flow_tasks import Square, aggregate, not_a_task, prepare, proce
 import taskfleet
 from taskfleet.api.marking import NotATaskError
 from taskfleet.errors import TaskfleetError
-from taskfleet.queues.sqlite import SQLiteQueue
 from taskfleet.tasks import load_tasks
-from taskfleet.worker.worker import WorkerData
-
-needs_dependencies = pytest.mark.skipif(
-    not SQLiteQueue.tracks_dependencies or not hasattr(WorkerData, "dependency_results"),
-    reason="the embedded SQLite queue keeps no dependency state, or the worker hands no "
-    "dependency results to tasks, on this branch",
-)
 
 
 def build(groups: int = 1, parts: int = 4) -> tuple[taskfleet.Flow, list[taskfleet.FlowTask]]:
@@ -107,7 +94,6 @@ def test_a_flow_without_dependencies_runs_and_its_tasks_see_no_results() -> None
     assert run.results[alone.id] == {"total": 0, "seen": []}
 
 
-@needs_dependencies
 def test_a_flow_runs_locally_with_results_passed_down() -> None:
     flow, totals = build(groups=2, parts=4)
     run = flow.run(parallel=2)
@@ -118,7 +104,6 @@ def test_a_flow_runs_locally_with_results_passed_down() -> None:
     assert run.results[totals[1].id]["total"] == sum((10 + i) ** 2 for i in range(4))
 
 
-@needs_dependencies
 def test_a_flow_inserted_into_a_queue_then_worked(tmp_path: Path) -> None:
     flow, (total,) = build()
     url = f"sqlite:///{tmp_path / 'q.db'}"

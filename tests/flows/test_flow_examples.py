@@ -12,22 +12,15 @@ import pytest
 from tests.worker.helpers import REPO, read_events, run_worker, worker_env
 
 from taskfleet.tasks import load_tasks
-from taskfleet.worker.worker import WorkerData
 
 FLOWS_DIR = REPO / "examples" / "flows"
 TOTAL = {"chunks": 4, "count": 1000, "sum": 485019}
-
-needs_worker_results = pytest.mark.skipif(
-    not hasattr(WorkerData, "dependency_results"),
-    reason="the worker hands no dependency results to tasks on this branch",
-)
 
 
 def test_the_flow_file_and_the_json_task_file_are_the_same_flow() -> None:
     assert load_tasks(FLOWS_DIR / "chunks.flow") == load_tasks(FLOWS_DIR / "chunks_tasks.json")
 
 
-@needs_worker_results
 @pytest.mark.parametrize("task_file", ["chunks.flow", "chunks_tasks.json"])
 def test_worker_chunks_runs_the_flow_in_order(tmp_path: Path, task_file: str) -> None:
     proc = run_worker(
@@ -47,7 +40,6 @@ def test_worker_chunks_runs_the_flow_in_order(tmp_path: Path, task_file: str) ->
     assert completed[0] == "prepare" and completed[-1] == "aggregate"
 
 
-@needs_worker_results
 def test_flow_chunks_in_python_gives_the_same_total(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(FLOWS_DIR / "flow_chunks.py"), "--parallel", "2"],
