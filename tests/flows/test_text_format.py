@@ -51,6 +51,15 @@ def test_chains_accumulate_and_repeated_edges_count_once() -> None:
     assert after == {"a": (), "b": ("a",), "c": ("b", "a", "x", "y"), "x": (), "y": ()}
 
 
+def test_a_range_stands_for_numbered_names() -> None:
+    tasks = parse_flow("prepare -> part-{1..3}, extra -> sum\nbatch{08..10}.x\n")
+    assert [task.id for task in tasks] == [
+        "prepare", "part-1", "part-2", "part-3", "extra", "sum",
+        "batch08.x", "batch09.x", "batch10.x",
+    ]  # fmt: skip
+    assert tasks[5].after == ("part-1", "part-2", "part-3", "extra")
+
+
 def test_a_data_line_may_come_before_the_arrows_that_name_its_task() -> None:
     tasks = parse_flow('last = {"n": 2}\nfirst -> last\n')
     assert tasks == [Task("last", {"n": 2}, ("first",)), Task("first", {})]
@@ -77,6 +86,10 @@ def test_a_flow_task_list_is_sent_as_json_with_after() -> None:
         ("a -> .hidden\n", ":1:6:", "starts with '.'"),
         ("a = {} junk\n", ":1:8:", "unexpected text after the data"),
         ("  = {}\n", ":1:3:", "needs a task name before '='"),
+        ("a -> p{3..1}\n", ":1:7:", "counts down; write it from the smaller number, {1..3}"),
+        ("a -> p{1..2}{1..2}\n", ":1:6:", "one range such as part-{1..4}"),
+        ("a -> p{1..9999999}\n", ":1:7:", "at most 1,000,000"),
+        ("p{1..3} -> p2\n", ":1:", "task 'p2' waits for itself"),
         ("# nothing but a comment\n\n", ": ", "holds no task"),
     ],
 )
@@ -131,3 +144,15 @@ def test_task_limits_apply_to_flow_data(tmp_path: Path) -> None:
     with pytest.raises(TaskFileError, match=r"job\.flow: line 2: task 'b': .*4,096"):
         load_tasks(path, limits=limits)
     assert len(load_tasks(write(tmp_path, 'a -> b\nb = {"x": {"y": 1}}\n'), limits=limits)) == 2
+
+
+def test_the_yaml_flow_form_is_a_yaml_task_list_with_after(tmp_path: Path) -> None:
+    yaml_path = write(
+        tmp_path,
+        "- {id: prepare, data: {rows: 1000}}\n- {id: part, after: [prepare]}\n"
+        "- id: sum\n  after: [part, prepare]\n",
+        "job.yaml",
+    )
+    flow_text = 'prepare -> part -> sum\nprepare -> sum\nprepare = {"rows": 1000}\n'
+    flow_path = write(tmp_path, flow_text)
+    assert load_tasks(yaml_path) == load_tasks(flow_path)

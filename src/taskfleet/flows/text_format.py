@@ -12,6 +12,9 @@ A line is one of three statements, and `#` starts a comment anywhere outside a J
 - a data line, `name = {JSON object}` on one line: the task's data (default `{}`);
 - a lone name: a task that waits for nothing and that nothing waits for.
 
+A name in a chain may hold one numeric range, `part-{1..4}` for `part-1, ..., part-4`
+(`{01..12}` keeps the zeros), so a wide fan-out stays one short line.
+
 A name is a task id made of anything but blanks and `, # = { } [ ] " ' < >` (and `->`), so
 it reads the same in the file and in the task list. The result is the task list form of every
 other task file (`Task(id, data, after)`), in the order the names first appear.
@@ -185,6 +188,7 @@ class FlowReader:
         names = [part.strip(_BLANKS) for part in part_text.split(",")]
         if _PLAIN_STEP.fullmatch(part_text) is not None:
             return names
+        names = []
         position = start
         for part in part_text.split(","):
             name = part.strip(_BLANKS)
@@ -192,8 +196,11 @@ class FlowReader:
             position += len(part) + 1
             if not name:
                 raise line.error(column, _missing(in_chain))
-            if name not in self.data:  # a name is checked the first time it appears
-                self._check_name(line, column, name)
+            expanded = _expand_range(line, column, name) if "{" in name else [name]
+            for one in expanded:
+                if one not in self.data:  # a name is checked the first time it appears
+                    self._check_name(line, column, one)
+            names.extend(expanded)
         return names
 
     @staticmethod
@@ -291,6 +298,41 @@ def _data_with_comment(line: _Line, task_id: str, body: str, column: int) -> Any
 
 
 _JSON = json.JSONDecoder()
+
+
+_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+#: the most names one range may stand for (a typo such as {1..100000000} stops here)
+MAX_RANGE = 1_000_000
+
+
+def _expand_range(line: _Line, column: int, text: str) -> list[str]:
+    """The names `part-{1..4}` stands for (`part-1` ... `part-4`); `{01..12}` pads to the
+    width of its first number. One range per name."""
+    ranges = list(_RANGE.finditer(text))
+    if len(ranges) != 1 or text.count("{") != 1 or text.count("}") != 1:
+        raise line.error(
+            column,
+            f"{text!r} is not a task name: a name may hold one range such as part-{{1..4}} "
+            "(numbers from 1 to 4), and no other braces.",
+        )
+    (match,) = ranges
+    first_text, last_text = match.group(1), match.group(2)
+    first, last = int(first_text), int(last_text)
+    if last < first:
+        raise line.error(
+            column + match.start(),
+            f"the range {match.group()} counts down; write it from the smaller number, "
+            f"{{{last_text}..{first_text}}}.",
+        )
+    if last - first + 1 > MAX_RANGE:
+        raise line.error(
+            column + match.start(),
+            f"the range {match.group()} stands for {last - first + 1:,} tasks; at most "
+            f"{MAX_RANGE:,} are allowed in one range.",
+        )
+    width = len(first_text) if first_text.startswith("0") and len(first_text) > 1 else 0
+    head, tail = text[: match.start()], text[match.end() :]
+    return [f"{head}{number:0{width}d}{tail}" for number in range(first, last + 1)]
 
 
 def _missing(in_chain: bool) -> str:
