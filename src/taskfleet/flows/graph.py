@@ -27,10 +27,12 @@ class DependencyGraph:
         self.ids: set[str] = set()
         #: task id -> the ids it waits for (only tasks that wait)
         self.after: dict[str, tuple[str, ...]] = {}
-        #: task id -> where it is (`FILE: line N`), for tasks that wait
-        self.where: dict[str, str] = {}
+        #: task id -> where it is (`FILE: line N`), for tasks that wait: anything whose str()
+        #: names the place, so a loader can hand over a cheap reference made into text only
+        #: for an error
+        self.where: dict[str, object] = {}
 
-    def add(self, task_id: str, after: Sequence[str] = (), where: str | None = None) -> None:
+    def add(self, task_id: str, after: Sequence[str] = (), where: object | None = None) -> None:
         """Record one task of the load (`where` names its place for errors)."""
         self.ids.add(task_id)
         if after:
@@ -89,7 +91,7 @@ class DependencyGraph:
             )
 
 
-def _unknown_message(unknown: list[tuple[str, list[str]]], where: Mapping[str, str]) -> str:
+def _unknown_message(unknown: list[tuple[str, list[str]]], where: Mapping[str, object]) -> str:
     first_id, first_missing = unknown[0]
     names = ", ".join(repr(other) for other in first_missing[:SHOWN])
     text = f"{where[first_id]}: task {first_id!r} waits for {names}, which no task of the load has"
@@ -100,10 +102,38 @@ def _unknown_message(unknown: list[tuple[str, list[str]]], where: Mapping[str, s
     return text + ". Check the ids in 'after'. Nothing was loaded."
 
 
+def in_cycles(after: Mapping[str, Sequence[str]]) -> set[str]:
+    """The tasks that are in a cycle or wait for one (empty for a graph without cycles).
+
+    Kahn's peeling: a task whose dependencies all can run, can run. Linear in the tasks and
+    edges, with a few C-level set and dict operations a task, which matters for a flow of
+    100,000 tasks checked before every load."""
+    waits = {task_id: {o for o in others if o in after} for task_id, others in after.items()}
+    dependents: dict[str, list[str]] = {}
+    for task_id, others in waits.items():
+        for other in others:
+            dependents.setdefault(other, []).append(task_id)
+    left = {task_id: len(others) for task_id, others in waits.items()}
+    ready = [task_id for task_id, count in left.items() if not count]
+    while ready:
+        task_id = ready.pop()
+        del left[task_id]
+        for waiting in dependents.get(task_id, ()):
+            left[waiting] -= 1
+            if not left[waiting]:
+                ready.append(waiting)
+    return set(left)
+
+
 def find_cycle(after: Mapping[str, Sequence[str]]) -> list[str] | None:
     """One cycle of the graph, in the order its tasks would have to run (each waits for the
     one before it, the first for the last), or None. Iterative, so deep chains of millions
-    of tasks do not reach Python's recursion limit."""
+    of tasks do not reach Python's recursion limit; the search runs only over the tasks that
+    `in_cycles` leaves, so a graph without cycles costs only that linear pass."""
+    stuck = in_cycles(after)
+    if not stuck:
+        return None
+    after = {task_id: after[task_id] for task_id in stuck}
     state: dict[str, int] = {}  # 1: on the current path, 2: finished
     for start in after:
         if start in state:

@@ -263,14 +263,14 @@ class MemoryQueue(Queue):
         waits, for the errors of the dependency check."""
         loaded = list(batches)
         where = {
-            batch.ids[index]: batch.where(index)
+            batch.ids[index]: batch.place(index)
             for batch in loaded
             for index, body in enumerate(batch.bodies)
             if '"after"' in body
         }
         return self._send(list(_tasks_of(loaded)), where)
 
-    def _send(self, batch: list[Task], where: Mapping[str, str] | None = None) -> SendResult:
+    def _send(self, batch: list[Task], where: Mapping[str, object] | None = None) -> SendResult:
         result = SendResult(ids_seen=len(batch))
         store = self._store
         with store.changed:
@@ -301,7 +301,7 @@ class MemoryQueue(Queue):
         """Completed: inserted once, no longer among the tasks not done (inside the lock)."""
         return task_id in self._store.known and task_id not in self._store.entries
 
-    def _check_dependencies(self, batch: Sequence[Task], where: Mapping[str, str]) -> None:
+    def _check_dependencies(self, batch: Sequence[Task], where: Mapping[str, object]) -> None:
         """Refuse a batch whose dependencies name unknown ids or form a cycle (inside the
         lock, before anything is inserted)."""
         graph = DependencyGraph()

@@ -340,17 +340,30 @@ class SQLiteQueue(Queue):
         return int(start)
 
     def _hold(
-        self, c: sqlite3.Connection, waits: Mapping[str, Sequence[str]], start: int
+        self,
+        c: sqlite3.Connection,
+        waits: Mapping[str, Sequence[str]],
+        start: int,
+        *,
+        all_new: bool = False,
+        inserted_held: bool = False,
     ) -> list[str]:
         """Record the dependencies of the tasks of `waits` (id -> the ids it waits for) that
         this load inserted (`seq > start`), and hold them: set-based, one statement each.
-        Returns the ids held (a task the queue held before the load is left as it is)."""
+        Returns the ids held (a task the queue held before the load is left as it is).
+
+        `all_new` says the load inserted every task of `waits` (no id was present before),
+        which spares the lookup of each in the queue's table; `inserted_held` that the insert
+        gave them the held state already."""
         self._ensure_dependency_tables(c)
         payload = orjson.dumps(waits).decode()
-        new = (
-            f"SELECT j.key AS task_id, j.value AS after FROM json_each(?) AS j "
-            f"JOIN {self._table} AS q ON q.task_id = j.key AND q.seq > {int(start)}"
-        )
+        if all_new:
+            new = "SELECT key AS task_id, value AS after FROM json_each(?)"
+        else:
+            new = (
+                f"SELECT j.key AS task_id, j.value AS after FROM json_each(?) AS j "
+                f"JOIN {self._table} AS q ON q.task_id = j.key AND q.seq > {int(start)}"
+            )
         c.execute(
             f"INSERT OR IGNORE INTO {self._deps}(dep, task) SELECT a.value, n.task_id "
             f"FROM ({new}) AS n, json_each(n.after) AS a",
@@ -362,11 +375,12 @@ class SQLiteQueue(Queue):
             "RETURNING task_id",
             (payload,),
         ).fetchall()
-        c.execute(
-            f"UPDATE {self._table} SET state = 4 WHERE seq > {int(start)} AND state = 0 AND "
-            "task_id IN (SELECT key FROM json_each(?))",
-            (payload,),
-        )
+        if not inserted_held:
+            c.execute(
+                f"UPDATE {self._table} SET state = 4 WHERE seq > {int(start)} AND state = 0 "
+                "AND task_id IN (SELECT key FROM json_each(?))",
+                (payload,),
+            )
         return [row[0] for row in held]
 
     def _check_and_settle(
@@ -493,26 +507,32 @@ class SQLiteQueue(Queue):
         held: set[str] = set()
         with self._write() as c:
             start = self._last_seq(c)
-            sql = (
-                f"INSERT INTO {t}(task_id, body) SELECT key, value FROM json_each(?) WHERE true "
-                f"ON CONFLICT(task_id) DO UPDATE SET body = NULL WHERE seq > {int(start)}"
+            upsert = f"ON CONFLICT(task_id) DO UPDATE SET body = NULL WHERE seq > {int(start)}"
+            sql = f"INSERT INTO {t}(task_id, body) SELECT key, value FROM json_each(?) WHERE true "
+            # A batch with tasks that wait inserts them held (state 4) in the same statement.
+            sql_held = (
+                f"INSERT INTO {t}(task_id, body, state) SELECT key, value, "
+                "CASE WHEN json_type(value, '$.after') = 'array' THEN 4 ELSE 0 END "
+                "FROM json_each(?) WHERE true "
             )
             for batch in batches:
                 if updating and start:
                     self._update_changed(c, batch, int(start), rerun_completed, changes, requeued)
+                waits = _waiting_tasks(batch, graph)
                 before = self._conn.total_changes
                 try:
-                    c.execute(sql, (batch.json_object(),))
+                    c.execute((sql_held if waits else sql) + upsert, (batch.json_object(),))
                 except sqlite3.IntegrityError:
                     repeated = self._repeated_id(c, batch, int(start))
                     if repeated is None:
                         raise
                     raise repeated from None
-                inserted += self._conn.total_changes - before
+                added = self._conn.total_changes - before
+                inserted += added
                 seen += len(batch)
-                waits = _waiting_tasks(batch, graph)
                 if waits:
-                    held.update(self._hold(c, waits, int(start)))
+                    every = added == len(batch)
+                    held.update(self._hold(c, waits, int(start), all_new=every, inserted_held=True))
             still_held = self._check_and_settle(c, graph, int(start), held)
             self._counters(
                 c,
@@ -1021,7 +1041,7 @@ def _waiting_tasks(batch: TaskBatch, graph: DependencyGraph) -> dict[str, tuple[
         if after:
             task_id = batch.ids[index]
             waits[task_id] = tuple(after)
-            graph.add(task_id, after, batch.where(index))
+            graph.add(task_id, after, batch.place(index))
     return waits
 
 

@@ -102,6 +102,11 @@ class TaskBatch:
         """`FILE: line N` of the task at `index`, for error messages."""
         return f"{self.source}: {self.unit} {self.positions[index]}"
 
+    def place(self, index: int) -> Place:
+        """`where`, made into text only if an error needs it (a flow's check keeps one for
+        each task that waits, and most loads have no error to report)."""
+        return Place(self, index)
+
     def json_object(self) -> str:
         """The batch as one JSON object `{id: task, ...}` in order, duplicates kept.
 
@@ -128,6 +133,19 @@ class TaskBatch:
             self.bodies[start:stop],
             self.plain_ids,
         )
+
+
+class Place:
+    """Where a task of a batch is; `str()` gives `FILE: line N`."""
+
+    __slots__ = ("batch", "index")
+
+    def __init__(self, batch: TaskBatch, index: int) -> None:
+        self.batch = batch
+        self.index = index
+
+    def __str__(self) -> str:
+        return self.batch.where(self.index)
 
 
 def ids_are_plain(ids: list[str]) -> bool:

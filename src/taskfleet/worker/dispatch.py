@@ -168,10 +168,12 @@ class Dispatch:
         self.next_receive_at = 0.0
         self.last_activity = now
 
-    def look_again_now(self) -> None:
+    def look_again_now(self, *, released: bool = False) -> None:
         """Nothing runs and every outcome is settled: a local run that found its queue empty
-        while tasks ran may be over now, so look at once instead of after the pause."""
-        if self.local_mode:
+        while tasks ran may be over now, so look at once instead of after the pause. An ack
+        on a queue that keeps a flow's state (`released`) may have made waiting tasks
+        visible: any worker looks at once."""
+        if self.local_mode or released:
             self.next_receive_at = 0.0
 
     def _queue_empty(self, now: float, idle: bool) -> None:

@@ -186,7 +186,10 @@ class Supervisor:
         """Settle the pending batch if it is due, and renew the leases if that is due; a
         service found away keeps both for the outage's tries."""
         try:
+            completed = self.counts.completed
             self.attempts.settle_if_due(now, nothing_running=nothing_running)
+            if self.counts.completed != completed and self.queue.tracks_dependencies:
+                self.dispatch.look_again_now(released=True)
             if self.leases.renewal_due(now):
                 self.leases.renew(self.children.leased_messages(), now)
         except Exception as exc:
