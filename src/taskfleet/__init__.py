@@ -1,8 +1,8 @@
 """taskfleet: run large batches of independent tasks in parallel, locally or on a fleet.
 
 `from taskfleet import Worker, WorkerData` is the user API, and for tasks built in code `task`
-(or `queueable`), `RegisteredTask`, `TaskQueue` and `LocalTaskQueue` (see `taskfleet.api`).
-Every name below except the errors
+(or `queueable`), `RegisteredTask`, `TaskQueue` and `LocalTaskQueue` (see `taskfleet.api`), and
+for tasks that wait for others `Flow` and `dependency_results`. Every name below except the errors
 is imported on first use, so `import taskfleet` costs next to nothing (and never imports a
 cloud SDK), and a worker imports only what its run needs at start (see "Start-up" in
 docs/design-notes.md).
@@ -19,6 +19,8 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from taskfleet.api import LocalTaskQueue, RegisteredTask, TaskQueue, queueable, task
+    from taskfleet.api.context import dependency_results
+    from taskfleet.api.flow import Flow, FlowTask
     from taskfleet.tasks import Task, iter_tasks, load_tasks
     from taskfleet.worker.worker import Worker, WorkerData
 
@@ -34,6 +36,9 @@ _LAZY = {
     "RegisteredTask": "taskfleet.api.marking",
     "TaskQueue": "taskfleet.api.task_queue",
     "LocalTaskQueue": "taskfleet.api.local",
+    "Flow": "taskfleet.api.flow",
+    "FlowTask": "taskfleet.api.flow",
+    "dependency_results": "taskfleet.api.context",
 }
 
 
@@ -45,6 +50,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Flow",
+    "FlowTask",
     "LocalTaskQueue",
     "RegisteredTask",
     "Task",
@@ -54,6 +61,7 @@ __all__ = [
     "Worker",
     "WorkerData",
     "__version__",
+    "dependency_results",
     "iter_tasks",
     "load_tasks",
     "queueable",

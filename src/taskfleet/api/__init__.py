@@ -4,7 +4,9 @@
   (`marking`), whose arguments travel as JSON by the rules of `payload`;
 - `TaskQueue(url)` inserts them into any queue (`task_queue`) and runs them in this process
   (`polling`);
-- `LocalTaskQueue(parallel=N)` runs them on this machine's worker runtime (`local`).
+- `LocalTaskQueue(parallel=N)` runs them on this machine's worker runtime (`local`);
+- `Flow` builds tasks that wait for others (`flow`), and `dependency_results()` gives a task
+  what they returned (`context`).
 
 Names are imported on first use, so marking a function does not import the runtime.
 """
@@ -15,6 +17,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from taskfleet.api.context import dependency_results
+    from taskfleet.api.flow import Flow, FlowTask
     from taskfleet.api.local import LocalRun, LocalTaskQueue, NothingRanWarning
     from taskfleet.api.marking import (
         NotATaskError,
@@ -38,6 +42,9 @@ _LAZY = {
     "Count": "taskfleet.api.task_queue",
     "InsertResult": "taskfleet.api.task_queue",
     "LocalTaskQueue": "taskfleet.api.local",
+    "Flow": "taskfleet.api.flow",
+    "FlowTask": "taskfleet.api.flow",
+    "dependency_results": "taskfleet.api.context",
     "LocalRun": "taskfleet.api.local",
     "NothingRanWarning": "taskfleet.api.local",
 }
@@ -52,6 +59,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Count",
+    "Flow",
+    "FlowTask",
     "InsertResult",
     "LocalRun",
     "LocalTaskQueue",
@@ -60,6 +69,7 @@ __all__ = [
     "PayloadError",
     "RegisteredTask",
     "TaskQueue",
+    "dependency_results",
     "process_code_task",
     "queueable",
     "task",

@@ -31,6 +31,7 @@ from typing import Any, TypeVar, cast
 
 import orjson
 
+from taskfleet.api.context import running_with
 from taskfleet.api.payload import PayloadError, decode, encode
 from taskfleet.errors import TaskfleetError
 from taskfleet.tasks import Task
@@ -276,5 +277,7 @@ def process_code_task(task_id: str, task_data: Any, worker_data: Any) -> tuple[b
     """The `process_task` of code-tasks, for `Worker` (what `taskfleet work` and
     `LocalTaskQueue` run): call the marked callable the task names; its return value is the
     task's result. A message that names anything unmarked raises `NotATaskError`, so the task
-    is dead-lettered with that error."""
-    return False, run_call(task_data)
+    is dead-lettered with that error. While the callable runs, `taskfleet.dependency_results()`
+    answers from `worker_data`."""
+    with running_with(worker_data):
+        return False, run_call(task_data)

@@ -19,5 +19,5 @@ def flow() -> None:
     """
 
 
-# Each flow command registers itself on `flow` when imported.
-from taskfleet.cli import flow_run  # noqa: E402, F401
+# Each command of the group registers itself on `flow` when imported.
+from taskfleet.cli import flow_check, flow_convert, flow_run  # noqa: E402, F401

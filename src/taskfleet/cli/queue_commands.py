@@ -38,7 +38,7 @@ def open_existing_queue(queue_url: str) -> Queue:
 @cli.command("load-queue")
 @queue_option
 @click.option(
-    "--task-file", required=True, metavar="PATH|URL|-", help="JSON, JSONL or YAML task file."
+    "--task-file", required=True, metavar="PATH|URL|-", help="JSON, JSONL, YAML or .flow task file."
 )
 @click.option("--skip", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--limit", default=None, type=click.IntRange(min=0), help="Load at most N tasks.")
