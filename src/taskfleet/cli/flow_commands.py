@@ -17,3 +17,7 @@ def flow() -> None:
     A task waits for others with "after": [ids] in its task file; see the README,
     "Tasks that depend on other tasks".
     """
+
+
+# Each command of the group adds itself to `flow` when imported.
+from taskfleet.cli import flow_show  # noqa: E402, F401
