@@ -161,8 +161,7 @@ def _node(index: int, node: FlowNode, x: float, y: float, paint: Paint | None) -
         )
     out.append(
         f'<text x="{NODE_WIDTH / 2}" y="{NODE_HEIGHT / 2 + 4}" text-anchor="middle" '
-        f'fill="#111" paint-order="stroke" stroke="#fff" stroke-width="3" '
-        f'stroke-opacity="0.7">{_escape(_short(node.label))}</text>'
+        f'fill="#111">{_escape(_short(node.label))}</text>'
     )
     out.append("</g>")
     return "".join(out)
