@@ -12,7 +12,7 @@ are not in the load, or the cycle itself (`a -> b -> c -> a`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from taskfleet.errors import TaskFileError
 
@@ -49,10 +49,23 @@ class DependencyGraph:
                 waiting.setdefault(other, []).append(task_id)
         return waiting
 
-    def check(self, known: Iterable[str] = ()) -> None:
+    def check(
+        self,
+        known: Iterable[str] = (),
+        exists: Callable[[Collection[str]], Collection[str]] | None = None,
+    ) -> None:
         """Raise `TaskFileError` for a task that waits for itself, for ids that name no task
-        of the load (nor of `known`: tasks the queue holds already), and for a cycle."""
+        of the load (nor of `known`: tasks the queue holds already), and for a cycle.
+
+        `exists`, when given, is asked once with the ids named that are neither in the load
+        nor in `known`, and answers those the queue holds: a queue with millions of tasks
+        looks up the few ids it is asked about instead of listing them all."""
         known_ids = set(known)
+        if exists is not None:
+            named = {o for after in self.after.values() for o in after}
+            asked = named - self.ids - known_ids
+            if asked:
+                known_ids |= set(exists(asked))
         for task_id, after in self.after.items():
             if task_id in after:
                 raise TaskFileError(

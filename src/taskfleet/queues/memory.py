@@ -19,6 +19,11 @@ lease token, error), the ids visible now in a deque (released tasks at its head)
 heaps of due times, one for leases and one for delayed retries. A heap entry carries the
 version of its task, which every change bumps, so an entry outdated by a later change is
 skipped when it comes up instead of being searched for and removed.
+
+Tasks that wait for others (`Task.after`) are held with a count of the dependencies not done
+yet; the ack that completes a dependency counts down each of its dependents under the same lock,
+so the one that reaches zero is made visible exactly once. A task done is one `known` no longer
+in `entries`, which is how a load that names tasks done before it counts them as done.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from taskfleet.flows.graph import DependencyGraph
 from taskfleet.queues.base import (
     DeadLetter,
     Message,
@@ -40,6 +46,7 @@ from taskfleet.queues.base import (
     QueueStats,
     Received,
     SendResult,
+    _tasks_of,
     attempts_for_new_queue,
     expired_lease_error,
     queue_not_found,
@@ -47,11 +54,15 @@ from taskfleet.queues.base import (
 from taskfleet.tasks import Task
 from taskfleet.tasks.model import as_tasks
 
+if TYPE_CHECKING:
+    from taskfleet.tasks.batches import TaskBatch
+
 
 class _State(Enum):
     WAITING = "waiting"  # visible now, or after a retry delay
     LEASED = "leased"  # held by a consumer until its lease passes
     DEAD = "dead"  # in the dead letters
+    HELD = "held"  # waits for dependencies that are not done yet
 
 
 @dataclass(slots=True)
@@ -65,6 +76,7 @@ class _Entry:
     lease: int = 0  # token of the current lease (never reused within the store)
     version: int = 0  # bumped by every change; outdated heap and deque entries are skipped
     error: str | None = None
+    pending: int = 0  # held: dependencies not done yet
 
 
 @dataclass(slots=True)
@@ -88,6 +100,11 @@ class _Store:
     dead: dict[str, None] = field(default_factory=dict)  # ids in the order they died
     counts: _Counts = field(default_factory=_Counts)
     next_lease: int = 0
+    #: dependency id -> the ids of the tasks that wait for it
+    waiting_for: dict[str, list[str]] = field(default_factory=dict)
+    #: results of completed tasks that others wait for
+    results: dict[str, Any] = field(default_factory=dict)
+    held: int = 0  # entries in the HELD state
 
 
 _STORES: dict[str, _Store] = {}
@@ -114,6 +131,7 @@ class MemoryQueue(Queue):
     dead_letter_store: ClassVar[bool] = True
     reports_expired_dead_letters: ClassVar[bool] = True
     shared_between_processes: ClassVar[bool] = False
+    tracks_dependencies: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -176,7 +194,10 @@ class MemoryQueue(Queue):
         entry.attempts += 1
         self._change(entry, _State.LEASED, until)
         heapq.heappush(store.leases, (until, task_id, entry.version))
-        return Message(entry.task, f"{entry.lease}:{task_id}", entry.attempts)
+        results = None
+        if entry.task.after:
+            results = {other: store.results.get(other) for other in entry.task.after}
+        return Message(entry.task, f"{entry.lease}:{task_id}", entry.attempts, results)
 
     def _current(self, task_id: str, version: int) -> _Entry | None:
         entry = self._store.entries.get(task_id)
@@ -235,24 +256,79 @@ class MemoryQueue(Queue):
     def send(self, tasks: Iterable[Task | Mapping[str, Any]], batch_size: int = 0) -> SendResult:
         """Insert all tasks at once: the iterable is read before the queue changes, so one
         that fails inserts nothing (`atomic_send`)."""
-        tasks = as_tasks(tasks)  # plain dicts too
-        batch = list(tasks)
+        return self._send(list(as_tasks(tasks)))  # plain dicts too
+
+    def send_batches(self, batches: Iterable[TaskBatch]) -> SendResult:
+        """Load validated batches: `send`, with the place in the file of each task that
+        waits, for the errors of the dependency check."""
+        loaded = list(batches)
+        where = {
+            batch.ids[index]: batch.where(index)
+            for batch in loaded
+            for index, body in enumerate(batch.bodies)
+            if '"after"' in body
+        }
+        return self._send(list(_tasks_of(loaded)), where)
+
+    def _send(self, batch: list[Task], where: Mapping[str, str] | None = None) -> SendResult:
         result = SendResult(ids_seen=len(batch))
         store = self._store
         with store.changed:
+            self._check_dependencies(batch, where or {})
             for task in batch:
                 if task.id in store.known:
                     result.already_present += 1
                     continue
                 store.known.add(task.id)
                 entry = store.entries[task.id] = _Entry(task)
-                store.ready.append((task.id, entry.version))
                 result.inserted += 1
+                if task.after:
+                    for other in task.after:
+                        store.waiting_for.setdefault(other, []).append(task.id)
+                    entry.pending = sum(1 for other in task.after if not self._done(other))
+                    if entry.pending:
+                        self._change(entry, _State.HELD)
+                        store.held += 1
+                        continue
+                store.ready.append((task.id, entry.version))
             store.counts.inserted += result.inserted
             store.counts.duplicates += result.already_present
             if result.inserted:
                 store.changed.notify_all()
         return result
+
+    def _done(self, task_id: str) -> bool:
+        """Completed: inserted once, no longer among the tasks not done (inside the lock)."""
+        return task_id in self._store.known and task_id not in self._store.entries
+
+    def _check_dependencies(self, batch: Sequence[Task], where: Mapping[str, str]) -> None:
+        """Refuse a batch whose dependencies name unknown ids or form a cycle (inside the
+        lock, before anything is inserted)."""
+        graph = DependencyGraph()
+        for task in batch:
+            graph.add(task.id, task.after, where.get(task.id))
+        if graph.has_dependencies:
+            graph.check(known=self._store.known)
+
+    def _complete(self, task_id: str, results: Mapping[str, Any] | None) -> None:
+        """The task is done: keep its result if others wait for it, and make visible each
+        dependent whose last dependency this was (inside the lock)."""
+        store = self._store
+        del store.entries[task_id]
+        store.counts.completed += 1
+        dependents = store.waiting_for.get(task_id)
+        if not dependents:
+            return
+        store.results[task_id] = results.get(task_id) if results else None
+        for other in dependents:
+            entry = store.entries.get(other)
+            if entry is None or entry.state is not _State.HELD:
+                continue
+            entry.pending -= 1
+            if entry.pending <= 0:
+                store.held -= 1
+                self._make_visible(other, entry)
+                store.changed.notify_all()
 
     def receive(self, max_messages: int, lease_seconds: float, wait_seconds: float = 0) -> Received:
         if max_messages <= 0:
@@ -274,9 +350,8 @@ class MemoryQueue(Queue):
         with store.changed:
             for message in messages:
                 entry = store.entries.get(message.task_id)
-                if entry is not None and entry.state is not _State.DEAD:
-                    del store.entries[message.task_id]
-                    store.counts.completed += 1
+                if entry is not None and entry.state in (_State.WAITING, _State.LEASED):
+                    self._complete(message.task_id, results)
 
     def retry(self, message: Message, delay_seconds: float = 0, error: str | None = None) -> bool:
         store = self._store
@@ -331,7 +406,7 @@ class MemoryQueue(Queue):
             now = time.monotonic()
             visible = leased = delayed = 0
             for entry in store.entries.values():
-                if entry.state is _State.DEAD:
+                if entry.state is _State.DEAD or entry.state is _State.HELD:
                     continue
                 if entry.visible_at <= now:
                     visible += 1  # waiting and due, or a lease that expired
@@ -347,7 +422,26 @@ class MemoryQueue(Queue):
                 inserted=store.counts.inserted,
                 completed=store.counts.completed,
                 duplicates_skipped=store.counts.duplicates,
+                waiting=store.held,
+                blocked=len(self._blocked(store.dead)) if store.held and store.dead else 0,
             )
+
+    def _blocked(self, task_ids: Iterable[str]) -> list[str]:
+        """The tasks not done that wait, directly or through others, for `task_ids` (inside
+        the lock), in the order they are found."""
+        store = self._store
+        found: dict[str, None] = {}
+        stack = list(task_ids)
+        while stack:
+            for other in store.waiting_for.get(stack.pop(), ()):
+                if other not in found and other in store.entries:
+                    found[other] = None
+                    stack.append(other)
+        return list(found)
+
+    def dependents(self, task_ids: Iterable[str]) -> list[str]:
+        with self._store.changed:
+            return self._blocked(task_ids)
 
     def dead_letters(self) -> Iterator[DeadLetter]:
         store = self._store
@@ -381,6 +475,9 @@ class MemoryQueue(Queue):
             store.delays.clear()
             store.dead.clear()
             store.counts = _Counts()
+            store.waiting_for.clear()
+            store.results.clear()
+            store.held = 0
 
     def close(self) -> None:
         """Nothing to release: the queue stays in the process until purged or dropped."""
@@ -397,10 +494,9 @@ class MemoryQueue(Queue):
         with store.changed:
             for task_id in ids:
                 entry = store.entries.get(task_id)
-                if entry is not None and entry.state is not _State.DEAD:
-                    del store.entries[task_id]
+                if entry is not None and entry.state in (_State.WAITING, _State.LEASED):
+                    self._complete(task_id, None)
                     done += 1
-            store.counts.completed += done
         return done
 
     def release_all(self) -> int:

@@ -11,6 +11,15 @@ the not-finished rows, ordered by visible time, serves `receive`; waiting rows a
 so they come out in insertion order. Counters kept in the same transactions make `stats` O(1)
 apart from a range scan over rows visible in the future (delayed retries and live leases, which
 are few).
+
+Tasks that wait for others (`Task.after`) are held in a state of their own (HELD, outside the
+index `receive` reads). Three small tables beside the queue's keep what a flow needs: the edges
+(`dependency id, task id`, keyed by the dependency, so an ack finds the tasks that wait for what
+it completed), the count of dependencies each held task still waits for, and the results of
+the completed tasks that others wait for. An ack batch is a handful of set-based statements in
+its one transaction: the rows it completes (`RETURNING`, so a task completed twice counts
+down once), one UPDATE of the counts of their dependents, one UPDATE that makes visible the
+held tasks whose count reached zero. A flat queue pays one indexed lookup an ack for this.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -34,6 +44,7 @@ from taskfleet.errors import (
     TaskfleetError,
     path_error,
 )
+from taskfleet.flows.graph import DependencyGraph
 from taskfleet.queues.base import (
     DEFAULT_QUEUE_NAME,
     DataChanges,
@@ -55,7 +66,7 @@ from taskfleet.tasks.model import as_tasks
 if TYPE_CHECKING:
     from taskfleet.tasks.batches import TaskBatch
 
-WAITING, LEASED, DONE, DEAD = 0, 1, 2, 3
+WAITING, LEASED, DONE, DEAD, HELD = 0, 1, 2, 3, 4
 _BUSY_RETRIES = 20
 
 
@@ -83,6 +94,7 @@ class SQLiteQueue(Queue):
     delayed_retry: ClassVar[bool] = True
     dead_letter_store: ClassVar[bool] = True
     reports_expired_dead_letters: ClassVar[bool] = True
+    tracks_dependencies: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -100,6 +112,10 @@ class SQLiteQueue(Queue):
             f"?name={name}" if name != DEFAULT_QUEUE_NAME else ""
         )
         self._table = f'"q_{name}"'
+        self._deps = f'"q_{name}_deps"'  # (dep, task): task waits for dep
+        self._waits = f'"q_{name}_waits"'  # held task -> dependencies not done yet
+        self._results = f'"q_{name}_results"'  # results of done tasks that others wait for
+        self._deps_ready = False  # the three tables exist (made on the first flow loaded)
         self._lock = threading.RLock()
         if not create and not self.path.exists():
             raise queue_not_found(
@@ -219,6 +235,7 @@ class SQLiteQueue(Queue):
             c.execute(
                 f'CREATE INDEX IF NOT EXISTS "q_{self.name}_dead" ON {t}(seq) WHERE state = 3'
             )
+            self._ensure_dependency_tables(c)
             c.execute(
                 "INSERT OR IGNORE INTO taskfleet_queues(name, max_attempts, created) "
                 "VALUES (?, ?, ?)",
@@ -228,6 +245,39 @@ class SQLiteQueue(Queue):
                 "SELECT max_attempts FROM taskfleet_queues WHERE name = ?", (self.name,)
             ).fetchone()
         return int(stored)
+
+    def _ensure_dependency_tables(self, c: sqlite3.Connection) -> None:
+        """The tables of the dependency state (inside a write transaction); a queue file made
+        before flows existed gets them on its first change."""
+        if self._deps_ready:
+            return
+        c.execute(
+            f"CREATE TABLE IF NOT EXISTS {self._deps} (dep TEXT NOT NULL, task TEXT NOT NULL, "
+            "PRIMARY KEY (dep, task)) WITHOUT ROWID"
+        )
+        c.execute(
+            f"CREATE TABLE IF NOT EXISTS {self._waits} (task_id TEXT PRIMARY KEY, "
+            "pending INTEGER NOT NULL) WITHOUT ROWID"
+        )
+        c.execute(
+            f"CREATE TABLE IF NOT EXISTS {self._results} (task_id TEXT PRIMARY KEY, "
+            "result TEXT) WITHOUT ROWID"
+        )
+        c.execute(
+            f'CREATE INDEX IF NOT EXISTS "q_{self.name}_held" ON {self._table}(seq) WHERE state = 4'
+        )
+        self._deps_ready = True
+
+    def _has_dependency_tables(self, c: sqlite3.Connection) -> bool:
+        """Whether the dependency tables exist (another process may have made them since this
+        queue was opened without `create`)."""
+        if not self._deps_ready:
+            found = c.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                (f"q_{self.name}_deps",),
+            ).fetchone()
+            self._deps_ready = found is not None
+        return self._deps_ready
 
     # -- transactions ---------------------------------------------------------------------
 
@@ -260,25 +310,143 @@ class SQLiteQueue(Queue):
         tasks = as_tasks(tasks)  # plain dicts too
         size = max(1, batch_size or self.SEND_BATCH)
         iterator = iter(tasks)
-        seen = 0
-
-        def payloads() -> Iterator[str]:
-            nonlocal seen
-            while chunk := list(islice(iterator, size)):
-                seen += len(chunk)
-                yield _batch_json(chunk)
-
+        seen = inserted = 0
+        graph = DependencyGraph()
         sql = (
             f"INSERT OR IGNORE INTO {self._table}(task_id, body) "
             "SELECT json_extract(value, '$.id'), value FROM json_each(?)"
         )
         with self._write() as c:
-            before = self._conn.total_changes
-            for payload in payloads():
-                c.execute(sql, (payload,))
-            inserted = self._conn.total_changes - before
-            self._counters(c, inserted=inserted, waiting=inserted, duplicates=seen - inserted)
+            start = self._last_seq(c)
+            while chunk := list(islice(iterator, size)):
+                seen += len(chunk)
+                before = self._conn.total_changes
+                c.execute(sql, (_batch_json(chunk),))
+                inserted += self._conn.total_changes - before
+                waits = {task.id: task.after for task in chunk if task.after}
+                if waits:
+                    for task_id, after in waits.items():
+                        graph.add(task_id, after)
+                    self._hold(c, waits, start)
+            held = self._check_and_settle(c, graph, start)
+            self._counters(
+                c, inserted=inserted, waiting=inserted - held, duplicates=seen - inserted
+            )
         return SendResult(inserted=inserted, already_present=seen - inserted, ids_seen=seen)
+
+    def _last_seq(self, c: sqlite3.Connection) -> int:
+        (start,) = c.execute(f"SELECT coalesce(max(seq), 0) FROM {self._table}").fetchone()
+        return int(start)
+
+    def _hold(self, c: sqlite3.Connection, waits: Mapping[str, Sequence[str]], start: int) -> None:
+        """Record the dependencies of the tasks of `waits` (id -> the ids it waits for) that
+        this load inserted (`seq > start`), and hold them: set-based, one statement each."""
+        self._ensure_dependency_tables(c)
+        payload = orjson.dumps(waits).decode()
+        new = (
+            f"SELECT j.key AS task_id, j.value AS after FROM json_each(?) AS j "
+            f"JOIN {self._table} AS q ON q.task_id = j.key AND q.seq > {int(start)}"
+        )
+        c.execute(
+            f"INSERT OR IGNORE INTO {self._deps}(dep, task) SELECT a.value, n.task_id "
+            f"FROM ({new}) AS n, json_each(n.after) AS a",
+            (payload,),
+        )
+        c.execute(
+            f"INSERT OR REPLACE INTO {self._waits}(task_id, pending) "
+            f"SELECT n.task_id, json_array_length(n.after) FROM ({new}) AS n",
+            (payload,),
+        )
+        c.execute(
+            f"UPDATE {self._table} SET state = 4 WHERE seq > {int(start)} AND state = 0 AND "
+            "task_id IN (SELECT key FROM json_each(?))",
+            (payload,),
+        )
+
+    def _check_and_settle(self, c: sqlite3.Connection, graph: DependencyGraph, start: int) -> int:
+        """Check the load's dependencies (`taskfleet.flows.graph`: a bad graph raises, and the
+        transaction inserts nothing), then release the held tasks whose dependencies were all
+        done before this load. Returns how many of the load's tasks stay held."""
+        if not graph.has_dependencies:
+            return 0
+        graph.check(exists=lambda ids: self._present(c, ids))
+        t = self._table
+        named = sorted({other for after in graph.after.values() for other in after})
+        done = {
+            row[0]
+            for row in c.execute(
+                f"SELECT task_id FROM {t} WHERE state = 2 AND seq <= ? AND "
+                "task_id IN (SELECT value FROM json_each(?))",
+                (start, _json_text(named)),
+            )
+        }
+        if done:
+            c.executemany(
+                f"UPDATE {self._waits} SET pending = pending - ? WHERE task_id = ?",
+                [
+                    (sum(other in done for other in after), task_id)
+                    for task_id, after in graph.after.items()
+                    if any(other in done for other in after)
+                ],
+            )
+            c.execute(
+                f"UPDATE {t} SET state = 0, visible_at = 0 WHERE state = 4 AND seq > ? AND "
+                f"task_id IN (SELECT task_id FROM {self._waits} WHERE pending <= 0)",
+                (start,),
+            )
+        (held,) = c.execute(
+            f"SELECT count(*) FROM {t} WHERE state = 4 AND seq > ?", (start,)
+        ).fetchone()
+        return int(held)
+
+    def _present(self, c: sqlite3.Connection, ids: Iterable[str]) -> list[str]:
+        """Which of `ids` the queue holds, in any state."""
+        return [
+            row[0]
+            for row in c.execute(
+                f"SELECT task_id FROM {self._table} WHERE task_id IN "
+                "(SELECT value FROM json_each(?))",
+                (_json_text(list(ids)),),
+            )
+        ]
+
+    def _complete_dependencies(
+        self, c: sqlite3.Connection, done: list[str], results: Mapping[str, Any] | None
+    ) -> None:
+        """`done` were just completed (inside the transaction that completed them): keep the
+        results of those others wait for, count down their dependents, and make visible the
+        held tasks whose last dependency this was."""
+        if not done or not self._has_dependency_tables(c):
+            return
+        done_json = _json_text(done)
+        waited = [
+            row[0]
+            for row in c.execute(
+                f"SELECT DISTINCT dep FROM {self._deps} WHERE dep IN "
+                "(SELECT value FROM json_each(?))",
+                (done_json,),
+            )
+        ]
+        if not waited:
+            return
+        c.executemany(
+            f"INSERT OR REPLACE INTO {self._results}(task_id, result) VALUES (?, ?)",
+            [(task_id, _result_json((results or {}).get(task_id))) for task_id in waited],
+        )
+        ids = "(SELECT value FROM json_each(?1))"
+        d, w = self._deps, self._waits
+        c.execute(
+            f"UPDATE {w} SET pending = pending - (SELECT count(*) FROM {d} WHERE dep IN {ids} "
+            f"AND task = {w}.task_id) WHERE task_id IN (SELECT task FROM {d} WHERE dep IN {ids})",
+            (_json_text(waited),),
+        )
+        released = c.execute(
+            f"UPDATE {self._table} SET state = 0, visible_at = 0 WHERE state = 4 AND task_id IN "
+            f"(SELECT task_id FROM {w} WHERE pending <= 0 AND task_id IN "
+            f"(SELECT task FROM {d} WHERE dep IN {ids}))",
+            (_json_text(waited),),
+        ).rowcount
+        self._counters(c, waiting=released)
 
     def send_batches(self, batches: Iterable[TaskBatch]) -> SendResult:
         """Load validated batches (see `taskfleet.tasks.batches`) in one transaction.
@@ -310,8 +478,9 @@ class SQLiteQueue(Queue):
         seen = inserted = 0
         changes = DataChanges()
         requeued = {DONE: 0, DEAD: 0}
+        graph = DependencyGraph()
         with self._write() as c:
-            (start,) = c.execute(f"SELECT coalesce(max(seq), 0) FROM {t}").fetchone()
+            start = self._last_seq(c)
             sql = (
                 f"INSERT INTO {t}(task_id, body) SELECT key, value FROM json_each(?) WHERE true "
                 f"ON CONFLICT(task_id) DO UPDATE SET body = NULL WHERE seq > {int(start)}"
@@ -329,10 +498,14 @@ class SQLiteQueue(Queue):
                     raise repeated from None
                 inserted += self._conn.total_changes - before
                 seen += len(batch)
+                waits = _waiting_tasks(batch, graph)
+                if waits:
+                    self._hold(c, waits, int(start))
+            held = self._check_and_settle(c, graph, int(start))
             self._counters(
                 c,
                 inserted=inserted,
-                waiting=inserted + changes.rerun,
+                waiting=inserted + changes.rerun - held,
                 duplicates=seen - inserted,
                 done=-requeued[DONE],
                 dead=-requeued[DEAD],
@@ -469,7 +642,26 @@ class SQLiteQueue(Queue):
                 )
                 if not dead_rows:
                     break  # this round found all it wanted, or all there was
+            self._add_dependency_results(c, messages)
         return messages
+
+    def _add_dependency_results(self, c: sqlite3.Connection, messages: Received) -> None:
+        """Give each leased task that waited for others the results of its dependencies."""
+        named = {other for m in messages for other in m.task.after}
+        if not named or not self._has_dependency_tables(c):
+            return
+        known = {
+            task_id: orjson.loads(result) if result is not None else None
+            for task_id, result in c.execute(
+                f"SELECT task_id, result FROM {self._results} WHERE task_id IN "
+                "(SELECT value FROM json_each(?))",
+                (_json_text(sorted(named)),),
+            )
+        }
+        for index, message in enumerate(messages):
+            if message.task.after:
+                results = {other: known.get(other) for other in message.task.after}
+                messages[index] = replace(message, dependency_results=results)
 
     @staticmethod
     def _receipt(message: Message) -> tuple[int, int]:
@@ -485,18 +677,21 @@ class SQLiteQueue(Queue):
         t = self._table
         with self._write() as c:
             counts = {LEASED: 0, WAITING: 0}
+            done: list[str] = []
             for state in (LEASED, WAITING):
-                cur = c.execute(
+                rows = c.execute(
                     f"UPDATE {t} SET state = 2, error = NULL WHERE state = ? AND "
-                    "seq IN (SELECT value FROM json_each(?))",
+                    "seq IN (SELECT value FROM json_each(?)) RETURNING task_id",
                     (state, seqs),
-                )
-                counts[state] = cur.rowcount
+                ).fetchall()
+                counts[state] = len(rows)
+                done.extend(row[0] for row in rows)
                 if counts[LEASED] == len(messages):
                     break  # all were still leased, the usual case: no need to look further
             self._counters(
                 c, leased=-counts[LEASED], waiting=-counts[WAITING], done=sum(counts.values())
             )
+            self._complete_dependencies(c, done, results)
 
     def retry(self, message: Message, delay_seconds: float = 0, error: str | None = None) -> bool:
         seq, lease = self._receipt(message)
@@ -573,16 +768,19 @@ class SQLiteQueue(Queue):
         t = self._table
         with self._write() as c:
             counts = {}
+            done: list[str] = []
             for state in (LEASED, WAITING):
-                cur = c.execute(
+                rows = c.execute(
                     f"UPDATE {t} SET state = 2 WHERE state = ? AND "
-                    "task_id IN (SELECT value FROM json_each(?))",
+                    "task_id IN (SELECT value FROM json_each(?)) RETURNING task_id",
                     (state, payload),
-                )
-                counts[state] = cur.rowcount
+                ).fetchall()
+                counts[state] = len(rows)
+                done.extend(row[0] for row in rows)
             self._counters(
                 c, leased=-counts[LEASED], waiting=-counts[WAITING], done=sum(counts.values())
             )
+            self._complete_dependencies(c, done, None)
         return sum(counts.values())
 
     def extend(self, messages: Sequence[Message], lease_seconds: float) -> None:
@@ -613,6 +811,13 @@ class SQLiteQueue(Queue):
                     (time.time(),),
                 ).fetchall()
             )
+            held = blocked = 0
+            if self._has_dependency_tables(c):
+                (held,) = c.execute(
+                    f"SELECT count(*) FROM {self._table} WHERE state = 4"
+                ).fetchone()
+                if held and dead:
+                    blocked = len(self._dependents_of(c, None))
         delayed = future.get(WAITING, 0)
         live_leases = future.get(LEASED, 0)
         return QueueStats(
@@ -623,7 +828,35 @@ class SQLiteQueue(Queue):
             inserted=inserted,
             completed=done,
             duplicates_skipped=duplicates,
+            waiting=held,
+            blocked=blocked,
         )
+
+    def _dependents_of(self, c: sqlite3.Connection, task_ids: list[str] | None) -> list[str]:
+        """The tasks not done that wait, directly or through others, for `task_ids` (None:
+        for every dead letter), by one recursive query over the dependency edges."""
+        if task_ids is None:
+            roots = f"SELECT task_id FROM {self._table} WHERE state = 3"
+            params: tuple[Any, ...] = ()
+        else:
+            roots = "SELECT value FROM json_each(?)"
+            params = (_json_text(task_ids),)
+        rows = c.execute(
+            f"WITH RECURSIVE below(id) AS ({roots} UNION SELECT d.task FROM {self._deps} AS d "
+            f"JOIN below ON d.dep = below.id) SELECT q.task_id FROM below JOIN {self._table} AS q "
+            "ON q.task_id = below.id WHERE q.state != 2 AND q.state != 3 ORDER BY q.seq",
+            params,
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def dependents(self, task_ids: Iterable[str]) -> list[str]:
+        ids = list(task_ids)
+        with self._lock:
+            if not ids or not self._has_dependency_tables(self._conn):
+                return []
+            found = self._dependents_of(self._conn, ids)
+        roots = set(ids)
+        return [task_id for task_id in found if task_id not in roots]
 
     def dead_letters(self) -> Iterator[DeadLetter]:
         with self._lock:
@@ -653,6 +886,9 @@ class SQLiteQueue(Queue):
     def purge(self) -> None:
         with self._write() as c:
             c.execute(f"DELETE FROM {self._table}")
+            if self._has_dependency_tables(c):
+                for table in (self._deps, self._waits, self._results):
+                    c.execute(f"DELETE FROM {table}")
             c.execute(
                 "UPDATE taskfleet_queues SET inserted = 0, duplicates = 0, waiting = 0, "
                 "leased = 0, done = 0, dead = 0 WHERE name = ?",
@@ -735,14 +971,22 @@ def _json_text(values: list[Any]) -> str:
 
 
 def _batch_json(chunk: list[Task]) -> str:
-    """The tasks as one JSON array of {"id", "data"} objects.
+    """The tasks as one JSON array of {"id", "data"} objects ("after" too, for a task that
+    waits for others).
 
     Plain dicts, because orjson serialises them about three times faster than the Task
     dataclass itself. Text, not bytes: SQLite 3.45 and later read a BLOB given to json_each
     as binary JSONB.
     """
     try:
-        return orjson.dumps([{"id": task.id, "data": task.data} for task in chunk]).decode()
+        return orjson.dumps(
+            [
+                {"id": task.id, "data": task.data, "after": task.after}
+                if task.after
+                else {"id": task.id, "data": task.data}
+                for task in chunk
+            ]
+        ).decode()
     except orjson.JSONEncodeError:
         for task in chunk:
             try:
@@ -752,6 +996,30 @@ def _batch_json(chunk: list[Task]) -> str:
                     f"task {task.id!r}: its data cannot be stored as JSON ({exc})"
                 ) from None
         raise
+
+
+def _waiting_tasks(batch: TaskBatch, graph: DependencyGraph) -> dict[str, tuple[str, ...]]:
+    """The tasks of a validated batch that wait for others (id -> the ids), added to `graph`.
+    Only bodies that mention "after" are parsed again: a flat batch costs a substring search."""
+    waits: dict[str, tuple[str, ...]] = {}
+    for index, body in enumerate(batch.bodies):
+        if '"after"' not in body:
+            continue
+        after = orjson.loads(body).get("after")
+        if after:
+            task_id = batch.ids[index]
+            waits[task_id] = tuple(after)
+            graph.add(task_id, after, batch.where(index))
+    return waits
+
+
+def _result_json(result: Any) -> str | None:
+    """A task's result as JSON text for the results table; one that JSON cannot hold is
+    kept as its text, so a dependent still sees something of it."""
+    try:
+        return orjson.dumps(result).decode()
+    except TypeError:
+        return orjson.dumps(str(result)).decode()
 
 
 def _queue_files(path: Path) -> list[str]:
