@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from tests.worker.helpers import run_worker, write_tasks
 
 from flows.flow_events import EXPECTED_STATES, TASKS, flow_events
 from helpers_events import CHROMIUM_ARGS, ev, write_events
@@ -112,6 +113,37 @@ def test_big_flow_is_grouped_and_coloured_in_proportion(tmp_path: Path) -> None:
     assert "done: 6,000" in title and "failed (dead-lettered): 100" in title
     assert "attempts: 6,100" in title
     assert [COLOUR_STATE[c] for c in state_colours(boxes["aggregate"])] == ["blocked"]
+
+
+def test_report_of_a_real_run_of_a_flow(tmp_path: Path) -> None:
+    """A local run of a flow whose chunk-3 always raises: chunk-3 ends dead-lettered, the
+    tasks after it are never run, and the report colours them so."""
+    chunks = [f"chunk-{i}" for i in range(1, 5)]
+    tasks = [{"id": "prepare", "data": {}}]
+    tasks += [
+        {"id": c, "data": {"action": "raise" if c == "chunk-3" else "ok"}, "after": ["prepare"]}
+        for c in chunks
+    ]
+    tasks += [
+        {"id": "aggregate", "data": {}, "after": chunks},
+        {"id": "publish", "data": {}, "after": ["aggregate"]},
+        {"id": "index", "data": {}, "after": ["chunk-2"]},
+    ]
+    task_file = write_tasks(tmp_path / "tasks.json", tasks)
+    run = run_worker(tmp_path, "--task-file", str(task_file), "--num-simultaneous-tasks", "2")
+    assert run.returncode == 2, run.stderr  # a dead letter
+    out = tmp_path / "report.html"
+    build_report([tmp_path / "events.jsonl"], out, task_file=str(task_file))
+    boxes = boxes_of(out.read_text())
+    states = {task_id: [COLOUR_STATE[c] for c in state_colours(b)] for task_id, b in boxes.items()}
+    assert states == {
+        "prepare": ["done"],
+        **{c: ["failed" if c == "chunk-3" else "done"] for c in chunks},
+        "aggregate": ["blocked"],
+        "publish": ["blocked"],
+        "index": ["done"],
+    }
+    assert "chunk-3 failed" in (boxes["publish"].findtext(f"{SVG}title") or "")
 
 
 def test_bad_task_file_is_one_line(tmp_path: Path) -> None:
