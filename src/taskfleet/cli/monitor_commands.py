@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -139,6 +140,8 @@ def monitor(
 
             event_queue = event_queue_url(queue_url or "")
             _check_exists(queue_url or "", event_queue)
+        if queue_url:
+            stats.flow_counts = _flow_counts(queue_url)
         source = QueueSource(event_queue, output_file, lease_seconds=lease_seconds)
         previous = source.read_previous(stats)
         if previous:
@@ -254,6 +257,26 @@ def report(
     if data.sampled:
         note = f" (timeline: {len(data.shown):,} of {len(data.attempts):,} attempts sampled)"
     click.echo(f"wrote {output}{note}" + (f" and {png}" if png else ""), err=True)
+
+
+def _flow_counts(queue_url: str) -> Callable[[], tuple[int | None, int | None]] | None:
+    """What the monitor asks the task queue at each refresh: its waiting and blocked tasks,
+    where the queue keeps the dependency state of a flow (None elsewhere: the events' view)."""
+    from taskfleet.queues import QueueNotFoundError, open_queue
+
+    try:
+        queue = open_queue(queue_url, create=False)
+    except QueueNotFoundError:
+        return None
+    if not queue.tracks_dependencies:
+        queue.close()
+        return None
+
+    def counts() -> tuple[int | None, int | None]:
+        stats = queue.stats()
+        return stats.waiting, stats.blocked
+
+    return counts
 
 
 def _check_exists(queue_url: str, event_queue: str) -> None:

@@ -34,6 +34,7 @@ class EventType(StrEnum):
     TASK_TIMED_OUT = "task_timed_out"
     TASK_EXITED = "task_exited"
     TASK_DEAD_LETTERED = "task_dead_lettered"
+    TASK_BLOCKED = "task_blocked"
     NON_FATAL_EXCEPTION = "non_fatal_exception"
     FATAL_EXCEPTION = "fatal_exception"
     SPOT_TERMINATION = "spot_termination"
@@ -54,7 +55,10 @@ ATTEMPT_OUTCOMES: frozenset[str] = frozenset(
     }
 )
 #: Events about one task (they carry `task_id`).
-TASK_EVENT_TYPES: frozenset[str] = ATTEMPT_OUTCOMES | {EventType.TASK_DEAD_LETTERED}
+TASK_EVENT_TYPES: frozenset[str] = ATTEMPT_OUTCOMES | {
+    EventType.TASK_DEAD_LETTERED,
+    EventType.TASK_BLOCKED,
+}
 
 #: The fields of the schema, in the order writers put them (readers accept any order and
 #: ignore fields they do not know, so files from newer versions stay readable).
@@ -73,6 +77,7 @@ FIELDS: tuple[str, ...] = (
     "exit_code",
     "exception",
     "stack_trace",
+    "blocked_by",
 )
 
 _HOSTNAME: str | None = None

@@ -26,11 +26,23 @@ def status_line(s: Summary) -> str:
         f"dead letters {s.dead_letters:,}",
         f"more than once {s.tasks_completed_more_than_once:,}",
     ]
+    parts += flow_facts(s)
     if rate:
         parts.append(f"{rate:,.2f} tasks/s")
     if s.tasks_not_completed and s.eta_seconds is not None:
         parts.append(f"ETA {seconds(s.eta_seconds)}")
     return ", ".join(parts)
+
+
+def flow_facts(s: Summary) -> list[str]:
+    """The tasks of a flow held back: waiting for their dependencies (when the queue says),
+    and blocked behind a dead letter."""
+    facts = []
+    if s.waiting is not None:
+        facts.append(f"waiting {s.waiting:,}")
+    if s.blocked or s.waiting is not None:
+        facts.append(f"blocked {s.blocked:,}")
+    return facts
 
 
 class LogView:
@@ -71,6 +83,7 @@ def render(s: Summary, title: str) -> Any:
     if s.tasks_not_completed and s.eta_seconds is not None:
         facts.append(f"ETA {seconds(s.eta_seconds)}")
     facts.append(f"dead letters {s.dead_letters:,}")
+    facts += flow_facts(s)
     facts.append(f"completed more than once {s.tasks_completed_more_than_once:,}")
     if s.duplicate_events:
         facts.append(f"duplicate events {s.duplicate_events:,}")

@@ -34,7 +34,7 @@ import os
 import re
 from array import array
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import compress, islice, repeat
 from operator import and_, eq, is_, not_, or_
 from pathlib import Path
@@ -76,6 +76,7 @@ _COMPLETIONS = _ONE_COMPLETION | _TWO_COMPLETIONS
 # those ints apart from CPython's shared small ints, so that identity can mark fresh inserts.
 _BULK = 1 << 62
 _SEEN_BITS_SHIFT = 6
+_BLOCKED = EventType.TASK_BLOCKED
 _KINDS = {
     EventType.TASK_COMPLETED: 0,
     EventType.TASK_EXCEPTION: 1,
@@ -131,6 +132,11 @@ class EventStats:
         self.bad_line_examples: list[str] = []
         self._checkpoints: deque[tuple[float, int]] = deque(maxlen=256)
         self._pauses = RunPauses()
+        #: blocked task id -> the dead-lettered task it waits for (`task_blocked` events)
+        self._blocked: dict[str, Any] = {}
+        #: where the monitor reads the task queue: its (waiting, blocked) counts, which are
+        #: exact where the events' view of a flow is not
+        self.flow_counts: Callable[[], tuple[int | None, int | None]] | None = None
         if expected_ids is not None:
             self.expect(expected_ids)
 
@@ -439,6 +445,8 @@ class EventStats:
                         if not state & (_DEAD | _COMPLETIONS):
                             dead_open += 1
                         state |= _DEAD
+                    elif event_type == _BLOCKED:
+                        self._blocked[task_id] = get("blocked_by")
                     elif kind is not None:  # a failed attempt
                         if kind == 1:
                             message = get("exception")
@@ -652,6 +660,22 @@ class EventStats:
             found[0] = list(islice(self.not_completed_ids(), count))
         return found[0], found[1], found[2]
 
+    def _flow_counts(self) -> tuple[int | None, int]:
+        """Tasks waiting (None: unknown) and blocked: the queue's counts where there is a
+        queue to ask, else the blocked tasks of the events that are still blocked."""
+        if self.flow_counts is not None:
+            try:
+                waiting, blocked = self.flow_counts()
+            except Exception:  # a queue away for a moment: the events' view, for now
+                waiting, blocked = None, None
+            if blocked is not None:
+                return waiting, blocked
+        done = self.is_completed
+        blocked = sum(
+            1 for task_id, by in self._blocked.items() if not done(task_id) and not done(by)
+        )
+        return None, blocked
+
     def summary(self, *, examples: int = _EXAMPLES) -> Summary:
         """The statistics now. O(tasks) for the example lists and O(n log n) for percentiles:
         take it once per screen refresh, not per event."""
@@ -673,6 +697,7 @@ class EventStats:
         if not_completed == 0:
             eta = 0.0
         example_ids = self._example_ids(examples)
+        waiting, blocked = self._flow_counts()
         return Summary(
             events=self.events,
             duplicate_events=self.duplicates,
@@ -691,6 +716,8 @@ class EventStats:
             tasks_not_in_task_file=self.unknown_tasks if self.expected is not None else 0,
             dead_letters=self.dead_open,
             dead_letter_examples=example_ids[2],
+            blocked=blocked,
+            waiting=waiting,
             first_event=first_ts,
             last_event=last_ts,
             span_seconds=span,

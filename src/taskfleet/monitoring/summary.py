@@ -161,6 +161,13 @@ class Summary:
     failures: list[FailureGroup] = field(default_factory=list)
     worker_errors: list[FailureGroup] = field(default_factory=list)
     hosts: list[HostSummary] = field(default_factory=list)
+    #: tasks of a flow held behind a dead letter (their `task_blocked` events, less those
+    #: completed since or whose failed dependency completed since; the queue's own count
+    #: where the monitor reads the queue)
+    blocked: int = 0
+    #: tasks held until their dependencies complete, from the queue's counts (None: unknown,
+    #: events alone cannot tell)
+    waiting: int | None = None
 
     @property
     def total_tasks(self) -> int:

@@ -91,6 +91,10 @@ def format_summary(
     lines.append(
         f"  Dead letters: {s.dead_letters:,}" + _ids(s.dead_letter_examples, s.dead_letters)
     )
+    if s.waiting is not None:
+        lines.append(f"  Waiting for the tasks they depend on: {s.waiting:,}")
+    if s.blocked or s.waiting is not None:
+        lines.append(f"  Blocked behind a dead letter (run after a redrive): {s.blocked:,}")
 
     lines.append(f"  Events by type ({counted(s.events, 'event')}):")
     rows: list[tuple[str, int]] = []

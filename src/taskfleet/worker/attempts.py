@@ -13,6 +13,11 @@ From there everything about the attempt happens here, in this order:
 3. the run's counts (`RunCounts`) are kept, for the progress view, the summary line and the
    exit code.
 
+On a queue that keeps the dependency state of a flow (`Queue.tracks_dependencies`) an ack
+carries the results of the tasks it completes, which the queue hands to their dependents; and
+once a task is dead-lettered, each task that waits for it (directly or through others) gets a
+`task_blocked` event naming it, and is counted as blocked: it runs only after a redrive.
+
 Backends decide nothing. When a queue dead-letters a task itself, because `receive` found the
 task's lease expired on its last attempt (its worker died) or because `retry` counted more
 attempts than this runtime knew of, it reports that, and this module writes the
@@ -117,6 +122,8 @@ class RunCounts:
     failed_attempts: int = 0
     retried: int = 0
     dead_lettered: int = 0
+    #: tasks that wait for one this run dead-lettered (each reported once by a task_blocked)
+    blocked: int = 0
     released: int = 0
     received: int = 0
     by_event: dict[str, int] = field(default_factory=dict)
@@ -142,6 +149,8 @@ class _Calls:
     retries: list[_Settled]
     dead_letters: list[_Settled]
     refused: list[_Settled] = field(default_factory=list)  # retries the queue dead-lettered
+    #: what the acked tasks returned, for a queue that hands results to dependents
+    results: dict[str, Any] | None = None
 
     def __len__(self) -> int:
         return len(self.acks) + len(self.retries) + len(self.dead_letters) + len(self.refused)
@@ -181,6 +190,9 @@ class Attempts:
         self.retries_hidden_until = 0.0
         self._pending: list[_Pending] = []
         self._unsettled: _Calls | None = None  # a batch an outage interrupted
+        #: tasks dead-lettered whose dependents have not been reported blocked yet
+        self._blocking: list[str] = []
+        self._reported_blocked: set[str] = set()
 
     @property
     def pending(self) -> int:
@@ -297,6 +309,8 @@ class Attempts:
             self._write_dead_lettered(dead.task.id, dead.attempts, dead.error)
         self.counts.dead_lettered += len(dead_letters)
         self.sink.flush()
+        self._blocking.extend(dead.task.id for dead in dead_letters)
+        self.report_blocked()
         log.warning(
             "the queue dead-lettered %d task(s) whose lease expired on their last attempt "
             "(a worker died holding them), e.g. %s",
@@ -334,6 +348,40 @@ class Attempts:
         self._call_queue(self._unsettled)
         self._unsettled = None
         self.last_settled = time.monotonic()
+        self.report_blocked()
+
+    def report_blocked(self) -> None:
+        """Write a `task_blocked` event for each task that waits for one dead-lettered since the
+        last report (naming that one), and count it. Kept until the queue answers: a failure
+        here (an outage) reports them on the next settle."""
+        if not self._blocking:
+            return
+        failed = list(dict.fromkeys(self._blocking))
+        reported = self._reported_blocked
+        emitted = 0
+        for dead_id in failed:
+            for task_id in self.queue.dependents([dead_id]):
+                if task_id in reported:
+                    continue
+                reported.add(task_id)
+                self.sink.emit(
+                    make_event(
+                        EventType.TASK_BLOCKED,
+                        hostname=self.hostname,
+                        task_id=task_id,
+                        blocked_by=dead_id,
+                    )
+                )
+                emitted += 1
+        self._blocking = []
+        if emitted:
+            self.counts.blocked += emitted
+            self.sink.flush()
+            log.warning(
+                "%d task(s) wait for a dead-lettered task and will run only after "
+                "`taskfleet redrive` of it",
+                emitted,
+            )
 
     def abandon(self) -> list[Message]:
         """The run ends without settling what is pending (its service stayed away): forget
@@ -355,11 +403,14 @@ class Attempts:
         acks: list[Message] = []
         retries: list[_Settled] = []
         dead_letters: list[_Settled] = []
+        results: dict[str, Any] | None = {} if self.queue.tracks_dependencies else None
         for kind, fields, message, action, error in batch:
             emit(make_event(kind, fields, hostname=hostname))
             by_event[kind] = by_event.get(kind, 0) + 1
             if action is Action.ACK:
                 acks.append(message)
+                if results is not None:
+                    results[message.task.id] = fields.get("result")
                 continue
             if kind != EventType.TASK_COMPLETED:
                 counts.failed_attempts += 1
@@ -368,7 +419,7 @@ class Attempts:
             else:
                 dead_letters.append((message, error))
                 self._write_dead_lettered(message.task.id, message.attempt, error)
-        return _Calls(acks, retries, dead_letters)
+        return _Calls(acks, retries, dead_letters, results=results)
 
     def _call_queue(self, calls: _Calls) -> None:
         """Ack, retry after a backoff, dead-letter; a retry the queue refuses (it counted more
@@ -376,7 +427,10 @@ class Attempts:
         done leaves `calls` as it is done (see `_Calls`)."""
         counts = self.counts
         if calls.acks:
-            self.queue.ack(calls.acks)
+            if calls.results is not None:
+                self.queue.ack(calls.acks, calls.results)
+            else:
+                self.queue.ack(calls.acks)
             counts.completed += len(calls.acks)
             calls.acks = []
         done = 0
@@ -397,6 +451,7 @@ class Attempts:
             for message, error in calls.dead_letters:
                 self.queue.dead_letter(message, error)
                 counts.dead_lettered += 1
+                self._blocking.append(message.task.id)
                 done += 1
         finally:
             del calls.dead_letters[:done]
@@ -404,6 +459,7 @@ class Attempts:
             refused, calls.refused = calls.refused, []
             for message, error in refused:
                 self._write_dead_lettered(message.task.id, message.attempt, error)
+                self._blocking.append(message.task.id)
             counts.dead_lettered += len(refused)
             self.sink.flush()
 

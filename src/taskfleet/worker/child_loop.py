@@ -175,10 +175,11 @@ def child_main(
     verbose = log.isEnabledFor(logging.DEBUG)  # -v: a line as each task starts and ends
     with os.fdopen(in_fd, "rb", buffering=1 << 16) as reader:
         for line in reader:
-            n, task_id, data, attempt = orjson.loads(line)
+            n, task_id, data, attempt, *waited = orjson.loads(line)
             if not gate.begin(n):
                 break
             worker_data._attempt = attempt
+            worker_data._dependency_results = waited[0] if waited else None
             if verbose:
                 log.debug(
                     "child #%d: started task %s (attempt %d)",

@@ -237,10 +237,10 @@ class ChildProcess:
     def dispatch(self, n: int, message: Message) -> None:
         """Queue the task for the child. Raises `orjson.JSONEncodeError` (and takes nothing)
         for a task whose data cannot be encoded for the pipe."""
-        line = orjson.dumps(
-            [n, message.task.id, message.task.data, message.attempt],
-            option=orjson.OPT_APPEND_NEWLINE,
-        )
+        fields = [n, message.task.id, message.task.data, message.attempt]
+        if message.dependency_results is not None:  # a task that waited for others
+            fields.append(message.dependency_results)
+        line = orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
         self.inflight.append(Inflight(n, message))
         self.dispatched += 1
         self.outbox += line

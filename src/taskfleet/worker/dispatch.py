@@ -35,6 +35,9 @@ RECEIVE_BATCH = 500
 #: How long after its delay a task retried on a queue that cannot count may take to show again
 #: (Pub/Sub rounds a delay up to whole seconds, and redelivers on its own schedule).
 REDELIVERY_GRACE = 3.0
+#: How often a worker past --exit-when-idle looks again while tasks of a flow wait for work
+#: in flight elsewhere.
+FLOW_POLL_SECONDS = 0.5
 
 
 class Dispatch:
@@ -196,7 +199,25 @@ class Dispatch:
             return
         limit = self.exit_when_idle
         if idle and limit is not None and now - self.last_activity >= limit:
+            if self._others_will_release_work():
+                self.next_receive_at = now + FLOW_POLL_SECONDS
+                return
             log.info("queue empty for %.0f s: exiting", now - self.last_activity)
             self.stopping.stop(StopReason.IDLE)
             return
         self.next_receive_at = now + (0.0 if idle else 0.5)
+
+    def _others_will_release_work(self) -> bool:
+        """Tasks of a flow wait for work that is in flight elsewhere (leased by another
+        worker, or retried with a delay): when it completes they become visible, so a worker
+        that found nothing to lease keeps polling instead of exiting idle. Tasks blocked behind
+        a dead letter do not count: only a redrive releases them."""
+        if not self.queue.tracks_dependencies:
+            return False
+        try:
+            stats = self.queue.stats()
+        except Exception as exc:
+            if not self.outage.absorb(exc, "counting the tasks that wait"):
+                raise
+            return True
+        return (stats.waiting or 0) - (stats.blocked or 0) > 0

@@ -107,6 +107,7 @@ class WorkerData(RmsWorkerData):
     max_runtime: float = 3600.0
     _flags: SharedFlags | None = field(default=None, repr=False)
     _attempt: int = field(default=0, repr=False)
+    _dependency_results: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def received_termination_notice(self) -> bool:
@@ -124,6 +125,14 @@ class WorkerData(RmsWorkerData):
         return self._attempt
 
     @property
+    def dependency_results(self) -> dict[str, Any] | None:
+        """For a task that waits for others (`"after"`): what each of them returned (id ->
+        result; None for one whose result the queue no longer has); None for a task that
+        waited for nothing. An aggregation step reads its inputs here, with no side channel
+        for small results."""
+        return self._dependency_results
+
+    @property
     def pid(self) -> int:
         return os.getpid()
 
@@ -136,6 +145,7 @@ class RunSummary:
     completed_before: int = 0
     remaining: int | None = 0  # None: unknown (the queue was away at the end, or counts no tasks)
     dead_letters: int = 0
+    blocked: int = 0  # tasks the queue holds behind a dead letter at the end
     recovery: Recovery = field(default_factory=Recovery)
     interrupted: bool = False
     local: bool = True
@@ -150,6 +160,9 @@ class RunSummary:
             parts[0] += f" ({self.completed_before:,} before it)"
         parts.append(f"{counted(c.failed_attempts, 'failed attempt')} ({c.retried:,} retried)")
         parts.append(f"{c.dead_lettered:,} dead-lettered")
+        blocked = max(c.blocked, self.blocked)
+        if blocked:
+            parts.append(f"{blocked:,} blocked behind a dead letter")
         if self.local:
             left = "unknown" if self.remaining is None else f"{self.remaining:,}"
             parts.append(f"{left} remaining")
@@ -472,6 +485,7 @@ class Worker:
             completed_before=completed_before,
             remaining=None if end is None else end.remaining,
             dead_letters=0 if end is None else end.dead,
+            blocked=(end.blocked or 0) if end is not None else 0,
             recovery=recovery,
             interrupted=interrupted,
             local=local,
@@ -482,7 +496,11 @@ class Worker:
             summary.exit_code = EXIT_USAGE
         elif interrupted:
             summary.exit_code = EXIT_INTERRUPTED
-        elif (local and summary.dead_letters) or counts.dead_lettered:
+        elif (
+            (local and (summary.dead_letters or summary.blocked))
+            or counts.dead_lettered
+            or counts.blocked
+        ):
             summary.exit_code = EXIT_FAILED
         if counts.received or counts.dead_lettered:
             # the same statistics as `taskfleet monitor`, for this run's events
@@ -495,9 +513,11 @@ class Worker:
             print(f"error: {supervisor.outage.summary}", file=sys.stderr, flush=True)
         if summary.exit_code == EXIT_FAILED:
             where = f"--queue {shlex.quote(redact(queue.url))}"
+            blocked = max(counts.blocked, summary.blocked)
+            held = f" ({blocked:,} tasks wait for them, blocked)" if blocked else ""
             print(
-                f"some tasks were dead-lettered: see `taskfleet dead-letters {where}`; after a "
-                f"fix, `taskfleet redrive {where}` and run again",
+                f"some tasks were dead-lettered{held}: see `taskfleet dead-letters {where}`; "
+                f"after a fix, `taskfleet redrive {where}` and run again",
                 file=sys.stderr,
             )
         return summary
