@@ -15,7 +15,8 @@ from tests.worker.helpers import run_worker, write_tasks
 from flows.flow_events import EXPECTED_STATES, TASKS, flow_events
 from helpers_events import CHROMIUM_ARGS, ev, write_events
 from helpers_taskfiles import assert_user_error, run_taskfleet
-from taskfleet.monitoring.flow_progress import STATE_STYLE, TaskState
+from taskfleet.flows.layout import layout_flow
+from taskfleet.monitoring.flow_progress import STATE_STYLE, FlowProgress, TaskState
 from taskfleet.monitoring.report import build_report, collect
 from test_report import browser_or_skip
 
@@ -215,3 +216,65 @@ def test_flow_graph_in_headless_chromium(tmp_path: Path) -> None:
     for state in TaskState:
         colour = STATE_STYLE[state][0]
         assert tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5)) in colours, state
+
+
+def states_of(progress: FlowProgress, ids: list[str], done: set[str]) -> dict[str, str]:
+    layout = layout_flow(ids, progress.after)
+    states, blocked_by = progress.states(layout, done.__contains__)
+    return {
+        task_id: state.value + (f" by {blocked_by[task_id]}" if task_id in blocked_by else "")
+        for task_id, state in states.items()
+    }
+
+
+def test_dependencies_outside_the_task_file_are_judged_by_their_events(tmp_path: Path) -> None:
+    """A second file's tasks may wait for tasks loaded from a first one: the report draws the
+    second file and takes the first file's tasks' states from the events."""
+    second = tmp_path / "second.jsonl"
+    second.write_bytes(
+        b'{"id": "x", "data": {}, "after": ["first-a"]}\n'
+        b'{"id": "y", "data": {}, "after": ["first-b"]}\n'
+        b'{"id": "z", "data": {}, "after": ["first-c"]}\n'
+    )
+    events = [
+        ev("task_completed", 1.0, task_id="first-a", attempt=1, elapsed_time=0.5),
+        ev("task_exception", 2.0, task_id="first-b", attempt=1, elapsed_time=0.5),
+        ev("task_dead_lettered", 2.0, task_id="first-b", attempt=1),
+    ]
+    path = write_events(tmp_path / "events.jsonl", events)
+    out = tmp_path / "r.html"
+    data = build_report([path], out, task_file=str(second))
+    assert data.flow is not None
+    boxes = boxes_of(out.read_text())
+    states = {task_id: [COLOUR_STATE[c] for c in state_colours(b)] for task_id, b in boxes.items()}
+    assert states == {"x": ["running"], "y": ["blocked"], "z": ["waiting"]}
+    assert "first-b failed" in (boxes["y"].findtext(f"{SVG}title") or "")
+
+
+def test_blocked_events_and_redrives() -> None:
+    after = {"b": ("a",), "c": ("b",)}
+    # A task_blocked event whose dead letter is in another host's file: believed...
+    progress = FlowProgress(after)
+    progress.add("task_blocked", "c", 5.0, 0.0, blocked_by="a")
+    assert states_of(progress, ["a", "b", "c"], set()) == {
+        "a": "running",
+        "b": "waiting",
+        "c": "blocked by a",
+    }
+    # ...until the blocker completes (redriven and run).
+    assert states_of(progress, ["a", "b", "c"], {"a"})["c"] == "waiting"
+    # A blocker whose dead letter is here is judged by its own events: redriven and running
+    # again (an attempt after the dead letter), its dependents wait instead of being blocked.
+    progress.add("task_exception", "a", 4.0, 1.0)
+    progress.add("task_dead_lettered", "a", 4.0, 0.0)
+    assert states_of(progress, ["a", "b", "c"], set()) == {
+        "a": "failed",
+        "b": "blocked by a",
+        "c": "blocked by a",
+    }
+    progress.add("task_exception", "a", 9.0, 1.0)
+    assert states_of(progress, ["a", "b", "c"], set()) == {
+        "a": "running",
+        "b": "waiting",
+        "c": "waiting",
+    }

@@ -28,9 +28,11 @@ class FlowFile:
         return bool(self.after)
 
 
-def read_flow(source: str | os.PathLike[str]) -> FlowFile:
+def read_flow(source: str | os.PathLike[str], *, outside_ok: bool = False) -> FlowFile:
     """Read and check a task file (local path or URL); raises `TaskFileError` naming the file
-    and line of the first problem."""
+    and line of the first problem. With `outside_ok`, a task may wait for ids the file does not
+    hold (a file loaded after another, into the same queue): they are kept in `after`, and
+    only a task waiting for itself and cycles are refused."""
     limits = TaskLimits.from_env()
     graph = DependencyGraph()
     ids: list[str] = []
@@ -40,5 +42,5 @@ def read_flow(source: str | os.PathLike[str]) -> FlowFile:
         for position, task in positioned:
             ids.append(task.id)
             graph.add(task.id, task.after, f"{name}: {unit} {position}")
-    graph.check()
+    graph.check(exists=(lambda asked: asked) if outside_ok else None)
     return FlowFile(ids, graph.after)

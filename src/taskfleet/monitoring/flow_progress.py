@@ -9,7 +9,8 @@ of its dependencies, by the rule the queues apply:
   retry);
 - failed: it was dead-lettered and has not run since (a redriven task that runs again is no
   longer failed);
-- blocked: not done, and a dependency, directly or further up, failed; the hover text names it;
+- blocked: not done, and a dependency, directly or further up, failed; the hover text names it
+  (a `task_blocked` event counts too when these events lack the dead letter it names);
 - waiting: not done, and a dependency is not done yet;
 - running: its dependencies are done and it is not: running or queued (events record the end
   of an attempt, not its start, so the two cannot be told apart; a failed attempt that will be
@@ -63,6 +64,8 @@ class TaskTimes:
     first_start: float | None = None
     last_end: float | None = None
     dead_lettered_at: float | None = None
+    #: the dead-lettered task a `task_blocked` event named
+    blocked_by: str | None = None
 
 
 class FlowProgress:
@@ -72,11 +75,17 @@ class FlowProgress:
         self.after = after
         self.times: dict[str, TaskTimes] = {}
 
-    def add(self, event_type: str, task_id: str, end: float, elapsed: float) -> None:
-        """One task event (an attempt's end, or a dead letter) at epoch seconds `end`."""
+    def add(
+        self, event_type: str, task_id: str, end: float, elapsed: float, blocked_by: object = None
+    ) -> None:
+        """One task event (an attempt's end, a dead letter, a block) at epoch seconds `end`."""
         times = self.times.get(task_id)
         if times is None:
             times = self.times[task_id] = TaskTimes()
+        if event_type == EventType.TASK_BLOCKED:
+            if isinstance(blocked_by, str):
+                times.blocked_by = blocked_by
+            return
         if event_type == EventType.TASK_DEAD_LETTERED:
             if times.dead_lettered_at is None or end > times.dead_lettered_at:
                 times.dead_lettered_at = end
@@ -103,26 +112,49 @@ class FlowProgress:
                 states[task_id] = TaskState.DONE
                 continue
             times = self.times.get(task_id)
-            if (
-                times is not None
-                and times.dead_lettered_at is not None
-                and (times.last_end is None or times.last_end <= times.dead_lettered_at)
-            ):
+            if times is not None and self._failed(times):
                 states[task_id] = TaskState.FAILED
                 continue
             state = TaskState.RUNNING
             for other in self.after.get(task_id, ()):
                 other_state = states.get(other)
-                if other_state is None:  # not in the layout: ignored there too
-                    continue
+                if other_state is None:  # not in the task file: what its events say
+                    other_state = self._outside_state(other, completed)
                 if other_state is TaskState.FAILED or other_state is TaskState.BLOCKED:
                     state = TaskState.BLOCKED
                     blocked_by[task_id] = blocked_by.get(other, other)
                     break
                 if other_state is not TaskState.DONE:
                     state = TaskState.WAITING
+            if state is not TaskState.BLOCKED and times is not None and times.blocked_by:
+                # A `task_blocked` event names a failed task whose own dead letter these
+                # events do not hold (in another host's file, or a task of another task file):
+                # believe it until that task completes. A blocker whose dead letter is here
+                # was judged above, from its own events, where a redrive shows.
+                blocker = times.blocked_by
+                seen = self.times.get(blocker)
+                if not completed(blocker) and (seen is None or seen.dead_lettered_at is None):
+                    state = TaskState.BLOCKED
+                    blocked_by[task_id] = blocker
             states[task_id] = state
         return states, blocked_by
+
+    def _outside_state(self, task_id: str, completed: Callable[[str], bool]) -> TaskState:
+        """A dependency that the task file does not hold: done, failed, or (no sign of
+        either) waiting."""
+        if completed(task_id):
+            return TaskState.DONE
+        times = self.times.get(task_id)
+        if times is not None and self._failed(times):
+            return TaskState.FAILED
+        return TaskState.WAITING
+
+    @staticmethod
+    def _failed(times: TaskTimes) -> bool:
+        """Dead-lettered, and no attempt ended after that (a redriven task that runs again)."""
+        return times.dead_lettered_at is not None and (
+            times.last_end is None or times.last_end <= times.dead_lettered_at
+        )
 
     def paints(
         self, layout: FlowLayout, completed: Callable[[str], bool]

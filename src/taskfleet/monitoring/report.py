@@ -54,6 +54,8 @@ _OUTCOME_OF = {
     EventType.TASK_TIMED_OUT: TIMED_OUT,
     EventType.TASK_EXITED: EXITED,
 }
+#: Events about a task of a flow that end no attempt (attempts are handled with the timeline).
+_FLOW_EVENTS = frozenset({EventType.TASK_DEAD_LETTERED, EventType.TASK_BLOCKED})
 
 
 @dataclass
@@ -107,7 +109,8 @@ def collect(
     if task_file is not None:
         from taskfleet.flows.reading import read_flow
 
-        flow_file = read_flow(task_file)
+        # The run may have waited for tasks of another file: those are judged by their events.
+        flow_file = read_flow(task_file, outside_ok=True)
         stats.expect(flow_file.ids)
         if flow_file.has_dependencies:
             progress = FlowProgress(flow_file.after)
@@ -129,10 +132,11 @@ def collect(
                             (parse_timestamp(event["timestamp"]), str(event.get("hostname")))
                         )
                     continue
-                if progress is not None and event_type == EventType.TASK_DEAD_LETTERED:
+                if progress is not None and event_type in _FLOW_EVENTS:
                     with contextlib.suppress(KeyError, TypeError, ValueError):
                         at = parse_timestamp(event["timestamp"])
-                        progress.add(event_type, str(event.get("task_id")), at, 0.0)
+                        task_id = str(event.get("task_id"))
+                        progress.add(event_type, task_id, at, 0.0, event.get("blocked_by"))
                 if event_type not in ATTEMPT_OUTCOMES:
                     continue
                 try:
