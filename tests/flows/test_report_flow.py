@@ -145,6 +145,8 @@ def test_report_of_a_real_run_of_a_flow(tmp_path: Path) -> None:
         "index": ["done"],
     }
     assert "chunk-3 failed" in (boxes["publish"].findtext(f"{SVG}title") or "")
+    # The runtime's task_blocked events give the same count as the graph.
+    assert '<div class="v">2</div><div class="k">blocked</div>' in out.read_text()
 
 
 def test_bad_task_file_is_one_line(tmp_path: Path) -> None:

@@ -482,6 +482,8 @@ def _cards(s: Summary) -> list[tuple[str, str]]:
         ),
         ("hosts", f"{len(s.hosts):,}"),
     ]
+    if s.blocked:  # tasks of a flow held behind a dead letter (task_blocked events)
+        cards.insert(3, ("blocked", f"{s.blocked:,}"))
     return cards
 
 
