@@ -9,6 +9,10 @@ the file with `iter_tasks` (what every command that takes a task file pays); the
 steps, reading with the graph check (`read_flow`), layout, and the SVG text. Printed as seconds
 and as ratios to the baseline, so figures from a shared machine compare.
 
+Then the report: `report.collect` of one completion event per task with the flow's task file
+(the graph and every task's state) against the same events with the same tasks without
+`after` (the report of a flat job, which draws no graph).
+
     python benchmarks/bench_flow_picture.py
     python benchmarks/bench_flow_picture.py --repeat 1
 """
@@ -77,6 +81,34 @@ def measure(path: Path, repeat: int) -> None:
     print(f"  whole picture              {total:7.3f} s   {total / read_s:.2f}x")
 
 
+def measure_report(flow_path: Path, workdir: Path, repeat: int) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from helpers_events import ev, write_events
+    from taskfleet.monitoring.report import collect
+
+    flat_path = workdir / f"flat-{flow_path.name}"
+    events_path = workdir / f"events-{flow_path.stem}.jsonl"
+    if not flat_path.exists() or not events_path.exists():
+        ids = [task.id for task in iter_tasks(flow_path)]
+        flat_path.write_bytes(
+            b"".join(orjson.dumps({"id": i, "data": {}}) + b"\n" for i in ids)
+        )
+        write_events(
+            events_path,
+            (
+                ev("task_completed", n / 1000, task_id=i, attempt=1, worker_id=1, elapsed_time=0.1)
+                for n, i in enumerate(ids)
+            ),
+        )
+    flat_s, _ = best(repeat, lambda: collect([events_path], str(flat_path)))
+    flow_s, data = best(repeat, lambda: collect([events_path], str(flow_path)))
+    print(f"report of {flow_path.name} ({data.summary.events:,} events):")
+    print(f"  flat task file, no graph (baseline) {flat_s:7.3f} s   1.00x")
+    print(f"  flow task file, graph and states    {flow_s:7.3f} s   {flow_s / flat_s:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/taskfleet-bench-flow"))
@@ -90,6 +122,7 @@ def main() -> None:
         write_groups(groups)
     for path in (fan, groups):
         measure(path, args.repeat)
+    measure_report(groups, args.workdir, args.repeat)
 
 
 if __name__ == "__main__":
