@@ -181,9 +181,10 @@ def describe(layout: FlowLayout) -> str:
 
 
 def flow_page(layout: FlowLayout, title: str) -> str:
-    """A self-contained HTML page holding the SVG (no script, no external resource)."""
+    """A self-contained HTML page holding the SVG (no script, no external resource), well-formed
+    as XML too, so that tools that read SVG can read the page."""
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="en"><head><meta charset="utf-8"/>
 <title>{_escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:24px;color:#222}}
 h1{{font-size:20px;margin:0 0 4px}} .sub{{color:#666;margin-bottom:16px}}
