@@ -39,8 +39,9 @@ SUFFIXES = (".svg", ".html", ".htm")
 )
 @click.option("--title", help="Title of the HTML page (default: the task file's name).")
 def show(task_file: str, output: str, group_above: int, title: str | None) -> None:
-    """Draw a flow before it runs: layers from left to right, an arrow from each task to
-    the tasks that wait for it.
+    """Draw a flow before it runs, as SVG or an HTML page.
+
+    Layers go from left to right, with an arrow from each task to the tasks that wait for it.
 
     \b
     Examples:
