@@ -210,6 +210,26 @@ def test_a_task_that_waits_for_one_done_before_the_load_runs_at_once(
     assert list(take(queue)) == ["c"]
 
 
+def test_loading_the_flow_again_changes_no_count(
+    make_queue: Callable[..., Queue], tmp_path: Path
+) -> None:
+    """A resumed run loads its task file again: the tasks already held must keep waiting for
+    exactly the dependencies not done yet."""
+    path = tmp_path / "flow.json"
+    path.write_bytes(
+        orjson.dumps([{"id": t.id, "data": t.data, "after": t.after} for t in diamond()])
+    )
+    queue = make_queue()
+    load_tasks_into(queue, str(path))
+    queue.ack(list(take(queue).values()))
+    b = take(queue)["b"]
+    queue.ack([b])
+    assert load_tasks_into(queue, str(path)).already_present == 4
+    queue.send(diamond())
+    assert take(queue) == {}, "d waits for c, leased and not done"
+    assert queue.stats().waiting == 1
+
+
 def test_purge_forgets_the_dependency_state(make_queue: Callable[..., Queue]) -> None:
     queue = make_queue()
     queue.send(diamond())

@@ -588,8 +588,9 @@ class Queue:
         """Ids of the tasks currently leased, live or expired (see `lists_leases`)."""
         raise self._cannot_list_leases()
 
-    def ack_ids(self, ids: Iterable[str]) -> int:
-        """Mark leased or waiting tasks done by id; returns how many (see `lists_leases`)."""
+    def ack_ids(self, ids: Iterable[str], results: Mapping[str, Any] | None = None) -> int:
+        """Mark leased or waiting tasks done by id; returns how many (see `lists_leases`).
+        `results` as for `ack` (a resumed run reads them from its event log)."""
         raise self._cannot_list_leases()
 
     def release_all(self) -> int:

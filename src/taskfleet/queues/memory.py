@@ -488,14 +488,14 @@ class MemoryQueue(Queue):
         with self._store.changed:
             return [i for i, e in self._store.entries.items() if e.state is _State.LEASED]
 
-    def ack_ids(self, ids: Iterable[str]) -> int:
+    def ack_ids(self, ids: Iterable[str], results: Mapping[str, Any] | None = None) -> int:
         store = self._store
         done = 0
         with store.changed:
             for task_id in ids:
                 entry = store.entries.get(task_id)
                 if entry is not None and entry.state in (_State.WAITING, _State.LEASED):
-                    self._complete(task_id, None)
+                    self._complete(task_id, results)
                     done += 1
         return done
 

@@ -312,6 +312,7 @@ class SQLiteQueue(Queue):
         iterator = iter(tasks)
         seen = inserted = 0
         graph = DependencyGraph()
+        held: set[str] = set()
         sql = (
             f"INSERT OR IGNORE INTO {self._table}(task_id, body) "
             "SELECT json_extract(value, '$.id'), value FROM json_each(?)"
@@ -327,10 +328,10 @@ class SQLiteQueue(Queue):
                 if waits:
                     for task_id, after in waits.items():
                         graph.add(task_id, after)
-                    self._hold(c, waits, start)
-            held = self._check_and_settle(c, graph, start)
+                    held.update(self._hold(c, waits, start))
+            still_held = self._check_and_settle(c, graph, start, held)
             self._counters(
-                c, inserted=inserted, waiting=inserted - held, duplicates=seen - inserted
+                c, inserted=inserted, waiting=inserted - still_held, duplicates=seen - inserted
             )
         return SendResult(inserted=inserted, already_present=seen - inserted, ids_seen=seen)
 
@@ -338,9 +339,12 @@ class SQLiteQueue(Queue):
         (start,) = c.execute(f"SELECT coalesce(max(seq), 0) FROM {self._table}").fetchone()
         return int(start)
 
-    def _hold(self, c: sqlite3.Connection, waits: Mapping[str, Sequence[str]], start: int) -> None:
+    def _hold(
+        self, c: sqlite3.Connection, waits: Mapping[str, Sequence[str]], start: int
+    ) -> list[str]:
         """Record the dependencies of the tasks of `waits` (id -> the ids it waits for) that
-        this load inserted (`seq > start`), and hold them: set-based, one statement each."""
+        this load inserted (`seq > start`), and hold them: set-based, one statement each.
+        Returns the ids held (a task the queue held before the load is left as it is)."""
         self._ensure_dependency_tables(c)
         payload = orjson.dumps(waits).decode()
         new = (
@@ -352,22 +356,29 @@ class SQLiteQueue(Queue):
             f"FROM ({new}) AS n, json_each(n.after) AS a",
             (payload,),
         )
-        c.execute(
+        held = c.execute(
             f"INSERT OR REPLACE INTO {self._waits}(task_id, pending) "
-            f"SELECT n.task_id, json_array_length(n.after) FROM ({new}) AS n",
+            f"SELECT n.task_id, json_array_length(n.after) FROM ({new}) AS n WHERE true "
+            "RETURNING task_id",
             (payload,),
-        )
+        ).fetchall()
         c.execute(
             f"UPDATE {self._table} SET state = 4 WHERE seq > {int(start)} AND state = 0 AND "
             "task_id IN (SELECT key FROM json_each(?))",
             (payload,),
         )
+        return [row[0] for row in held]
 
-    def _check_and_settle(self, c: sqlite3.Connection, graph: DependencyGraph, start: int) -> int:
+    def _check_and_settle(
+        self, c: sqlite3.Connection, graph: DependencyGraph, start: int, held: set[str]
+    ) -> int:
         """Check the load's dependencies (`taskfleet.flows.graph`: a bad graph raises, and the
-        transaction inserts nothing), then release the held tasks whose dependencies were all
-        done before this load. Returns how many of the load's tasks stay held."""
+        transaction inserts nothing), then release the tasks this load `held` whose
+        dependencies were all done before it. Returns how many of them stay held."""
         if not graph.has_dependencies:
+            return 0
+        if not held:
+            graph.check(exists=lambda ids: self._present(c, ids))
             return 0
         graph.check(exists=lambda ids: self._present(c, ids))
         t = self._table
@@ -386,7 +397,7 @@ class SQLiteQueue(Queue):
                 [
                     (sum(other in done for other in after), task_id)
                     for task_id, after in graph.after.items()
-                    if any(other in done for other in after)
+                    if task_id in held and any(other in done for other in after)
                 ],
             )
             c.execute(
@@ -479,6 +490,7 @@ class SQLiteQueue(Queue):
         changes = DataChanges()
         requeued = {DONE: 0, DEAD: 0}
         graph = DependencyGraph()
+        held: set[str] = set()
         with self._write() as c:
             start = self._last_seq(c)
             sql = (
@@ -500,12 +512,12 @@ class SQLiteQueue(Queue):
                 seen += len(batch)
                 waits = _waiting_tasks(batch, graph)
                 if waits:
-                    self._hold(c, waits, int(start))
-            held = self._check_and_settle(c, graph, int(start))
+                    held.update(self._hold(c, waits, int(start)))
+            still_held = self._check_and_settle(c, graph, int(start), held)
             self._counters(
                 c,
                 inserted=inserted,
-                waiting=inserted + changes.rerun - held,
+                waiting=inserted + changes.rerun - still_held,
                 duplicates=seen - inserted,
                 done=-requeued[DONE],
                 dead=-requeued[DEAD],
@@ -762,7 +774,7 @@ class SQLiteQueue(Queue):
             ).fetchall()
         return [r[0] for r in rows]
 
-    def ack_ids(self, ids: Iterable[str]) -> int:
+    def ack_ids(self, ids: Iterable[str], results: Mapping[str, Any] | None = None) -> int:
         """Mark leased or waiting tasks done by id (for resume: their outcome was recorded)."""
         payload = _json_text(list(ids))
         t = self._table
@@ -780,7 +792,7 @@ class SQLiteQueue(Queue):
             self._counters(
                 c, leased=-counts[LEASED], waiting=-counts[WAITING], done=sum(counts.values())
             )
-            self._complete_dependencies(c, done, None)
+            self._complete_dependencies(c, done, results)
         return sum(counts.values())
 
     def extend(self, messages: Sequence[Message], lease_seconds: float) -> None:

@@ -25,7 +25,7 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import quote
 
 import orjson
@@ -108,10 +108,11 @@ class Recovery:
 _COMPLETED = EventType.TASK_COMPLETED.encode()  # lines without it are not parsed
 
 
-def completed_ids_in_log(event_log_file: str | None, candidates: Iterable[str]) -> set[str]:
-    """Which of `candidates` have a final `task_completed` event in the log."""
+def completed_ids_in_log(event_log_file: str | None, candidates: Iterable[str]) -> dict[str, Any]:
+    """Which of `candidates` have a final `task_completed` event in the log, with the result
+    it records (what a queue that keeps a flow's state hands to the tasks that wait)."""
     wanted = set(candidates)
-    found: set[str] = set()
+    found: dict[str, Any] = {}
     if not wanted or not event_log_file or not os.path.exists(event_log_file):
         return found
     with open(event_log_file, "rb") as f:
@@ -128,7 +129,7 @@ def completed_ids_in_log(event_log_file: str | None, candidates: Iterable[str]) 
                 and event.get("event_type") == EventType.TASK_COMPLETED
                 and not event.get("retry")
             ):
-                found.add(task_id)
+                found[task_id] = event.get("result")
     return found
 
 
@@ -139,7 +140,12 @@ def recover(queue: Queue, event_log_file: str | None) -> Recovery:
     if not leased:
         return Recovery()
     finished = completed_ids_in_log(event_log_file, leased)
-    acked = queue.ack_ids(finished) if finished else 0
+    if not finished:
+        acked = 0
+    elif queue.tracks_dependencies:
+        acked = queue.ack_ids(finished, finished)
+    else:
+        acked = queue.ack_ids(finished)
     queue.release_all()
     return Recovery(leased=len(leased), acknowledged_from_log=acked)
 
