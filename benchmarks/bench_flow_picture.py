@@ -92,9 +92,7 @@ def measure_report(flow_path: Path, workdir: Path, repeat: int) -> None:
     events_path = workdir / f"events-{flow_path.stem}.jsonl"
     if not flat_path.exists() or not events_path.exists():
         ids = [task.id for task in iter_tasks(flow_path)]
-        flat_path.write_bytes(
-            b"".join(orjson.dumps({"id": i, "data": {}}) + b"\n" for i in ids)
-        )
+        flat_path.write_bytes(b"".join(orjson.dumps({"id": i, "data": {}}) + b"\n" for i in ids))
         write_events(
             events_path,
             (

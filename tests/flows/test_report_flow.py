@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from tests.worker.helpers import run_worker, write_tasks
+from tests.worker.helpers import run_worker, worker_env
 
 from flows.flow_events import EXPECTED_STATES, TASKS, flow_events
 from helpers_events import CHROMIUM_ARGS, ev, write_events
@@ -21,6 +21,7 @@ from taskfleet.monitoring.report import build_report, collect
 from test_report import browser_or_skip
 
 SVG = "{http://www.w3.org/2000/svg}"
+FLOW_WORKER = Path(__file__).with_name("flow_worker.py")
 COLOUR_STATE = {colour: state.value for state, (colour, _) in STATE_STYLE.items()}
 
 
@@ -116,23 +117,32 @@ def test_big_flow_is_grouped_and_coloured_in_proportion(tmp_path: Path) -> None:
     assert [COLOUR_STATE[c] for c in state_colours(boxes["aggregate"])] == ["blocked"]
 
 
-def test_report_of_a_real_run_of_a_flow(tmp_path: Path) -> None:
-    """A local run of a flow whose chunk-3 always raises: chunk-3 ends dead-lettered, the
-    tasks after it are never run, and the report colours them so."""
+def test_report_of_a_real_run_of_a_flow_before_and_after_a_redrive(tmp_path: Path) -> None:
+    """A local run of a flow whose chunk-3 fails until a fix: chunk-3 ends dead-lettered, the
+    tasks after it are blocked, and the report colours them so; after the fix, a redrive and
+    a rerun, the same report shows every task done."""
     chunks = [f"chunk-{i}" for i in range(1, 5)]
-    tasks = [{"id": "prepare", "data": {}}]
+    fix = tmp_path / "fixed"
+    tasks = [{"id": "prepare", "data": {"n": 1}}]
     tasks += [
-        {"id": c, "data": {"action": "raise" if c == "chunk-3" else "ok"}, "after": ["prepare"]}
+        {
+            "id": c,
+            "data": {"n": 1, **({"fail_unless": str(fix)} if c == "chunk-3" else {})},
+            "after": ["prepare"],
+        }
         for c in chunks
     ]
     tasks += [
-        {"id": "aggregate", "data": {}, "after": chunks},
-        {"id": "publish", "data": {}, "after": ["aggregate"]},
-        {"id": "index", "data": {}, "after": ["chunk-2"]},
+        {"id": "aggregate", "data": {"n": 1}, "after": chunks},
+        {"id": "publish", "data": {"n": 1}, "after": ["aggregate"]},
+        {"id": "index", "data": {"n": 1}, "after": ["chunk-2"]},
     ]
-    task_file = write_tasks(tmp_path / "tasks.json", tasks)
-    run = run_worker(tmp_path, "--task-file", str(task_file), "--num-simultaneous-tasks", "2")
-    assert run.returncode == 2, run.stderr  # a dead letter
+    task_file = tmp_path / "tasks.json"
+    task_file.write_bytes(orjson.dumps(tasks))
+    args = ("--task-file", "tasks.json", "--event-log-file", "events.jsonl")
+    env = worker_env(FLOW_STARTS=str(tmp_path / "starts.txt"))
+    run = run_worker(tmp_path, *args, script=FLOW_WORKER, env=env)
+    assert run.returncode == 2, run.stderr  # a dead letter, and tasks blocked behind it
     out = tmp_path / "report.html"
     build_report([tmp_path / "events.jsonl"], out, task_file=str(task_file))
     boxes = boxes_of(out.read_text())
@@ -147,6 +157,20 @@ def test_report_of_a_real_run_of_a_flow(tmp_path: Path) -> None:
     assert "chunk-3 failed" in (boxes["publish"].findtext(f"{SVG}title") or "")
     # The runtime's task_blocked events give the same count as the graph.
     assert '<div class="v">2</div><div class="k">blocked</div>' in out.read_text()
+
+    fix.touch()
+    url = f"sqlite:///{tmp_path / 'events.state.db'}"
+    assert run_taskfleet("redrive", "--queue", url).returncode == 0
+    rerun = run_worker(tmp_path, *args, script=FLOW_WORKER, env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    build_report([tmp_path / "events.jsonl"], out, task_file=str(task_file))
+    page = out.read_text()
+    boxes = boxes_of(page)
+    assert {t: [COLOUR_STATE[c] for c in state_colours(b)] for t, b in boxes.items()} == {
+        t["id"]: ["done"] for t in tasks
+    }
+    assert "attempts: 2" in (boxes["chunk-3"].findtext(f"{SVG}title") or "")
+    assert '<div class="k">blocked</div>' not in page
 
 
 def test_bad_task_file_is_one_line(tmp_path: Path) -> None:
