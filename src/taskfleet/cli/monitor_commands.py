@@ -10,6 +10,7 @@ import click
 
 from taskfleet.cli import cli
 from taskfleet.errors import TaskfleetError
+from taskfleet.flows.layout import DEFAULT_GROUP_ABOVE
 from taskfleet.queues import example_event_queues
 
 
@@ -201,7 +202,12 @@ def monitor(
     help="The HTML file to write (self-contained: opens offline).",
 )
 @click.option("--png", type=click.Path(dir_okay=False), help="Also write the timeline as a PNG.")
-@click.option("--task-file", metavar="PATH|URL", help="Compare against this task list.")
+@click.option(
+    "--task-file",
+    metavar="PATH|URL",
+    help="Compare against this task list; when its tasks wait for others ('after'), the "
+    "report also draws the flow, each task coloured by its state.",
+)
 @click.option("--title", help="Title of the report.")
 @click.option(
     "--max-bars",
@@ -210,6 +216,14 @@ def monitor(
     show_default=True,
     help="Above this many task attempts the timeline shows a sample (it says so).",
 )
+@click.option(
+    "--group-above",
+    type=click.IntRange(min=0),
+    default=DEFAULT_GROUP_ABOVE,
+    show_default=True,
+    help="Flow graph: above this many tasks, tasks with the same dependencies and dependents "
+    "are drawn as one box (coloured in proportion to their states).",
+)
 def report(
     events: tuple[str, ...],
     output: str,
@@ -217,6 +231,7 @@ def report(
     task_file: str | None,
     title: str | None,
     max_bars: int,
+    group_above: int,
 ) -> None:
     """Write an HTML report of one or more events files: timeline per worker process,
     throughput, elapsed-time histogram, failures and summary.
@@ -225,11 +240,18 @@ def report(
     Examples:
       taskfleet report events.jsonl -o report.html
       taskfleet report host-*/events.jsonl -o report.html --png timeline.png
+      taskfleet report events.jsonl --task-file flow.json -o report.html   (draws the flow)
     """
     from taskfleet.monitoring.report import build_report
 
     data = build_report(
-        events, output, png=png, max_bars=max_bars, title=title, task_file=task_file
+        events,
+        output,
+        png=png,
+        max_bars=max_bars,
+        title=title,
+        task_file=task_file,
+        group_above=group_above,
     )
     note = ""
     if data.sampled:

@@ -32,6 +32,9 @@ import orjson
 from taskfleet.errors import MissingExtraError, TaskfleetError
 from taskfleet.events.reader import EventFileReader, parse_timestamp
 from taskfleet.events.schema import ATTEMPT_OUTCOMES, EventType
+from taskfleet.flows.drawing import Paint, describe, flow_svg
+from taskfleet.flows.layout import DEFAULT_GROUP_ABOVE, FlowLayout, layout_flow
+from taskfleet.monitoring.flow_progress import STATE_STYLE, FlowProgress, TaskState
 from taskfleet.monitoring.statistics import EventStats, Summary
 from taskfleet.monitoring.summary_text import format_summary, seconds
 
@@ -51,6 +54,8 @@ _OUTCOME_OF = {
     EventType.TASK_TIMED_OUT: TIMED_OUT,
     EventType.TASK_EXITED: EXITED,
 }
+#: Events about a task of a flow that end no attempt (attempts are handled with the timeline).
+_FLOW_EVENTS = frozenset({EventType.TASK_DEAD_LETTERED, EventType.TASK_BLOCKED})
 
 
 @dataclass
@@ -78,16 +83,38 @@ class ReportData:
     shown: list[int]  # indices of the attempts drawn on the timeline
     sampled: bool
     spot_terminations: list[tuple[float, str]]
+    flow: FlowPicture | None = None
 
 
-def collect(paths: Sequence[str | os.PathLike[str]], task_file: str | None = None) -> ReportData:
+@dataclass
+class FlowPicture:
+    """The flow graph of a run whose tasks had dependencies: layout, colours, tasks per state."""
+
+    layout: FlowLayout
+    paints: dict[int, Paint]
+    totals: dict[TaskState, int]
+
+
+def collect(
+    paths: Sequence[str | os.PathLike[str]],
+    task_file: str | None = None,
+    group_above: int = DEFAULT_GROUP_ABOVE,
+) -> ReportData:
     """Read the events of every file (any order, duplicates dropped by `EventStats`) into the
-    statistics and the per-attempt columns."""
+    statistics and the per-attempt columns; with a task file whose tasks wait for others, also
+    the state of every task of the flow."""
     stats = EventStats()
+    progress: FlowProgress | None = None
+    flow_ids: list[str] = []
     if task_file is not None:
-        from taskfleet.tasks import iter_tasks
+        from taskfleet.flows.reading import read_flow
 
-        stats.expect(task.id for task in iter_tasks(task_file))
+        # The run may have waited for tasks of another file: those are judged by their events.
+        flow_file = read_flow(task_file, outside_ok=True)
+        stats.expect(flow_file.ids)
+        if flow_file.has_dependencies:
+            progress = FlowProgress(flow_file.after)
+            flow_ids = flow_file.ids
     attempts = Attempts()
     slot_rows: dict[tuple[str, Any], int] = {}
     unslotted: list[tuple[int, str]] = []  # attempts without worker_id (rms-cloud-tasks files)
@@ -105,6 +132,11 @@ def collect(paths: Sequence[str | os.PathLike[str]], task_file: str | None = Non
                             (parse_timestamp(event["timestamp"]), str(event.get("hostname")))
                         )
                     continue
+                if progress is not None and event_type in _FLOW_EVENTS:
+                    with contextlib.suppress(KeyError, TypeError, ValueError):
+                        at = parse_timestamp(event["timestamp"])
+                        task_id = str(event.get("task_id"))
+                        progress.add(event_type, task_id, at, 0.0, event.get("blocked_by"))
                 if event_type not in ATTEMPT_OUTCOMES:
                     continue
                 try:
@@ -112,6 +144,8 @@ def collect(paths: Sequence[str | os.PathLike[str]], task_file: str | None = Non
                     elapsed = float(event.get("elapsed_time") or 0.0)
                 except (KeyError, TypeError, ValueError):
                     continue
+                if progress is not None:
+                    progress.add(event_type, str(event.get("task_id")), end, elapsed)
                 if event_type == EventType.TASK_COMPLETED:
                     outcome = RETRY if event.get("retry") else COMPLETED
                 else:
@@ -136,7 +170,12 @@ def collect(paths: Sequence[str | os.PathLike[str]], task_file: str | None = Non
     if unslotted:
         _assign_lanes(attempts, unslotted, slot_rows)
     rows, row_hosts = _order_rows(attempts, slot_rows)
-    return ReportData(stats.summary(), attempts, rows, row_hosts, [], False, spots)
+    flow = None
+    if progress is not None:
+        layout = layout_flow(flow_ids, progress.after, group_above=group_above)
+        paints, totals = progress.paints(layout, stats.is_completed)
+        flow = FlowPicture(layout, paints, totals)
+    return ReportData(stats.summary(), attempts, rows, row_hosts, [], False, spots, flow)
 
 
 def _assign_lanes(
@@ -443,6 +482,8 @@ def _cards(s: Summary) -> list[tuple[str, str]]:
         ),
         ("hosts", f"{len(s.hosts):,}"),
     ]
+    if s.blocked:  # tasks of a flow held behind a dead letter (task_blocked events)
+        cards.insert(3, ("blocked", f"{s.blocked:,}"))
     return cards
 
 
@@ -482,7 +523,29 @@ vertical-align:top}
 td.n{text-align:right} code{white-space:pre-wrap;word-break:break-word}
 pre{background:#f7f7f7;padding:10px;overflow:auto;font-size:12px}
 .note{background:#fff8e1;border:1px solid #f0d98a;padding:6px 10px;border-radius:4px}
+.legend{display:flex;flex-wrap:wrap;gap:14px;font-size:13px;margin-bottom:8px}
+.state-key i{display:inline-block;width:12px;height:12px;margin-right:5px;border:1px solid #888;
+vertical-align:-1px}
+.flow-scroll{overflow:auto;max-height:900px;border:1px solid #ddd;border-radius:6px;padding:4px}
 """
+
+
+def _flow_section(flow: FlowPicture | None) -> str:
+    """The flow graph (plain SVG, hover text in each box's <title>) and its legend."""
+    if flow is None:
+        return ""
+    legend = "".join(
+        f'<span class="state-key" data-state="{state.value}"><i style="background:{colour}">'
+        f"</i>{html.escape(text)}: {flow.totals[state]:,}</span>"
+        for state, (colour, text) in STATE_STYLE.items()
+    )
+    return (
+        "<h2>Flow</h2>"
+        f'<div class="sub">{html.escape(describe(flow.layout))}. Arrows point from a task to '
+        "the tasks that wait for it; hover a box for its state, attempts and times.</div>"
+        f'<div class="legend" id="flow-legend">{legend}</div>'
+        f'<div class="flow-scroll" id="flow">{flow_svg(flow.layout, flow.paints)}</div>'
+    )
 
 
 def render_html(data: ReportData, title: str, sources: Sequence[str]) -> str:
@@ -535,6 +598,7 @@ def render_html(data: ReportData, title: str, sources: Sequence[str]) -> str:
 generated {generated}</div>
 {note_html}
 <div class="cards" id="summary-cards">{cards}</div>
+{_flow_section(data.flow)}
 <h2>Timeline</h2>
 <div id="timeline" data-attempts="{len(data.attempts)}" data-bars="{len(data.shown)}"></div>
 <h2>Throughput</h2>
@@ -605,11 +669,13 @@ def build_report(
     max_bars: int = DEFAULT_MAX_BARS,
     title: str | None = None,
     task_file: str | None = None,
+    group_above: int = DEFAULT_GROUP_ABOVE,
 ) -> ReportData:
-    """Write the HTML report (and the PNG timeline); returns what was drawn."""
+    """Write the HTML report (and the PNG timeline); returns what was drawn. With a task file
+    whose tasks wait for others, the page also draws the flow, coloured by state."""
     if max_bars < 1:
         raise TaskfleetError(f"--max-bars must be at least 1, not {max_bars}")
-    data = collect(paths, task_file)
+    data = collect(paths, task_file, group_above)
     data.shown, data.sampled = choose_shown(data.attempts, max_bars)
     sources = [str(p) for p in paths]
     page = render_html(data, title or "taskfleet report", sources)
