@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from taskfleet.queues.base import (
     DeadLetter,
@@ -43,9 +43,13 @@ from taskfleet.queues.base import (
     attempts_for_new_queue,
     expired_lease_error,
     queue_not_found,
+    tasks_of,
 )
 from taskfleet.tasks import Task
 from taskfleet.tasks.model import as_tasks
+
+if TYPE_CHECKING:
+    from taskfleet.tasks.batches import TaskBatch
 
 
 class _State(Enum):
@@ -114,6 +118,7 @@ class MemoryQueue(Queue):
     dead_letter_store: ClassVar[bool] = True
     reports_expired_dead_letters: ClassVar[bool] = True
     shared_between_processes: ClassVar[bool] = False
+    updates_data: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -251,6 +256,50 @@ class MemoryQueue(Queue):
             store.counts.inserted += result.inserted
             store.counts.duplicates += result.already_present
             if result.inserted:
+                store.changed.notify_all()
+        return result
+
+    def send_updates(
+        self, batches: Iterable[TaskBatch], *, rerun_completed: bool = False
+    ) -> SendResult:
+        """`send`, and tasks already present take the batches' data (see the base class).
+
+        A completed task's data is gone (its entry is dropped on ack, as Redis drops its
+        body), so completed tasks are counted as `completed_unknown` and left alone, with
+        `rerun_completed` or not; a changed dead letter is queued again under it."""
+        batch = list(tasks_of(batches))  # read whole first: a bad entry changes nothing
+        result = SendResult(ids_seen=len(batch))
+        changes = result.changes
+        store = self._store
+        with store.changed:
+            for task in batch:
+                if task.id not in store.known:
+                    store.known.add(task.id)
+                    entry = store.entries[task.id] = _Entry(task)
+                    store.ready.append((task.id, entry.version))
+                    result.inserted += 1
+                    continue
+                result.already_present += 1
+                entry = store.entries.get(task.id)
+                if entry is None:
+                    changes.completed_unknown += 1
+                    continue
+                if entry.task == task:
+                    continue
+                entry.task = task  # a lease holds its Message: its attempt keeps the old data
+                if entry.state is not _State.DEAD:
+                    changes.updated += 1
+                elif rerun_completed:
+                    changes.rerun += 1
+                    del store.dead[task.id]
+                    entry.attempts = 0
+                    entry.error = None
+                    self._make_visible(task.id, entry)
+                else:
+                    changes.dead_updated += 1
+            store.counts.inserted += result.inserted
+            store.counts.duplicates += result.already_present
+            if result.inserted or changes.rerun:
                 store.changed.notify_all()
         return result
 

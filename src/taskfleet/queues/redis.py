@@ -49,6 +49,7 @@ from taskfleet.queues.base import (
     SendResult,
     attempts_for_new_queue,
     queue_not_found,
+    tasks_of,
 )
 from taskfleet.redact import redact
 from taskfleet.tasks import Task
@@ -57,10 +58,13 @@ from taskfleet.tasks.model import as_tasks
 if TYPE_CHECKING:
     import redis
 
+    from taskfleet.tasks.batches import TaskBatch
+
 KEY_PREFIX = "taskfleet"
 _KEY_NAMES = ("meta", "known", "body", "att", "tok", "ready", "leased", "delayed", "dead", "err")
 _SCRIPTS = (
     "SEND",
+    "SEND_UPDATE",
     "RECEIVE",
     "ACK",
     "RETRY",
@@ -134,6 +138,7 @@ class RedisQueue(Queue):
     delayed_retry: ClassVar[bool] = True
     dead_letter_store: ClassVar[bool] = True
     reports_expired_dead_letters: ClassVar[bool] = True
+    updates_data: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -341,8 +346,25 @@ class RedisQueue(Queue):
         the server failing) leaves earlier round trips inserted and raises `SendInterrupted`
         with their count. Sending again is safe because known ids are skipped.
         """
-        tasks = as_tasks(tasks)  # plain dicts too
         batch_size = max(1, min(BATCH_CHUNK, batch_size or SEND_CHUNK))  # Lua unpack limit
+        return self._send_with("SEND", [], as_tasks(tasks), batch_size)
+
+    def send_updates(
+        self, batches: Iterable[TaskBatch], *, rerun_completed: bool = False
+    ) -> SendResult:
+        """`send_batches`, and tasks already present take the batches' data (see the base
+        class), each chunk in one script call (`SEND_UPDATE`), so a worker never sees a task
+        half changed. A completed task's body is deleted on ack, so completed tasks cannot be
+        compared: they are left alone and counted (`completed_unknown`), with
+        `rerun_completed` or not; a changed dead letter is queued again under it."""
+        prefix = ["1" if rerun_completed else "0"]
+        return self._send_with("SEND_UPDATE", prefix, tasks_of(batches), SEND_CHUNK)
+
+    def _send_with(
+        self, script: str, prefix: list[Any], tasks: Iterable[Task], batch_size: int
+    ) -> SendResult:
+        """Send `tasks` in chunks through `script` (SEND or SEND_UPDATE), each call's
+        arguments `prefix` then id, body pairs; see `send` for what an error leaves."""
         result = SendResult()
         iterator = iter(tasks)
         try:
@@ -352,7 +374,7 @@ class RedisQueue(Queue):
                     chunk = list(islice(iterator, batch_size))
                     if not chunk:
                         break
-                    args: list[Any] = []
+                    args: list[Any] = list(prefix)
                     for task in chunk:
                         args.append(task.id)
                         args.append(task.to_json())
@@ -361,13 +383,19 @@ class RedisQueue(Queue):
                     return result
                 refused: Exception | None = None
                 with self._server():  # the server away: QueueUnavailableError, ridden out
-                    answers = self._run_many_settled("SEND", calls)
+                    answers = self._run_many_settled(script, calls)
                 for answer in answers:
                     if isinstance(answer, Exception):
                         refused = refused or answer
                         continue
-                    inserted, present = (int(n) for n in answer)
-                    result += SendResult(inserted, present, inserted + present)
+                    counts = [int(n) for n in answer]
+                    result += SendResult(counts[0], counts[1], counts[0] + counts[1])
+                    if len(counts) > 2:
+                        changes = result.changes
+                        changes.updated += counts[2]
+                        changes.dead_updated += counts[3]
+                        changes.rerun += counts[4]
+                        changes.completed_unknown += counts[5]
                 if refused is not None:
                     raise _send_refused(refused, self.url)
         except BaseException as exc:  # Ctrl-C too: say what went in before it

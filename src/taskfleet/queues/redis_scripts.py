@@ -64,6 +64,53 @@ end
 return {inserted, present}
 """
 
+# SEND, and ids already known take the given body where theirs differs (`send_updates`).
+# ARGV: rerun_dead (0/1), id1, body1, id2, body2, ...
+# -> {inserted, already_present, updated, dead_updated, rerun, completed_unknown}
+# A task's body is in KEYS[3] until it is done, so a known id without a body is completed,
+# and its data cannot be compared: it is left alone and counted. A leased task's body changes
+# under its lease: the running attempt keeps what it received, a later one reads the new body.
+SEND_UPDATE = """
+local inserted, present, updated, dead_updated, rerun, unknown = 0, 0, 0, 0, 0, 0
+local new, again = {}, {}
+for i = 2, #ARGV, 2 do
+  local id, body = ARGV[i], ARGV[i + 1]
+  if redis.call('SADD', KEYS[2], id) == 1 then
+    redis.call('HSET', KEYS[3], id, body)
+    inserted = inserted + 1
+    new[inserted] = id
+  else
+    present = present + 1
+    local old = redis.call('HGET', KEYS[3], id)
+    if not old then
+      unknown = unknown + 1
+    elseif old ~= body then
+      redis.call('HSET', KEYS[3], id, body)
+      if not redis.call('ZSCORE', KEYS[9], id) then
+        updated = updated + 1
+      elseif ARGV[1] == '1' then
+        redis.call('ZREM', KEYS[9], id)
+        redis.call('HDEL', KEYS[4], id)
+        redis.call('HDEL', KEYS[10], id)
+        rerun = rerun + 1
+        again[rerun] = id
+      else
+        dead_updated = dead_updated + 1
+      end
+    end
+  end
+end
+if inserted > 0 then
+  redis.call('RPUSH', KEYS[6], unpack(new))
+  redis.call('HINCRBY', KEYS[1], 'inserted', inserted)
+end
+if rerun > 0 then redis.call('RPUSH', KEYS[6], unpack(again)) end
+if present > 0 then
+  redis.call('HINCRBY', KEYS[1], 'duplicates', present)
+end
+return {inserted, present, updated, dead_updated, rerun, unknown}
+"""
+
 # Calls `command key args...` in slices, as Lua's unpack() has a limit of a few thousand values.
 _CHUNKED = """
 local function chunked(command, key, args)
@@ -336,6 +383,7 @@ return #ids
 FLAGS_FROM_VERSION = (7, 0)
 _FLAGS: dict[str, str] = {
     "SEND": "",
+    "SEND_UPDATE": "",
     "REDRIVE": "",
     "RECEIVE": "allow-oom",
     "ACK": "allow-oom",
