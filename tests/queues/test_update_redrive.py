@@ -86,6 +86,7 @@ def test_redrive_after_load_queue_update_runs_the_fixed_data(
 
     first = _drain(tmp_path, queue_url, "first.jsonl")
     assert first.returncode == 2, first.stdout + first.stderr  # "bad" is a dead letter
+    assert "--task-file FILE --update` first" in first.stderr, first.stderr
     listed = _taskfleet(tmp_path, "dead-letters", "--queue", queue_url, "--json")
     assert listed.returncode == 0, listed.stderr
     assert '"raise"' in listed.stdout

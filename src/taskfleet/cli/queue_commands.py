@@ -53,7 +53,8 @@ def open_existing_queue(queue_url: str) -> Queue:
     "--update",
     is_flag=True,
     help="Tasks already in the queue and not completed take the file's data (dead letters too: "
-    "`taskfleet redrive` then runs them with it); completed ones that differ are counted.",
+    "`taskfleet redrive` then runs them with it); completed ones are left as they were. On SQS "
+    "and Pub/Sub only the dead letters change, and nothing else is sent.",
 )
 def load_queue(
     queue_url: str,

@@ -495,9 +495,16 @@ class Worker:
             print(f"error: {supervisor.outage.summary}", file=sys.stderr, flush=True)
         if summary.exit_code == EXIT_FAILED:
             where = f"--queue {shlex.quote(redact(queue.url))}"
+            # A local run takes the task file's new data by itself; a queue needs it loaded.
+            data_fix = (
+                ""
+                if local
+                else f" (a fix in the task data: `taskfleet load-queue {where} --task-file "
+                "FILE --update` first)"
+            )
             print(
                 f"some tasks were dead-lettered: see `taskfleet dead-letters {where}`; after a "
-                f"fix, `taskfleet redrive {where}` and run again",
+                f"fix{data_fix}, `taskfleet redrive {where}` and run again",
                 file=sys.stderr,
             )
         return summary
