@@ -123,8 +123,8 @@ def load_queue(
                 click.echo(_stopped_load_message(queue, 0), err=True)
                 raise SystemExit(130) from None
         note = queue.load_note()
-        if update and result.changes.not_sent:
-            pass  # nothing was sent: the lines below say what the load did
+        if update and (result.changes.not_sent or note is not None):
+            pass  # only dead letters were replaced: the lines below say what the load did
         elif note is None:
             out.print(f"inserted {result.inserted:,}, already present {result.already_present:,}")
         else:
