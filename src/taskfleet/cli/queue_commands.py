@@ -123,12 +123,15 @@ def load_queue(
                 click.echo(_stopped_load_message(queue, 0), err=True)
                 raise SystemExit(130) from None
         note = queue.load_note()
-        if update and (result.changes.not_sent or note is not None):
-            pass  # only dead letters were replaced: the lines below say what the load did
-        elif note is None:
-            out.print(f"inserted {result.inserted:,}, already present {result.already_present:,}")
-        else:
-            out.print(f"accepted {result.inserted:,} ({note})")
+        # An update on SQS or Pub/Sub replaces dead letters only: `update_lines` says so, and
+        # an "accepted 0" line with a note about duplicates would only confuse.
+        only_dead_letters = update and (result.changes.not_sent or note is not None)
+        if not only_dead_letters:
+            if note is None:
+                inserted = f"inserted {result.inserted:,}"
+                out.print(f"{inserted}, already present {result.already_present:,}")
+            else:
+                out.print(f"accepted {result.inserted:,} ({note})")
         if update:
             for line in update_lines(result.changes):
                 out.print(line)
