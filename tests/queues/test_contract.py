@@ -27,6 +27,7 @@ from taskfleet.queues import (
     open_queue,
 )
 from taskfleet.tasks import Task
+from taskfleet.tasks.batches import TaskBatch
 
 if TYPE_CHECKING:
     from conftest import Backend
@@ -95,6 +96,20 @@ EXCLUDED: dict[str, dict[str, str]] = {
         },
         **{kind: "the Pub/Sub API counts no messages and keeps no totals" for kind in PUBSUB},
     },
+    "load_with_updates_gives_present_tasks_the_new_data": {
+        kind: "SQS cannot read or change the messages it holds (only its dead letters, by "
+        "receiving them): a load with updates replaces the dead letters and sends nothing else"
+        for kind in SQS
+    }
+    | {
+        kind: "Pub/Sub cannot read or change the messages it holds (only its dead letters, by "
+        "pulling them): a load with updates replaces the dead letters and sends nothing else"
+        for kind in PUBSUB
+    },
+    "load_with_updates_leaves_a_running_attempt_its_data": {
+        kind: "an SQS message in flight cannot be changed: it keeps its data" for kind in SQS
+    }
+    | {kind: "a Pub/Sub message cannot be changed: it keeps its data" for kind in PUBSUB},
     "purge_forgets_the_ids": {
         "sqs-fifo": "FIFO deduplication ids outlive a purge for 5 minutes",
     },
@@ -462,6 +477,83 @@ def test_redrive_given_ids_moves_only_those(make_queue: MakeQueue, backend: Back
     assert receive_one(q, 30).task_id == "t00001"
     assert sorted(d.task.id for d in q.dead_letters()) == ["t00000", "t00002"]
     assert q.redrive([]) == 0
+
+
+# -- a load with updates (`load-queue --update`) -------------------------------------------
+
+
+def batches_of(items: list[Task]) -> list[TaskBatch]:
+    """`items` as one validated batch, as `load-queue` reads them from a file."""
+    bodies = [task.to_json().decode() for task in items]
+    ids = [task.id for task in items]
+    return [TaskBatch("tasks.json", "task", range(1, len(items) + 1), ids, bodies, True)]
+
+
+def test_load_with_updates_gives_present_tasks_the_new_data(
+    make_queue: MakeQueue, backend: Backend
+) -> None:
+    """Waiting, delayed and dead tasks take the file's data; completed ones are left alone
+    (counted as changed where the queue keeps their data, else as not compared); new ids are
+    inserted; an unchanged task counts as nothing."""
+    q = make_queue()
+    q.send([Task(i, {"v": 1}) for i in ("waiting", "delayed", "dead", "done", "same")])
+    by_id = {m.task_id: m for m in q.receive(5, 30)}
+    q.release([by_id["waiting"], by_id["same"]])
+    q.retry(by_id["delayed"], 0.5, "later")
+    q.dead_letter(by_id["dead"], "broken")
+    q.ack([by_id["done"]])
+    fixed = [Task(i, {"v": 2}) for i in ("waiting", "delayed", "dead", "done", "new")]
+    result = q.send_updates(batches_of([*fixed, Task("same", {"v": 1})]))
+    assert (result.inserted, result.already_present) == (1, 5)
+    changes = result.changes
+    assert (changes.updated, changes.dead_updated, changes.rerun) == (2, 1, 0)
+    assert changes.completed_changed + changes.completed_unknown == 1
+    assert [(d.task.id, d.task.data, d.error) for d in q.dead_letters()] == [
+        ("dead", {"v": 2}, "broken")
+    ]
+    assert q.redrive() == 1
+    time.sleep(0.6)
+    got = {m.task_id: m.task.data for m in drain(q, 30)}
+    assert got == {
+        "waiting": {"v": 2},
+        "delayed": {"v": 2},
+        "dead": {"v": 2},
+        "new": {"v": 2},
+        "same": {"v": 1},
+    }
+
+
+def test_load_with_updates_leaves_a_running_attempt_its_data(
+    make_queue: MakeQueue, backend: Backend
+) -> None:
+    """A leased task's running attempt keeps the data it was given; its next attempt (after a
+    retry or an expired lease) gets the new data."""
+    q = make_queue()
+    q.send([Task("t", {"v": 1})])
+    running = receive_one(q, 30)
+    result = q.send_updates(batches_of([Task("t", {"v": 2})]))
+    assert result.changes.updated == 1
+    assert running.task.data == {"v": 1}
+    assert q.retry(running, 0, "try again") is True
+    again = receive_one(q, 30, wait=backend.lease)
+    assert (again.task.data, again.attempt) == ({"v": 2}, 2)
+
+
+def test_load_with_updates_replaces_dead_letters(make_queue: MakeQueue, backend: Backend) -> None:
+    """The redrive after a fix: every backend gives its dead letters the file's data (SQS and
+    Pub/Sub by sending the fixed copy to the dead letters and deleting the broken one), so that
+    `redrive` runs the fixed data; a dead letter whose data is unchanged stays as it was."""
+    q = make_queue()
+    q.send([Task("a", {"broken": True}), Task("b", {"v": 1})])
+    for m in q.receive(2, 30):
+        q.dead_letter(m, f"bad {m.task_id}")
+    result = q.send_updates(batches_of([Task("a", {"fixed": True}), Task("b", {"v": 1})]))
+    assert result.changes.dead_updated == 1
+    letters = sorted((d.task.id, d.task.data, d.error) for d in q.dead_letters())
+    assert letters == [("a", {"fixed": True}, "bad a"), ("b", {"v": 1}, "bad b")]
+    assert q.redrive(["a"]) == 1
+    message = receive_one(q, 30, wait=backend.lease)
+    assert (message.task_id, message.task.data, message.attempt) == ("a", {"fixed": True}, 1)
 
 
 # -- stats, queue lifecycle ----------------------------------------------------------------

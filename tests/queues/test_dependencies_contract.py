@@ -20,6 +20,7 @@ import pytest
 from taskfleet.errors import TaskFileError
 from taskfleet.queues import Message, Queue, open_queue
 from taskfleet.tasks import Task
+from taskfleet.tasks.batches import TaskBatch
 from taskfleet.tasks.loading import load_tasks_into
 
 if TYPE_CHECKING:
@@ -321,3 +322,34 @@ def test_a_flow_task_file_loads_and_runs_in_order(
         order += sorted(leased)
         queue.ack(list(leased.values()))
     assert order == ["prep", "p1", "p2", "agg"]
+
+
+def test_an_update_load_holds_its_new_waiting_tasks_and_changes_only_data(
+    make_queue: Callable[..., Queue],
+) -> None:
+    """`load-queue --update` of a flow whose file gained tasks and changed data: the new tasks
+    wait like any loaded flow's, and a waiting task takes its new data but keeps waiting."""
+    queue = make_queue()
+    queue.send([task("a"), task("b", "a")])
+    fixed = [
+        task("a"),
+        Task("b", {"n": "b, fixed"}, ("a",)),
+        task("c", "b"),
+        task("d"),
+    ]
+    bodies = [t.to_json().decode() for t in fixed]
+    batch = TaskBatch("flow.json", "task", range(1, 5), [t.id for t in fixed], bodies, True)
+    result = queue.send_updates([batch])
+    assert (result.inserted, result.already_present) == (2, 2)
+    assert result.changes.updated == 1
+    first = take(queue)
+    assert sorted(first) == ["a", "d"], "c waits for b, which waits for a"
+    assert queue.stats().waiting == 2
+    queue.ack(list(first.values()), {"a": 1, "d": 2})
+    second = take(queue)
+    assert list(second) == ["b"]
+    assert second["b"].task.data == {"n": "b, fixed"}
+    queue.ack([second["b"]], {"b": 3})
+    third = take(queue)
+    assert list(third) == ["c"]
+    assert third["c"].dependency_results == {"b": 3}

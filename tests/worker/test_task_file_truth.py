@@ -17,7 +17,8 @@ import pytest
 from tests.worker.helpers import read_events, run_worker, worker_env, write_tasks
 
 from taskfleet.errors import TaskfleetError
-from taskfleet.queues import open_queue
+from taskfleet.queues import Queue
+from taskfleet.queues.memory import MemoryQueue
 from taskfleet.queues.sqlite import SQLiteQueue
 from taskfleet.tasks.loading import load_tasks_into
 
@@ -192,9 +193,17 @@ def test_another_task_file_on_the_same_state_is_refused(tmp_path: Path) -> None:
     assert done["result"] == {"v": 9}
 
 
+class _NoUpdates(MemoryQueue):
+    """A backend that does not declare `updates_data` (a third party's, say): the base class
+    refuses for it."""
+
+    updates_data = False
+    send_updates = Queue.send_updates
+
+
 def test_a_queue_that_cannot_update_data_says_so(tmp_path: Path) -> None:
     write_tasks(tmp_path / "tasks.json", [{"id": "a", "data": {"v": 1}}])
-    queue = open_queue("memory://no-updates")
+    queue = _NoUpdates("no-updates")
     try:
         assert not queue.updates_data
         with pytest.raises(TaskfleetError, match="cannot give tasks already loaded new data"):

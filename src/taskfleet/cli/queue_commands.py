@@ -13,6 +13,7 @@ from taskfleet.cli import cli
 from taskfleet.errors import TaskfleetError
 from taskfleet.monitoring.summary_text import counted
 from taskfleet.queues import Queue, SendInterrupted, example_urls, open_queue
+from taskfleet.queues.base import DataChanges
 from taskfleet.redact import redact
 from taskfleet.tasks.load_retry import load_riding_out, outage_seconds_from_env
 from taskfleet.tasks.loading import stop_on_first_interrupt
@@ -52,7 +53,8 @@ def open_existing_queue(queue_url: str) -> Queue:
     "--update",
     is_flag=True,
     help="Tasks already in the queue and not completed take the file's data (dead letters too: "
-    "`taskfleet redrive` then runs them with it); completed ones that differ are counted.",
+    "`taskfleet redrive` then runs them with it); completed ones are left as they were. On SQS "
+    "and Pub/Sub only the dead letters change, and nothing else is sent.",
 )
 def load_queue(
     queue_url: str,
@@ -85,8 +87,7 @@ def load_queue(
         if update and not queue.updates_data:
             raise TaskfleetError(
                 f"{redact(queue_url)}: this kind of queue cannot give tasks already loaded new "
-                "data (--update works on sqlite queues); load the changed tasks under new ids, "
-                "or into a new queue"
+                "data; load the changed tasks under new ids, or into a new queue"
             )
         progress = Progress(
             TextColumn("loading"),
@@ -122,19 +123,42 @@ def load_queue(
                 click.echo(_stopped_load_message(queue, 0), err=True)
                 raise SystemExit(130) from None
         note = queue.load_note()
-        if note is None:
-            out.print(f"inserted {result.inserted:,}, already present {result.already_present:,}")
-        else:
-            out.print(f"accepted {result.inserted:,} ({note})")
+        # An update on SQS or Pub/Sub replaces dead letters only: `update_lines` says so, and
+        # an "accepted 0" line with a note about duplicates would only confuse.
+        only_dead_letters = update and (result.changes.not_sent or note is not None)
+        if not only_dead_letters:
+            if note is None:
+                inserted = f"inserted {result.inserted:,}"
+                out.print(f"{inserted}, already present {result.already_present:,}")
+            else:
+                out.print(f"accepted {result.inserted:,} ({note})")
         if update:
-            changes = result.changes
-            out.print(
-                f"new data: {changes.updated:,} waiting, {changes.dead_updated:,} dead letters "
-                f"(`taskfleet redrive` runs them with it); {changes.completed_changed:,} "
-                "completed differ from the file and were left as they were"
-            )
+            for line in update_lines(result.changes):
+                out.print(line)
     finally:
         queue.close()
+
+
+def update_lines(changes: DataChanges) -> list[str]:
+    """What `load-queue --update` changed, in words: the tasks that took the new data, and
+    those the queue could not compare (see `Queue.send_updates`)."""
+    lines = [
+        f"new data: {changes.updated:,} waiting, {changes.dead_updated:,} dead letters "
+        f"(`taskfleet redrive` runs them with it); {changes.completed_changed:,} "
+        "completed differ from the file and were left as they were"
+    ]
+    if changes.completed_unknown:
+        lines.append(
+            f"not compared: {counted(changes.completed_unknown, 'completed task')}, left as "
+            "they were (this queue keeps no data of completed tasks)"
+        )
+    if changes.not_sent:
+        lines.append(
+            f"not sent: {counted(changes.not_sent, 'task')} of the file that are not dead "
+            "letters (this queue cannot read the tasks it holds, so it cannot tell a new task "
+            "from a queued one: load new tasks without --update, from a file of their own)"
+        )
+    return lines
 
 
 def _stopped_load_message(queue: Queue, sent: int) -> str:

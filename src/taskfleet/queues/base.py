@@ -159,6 +159,12 @@ class DataChanges:
     completed_examples: list[str] = field(default_factory=list)
     #: completed or dead-lettered, queued again with the new data
     rerun: int = 0
+    #: completed, on a queue that keeps no data of completed tasks (Redis, memory): not
+    #: compared, left as they were
+    completed_unknown: int = 0
+    #: not dead letters, on a queue that cannot read or change the tasks it holds (SQS,
+    #: Pub/Sub): neither compared nor sent, so a load with updates sends nothing new there
+    not_sent: int = 0
 
     @property
     def any(self) -> bool:
@@ -570,7 +576,7 @@ class Queue:
         inserts and fails exactly as `send` does; a backend with a native bulk path overrides
         it and declares `bulk_load`.
         """
-        return self.send(_tasks_of(batches))
+        return self.send(tasks_of(batches))
 
     def send_updates(
         self, batches: Iterable[TaskBatch], *, rerun_completed: bool = False
@@ -578,6 +584,14 @@ class Queue:
         """`send_batches`, and tasks already present whose data differs from the batches' take
         the new data, unless completed: those are counted (`SendResult.changes`), and queued
         again with the new data if `rerun_completed` (dead letters too). See `updates_data`.
+
+        What each state gets, on every backend that declares `updates_data`: waiting and
+        delayed tasks run with the new data; a leased task's current attempt keeps the data it
+        was given (a running task cannot be changed under it) and any later attempt gets the
+        new data; dead letters hold the new data, still dead, for `redrive`. A queue that keeps
+        no data of completed tasks leaves them alone uncompared (`completed_unknown`); one that
+        cannot read the tasks it holds (SQS, Pub/Sub) replaces only its dead letters and sends
+        nothing else (`not_sent`), since it cannot tell a new task from one it holds.
         """
         raise TaskfleetError(
             f"{redact(self.url)}: this kind of queue cannot give tasks already loaded new data; "
@@ -659,7 +673,7 @@ def _full_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _tasks_of(batches: Iterable[TaskBatch]) -> Iterator[Task]:
+def tasks_of(batches: Iterable[TaskBatch]) -> Iterator[Task]:
     """The tasks of validated batches, refusing an id repeated within them."""
     seen = DuplicateTracker()
     for batch in batches:

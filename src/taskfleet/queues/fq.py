@@ -63,7 +63,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
 from urllib.parse import unquote
 
 import orjson
@@ -71,6 +71,7 @@ import orjson
 from taskfleet._compat import StrEnum
 from taskfleet.errors import QueueUnavailableError, QueueURLError, TaskfleetError, path_error
 from taskfleet.queues.base import (
+    DataChanges,
     DeadLetter,
     Message,
     Queue,
@@ -83,10 +84,14 @@ from taskfleet.queues.base import (
     attempts_for_new_queue,
     expired_lease_error,
     queue_not_found,
+    tasks_of,
 )
 from taskfleet.redact import redact
 from taskfleet.tasks import Task
 from taskfleet.tasks.model import as_tasks, task_id_problem
+
+if TYPE_CHECKING:
+    from taskfleet.tasks.batches import TaskBatch
 
 META_FILE = "queue.json"
 _NS = 1_000_000_000
@@ -275,6 +280,7 @@ class FileQueue(Queue):
     delayed_retry: ClassVar[bool] = True
     dead_letter_store: ClassVar[bool] = True
     reports_expired_dead_letters: ClassVar[bool] = True
+    updates_data: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -573,6 +579,132 @@ class FileQueue(Queue):
         except Exception as exc:  # reported with the counts of what went in
             done.error = self.away(exc) if is_unavailable(exc) else exc
         return done
+
+    @_touches_files
+    def send_updates(
+        self, batches: Iterable[TaskBatch], *, rerun_completed: bool = False
+    ) -> SendResult:
+        """`send_batches`, and tasks already present take the batches' data (see the base
+        class), a chunk at a time; like `send`, not one transaction (`SendInterrupted`).
+
+        A task's data is read from ids/ID, its file's second name. A changed task gets a new
+        file written under a hidden name and renamed over its file where it is now (queued,
+        delayed, leased or dead, same name, a lease's mtime kept), then linked as ids/ID. A
+        rename replaces atomically, so a worker reads the old file or the new one, never a mix,
+        and nothing is ever lost; a worker that leases the task in the moment between finding
+        its file and replacing it runs the old data and leaves the new copy queued, so the
+        task runs twice (fq:// delivers at least once). A completed task's file was emptied:
+        it is counted as `completed_unknown` and left alone.
+        """
+        result = SendResult()
+        where: dict[str, tuple[State, str]] | None = None
+        try:
+            iterator = tasks_of(batches)
+            while chunk := list(islice(iterator, SEND_CHUNK)):
+                result.ids_seen += len(chunk)
+                good, problem = _checked_ids(chunk)
+                new, present = self._split_present(good)
+                done = self._insert_chunk(new)
+                result.inserted += done.inserted
+                result.already_present += done.already_present + len(present)
+                if done.error is not None:
+                    raise done.error
+                for task in present:
+                    if where is None:
+                        where = self._task_files()
+                    self._update_one(task, where, rerun_completed, result.changes)
+                if problem is not None:
+                    raise problem
+        except BaseException as exc:
+            self._count_duplicates(result.already_present)
+            cause = self.away(exc) if isinstance(exc, OSError) and is_unavailable(exc) else exc
+            raise SendInterrupted(result.inserted, cause, result.already_present) from exc
+        self._count_duplicates(result.already_present)
+        return result
+
+    def _split_present(self, tasks: list[Task]) -> tuple[list[Task], list[Task]]:
+        """The tasks whose ids were never inserted, and those already present."""
+        ids = self._dirs.mark(_Marks.IDS)
+        new, present = [], []
+        for task in tasks:
+            (present if os.path.lexists(ids / task.id) else new).append(task)
+        return new, present
+
+    def _task_files(self) -> dict[str, tuple[State, str]]:
+        """Where each task not done is now: its state and its file's name."""
+        where: dict[str, tuple[State, str]] = {}
+        for state in (State.DEAD, State.DELAYED, State.QUEUED, State.LEASED):
+            for name_text in _names(self._dirs.state(state)):
+                name = _parse(name_text)
+                if name is not None:
+                    where[name.task_id] = (state, name_text)
+        return where
+
+    def _update_one(
+        self,
+        task: Task,
+        where: dict[str, tuple[State, str]],
+        rerun: bool,
+        changes: DataChanges,
+    ) -> None:
+        """Give one task already present the data of `task` if its own differs."""
+        if os.path.lexists(self._dirs.mark(_Marks.DONE) / task.id):
+            changes.completed_unknown += 1
+            return
+        try:
+            current = _read(self._dirs.mark(_Marks.IDS) / task.id)
+        except FileNotFoundError:
+            current = b""
+        if current and Task.from_json(current) == task:
+            return
+        body = task.to_json()
+        for _ in range(2):  # its file may have moved since the listing: list again, once
+            found = where.get(task.id)
+            if found is not None and self._replace(found, task.id, body):
+                break
+            where.clear()
+            where.update(self._task_files())
+        else:
+            changes.completed_unknown += 1  # completed meanwhile (or never queued)
+            return
+        state, name_text = where[task.id]
+        if state is not State.DEAD:
+            changes.updated += 1
+        elif rerun:
+            name = _parse(name_text)
+            if name is not None and self._requeue(self._dirs.state(state) / name_text, name, 0):
+                _unlink(self._dirs.mark(_Marks.ERRORS) / task.id)
+            changes.rerun += 1
+        else:
+            changes.dead_updated += 1
+
+    def _replace(self, found: tuple[State, str], task_id: str, body: bytes) -> bool:
+        """Put a file with `body` in place of the task's file at `found`, and link it as
+        ids/ID; False if the file is not there any more."""
+        state, name_text = found
+        directory = self._dirs.state(state)
+        target = directory / name_text
+        try:
+            times = os.stat(target)
+        except FileNotFoundError:
+            return False
+        tmp = self._tmp_path(directory)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, body)
+        finally:
+            os.close(fd)
+        os.utime(tmp, ns=(times.st_atime_ns, times.st_mtime_ns))  # a lease's expiry
+        os.rename(tmp, target)
+        ids = self._dirs.mark(_Marks.IDS)
+        link = self._tmp_path(ids)
+        try:
+            os.link(target, link)
+        except FileNotFoundError:  # taken on meanwhile: ids/ID gets a copy of its own
+            self._write_into(ids, task_id, body)
+        else:
+            os.rename(link, ids / task_id)
+        return True
 
     def _count_duplicates(self, count: int) -> None:
         if count:

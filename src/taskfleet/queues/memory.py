@@ -46,10 +46,10 @@ from taskfleet.queues.base import (
     QueueStats,
     Received,
     SendResult,
-    _tasks_of,
     attempts_for_new_queue,
     expired_lease_error,
     queue_not_found,
+    tasks_of,
 )
 from taskfleet.tasks import Task
 from taskfleet.tasks.model import as_tasks
@@ -132,6 +132,7 @@ class MemoryQueue(Queue):
     reports_expired_dead_letters: ClassVar[bool] = True
     shared_between_processes: ClassVar[bool] = False
     tracks_dependencies: ClassVar[bool] = True
+    updates_data: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -268,7 +269,7 @@ class MemoryQueue(Queue):
             for index, body in enumerate(batch.bodies)
             if '"after"' in body
         }
-        return self._send(list(_tasks_of(loaded)), where)
+        return self._send(list(tasks_of(loaded)), where)
 
     def _send(self, batch: list[Task], where: Mapping[str, object] | None = None) -> SendResult:
         result = SendResult(ids_seen=len(batch))
@@ -279,23 +280,29 @@ class MemoryQueue(Queue):
                 if task.id in store.known:
                     result.already_present += 1
                     continue
-                store.known.add(task.id)
-                entry = store.entries[task.id] = _Entry(task)
+                self._insert(task)
                 result.inserted += 1
-                if task.after:
-                    for other in task.after:
-                        store.waiting_for.setdefault(other, []).append(task.id)
-                    entry.pending = sum(1 for other in task.after if not self._done(other))
-                    if entry.pending:
-                        self._change(entry, _State.HELD)
-                        store.held += 1
-                        continue
-                store.ready.append((task.id, entry.version))
             store.counts.inserted += result.inserted
             store.counts.duplicates += result.already_present
             if result.inserted:
                 store.changed.notify_all()
         return result
+
+    def _insert(self, task: Task) -> None:
+        """A new task: visible, or held until the tasks it waits for are done (inside the
+        lock)."""
+        store = self._store
+        store.known.add(task.id)
+        entry = store.entries[task.id] = _Entry(task)
+        if task.after:
+            for other in task.after:
+                store.waiting_for.setdefault(other, []).append(task.id)
+            entry.pending = sum(1 for other in task.after if not self._done(other))
+            if entry.pending:
+                self._change(entry, _State.HELD)
+                store.held += 1
+                return
+        store.ready.append((task.id, entry.version))
 
     def _done(self, task_id: str) -> bool:
         """Completed: inserted once, no longer among the tasks not done (inside the lock)."""
@@ -329,6 +336,52 @@ class MemoryQueue(Queue):
                 store.held -= 1
                 self._make_visible(other, entry)
                 store.changed.notify_all()
+
+    def send_updates(
+        self, batches: Iterable[TaskBatch], *, rerun_completed: bool = False
+    ) -> SendResult:
+        """`send`, and tasks already present take the batches' data (see the base class).
+
+        A completed task's data is gone (its entry is dropped on ack, as Redis drops its
+        body), so completed tasks are counted as `completed_unknown` and left alone, with
+        `rerun_completed` or not; a changed dead letter is queued again under it."""
+        batch = list(tasks_of(batches))  # read whole first: a bad entry changes nothing
+        result = SendResult(ids_seen=len(batch))
+        changes = result.changes
+        store = self._store
+        with store.changed:
+            self._check_dependencies(batch, {})
+            for task in batch:
+                if task.id not in store.known:
+                    self._insert(task)
+                    result.inserted += 1
+                    continue
+                result.already_present += 1
+                entry = store.entries.get(task.id)
+                if entry is None:
+                    changes.completed_unknown += 1
+                    continue
+                if entry.task.data == task.data:
+                    continue
+                # The data changes, not what the task waits for (its place in the flow was
+                # counted when it was loaded); a lease holds its Message: its attempt keeps
+                # the old data.
+                entry.task = Task(task.id, task.data, entry.task.after)
+                if entry.state is not _State.DEAD:
+                    changes.updated += 1
+                elif rerun_completed:
+                    changes.rerun += 1
+                    del store.dead[task.id]
+                    entry.attempts = 0
+                    entry.error = None
+                    self._make_visible(task.id, entry)
+                else:
+                    changes.dead_updated += 1
+            store.counts.inserted += result.inserted
+            store.counts.duplicates += result.already_present
+            if result.inserted or changes.rerun:
+                store.changed.notify_all()
+        return result
 
     def receive(self, max_messages: int, lease_seconds: float, wait_seconds: float = 0) -> Received:
         if max_messages <= 0:

@@ -64,7 +64,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlencode, urlunsplit
 
 from taskfleet.errors import (
@@ -85,11 +85,15 @@ from taskfleet.queues.base import (
     attempts_for_new_queue,
     expired_lease_error,
     queue_not_found,
+    tasks_of,
 )
 from taskfleet.queues.in_flight import Calls
 from taskfleet.redact import redact
 from taskfleet.tasks import Task
 from taskfleet.tasks.model import as_tasks
+
+if TYPE_CHECKING:
+    from taskfleet.tasks.batches import TaskBatch
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +176,8 @@ class PubSubQueue(Queue):
     delayed_retry: ClassVar[bool] = True
     dead_letter_store: ClassVar[bool] = True
     reports_expired_dead_letters: ClassVar[bool] = True
+    # Only the dead letters: see `send_updates`.
+    updates_data: ClassVar[bool] = True
     max_lease_seconds: ClassVar[float | None] = MAX_ACK_DEADLINE
 
     def __init__(
@@ -716,6 +722,64 @@ class PubSubQueue(Queue):
         self._parallel(lambda batch: self._publish(self.topic, batch), batches)
         self._change(self.dead_subscription, [c.ack_id for c in moved], None)
         return len(moved)
+
+    def send_updates(
+        self, batches: Iterable[TaskBatch], *, rerun_completed: bool = False
+    ) -> SendResult:
+        """Give the dead letters the batches' data, and publish nothing else.
+
+        A Pub/Sub message cannot be read or changed except by pulling it, and pulling the task
+        subscription would take tasks from workers, so only the dead-letter subscription, which
+        no worker reads, is compared: each dead letter whose data differs is published to the
+        dead-letter topic again with the new data (its attempts and error kept) and the old
+        copy acknowledged, in that order (a crash between the two leaves both, never
+        neither), so that `redrive` runs the fixed data. Under `rerun_completed` the fixed copy
+        goes to the task topic instead (a redrive at once). Every other task of the batches is
+        counted as `not_sent`: a topic cannot tell a new task from one it holds, and
+        publishing them would queue those twice.
+        """
+        result = SendResult()
+        changes = result.changes
+        held: set[str] = set()  # kept leased past the scan's end, given back below
+        replaced: list[str] = []
+        try:
+            dead: dict[str, list[_Copy]] = {}
+            for copy in self._scan_dead(held):
+                held.add(copy.ack_id)
+                dead.setdefault(copy.task.id, []).append(copy)
+            replace: list[tuple[Task, _Copy]] = []
+            for task in tasks_of(batches):
+                result.ids_seen += 1
+                copies = dead.pop(task.id, None)
+                if copies is None:
+                    changes.not_sent += 1
+                    continue
+                result.already_present += 1
+                changed = [(task, copy) for copy in copies if copy.task != task]
+                if changed:
+                    replace.extend(changed)
+                    if rerun_completed:
+                        changes.rerun += 1
+                    else:
+                        changes.dead_updated += 1
+            if rerun_completed:
+                messages = [self._message(task) for task, _ in replace]
+                for start in range(0, len(messages), BATCH):
+                    self._publish(self.topic, messages[start : start + BATCH])
+            else:
+                fixed = []
+                for task, copy in replace:
+                    letter = self._dead_letter_of(copy)
+                    fixed.append((task, letter.attempts, letter.error))
+                self._to_dead_letters(fixed)
+            replaced = [copy.ack_id for _, copy in replace]
+            if replaced:
+                self._change(self.dead_subscription, replaced, None)
+        finally:
+            give_back = list(held.difference(replaced))
+            if give_back:
+                self._change(self.dead_subscription, give_back, 0)
+        return result
 
     def purge(self) -> None:
         """Seek both subscriptions to now (every message published before counts as

@@ -52,6 +52,7 @@ from taskfleet.queues.base import (
     SendResult,
     attempts_for_new_queue,
     queue_not_found,
+    tasks_of,
 )
 from taskfleet.redact import redact
 from taskfleet.tasks import Task
@@ -84,6 +85,7 @@ _KEY_NAMES = (
 _SCRIPTS = (
     "SEND",
     "SEND_FLOW",
+    "SEND_UPDATE",
     "RECEIVE",
     "ACK",
     "RETRY",
@@ -162,6 +164,7 @@ class RedisQueue(Queue):
     dead_letter_store: ClassVar[bool] = True
     reports_expired_dead_letters: ClassVar[bool] = True
     tracks_dependencies: ClassVar[bool] = True
+    updates_data: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -385,6 +388,36 @@ class RedisQueue(Queue):
         """`send` of validated batches, whose dependency errors name the file and line."""
         return self._send(_placed_tasks(batches), SEND_CHUNK)
 
+    def send_updates(
+        self, batches: Iterable[TaskBatch], *, rerun_completed: bool = False
+    ) -> SendResult:
+        """`send_batches`, and tasks already present take the batches' data (see the base
+        class), each chunk in one script call (`SEND_UPDATE`), so a worker never sees a task
+        half changed. A completed task's body is deleted on ack, so completed tasks cannot be
+        compared: they are left alone and counted (`completed_unknown`), with
+        `rerun_completed` or not; a changed dead letter is queued again under it.
+
+        A load with tasks that wait for others updates the tasks present first, then sends
+        the new ones through `send`, which holds them until their dependencies are done: the
+        update changes data, never what a present task waits for (its place in the flow was
+        counted when it was loaded)."""
+        tasks = list(tasks_of(batches))  # read whole first: a bad entry changes nothing
+        rerun = "1" if rerun_completed else "0"
+        result = SendResult()
+        try:
+            if not any(task.after for task in tasks):
+                self._send_round_trips("SEND_UPDATE", tasks, SEND_CHUNK, result, [rerun, "1"])
+                return result
+            new_ids = self._send_round_trips("SEND_UPDATE", tasks, SEND_CHUNK, result, [rerun, "0"])
+        except BaseException as exc:  # Ctrl-C too: say what went in before it
+            raise SendInterrupted(result.inserted, exc, result.already_present) from exc
+        new = set(new_ids)
+        sent = self._send(((task, None) for task in tasks if task.id in new), SEND_CHUNK)
+        result.inserted += sent.inserted
+        result.already_present += sent.already_present
+        result.ids_seen += sent.ids_seen
+        return result
+
     def _send(self, placed: Iterable[tuple[Task, object]], batch_size: int) -> SendResult:
         batch_size = max(1, min(BATCH_CHUNK, batch_size or SEND_CHUNK))  # Lua unpack limit
         round_trip = batch_size * SEND_CALLS_PER_ROUND_TRIP
@@ -430,17 +463,25 @@ class RedisQueue(Queue):
             raise SendInterrupted(result.inserted, exc, result.already_present) from exc
 
     def _send_round_trips(
-        self, script: str, tasks: list[Task], batch_size: int, result: SendResult
-    ) -> None:
-        """Send `tasks` with `script` (SEND or SEND_FLOW), `SEND_CALLS_PER_ROUND_TRIP` calls
-        of `batch_size` tasks per round trip, counting what went in into `result` as each
-        round trip is answered (so a refusal part way is raised with the count right)."""
+        self,
+        script: str,
+        tasks: list[Task],
+        batch_size: int,
+        result: SendResult,
+        prefix: Sequence[str] = (),
+    ) -> list[str]:
+        """Send `tasks` with `script` (SEND, SEND_FLOW or SEND_UPDATE, whose arguments start
+        with `prefix`), `SEND_CALLS_PER_ROUND_TRIP` calls of `batch_size` tasks per round
+        trip, counting what went in into `result` as each round trip is answered (so a
+        refusal part way is raised with the count right). Returns the ids SEND_UPDATE left
+        for `send` (new ones, when told not to insert them)."""
         if script == "SEND_FLOW" and tasks:
             self._flows = True
+        left: list[str] = []
         chunks = _chunks(tasks, batch_size)
         for start in range(0, len(chunks), SEND_CALLS_PER_ROUND_TRIP):
             calls = [
-                _send_args(script, chunk)
+                [*prefix, *_send_args(script, chunk)]
                 for chunk in chunks[start : start + SEND_CALLS_PER_ROUND_TRIP]
             ]
             refused: Exception | None = None
@@ -450,10 +491,18 @@ class RedisQueue(Queue):
                 if isinstance(answer, Exception):
                     refused = refused or answer
                     continue
-                inserted, present = (int(n) for n in answer)
-                result += SendResult(inserted, present, inserted + present)
+                counts = [int(n) for n in answer[:6]]
+                result += SendResult(counts[0], counts[1], counts[0] + counts[1])
+                if len(counts) > 2:
+                    changes = result.changes
+                    changes.updated += counts[2]
+                    changes.dead_updated += counts[3]
+                    changes.rerun += counts[4]
+                    changes.completed_unknown += counts[5]
+                    left.extend(_text(x) for x in answer[6:])
             if refused is not None:
                 raise _send_refused(refused, self.url)
+        return left
 
     @_calls_server
     def _known_among(self, ids: Collection[str]) -> list[str]:
@@ -690,9 +739,10 @@ def _full(url: str) -> QueueFullError:
 
 
 def _send_args(script: str, chunk: list[Task]) -> list[Any]:
-    """The arguments of one SEND call (id, body pairs) or SEND_FLOW call (id, body, and the
-    ids it waits for joined by newlines, which no id holds)."""
-    if script == "SEND":
+    """The arguments of one SEND or SEND_UPDATE call (id, body pairs; SEND_UPDATE's own come
+    before them) or SEND_FLOW call (id, body, and the ids it waits for joined by newlines,
+    which no id holds)."""
+    if script != "SEND_FLOW":
         return [x for task in chunk for x in (task.id, task.to_json())]
     return [x for task in chunk for x in (task.id, task.to_json(), "\n".join(task.after))]
 
@@ -733,3 +783,7 @@ def _result_json(task_id: str, result: Any) -> bytes:
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -185,6 +185,60 @@ return {#new, present}
 )
 
 
+# SEND, and ids already known take the given body where theirs differs (`send_updates`).
+# ARGV: rerun_dead (0/1), insert_new (0/1), id1, body1, id2, body2, ...
+# -> {inserted, already_present, updated, dead_updated, rerun, completed_unknown, new ids...}
+# A task's body is in KEYS[3] until it is done, so a known id without a body is completed,
+# and its data cannot be compared: it is left alone and counted. A leased task's body changes
+# under its lease: the running attempt keeps what it received, a later one reads the new body.
+# With insert_new 0, ids not known are not inserted but returned after the counts: a load with
+# tasks that wait sends them through SEND_FLOW, which holds them until their dependencies.
+SEND_UPDATE = """
+local inserted, present, updated, dead_updated, rerun, unknown = 0, 0, 0, 0, 0, 0
+local new, again = {}, {}
+local left = {}
+for i = 3, #ARGV, 2 do
+  local id, body = ARGV[i], ARGV[i + 1]
+  if ARGV[2] == '0' and redis.call('SISMEMBER', KEYS[2], id) == 0 then
+    left[#left + 1] = id
+  elseif redis.call('SADD', KEYS[2], id) == 1 then
+    redis.call('HSET', KEYS[3], id, body)
+    inserted = inserted + 1
+    new[inserted] = id
+  else
+    present = present + 1
+    local old = redis.call('HGET', KEYS[3], id)
+    if not old then
+      unknown = unknown + 1
+    elseif old ~= body then
+      redis.call('HSET', KEYS[3], id, body)
+      if not redis.call('ZSCORE', KEYS[9], id) then
+        updated = updated + 1
+      elseif ARGV[1] == '1' then
+        redis.call('ZREM', KEYS[9], id)
+        redis.call('HDEL', KEYS[4], id)
+        redis.call('HDEL', KEYS[10], id)
+        rerun = rerun + 1
+        again[rerun] = id
+      else
+        dead_updated = dead_updated + 1
+      end
+    end
+  end
+end
+if inserted > 0 then
+  redis.call('RPUSH', KEYS[6], unpack(new))
+  redis.call('HINCRBY', KEYS[1], 'inserted', inserted)
+end
+if rerun > 0 then redis.call('RPUSH', KEYS[6], unpack(again)) end
+if present > 0 then
+  redis.call('HINCRBY', KEYS[1], 'duplicates', present)
+end
+local answer = {inserted, present, updated, dead_updated, rerun, unknown}
+for _, id in ipairs(left) do answer[#answer + 1] = id end
+return answer
+"""
+
 # ARGV: max_messages (at most 1000), lease_ms
 # -> {wait_hint_ms, {attempts, error, body, ...}, flows, 'token:attempt:body', ...};
 #    wait_hint_ms is how long until a delayed task or a lease falls due (-1: none), so an empty
@@ -569,6 +623,7 @@ FLAGS_FROM_VERSION = (7, 0)
 _FLAGS: dict[str, str] = {
     "SEND": "",
     "SEND_FLOW": "",
+    "SEND_UPDATE": "",
     "REDRIVE": "",
     "RECEIVE": "allow-oom",
     "ACK": "allow-oom",

@@ -622,7 +622,7 @@ class SQLiteQueue(Queue):
             return
         new_body, queue_again = [], []
         for seq, state, task_id, body in rows:
-            if state in (WAITING, LEASED):
+            if state in (WAITING, LEASED, HELD):  # a held task keeps waiting, with new data
                 changes.updated += 1
                 new_body.append((body, seq))
             elif rerun_completed:

@@ -42,7 +42,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from taskfleet.errors import (
     MessageTooLargeError,
@@ -61,11 +61,15 @@ from taskfleet.queues.base import (
     attempts_for_new_queue,
     expired_lease_error,
     queue_not_found,
+    tasks_of,
 )
 from taskfleet.queues.in_flight import Calls
 from taskfleet.redact import redact
 from taskfleet.tasks import Task
 from taskfleet.tasks.model import as_tasks
+
+if TYPE_CHECKING:
+    from taskfleet.tasks.batches import TaskBatch
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +197,8 @@ class SQSQueue(Queue):
     delayed_retry: ClassVar[bool] = True
     dead_letter_store: ClassVar[bool] = True
     reports_expired_dead_letters: ClassVar[bool] = True
+    # Only the dead letters: see `send_updates`.
+    updates_data: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -765,6 +771,88 @@ class SQSQueue(Queue):
             )
         deletes = [{"Id": str(i), "ReceiptHandle": r} for i, (_, r) in enumerate(batch)]
         self._entries_call("delete_message_batch", self._dlq_for_writing(), deletes)
+
+    def send_updates(
+        self, batches: Iterable[TaskBatch], *, rerun_completed: bool = False
+    ) -> SendResult:
+        """Give the dead letters the batches' data, and send nothing else.
+
+        SQS cannot read or change a message it holds except by receiving it, and receiving
+        the main queue would take tasks from workers, so only the dead-letter queue, which no
+        worker reads, is compared: each dead letter whose data differs is sent to the
+        dead-letter queue again with the new data (its attempts and error kept) and the old
+        copy deleted, in that order (a crash between the two leaves both, never neither), so
+        that `redrive` runs the fixed data. Under `rerun_completed` the fixed copy goes to the
+        main queue instead (a redrive at once). Every other task of the batches is counted as
+        `not_sent`: SQS cannot tell a new task from one it holds, and sending them would
+        queue those twice. The dead letters stay hidden while the batches are read (the
+        caller has checked the whole file already), and are given back unchanged at the end.
+        """
+        result = SendResult()
+        changes = result.changes
+        held: set[str] = set()  # kept hidden past the scan's end, given back below
+        replaced: set[str] = set()
+        try:
+            dead: dict[str, list[tuple[DeadLetter, str]]] = {}
+            for m in self._scan_dead(held):
+                letter = self._dead_letter_of(m)
+                if letter is not None:
+                    held.add(m["ReceiptHandle"])
+                    dead.setdefault(letter.task.id, []).append((letter, m["ReceiptHandle"]))
+            replace: list[tuple[Task, DeadLetter, str]] = []
+            for task in tasks_of(batches):
+                result.ids_seen += 1
+                copies = dead.pop(task.id, None)
+                if copies is None:
+                    changes.not_sent += 1
+                    continue
+                result.already_present += 1
+                changed = [(task, letter, r) for letter, r in copies if letter.task != task]
+                if changed:
+                    replace.extend(changed)
+                    if rerun_completed:
+                        changes.rerun += 1
+                    else:
+                        changes.dead_updated += 1
+            batches_of_ten = [replace[i : i + BATCH] for i in range(0, len(replace), BATCH)]
+            for done in self._parallel(
+                lambda batch: self._replace_dead_batch(batch, rerun_completed), batches_of_ten
+            ):
+                replaced.update(done)
+        finally:
+            give_back = [r for r in held if r not in replaced]
+            for batch in self._receipt_batches(give_back, {"VisibilityTimeout": 0}):
+                self._entries_call("change_message_visibility_batch", self.dlq_url or "", batch)
+        return result
+
+    def _replace_dead_batch(
+        self, batch: list[tuple[Task, DeadLetter, str]], to_main_queue: bool
+    ) -> list[str]:
+        """Send the fixed copies of a batch of dead letters (to the dead-letter queue, or to
+        the main queue with fresh attempts), then delete the old ones; returns their receipt
+        handles."""
+        entries = []
+        for i, (task, letter, _) in enumerate(batch):
+            if to_main_queue:
+                entry: dict[str, Any] = {"Id": str(i), "MessageBody": _body(task)}
+                if self.fifo:
+                    entry["MessageDeduplicationId"] = uuid.uuid4().hex
+                    entry["MessageGroupId"] = _dedup_id(task.id)
+            else:
+                entry = {
+                    "Id": str(i),
+                    **self._dead_letter_fields(task, letter.attempts, letter.error),
+                }
+            entries.append(entry)
+        target = self.queue_url if to_main_queue else self._dlq_for_writing()
+        failed = self._entries_call("send_message_batch", target, entries)
+        if failed:
+            raise QueueConnectionError(
+                f"SQS refused {len(failed)} fixed dead letter(s): {failed[0]['_code']}"
+            )
+        deletes = [{"Id": str(i), "ReceiptHandle": r} for i, (_, _, r) in enumerate(batch)]
+        self._entries_call("delete_message_batch", self._dlq_for_writing(), deletes)
+        return [r for _, _, r in batch]
 
     def purge(self) -> None:
         """PurgeQueue both queues; SQS allows one purge a minute, so a second purge within the

@@ -515,9 +515,16 @@ class Worker:
             where = f"--queue {shlex.quote(redact(queue.url))}"
             blocked = max(counts.blocked, summary.blocked)
             held = f" ({blocked:,} tasks wait for them, blocked)" if blocked else ""
+            # A local run takes the task file's new data by itself; a queue needs it loaded.
+            data_fix = (
+                ""
+                if local
+                else f" (a fix in the task data: `taskfleet load-queue {where} --task-file "
+                "FILE --update` first)"
+            )
             print(
                 f"some tasks were dead-lettered{held}: see `taskfleet dead-letters {where}`; "
-                f"after a fix, `taskfleet redrive {where}` and run again",
+                f"after a fix{data_fix}, `taskfleet redrive {where}` and run again",
                 file=sys.stderr,
             )
         return summary
