@@ -166,6 +166,59 @@ def test_a_spot_machine_is_tagged_and_carries_its_startup_script(
     assert provider.list("aws-job") == []
 
 
+def test_the_boot_disk_type_iops_and_throughput_reach_the_root_volume(
+    ec2_endpoint: str, pricing_endpoint: str, tmp_path: Path
+) -> None:
+    job = _job(
+        ec2_endpoint,
+        pricing_endpoint,
+        tmp_path,
+        instance_types=["m5.large"],
+        boot_disk_types=["gp3", "io2"],
+        boot_disk_iops=4000,
+        boot_disk_throughput=250,
+        total_boot_disk_size=40,
+        job_id="aws-disk",
+    )
+    provider = _provider(job)
+    provider.image = _image(provider)
+    (chosen,) = choose(job, provider.prices(provider.instance_types()))
+    # gp3: 40 GB, 1,000 IOPS and 125 MB/s above what it includes; io2 would cost far more
+    disk = (40 * 0.08 + 1000 * 0.005 + 125 * 0.04) / 730
+    assert chosen.boot_disk_type == "gp3"
+    assert chosen.price == pytest.approx(0.096 + disk)
+    sent: list[dict[str, Any]] = []  # the RunInstances parameters, as they go on the wire
+    provider.ec2.meta.events.register(
+        "provide-client-params.ec2.RunInstances", lambda params, **_: sent.append(params)
+    )
+    spec = Launcher(job, provider, [chosen], WallClock()).spec(chosen)
+    instance = provider.start(spec)
+    (mapping,) = sent[0]["BlockDeviceMappings"]
+    assert mapping["Ebs"] == {
+        "VolumeSize": 40,
+        "VolumeType": "gp3",
+        "Iops": 4000,
+        "Throughput": 250,
+        "DeleteOnTermination": True,
+    }
+    # moto keeps the volume's type and size (not its IOPS or throughput)
+    (ec2,) = provider.ec2.describe_instances(InstanceIds=[instance.provider_id])["Reservations"][0][
+        "Instances"
+    ]
+    (attached,) = ec2["BlockDeviceMappings"]
+    (volume,) = provider.ec2.describe_volumes(VolumeIds=[attached["Ebs"]["VolumeId"]])["Volumes"]
+    assert (volume["VolumeType"], volume["Size"]) == ("gp3", 40)
+    provider.terminate([instance])
+    # io2 takes IOPS but no throughput: none is sent (EC2 refuses it)
+    io2 = choose(job.model_copy(update={"boot_disk_types": ["io2"]}), [chosen.instance_type])[0]
+    spec = Launcher(job, provider, [io2], WallClock()).spec(io2)
+    assert (spec.boot_disk_type, spec.boot_disk_iops, spec.boot_disk_throughput) == (
+        "io2",
+        4000,
+        None,
+    )
+
+
 def test_with_zones_each_type_is_offered_per_zone_and_started_there(
     ec2_endpoint: str, pricing_endpoint: str, tmp_path: Path
 ) -> None:

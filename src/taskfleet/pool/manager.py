@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from taskfleet.errors import TaskfleetError
+from taskfleet.pool.boot_disks import disks_of
 from taskfleet.pool.choice import Candidate
 from taskfleet.pool.job import JobSettings
 from taskfleet.pool.providers.base import (
@@ -183,7 +184,18 @@ class Launcher:
             chosen.tasks,
             chosen.boot_disk_gb,
             t.zone,
+            *self._disk_provisioning(chosen),
         )
+
+    def _disk_provisioning(self, chosen: Candidate) -> tuple[str | None, int | None, int | None]:
+        """The boot disk's type, IOPS and throughput, the last two only for a type that
+        takes them (a provider refuses IOPS on a disk type that has none)."""
+        if chosen.boot_disk_type is None:
+            return None, None, None
+        disk = disks_of(str(self.job.provider))[chosen.boot_disk_type]
+        iops = (self.job.boot_disk_iops or disk.default_iops) if disk.takes_iops else None
+        throughput = self.job.boot_disk_throughput if disk.takes_throughput else None
+        return chosen.boot_disk_type, iops, throughput
 
     def launch(self, count: int, budget: float | None) -> list[Instance]:
         """Start up to `count` machines within `budget` ($/hour), in rounds of parallel
