@@ -178,6 +178,11 @@ MISTAKES: list[tuple[str, Callable[[dict], None], str]] = [
         lambda j: (j.update(provider="gcp"), j["run"].update(boot_disk_types="pd-balance")),
         "unknown gcp disk type 'pd-balance'; did you mean 'pd-balanced'?",
     ),
+    (
+        "silent before a lease renewal",
+        lambda j: j["run"].update(lease_seconds=3600, silent_after=600),
+        "silent_after (600 s) must be above a worker's longest quiet time",
+    ),
     ("no provider", lambda j: j.pop("provider"), "say which provider runs the job"),
     ("no queue", lambda j: j.pop("queue"), "queue is required"),
     ("nothing to run", lambda j: j["run"].pop("worker_command"), "say what each instance runs"),

@@ -317,6 +317,7 @@ class _View:
 
     def __init__(self) -> None:
         self.live: Any = None
+        self.printed: set[str] = set()
         if err.is_terminal:
             from rich.live import Live
 
@@ -339,6 +340,10 @@ class _View:
             line += f"; {empty} for {s.decision.empty_for:.0f} s"
         if self.live is None:
             err.print(time.strftime("%H:%M:%S ") + line)
+            for note in s.notes:  # each note once: what was refused, replaced, terminated
+                if note not in self.printed:
+                    err.print(f"  {note}")
+            self.printed = set(s.notes)
             return
         table = Table(title=line, show_edge=False)
         for column in ("instance", "type", "state", "spot", "$/hour", "age"):

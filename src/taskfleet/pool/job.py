@@ -336,6 +336,7 @@ def load_job(
         raise TaskfleetError(f"{label}: {_first_error(exc, origin)}") from None
     _check_worker_options(job, label)
     _check_processors_and_disks(job, label)
+    _check_silence(job, label)
     if job.queue is None:
         job.queue = _queue_from_names(job, label)
     return job
@@ -375,6 +376,18 @@ def _check_processors_and_disks(job: JobSettings, label: str) -> None:
             boot_disks.check_types(str(job.provider), job.boot_disk_types)
     except TaskfleetError as exc:
         raise TaskfleetError(f"{label}: {exc}") from None
+
+
+def _check_silence(job: JobSettings, label: str) -> None:
+    """A healthy worker busy with long tasks speaks to its queue only to renew their leases,
+    every third of `lease_seconds`: a `silent_after` not above that would replace it."""
+    lease = job.worker.get("lease_seconds")
+    if lease is not None and float(lease) / 3 >= job.silent_after:
+        raise TaskfleetError(
+            f"{label}: silent_after ({job.silent_after:g} s) must be above a worker's longest "
+            f"quiet time on its queue, a third of lease_seconds ({float(lease) / 3:g} s): "
+            "raise silent_after or shorten lease_seconds"
+        )
 
 
 def _queue_from_names(job: JobSettings, label: str) -> str:

@@ -65,7 +65,12 @@ class QueueCounts(Protocol):
     @property
     def counts_tasks(self) -> bool: ...
 
+    @property
+    def reports_consumer_activity(self) -> bool: ...
+
     def stats(self) -> QueueStats: ...
+
+    def consumer_activity(self) -> dict[str, float]: ...
 
 
 class WallClock:
@@ -325,8 +330,10 @@ class PoolManager:
         instances = self.provider.list(self.job.job_id)
         stopped_idle: frozenset[str] = frozenset()
         if self.events is not None:
-            self.last_seen.update(self.events.last_seen())
+            self._saw(self.events.last_seen())
             stopped_idle = frozenset(self.events.stopped_idle())
+        if self.queue.reports_consumer_activity:
+            self._saw(self._queue_activity())
         if self.queue.counts_tasks:
             remaining = self.queue.stats().remaining
         else:
@@ -335,9 +342,31 @@ class PoolManager:
             now=now,
             instances=instances,
             remaining=remaining,
-            last_seen=self.last_seen if self.events is not None else None,
+            last_seen=self.last_seen if self.watches_life else None,
             stopped_idle=stopped_idle,
         )
+
+    @property
+    def watches_life(self) -> bool:
+        """Whether the manager sees the machines' signs of life (their events, or their
+        traffic on a queue that reports it): only then is a machine ever called silent."""
+        return self.events is not None or self.queue.reports_consumer_activity
+
+    def _saw(self, seen: dict[str, float]) -> None:
+        """Keep each machine's newest sign of life (a worker that died drops out of the
+        queue's consumers: what was seen of it before stays)."""
+        for name, at in seen.items():
+            if at > self.last_seen.get(name, 0.0):
+                self.last_seen[name] = at
+
+    def _queue_activity(self) -> dict[str, float]:
+        """The consumers' activity on the queue; a queue that refuses to tell (a server that
+        forbids CLIENT LIST, one away for now) says nothing this check, and a note says so."""
+        try:
+            return self.queue.consumer_activity()
+        except TaskfleetError as exc:
+            self.launcher.note(f"queue activity unknown this check: {exc}")
+            return {}
 
     def act(self, decision: Decision) -> list[Instance]:
         self.terminate_refused = False

@@ -341,6 +341,9 @@ class Worker:
                     ),
                     settings.outage_seconds,
                 )
+                # the machine's name, as its events carry it: the pool's manager then sees
+                # this worker's queue traffic (on a queue that reports it) as a sign of life
+                queue.set_consumer(events_hostname())
         try:
             if local:
                 assert source is not None
