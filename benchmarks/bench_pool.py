@@ -25,14 +25,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "queues"))
+sys.path.insert(0, str(ROOT / "tests" / "pool"))
+from aws_pricing_server import pricing_server  # noqa: E402
 from queue_servers import moto_server, redis_server  # noqa: E402
 
 from taskfleet.pool.choice import choose  # noqa: E402
@@ -49,27 +48,7 @@ from taskfleet.pool.providers.simulated import (  # noqa: E402
 from taskfleet.queues import open_queue  # noqa: E402
 from taskfleet.tasks import Task  # noqa: E402
 
-PRICES = ROOT / "tests" / "pool" / "data" / "aws_pricing_get_products.json"
 WORKER = ROOT / "examples" / "parallel_addition" / "worker_addition.py"
-
-
-class _Pricing(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
-        payload = PRICES.read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args: Any) -> None:
-        """Quiet."""
-
-
-def _pricing_server() -> str:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Pricing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}"
 
 
 def _aws(endpoint: str, pricing: str, cache: Path) -> AwsProvider:
@@ -322,8 +301,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-pool-") as tmpdir:
         tmp = Path(tmpdir)
         if wanted & {"choice", "calls"}:
-            pricing = _pricing_server()
-            with moto_server() as endpoint:
+            with pricing_server() as (pricing, _), moto_server() as endpoint:
                 if "choice" in wanted:
                     bench_choice(endpoint, pricing, tmp / "cache")
                 if "calls" in wanted:
