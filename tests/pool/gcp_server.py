@@ -16,11 +16,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+PACIFIC = timezone(timedelta(hours=-8))
 SKUS = Path(__file__).parent / "data" / "gcp_billing_skus.json"
 BASE = "https://www.googleapis.com/compute/v1"
 
@@ -156,7 +158,8 @@ def _handler(fake: FakeCompute) -> type[BaseHTTPRequestHandler]:
                     "zone": f"{BASE}/projects/{project}/zones/{zone}",
                     "machineType": f"{BASE}/projects/{project}/zones/{zone}/machineTypes/"
                     + machine_type,
-                    "creationTimestamp": "2026-12-03T10:00:00.000-08:00",
+                    # when it was inserted, as the API writes it (RFC 3339, Pacific time)
+                    "creationTimestamp": datetime.now(PACIFIC).isoformat(timespec="milliseconds"),
                 }
                 return 200, fake.operation(project, zone, "insert", body["name"])
             if m := re.fullmatch(
