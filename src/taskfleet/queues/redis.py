@@ -535,14 +535,12 @@ class RedisQueue(Queue):
     def set_consumer(self, name: str) -> None:
         """Every connection of this queue is named after the consumer from now on: the pool's
         connections are dropped, and each is opened again with `CLIENT SETNAME` when next
-        used (one is opened now, so the consumer is listed before its first receive)."""
+        used (no call here: a server away for now is met, and ridden out, by the next one)."""
         label = f"{KEY_PREFIX}:{self.name}:{_NOT_IN_CLIENT_NAMES.sub('_', name)}"
         pool = self._redis.connection_pool
         pool.connection_kwargs["client_name"] = label
         pool.disconnect()
         pool.reset()
-        with self._server():
-            self._redis.ping()
 
     @_calls_server
     def consumer_activity(self) -> dict[str, float]:

@@ -343,7 +343,10 @@ class Worker:
                 )
                 # the machine's name, as its events carry it: the pool's manager then sees
                 # this worker's queue traffic (on a queue that reports it) as a sign of life
-                queue.set_consumer(events_hostname())
+                try:
+                    queue.set_consumer(events_hostname())
+                except QueueUnavailableError as exc:  # away again: the run rides it out
+                    log.warning("the queue's activity of this machine is not recorded: %s", exc)
         try:
             if local:
                 assert source is not None
