@@ -288,3 +288,62 @@ def test_the_manager_replaces_a_machine_terminated_behind_its_back_and_stop_ends
     assert run_cli(cli, ["pool", "stop", "--config", str(job_file)]) == 0
     assert provider.list("aws-replace") == []
     queue.close()
+
+
+def test_instance_types_and_plan_show_processors_and_the_boot_disk(
+    ec2_endpoint: str,
+    pricing_endpoint: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An rms job file's processor and disk keys, through the commands: only Sapphire Rapids
+    or better among the priced types, each with its processor, rank and boot disk price."""
+    job_file = tmp_path / "job.yml"
+    job_file.write_text(
+        json.dumps(
+            {
+                "job_id": "aws-rms-keys",
+                "queue": f"sqlite:///{tmp_path / 'queue.db'}",
+                "provider": "aws",
+                "run": {
+                    "max_instances": 2,
+                    "worker_command": "python3 worker.py",
+                    "cpu_family": ["Intel Cascade Lake", "AWS Graviton2"],
+                    "boot_disk_types": "gp3",
+                    "total_boot_disk_size": 20,
+                },
+                "aws": {
+                    "region": "us-east-1",
+                    "endpoint_url": ec2_endpoint,
+                    "pricing_endpoint_url": pricing_endpoint,
+                    "cache_dir": str(tmp_path / "cache"),
+                },
+            }
+        )
+    )
+    from taskfleet.cli.pool_commands import out as console
+
+    monkeypatch.setattr(console, "width", 200)  # the whole table, as on a wide terminal
+    assert run_cli(cli, ["pool", "instance-types", "--config", str(job_file)]) == 0
+    out = capsys.readouterr().out
+    rows = {
+        cells[0]: cells
+        for line in out.splitlines()
+        if len(cells := [c.strip() for c in line.split("│")[1:-1]]) == 9
+    }
+    # of the eight priced types, the Cascade Lake and Graviton2 ones (t3 is Skylake)
+    assert set(rows) - {"type"} == {
+        "m5.large",
+        "m5.xlarge",
+        "c5.large",
+        "c5.2xlarge",
+        "r5.large",
+        "c6g.large",
+    }
+    assert rows["c6g.large"][7] == "AWS Graviton2 (18)"
+    assert rows["m5.large"][7] == "Intel Cascade Lake (12)"
+    assert rows["m5.large"][8] == f"gp3 ${20 * 0.08 / 730:.4f}"
+    assert run_cli(cli, ["pool", "plan", "--config", str(job_file)]) == 0
+    err = capsys.readouterr().err
+    assert "boot disk gp3, 20 GB" in err
