@@ -16,11 +16,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+PACIFIC = timezone(timedelta(hours=-8))
 SKUS = Path(__file__).parent / "data" / "gcp_billing_skus.json"
 BASE = "https://www.googleapis.com/compute/v1"
 
@@ -61,6 +63,35 @@ class FakeCompute:
         if error is not None:
             self.operations[name]["error"] = {"errors": [error]}
         return op
+
+
+#: Disk types the fake zone has, and which take provisioned IOPS / throughput (the API
+#: answers 400 invalid for a disk type it does not know and for provisioning a type without it).
+DISK_TYPES = {
+    "pd-standard": (False, False),
+    "pd-balanced": (False, False),
+    "pd-ssd": (False, False),
+    "pd-extreme": (True, False),
+    "hyperdisk-balanced": (True, True),
+}
+
+
+def _bad_boot_disk(body: dict, zone: str) -> str | None:
+    """Why the API would refuse the boot disk's `initializeParams` (None: it would not)."""
+    params = body.get("disks", [{}])[0].get("initializeParams", {})
+    disk_type = params.get("diskType")
+    if disk_type is None:
+        return None if "provisionedIops" not in params else "provisionedIops needs a diskType"
+    m = re.fullmatch(rf"zones/{re.escape(zone)}/diskTypes/([a-z-]+)", disk_type)
+    if m is None or m[1] not in DISK_TYPES:
+        field_name = "resource.disks[0].initializeParams.diskType"
+        return f"Invalid value for field '{field_name}': {disk_type!r}"
+    iops_ok, throughput_ok = DISK_TYPES[m[1]]
+    if "provisionedIops" in params and not iops_ok:
+        return f"Disk type {m[1]} does not support provisioned IOPS"
+    if "provisionedThroughput" in params and not throughput_ok:
+        return f"Disk type {m[1]} does not support provisioned throughput"
+    return None
 
 
 def _handler(fake: FakeCompute) -> type[BaseHTTPRequestHandler]:
@@ -110,6 +141,8 @@ def _handler(fake: FakeCompute) -> type[BaseHTTPRequestHandler]:
             if m := re.fullmatch(r"/compute/v1/projects/([^/]+)/zones/([^/]+)/instances", path):
                 project, zone = m[1], m[2]
                 machine_type = body["machineType"].rsplit("/", 1)[-1]
+                if (refused := _bad_boot_disk(body, zone)) is not None:
+                    return 400, {"error": {"code": 400, "message": refused, "errors": []}}
                 if fake.exhausted & {machine_type, f"{zone}/{machine_type}"}:
                     error = {
                         "code": "ZONE_RESOURCE_POOL_EXHAUSTED",
@@ -125,7 +158,8 @@ def _handler(fake: FakeCompute) -> type[BaseHTTPRequestHandler]:
                     "zone": f"{BASE}/projects/{project}/zones/{zone}",
                     "machineType": f"{BASE}/projects/{project}/zones/{zone}/machineTypes/"
                     + machine_type,
-                    "creationTimestamp": "2026-12-03T10:00:00.000-08:00",
+                    # when it was inserted, as the API writes it (RFC 3339, Pacific time)
+                    "creationTimestamp": datetime.now(PACIFIC).isoformat(timespec="milliseconds"),
                 }
                 return 200, fake.operation(project, zone, "insert", body["name"])
             if m := re.fullmatch(

@@ -1,22 +1,22 @@
 """The `aws` provider against moto's EC2 server (on a loopback port, through `endpoint_url`),
 and the Pricing API answered at the wire by a local HTTP server.
 
-moto has no Pricing API, so `GetProducts` is served from data/aws_pricing_get_products.json:
-the API's response shape with us-east-1's on-demand Linux list prices (docs/pool.md says
-where they come from and what was not tested against the real service).
+moto has no Pricing API, so `GetProducts` is answered by tests/pool/aws_pricing_server.py from
+data/aws_ec2_products.json: products in the API's shape with us-east-1's public list prices,
+among decoys the request's filters must keep out (docs/pool.md says where they come from and
+what was not tested against the real service).
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_pricing_server import PricingState, pricing_server
 from queue_servers import ServerUnavailable, moto_server
 
 from taskfleet.cli import cli
@@ -28,8 +28,6 @@ from taskfleet.pool.providers.aws import JOB_TAG, AwsProvider
 from taskfleet.queues import open_queue
 from taskfleet.tasks import Task
 
-PRICES = Path(__file__).parent / "data" / "aws_pricing_get_products.json"
-
 
 @pytest.fixture(scope="module")
 def ec2_endpoint() -> Iterator[str]:
@@ -40,31 +38,15 @@ def ec2_endpoint() -> Iterator[str]:
         pytest.skip(str(exc))
 
 
-class _PricingHandler(BaseHTTPRequestHandler):
-    requests: list[dict[str, Any]] = []
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
-        assert self.headers["X-Amz-Target"] == "AWSPriceListService.GetProducts"
-        type(self).requests.append(body)
-        payload = PRICES.read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-amz-json-1.1")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args: Any) -> None:
-        """Quiet."""
+@pytest.fixture(scope="module")
+def pricing() -> Iterator[tuple[str, PricingState]]:
+    with pricing_server() as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
-def pricing_endpoint() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _PricingHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+def pricing_endpoint(pricing: tuple[str, PricingState]) -> str:
+    return pricing[0]
 
 
 def _job(ec2_endpoint: str, pricing_endpoint: str, tmp_path: Path, **keys: Any) -> JobSettings:
@@ -97,19 +79,31 @@ def _image(provider: AwsProvider) -> str:
 
 
 def test_the_catalogue_and_its_prices_are_fetched_once_a_day(
-    ec2_endpoint: str, pricing_endpoint: str, tmp_path: Path
+    ec2_endpoint: str,
+    pricing: tuple[str, PricingState],
+    tmp_path: Path,
 ) -> None:
+    pricing_endpoint, state = pricing
     job = _job(ec2_endpoint, pricing_endpoint, tmp_path, instance_types=["m5.*", "c5.*", "t3.*"])
     provider = _provider(job)
     types = provider.instance_types()
     assert len(types) > 500  # moto's copy of the EC2 catalogue
-    before = len(_PricingHandler.requests)
+    before = len(state.requests)
     priced = {t.name: t for t in provider.prices(types)}
+    # Linux, shared, no software, capacity used: not the Windows, RHEL, SQL, dedicated,
+    # capacity-reservation or us-west-2 products of the same types, nor their reserved terms
     assert priced["m5.large"].on_demand_price == pytest.approx(0.096)
+    assert priced["c6g.large"].on_demand_price == pytest.approx(0.068)
     assert priced["m5.large"].spot_price is not None  # moto's spot price history
-    (request,) = _PricingHandler.requests[before:]
-    assert request["ServiceCode"] == "AmazonEC2"
-    assert {"Type": "TERM_MATCH", "Field": "regionCode", "Value": "us-east-1"} in request["Filters"]
+    requests = state.requests[before:]
+    assert len(requests) == 3  # 8 products, pages of 3, followed by NextToken
+    assert [r.get("NextToken") for r in requests] == [None, "3", "6"]
+    assert state.matched[-1] == 8 and len(state.products) == 64
+    for request in requests:
+        assert request["ServiceCode"] == "AmazonEC2"
+        assert {"Type": "TERM_MATCH", "Field": "regionCode", "Value": "us-east-1"} in request[
+            "Filters"
+        ]
     ranked = choose(job.model_copy(update={"max_cpu": 2}), list(priced.values()))
     assert [c.instance_type.name for c in ranked] == [
         "t3.micro",
@@ -120,7 +114,7 @@ def test_the_catalogue_and_its_prices_are_fetched_once_a_day(
     # a second provider (another process) reads the day's cache: no call at all
     again = _provider(job)
     again.prices(again.instance_types())
-    assert len(_PricingHandler.requests) == before + 1
+    assert len(state.requests) == before + 3
     assert again.calls == 0
     assert "us-east-1" in provider.regions()
 
@@ -164,6 +158,59 @@ def test_a_spot_machine_is_tagged_and_carries_its_startup_script(
     )
     provider.terminate([listed])
     assert provider.list("aws-job") == []
+
+
+def test_the_boot_disk_type_iops_and_throughput_reach_the_root_volume(
+    ec2_endpoint: str, pricing_endpoint: str, tmp_path: Path
+) -> None:
+    job = _job(
+        ec2_endpoint,
+        pricing_endpoint,
+        tmp_path,
+        instance_types=["m5.large"],
+        boot_disk_types=["gp3", "io2"],
+        boot_disk_iops=4000,
+        boot_disk_throughput=250,
+        total_boot_disk_size=40,
+        job_id="aws-disk",
+    )
+    provider = _provider(job)
+    provider.image = _image(provider)
+    (chosen,) = choose(job, provider.prices(provider.instance_types()))
+    # gp3: 40 GB, 1,000 IOPS and 125 MB/s above what it includes; io2 would cost far more
+    disk = (40 * 0.08 + 1000 * 0.005 + 125 * 0.04) / 730
+    assert chosen.boot_disk_type == "gp3"
+    assert chosen.price == pytest.approx(0.096 + disk)
+    sent: list[dict[str, Any]] = []  # the RunInstances parameters, as they go on the wire
+    provider.ec2.meta.events.register(
+        "provide-client-params.ec2.RunInstances", lambda params, **_: sent.append(params)
+    )
+    spec = Launcher(job, provider, [chosen], WallClock()).spec(chosen)
+    instance = provider.start(spec)
+    (mapping,) = sent[0]["BlockDeviceMappings"]
+    assert mapping["Ebs"] == {
+        "VolumeSize": 40,
+        "VolumeType": "gp3",
+        "Iops": 4000,
+        "Throughput": 250,
+        "DeleteOnTermination": True,
+    }
+    # moto keeps the volume's type and size (not its IOPS or throughput)
+    (ec2,) = provider.ec2.describe_instances(InstanceIds=[instance.provider_id])["Reservations"][0][
+        "Instances"
+    ]
+    (attached,) = ec2["BlockDeviceMappings"]
+    (volume,) = provider.ec2.describe_volumes(VolumeIds=[attached["Ebs"]["VolumeId"]])["Volumes"]
+    assert (volume["VolumeType"], volume["Size"]) == ("gp3", 40)
+    provider.terminate([instance])
+    # io2 takes IOPS but no throughput: none is sent (EC2 refuses it)
+    io2 = choose(job.model_copy(update={"boot_disk_types": ["io2"]}), [chosen.instance_type])[0]
+    spec = Launcher(job, provider, [io2], WallClock()).spec(io2)
+    assert (spec.boot_disk_type, spec.boot_disk_iops, spec.boot_disk_throughput) == (
+        "io2",
+        4000,
+        None,
+    )
 
 
 def test_with_zones_each_type_is_offered_per_zone_and_started_there(
@@ -241,3 +288,62 @@ def test_the_manager_replaces_a_machine_terminated_behind_its_back_and_stop_ends
     assert run_cli(cli, ["pool", "stop", "--config", str(job_file)]) == 0
     assert provider.list("aws-replace") == []
     queue.close()
+
+
+def test_instance_types_and_plan_show_processors_and_the_boot_disk(
+    ec2_endpoint: str,
+    pricing_endpoint: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An rms job file's processor and disk keys, through the commands: only Sapphire Rapids
+    or better among the priced types, each with its processor, rank and boot disk price."""
+    job_file = tmp_path / "job.yml"
+    job_file.write_text(
+        json.dumps(
+            {
+                "job_id": "aws-rms-keys",
+                "queue": f"sqlite:///{tmp_path / 'queue.db'}",
+                "provider": "aws",
+                "run": {
+                    "max_instances": 2,
+                    "worker_command": "python3 worker.py",
+                    "cpu_family": ["Intel Cascade Lake", "AWS Graviton2"],
+                    "boot_disk_types": "gp3",
+                    "total_boot_disk_size": 20,
+                },
+                "aws": {
+                    "region": "us-east-1",
+                    "endpoint_url": ec2_endpoint,
+                    "pricing_endpoint_url": pricing_endpoint,
+                    "cache_dir": str(tmp_path / "cache"),
+                },
+            }
+        )
+    )
+    from taskfleet.cli.pool_commands import out as console
+
+    monkeypatch.setattr(console, "width", 200)  # the whole table, as on a wide terminal
+    assert run_cli(cli, ["pool", "instance-types", "--config", str(job_file)]) == 0
+    out = capsys.readouterr().out
+    rows = {
+        cells[0]: cells
+        for line in out.splitlines()
+        if len(cells := [c.strip() for c in line.split("│")[1:-1]]) == 9
+    }
+    # of the eight priced types, the Cascade Lake and Graviton2 ones (t3 is Skylake)
+    assert set(rows) - {"type"} == {
+        "m5.large",
+        "m5.xlarge",
+        "c5.large",
+        "c5.2xlarge",
+        "r5.large",
+        "c6g.large",
+    }
+    assert rows["c6g.large"][7] == "AWS Graviton2 (18)"
+    assert rows["m5.large"][7] == "Intel Cascade Lake (12)"
+    assert rows["m5.large"][8] == f"gp3 ${20 * 0.08 / 730:.4f}"
+    assert run_cli(cli, ["pool", "plan", "--config", str(job_file)]) == 0
+    err = capsys.readouterr().err
+    assert "boot disk gp3, 20 GB" in err

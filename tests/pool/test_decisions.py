@@ -58,6 +58,30 @@ def test_no_type_or_a_ceiling_below_the_cheapest_is_one_clear_error() -> None:
         choose(_job(max_total_price_per_hour=0.05), TYPES)
 
 
+AWS_TYPES = [
+    InstanceType("m5.large", 2, 8, on_demand_price=0.096),  # Intel Cascade Lake, rank 12
+    InstanceType("m6a.large", 2, 8, on_demand_price=0.0864),  # AMD Milan, 17
+    InstanceType("m7i.large", 2, 8, on_demand_price=0.1008),  # Intel Sapphire Rapids, 21
+    InstanceType("zz9.large", 2, 8, on_demand_price=0.01),  # a family not in the table
+]
+
+
+def test_cpu_family_and_ranks_choose_processors_as_rms_cloud_tasks_does() -> None:
+    def names(**keys: Any) -> list[str]:
+        job = JobSettings(job_id="j", queue="sqs://q", provider="aws", **keys)
+        return [c.instance_type.name for c in candidates(job, AWS_TYPES)]
+
+    assert names() == ["zz9.large", "m6a.large", "m5.large", "m7i.large"]
+    assert names(min_cpu_rank=21) == ["m7i.large"]  # "Sapphire Rapids or better"
+    assert names(min_cpu_rank=1, max_cpu_rank=17) == ["m6a.large", "m5.large"]
+    assert names(cpu_family=["Intel Cascade Lake", "Intel Sapphire Rapids"]) == [
+        "m5.large",
+        "m7i.large",
+    ]
+    # an unknown family is rank 0: never chosen by a processor or a minimum rank
+    assert "zz9.large" not in names(min_cpu_rank=1)
+
+
 def test_the_boot_disk_follows_rms_cloud_tasks_rule() -> None:
     t = TYPES[1]
     assert boot_disk_gb(_job(), t, 8) is None

@@ -103,6 +103,41 @@ def test_a_spot_machine_is_labelled_and_carries_its_startup_script(
     assert provider.list("gcp-job") == []
 
 
+def test_the_boot_disk_type_is_priced_and_provisioned_in_the_insert(
+    server: tuple[str, FakeCompute], tmp_path: Path
+) -> None:
+    endpoint, fake = server
+    provider = _provider(endpoint, tmp_path)
+    priced = provider.prices(provider.instance_types())
+    # pd-extreme: only the n2 series boots from it here, so the e2 types are left out
+    job = _job(
+        tmp_path,
+        boot_disk_types=["pd-extreme", "hd-balanced"],
+        boot_disk_iops=5000,
+        total_boot_disk_size=50,
+    )
+    ranked = choose(job, priced)
+    assert {c.instance_type.name for c in ranked} == {"n2-standard-2", "n2-highcpu-8"}
+    chosen = ranked[0]
+    disk = (50 * 0.125 + 5000 * 0.065) / 730
+    assert chosen.boot_disk_type == "pd-extreme"
+    assert chosen.price == pytest.approx(chosen.instance_type.on_demand_price + disk)
+    spec = Launcher(job, provider, [chosen], WallClock()).spec(chosen)
+    provider.start(spec)
+    params = fake.instances[spec.name]["disks"][0]["initializeParams"]
+    assert params["diskType"] == "zones/us-central1-a/diskTypes/pd-extreme"
+    assert params["provisionedIops"] == "5000"  # int64 travels as a JSON string
+    assert params["diskSizeGb"] == "50"
+    assert "provisionedThroughput" not in params  # pd-extreme takes none
+    # of several types, the cheapest this machine boots from
+    job = _job(
+        tmp_path, instance_types=["e2-standard-2"], boot_disk_types=["pd-ssd", "pd-balanced"]
+    )
+    (chosen,) = choose(job, priced)
+    assert chosen.boot_disk_type == "pd-balanced"
+    assert chosen.boot_disk_price == pytest.approx(10 * 0.10 / 730)  # the 10 GB image's disk
+
+
 def test_an_exhausted_zone_moves_the_start_to_the_next_type(
     server: tuple[str, FakeCompute], tmp_path: Path
 ) -> None:

@@ -59,6 +59,12 @@ def test_an_rms_cloud_tasks_job_file_reads_unchanged(write_job: Callable[..., Pa
                 "min_tasks_per_instance": 2,
                 "max_total_price_per_hour": 3.5,
                 "use_spot": True,
+                "cpu_family": "intel cascade lake",
+                "min_cpu_rank": 10,
+                "max_cpu_rank": 21,
+                "boot_disk_types": ["gp3", "gp2"],
+                "boot_disk_iops": 3000,
+                "boot_disk_throughput": 150,
                 "boot_disk_base_size": 20,
                 "local_ssd_base_size": 0,
                 "image": "ami-123",
@@ -76,6 +82,12 @@ def test_an_rms_cloud_tasks_job_file_reads_unchanged(write_job: Callable[..., Pa
     assert job.max_instances == 5  # the provider's section wins over run:
     assert (job.min_cpu, job.max_cpu, job.use_spot, job.image) == (2, 8, True, "ami-123")
     assert job.instance_termination_delay == 300
+    assert (job.cpu_family, job.min_cpu_rank, job.max_cpu_rank) == (["Intel Cascade Lake"], 10, 21)
+    assert (job.boot_disk_types, job.boot_disk_iops, job.boot_disk_throughput) == (
+        ["gp3", "gp2"],
+        3000,
+        150,
+    )
     assert job.worker == {"max_runtime": 600, "retry_on_timeout": True, "max_memory_per_task": 2}
 
 
@@ -145,6 +157,31 @@ MISTAKES: list[tuple[str, Callable[[dict], None], str]] = [
             j["run"].update(max_total_price_per_hour=1.0),
         ),
         "max_total_price_per_hour $1.0000 is below the price of one instance",
+    ),
+    (
+        "unknown processor",
+        lambda j: j["run"].update(cpu_family="Intel Icelake"),
+        "cpu_family: unknown processor 'Intel Icelake'; did you mean 'Intel Ice Lake'?",
+    ),
+    (
+        "cpu ranks reversed",
+        lambda j: j["run"].update(min_cpu_rank=20, max_cpu_rank=10),
+        "min_cpu_rank (20) is above max_cpu_rank (10)",
+    ),
+    (
+        "a disk EC2 cannot boot from",
+        lambda j: (j.update(provider="aws"), j["run"].update(boot_disk_types=["gp3", "st1"])),
+        "boot_disk_types: st1 (throughput HDD) cannot be a boot volume on EC2",
+    ),
+    (
+        "a misspelt disk type",
+        lambda j: (j.update(provider="gcp"), j["run"].update(boot_disk_types="pd-balance")),
+        "unknown gcp disk type 'pd-balance'; did you mean 'pd-balanced'?",
+    ),
+    (
+        "silent before a lease renewal",
+        lambda j: j["run"].update(lease_seconds=3600, silent_after=600),
+        "silent_after (600 s) must be above a worker's longest quiet time",
     ),
     ("no provider", lambda j: j.pop("provider"), "say which provider runs the job"),
     ("no queue", lambda j: j.pop("queue"), "queue is required"),

@@ -54,6 +54,9 @@ _OVERRIDES: list[tuple[str, str, Any, str]] = [
         click.FloatRange(min=0, min_open=True),
         "vCPUs a task needs.",
     ),
+    ("--cpu-family", "cpu_family", str, "Processor of the machines (e.g. 'Intel Ice Lake')."),
+    ("--min-cpu-rank", "min_cpu_rank", click.IntRange(min=0), "Slowest processor rank."),
+    ("--max-cpu-rank", "max_cpu_rank", click.IntRange(min=0), "Fastest processor rank."),
     ("--region", "region", str, "Region."),
     ("--zone", "zone", str, "Zone."),
     (
@@ -130,6 +133,7 @@ def pool() -> None:
 def instance_types(config: str | None, **overrides: Any) -> None:
     """List the instance types that meet the job's constraints, cheapest per task slot first."""
     from taskfleet.pool.choice import candidates
+    from taskfleet.pool.cpu_families import processor_of, rank_of
     from taskfleet.pool.plan import priced_types
 
     job = _job(config, overrides)
@@ -139,11 +143,17 @@ def instance_types(config: str | None, **overrides: Any) -> None:
     finally:
         provider.close()
     table = Table(title=f"{len(ranked)} instance types meet the constraints of {job.job_id}")
-    for column in ("type", "vCPUs", "memory GB", "tasks", "on demand $/h", "spot $/h", "$/slot/h"):
-        table.add_column(column, justify="left" if column == "type" else "right")
+    cloud = str(job.provider) in ("aws", "gcp")
+    disks = cloud and bool(job.boot_disk_types)
+    columns = ["type", "vCPUs", "memory GB", "tasks", "on demand $/h", "spot $/h", "$/slot/h"]
+    columns += ["processor (rank)"] if cloud else []
+    columns += ["boot disk $/h"] if disks else []
+    for column in columns:
+        words = column in ("type", "processor (rank)", "boot disk $/h")
+        table.add_column(column, justify="left" if words else "right")
     for c in ranked:
         t = c.instance_type
-        table.add_row(
+        row = [
             t.name,
             str(t.vcpus),
             f"{t.memory_gb:g}",
@@ -151,7 +161,13 @@ def instance_types(config: str | None, **overrides: Any) -> None:
             _money(t.on_demand_price),
             _money(t.spot_price),
             _money(c.price_per_slot),
-        )
+        ]
+        if cloud:
+            processor = processor_of(str(job.provider), t.name)
+            row.append(f"{processor} ({rank_of(processor)})")
+        if disks:
+            row.append(f"{c.boot_disk_type} {_money(c.boot_disk_price)}")
+        table.add_row(*row)
     out.print(table)
 
 
@@ -213,6 +229,12 @@ def _print_plan(job: JobSettings, provider: Provider, plan: Plan) -> None:
         f"  type      {t.name} ({t.vcpus} vCPUs, {t.memory_gb:g} GB), {chosen.tasks} tasks "
         f"each, {_money(chosen.price)}/hour {kind} ({_money(chosen.price_per_slot)} per slot)"
     )
+    if chosen.boot_disk_type is not None:
+        size = f"{chosen.boot_disk_gb:g} GB" if chosen.boot_disk_gb else "the image's size"
+        err.print(
+            f"  boot disk {chosen.boot_disk_type}, {size}, {_money(chosen.boot_disk_price)}/hour "
+            "(included above)"
+        )
     remaining = (
         _unknown_remaining(str(job.queue)) if plan.remaining is None else f"{plan.remaining:,}"
     )
@@ -295,6 +317,7 @@ class _View:
 
     def __init__(self) -> None:
         self.live: Any = None
+        self.printed: set[str] = set()
         if err.is_terminal:
             from rich.live import Live
 
@@ -317,6 +340,10 @@ class _View:
             line += f"; {empty} for {s.decision.empty_for:.0f} s"
         if self.live is None:
             err.print(time.strftime("%H:%M:%S ") + line)
+            for note in s.notes:  # each note once: what was refused, replaced, terminated
+                if note not in self.printed:
+                    err.print(f"  {note}")
+            self.printed = set(s.notes)
             return
         table = Table(title=line, show_edge=False)
         for column in ("instance", "type", "state", "spot", "$/hour", "age"):

@@ -2,9 +2,12 @@
 
 A type's task slots are the tasks it runs at once: its vCPUs divided by `cpus_per_task`
 (one by default), within `min/max_tasks_per_instance`, and no more than its memory and local
-SSD allow per task. The types that meet every constraint are ranked by price per slot (the
-hourly price divided by the slots), ties going to more slots; the pool uses the first and
-falls back to the next ones, in order, when the cloud has no capacity for it.
+SSD allow per task. rms-cloud-tasks' `cpu_family` and `min/max_cpu_rank` select by processor
+(`pool/cpu_families.py`). With `boot_disk_types`, a type's price includes the cheapest of those
+disks it can boot from (`pool/boot_disks.py`), and a type that boots from none is left out. The
+types that meet every constraint are ranked by price per slot (the hourly price divided by the
+slots), ties going to more slots; the pool uses the first and falls back to the next ones, in
+order, when the cloud has no capacity for it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from taskfleet.errors import TaskfleetError
+from taskfleet.pool import boot_disks
+from taskfleet.pool.cpu_families import processor_of, rank_of
 from taskfleet.pool.job import JobSettings
 from taskfleet.pool.providers.base import InstanceType
 
@@ -24,9 +29,11 @@ class Candidate:
 
     instance_type: InstanceType
     tasks: int  # simultaneous tasks on one instance
-    price: float  # per hour, spot or on demand as the job asks
+    price: float  # per hour, spot or on demand as the job asks (and its boot disk's)
     spot: bool
     boot_disk_gb: float | None
+    boot_disk_type: str | None = None  # None: the image's default disk, not priced
+    boot_disk_price: float = 0.0  # per hour, included in `price`
 
     @property
     def price_per_slot(self) -> float:
@@ -55,6 +62,12 @@ def meets_constraints(job: JobSettings, t: InstanceType, tasks: int) -> bool:
         return False
     if job.architecture and t.architecture.lower() != job.architecture.lower():
         return False
+    if job.cpu_family or job.min_cpu_rank is not None or job.max_cpu_rank is not None:
+        processor = processor_of(str(job.provider), t.name)
+        if job.cpu_family and processor not in job.cpu_family:
+            return False
+        if not _between(rank_of(processor), job.min_cpu_rank, job.max_cpu_rank):
+            return False
     per_cpu = t.memory_gb / t.vcpus
     ssd_per_cpu = t.local_ssd_gb / t.vcpus
     return (
@@ -90,7 +103,24 @@ def candidates(job: JobSettings, priced: list[InstanceType]) -> list[Candidate]:
         price = t.price(job.use_spot)
         if price is None or not meets_constraints(job, t, tasks):
             continue
-        found.append(Candidate(t, tasks, price, job.use_spot, boot_disk_gb(job, t, tasks)))
+        disk_gb = boot_disk_gb(job, t, tasks)
+        disk_type: str | None = None
+        disk_price = 0.0
+        if job.boot_disk_types and boot_disks.disks_of(str(job.provider)):
+            disk = boot_disks.cheapest(
+                str(job.provider),
+                t.name,
+                job.boot_disk_types,
+                disk_gb,
+                job.boot_disk_iops,
+                job.boot_disk_throughput,
+            )
+            if disk is None:
+                continue  # boots from none of the job's disk types
+            disk_type, disk_price = disk
+        found.append(
+            Candidate(t, tasks, price + disk_price, job.use_spot, disk_gb, disk_type, disk_price)
+        )
     found.sort(key=lambda c: (c.price_per_slot, -c.tasks, c.instance_type.name))
     return found
 
@@ -102,7 +132,8 @@ def choose(job: JobSettings, priced: list[InstanceType]) -> list[Candidate]:
     if not ranked:
         raise TaskfleetError(
             f"no instance type of the {len(priced)} offered meets the job's constraints "
-            "(instance_types, architecture, cpu, memory, local SSD, tasks per instance): "
+            "(instance_types, architecture, cpu_family and cpu rank, cpu, memory, local SSD, "
+            "boot disk types, tasks per instance): "
             "loosen them; `taskfleet pool instance-types` lists what is offered"
         )
     ceiling = job.max_total_price_per_hour

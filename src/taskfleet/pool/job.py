@@ -86,6 +86,9 @@ class JobSettings(BaseModel):
     # -- instance constraints (rms-cloud-tasks' names) ---------------------------------------
     instance_types: list[str] | None = None
     architecture: Literal["x86_64", "arm64", "X86_64", "ARM64"] | None = None
+    cpu_family: list[str] | None = None  # processors accepted (pool/cpu_families.py)
+    min_cpu_rank: int | None = Field(None, ge=0)
+    max_cpu_rank: int | None = Field(None, ge=0)
     min_cpu: int | None = Field(None, ge=0)
     max_cpu: int | None = Field(None, ge=1)
     min_total_memory: float | None = Field(None, ge=0)
@@ -193,6 +196,7 @@ _RANGES = [
     (f"min_{name}", f"max_{name}")
     for name in (
         "cpu",
+        "cpu_rank",
         "total_memory",
         "memory_per_cpu",
         "memory_per_task",
@@ -214,7 +218,7 @@ RUN_KEYS: tuple[str, ...] = tuple(
     if name not in (*TOP_KEYS, *PROVIDER_COMMON_KEYS, "worker")
     and not any(name in keys for keys in PROVIDER_KEYS.values())
 )
-_LIST_KEYS = ("instance_types", "boot_disk_types", "security_groups", "zones")
+_LIST_KEYS = ("instance_types", "cpu_family", "boot_disk_types", "security_groups", "zones")
 
 
 def _worker_name(key: str) -> str | None:
@@ -331,6 +335,8 @@ def load_job(
     except ValidationError as exc:
         raise TaskfleetError(f"{label}: {_first_error(exc, origin)}") from None
     _check_worker_options(job, label)
+    _check_processors_and_disks(job, label)
+    _check_silence(job, label)
     if job.queue is None:
         job.queue = _queue_from_names(job, label)
     return job
@@ -355,6 +361,33 @@ def _check_worker_options(job: JobSettings, label: str) -> None:
         resolve_settings({}, environ={}, overrides=dict(job.worker))
     except TaskfleetError as exc:
         raise TaskfleetError(f"{label}: {exc}") from None
+
+
+def _check_processors_and_disks(job: JobSettings, label: str) -> None:
+    """`cpu_family` names written as the processor table spells them, and `boot_disk_types`
+    that the job's provider can boot from: a misspelt name would otherwise match no machine
+    and fail later with a vaguer line."""
+    from taskfleet.pool import boot_disks, cpu_families
+
+    try:
+        if job.cpu_family:
+            job.cpu_family = [cpu_families.canonical_family(n) for n in job.cpu_family]
+        if job.boot_disk_types:
+            boot_disks.check_types(str(job.provider), job.boot_disk_types)
+    except TaskfleetError as exc:
+        raise TaskfleetError(f"{label}: {exc}") from None
+
+
+def _check_silence(job: JobSettings, label: str) -> None:
+    """A healthy worker busy with long tasks speaks to its queue only to renew their leases,
+    every third of `lease_seconds`: a `silent_after` not above that would replace it."""
+    lease = job.worker.get("lease_seconds")
+    if lease is not None and float(lease) / 3 >= job.silent_after:
+        raise TaskfleetError(
+            f"{label}: silent_after ({job.silent_after:g} s) must be above a worker's longest "
+            f"quiet time on its queue, a third of lease_seconds ({float(lease) / 3:g} s): "
+            "raise silent_after or shorten lease_seconds"
+        )
 
 
 def _queue_from_names(job: JobSettings, label: str) -> str:

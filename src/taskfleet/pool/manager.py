@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from taskfleet.errors import TaskfleetError
+from taskfleet.pool.boot_disks import disks_of
 from taskfleet.pool.choice import Candidate
 from taskfleet.pool.job import JobSettings
 from taskfleet.pool.providers.base import (
@@ -64,7 +65,12 @@ class QueueCounts(Protocol):
     @property
     def counts_tasks(self) -> bool: ...
 
+    @property
+    def reports_consumer_activity(self) -> bool: ...
+
     def stats(self) -> QueueStats: ...
+
+    def consumer_activity(self) -> dict[str, float]: ...
 
 
 class WallClock:
@@ -183,7 +189,18 @@ class Launcher:
             chosen.tasks,
             chosen.boot_disk_gb,
             t.zone,
+            *self._disk_provisioning(chosen),
         )
+
+    def _disk_provisioning(self, chosen: Candidate) -> tuple[str | None, int | None, int | None]:
+        """The boot disk's type, IOPS and throughput, the last two only for a type that
+        takes them (a provider refuses IOPS on a disk type that has none)."""
+        if chosen.boot_disk_type is None:
+            return None, None, None
+        disk = disks_of(str(self.job.provider))[chosen.boot_disk_type]
+        iops = (self.job.boot_disk_iops or disk.default_iops) if disk.takes_iops else None
+        throughput = self.job.boot_disk_throughput if disk.takes_throughput else None
+        return chosen.boot_disk_type, iops, throughput
 
     def launch(self, count: int, budget: float | None) -> list[Instance]:
         """Start up to `count` machines within `budget` ($/hour), in rounds of parallel
@@ -313,8 +330,10 @@ class PoolManager:
         instances = self.provider.list(self.job.job_id)
         stopped_idle: frozenset[str] = frozenset()
         if self.events is not None:
-            self.last_seen.update(self.events.last_seen())
+            self._saw(self.events.last_seen())
             stopped_idle = frozenset(self.events.stopped_idle())
+        if self.queue.reports_consumer_activity:
+            self._saw(self._queue_activity())
         if self.queue.counts_tasks:
             remaining = self.queue.stats().remaining
         else:
@@ -323,9 +342,31 @@ class PoolManager:
             now=now,
             instances=instances,
             remaining=remaining,
-            last_seen=self.last_seen if self.events is not None else None,
+            last_seen=self.last_seen if self.watches_life else None,
             stopped_idle=stopped_idle,
         )
+
+    @property
+    def watches_life(self) -> bool:
+        """Whether the manager sees the machines' signs of life (their events, or their
+        traffic on a queue that reports it): only then is a machine ever called silent."""
+        return self.events is not None or self.queue.reports_consumer_activity
+
+    def _saw(self, seen: dict[str, float]) -> None:
+        """Keep each machine's newest sign of life (a worker that died drops out of the
+        queue's consumers: what was seen of it before stays)."""
+        for name, at in seen.items():
+            if at > self.last_seen.get(name, 0.0):
+                self.last_seen[name] = at
+
+    def _queue_activity(self) -> dict[str, float]:
+        """The consumers' activity on the queue; a queue that refuses to tell (a server that
+        forbids CLIENT LIST, one away for now) says nothing this check, and a note says so."""
+        try:
+            return self.queue.consumer_activity()
+        except TaskfleetError as exc:
+            self.launcher.note(f"queue activity unknown this check: {exc}")
+            return {}
 
     def act(self, decision: Decision) -> list[Instance]:
         self.terminate_refused = False

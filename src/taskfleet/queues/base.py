@@ -356,6 +356,10 @@ class Queue:
     #: a task that waits (`refuse_waiting_tasks`): for SQS and Pub/Sub the flow coordinator
     #: (`taskfleet flow run`) holds that state and sends each task when it may run.
     tracks_dependencies: ClassVar[bool] = False
+    #: The queue can tell when each named consumer last spoke to it (`set_consumer`,
+    #: `consumer_activity`): the pool's manager then knows a machine is alive from its queue
+    #: traffic, not only from its events, and replaces one silent on both.
+    reports_consumer_activity: ClassVar[bool] = False
 
     # -- every instance has --------------------------------------------------------------------
 
@@ -617,6 +621,18 @@ class Queue:
         done: those a dead letter blocks (see `tracks_dependencies`; empty where the queue
         keeps no dependency state)."""
         return []
+
+    def set_consumer(self, name: str) -> None:
+        """Name the consumer this queue object serves (a worker gives its machine's name, the
+        one its events carry), so that `consumer_activity` can report it. A backend that
+        does not report activity ignores it."""
+
+    def consumer_activity(self) -> dict[str, float]:
+        """Each named consumer's latest activity on this queue (seconds since the epoch, this
+        machine's clock), for the consumers the queue still knows of."""
+        raise self.unsupported(
+            "report its consumers' activity", "the pool watches the job's events instead"
+        )
 
     def refuse_waiting_tasks(self, tasks: Iterable[Task]) -> Iterator[Task]:
         """`tasks`, unchanged, raising at the first one that waits for others when this queue

@@ -18,6 +18,8 @@ file has a second name, ids/ID, from its insert on:
     ids/ID                     every id ever inserted (until a purge): the task's file again
     done/ID                    the tasks acknowledged: their file, emptied
     counts/TOKEN.N             N ids a send skipped as already present
+    consumers/NAME             a named consumer (a pool machine): its mtime is when it last
+                               received, renewed or acknowledged (at most once a second)
 
 - Insert: the task is written as ids/ID, created with O_EXCL (an id already present is
   skipped and counted), then hard-linked into queued/ once whole, so a reader never sees a
@@ -54,6 +56,7 @@ import functools
 import itertools
 import os
 import random
+import re
 import secrets
 import threading
 import time
@@ -104,6 +107,10 @@ _MISSES_BEFORE_RELIST = 32
 _LISTINGS_PER_RECEIVE = 3
 #: Threads that write a send's files, and tasks per chunk handed to one.
 SEND_THREADS, SEND_CHUNK = 8, 64
+#: Where named consumers leave their sign of life, and how often at most they renew it.
+CONSUMERS_DIR = "consumers"
+CONSUMER_TOUCH_SECONDS = 1.0
+_NOT_IN_FILE_NAMES = re.compile(r"[^A-Za-z0-9_.-]")
 #: The pause between looks at an empty queue while `receive` waits, first and longest.
 _FIRST_PAUSE, _LONGEST_PAUSE = 0.02, 0.5
 
@@ -281,6 +288,7 @@ class FileQueue(Queue):
     dead_letter_store: ClassVar[bool] = True
     reports_expired_dead_letters: ClassVar[bool] = True
     updates_data: ClassVar[bool] = True
+    reports_consumer_activity: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -300,6 +308,8 @@ class FileQueue(Queue):
         self._last_scan = 0.0
         self._tmp_prefix = f"{os.getpid()}.{secrets.token_hex(6)}."
         self._tmp_count = itertools.count(1)  # next() is atomic: the send threads share it
+        self._consumer: str | None = None  # consumers/NAME, once `set_consumer` named it
+        self._consumer_touched = 0.0
         try:
             if not os.path.exists(self._dirs.meta):
                 if not create:
@@ -717,6 +727,7 @@ class FileQueue(Queue):
         deadline = time.monotonic() + max(0.0, wait_seconds)
         pause = _FIRST_PAUSE
         while True:
+            self._touch_consumer()
             received = self._receive_now(max_messages, lease_seconds)
             left = deadline - time.monotonic()
             if received or received.dead_lettered or left <= 0:
@@ -726,6 +737,7 @@ class FileQueue(Queue):
 
     @_touches_files
     def ack(self, messages: Sequence[Message], results: Mapping[str, Any] | None = None) -> None:
+        self._touch_consumer()
         leased = self._dirs.state(State.LEASED)
         late = {m.task_id for m in messages if not self._complete(leased / m.receipt, m.task_id)}
         if late:
@@ -787,12 +799,51 @@ class FileQueue(Queue):
 
     @_touches_files
     def extend(self, messages: Sequence[Message], lease_seconds: float) -> None:
+        self._touch_consumer()
         expiry_ns = time.time_ns() + int(lease_seconds * _NS)
         leased = self._dirs.state(State.LEASED)
         for message in messages:
             # A lease that passed on is someone else's now: nothing to renew.
             with contextlib.suppress(FileNotFoundError):
                 os.utime(leased / message.receipt, ns=(expiry_ns, expiry_ns))
+
+    @_touches_files
+    def set_consumer(self, name: str) -> None:
+        """consumers/NAME is this consumer's sign of life (NAME made a plain file name)."""
+        directory = self.path / CONSUMERS_DIR
+        directory.mkdir(exist_ok=True)
+        safe = _NOT_IN_FILE_NAMES.sub("_", name).lstrip(".") or "_"
+        self._consumer = str(directory / safe)
+        self._consumer_touched = 0.0
+        self._touch_consumer()
+
+    def _touch_consumer(self) -> None:
+        """Set the consumer's file's mtime to now, at most once a second (one metadata
+        operation; the file is created the first time)."""
+        if self._consumer is None:
+            return
+        now = time.monotonic()
+        if now - self._consumer_touched < CONSUMER_TOUCH_SECONDS:
+            return
+        self._consumer_touched = now
+        try:
+            os.utime(self._consumer)
+        except FileNotFoundError:  # a purge, or the first time
+            _create_empty(self._consumer)
+
+    @_touches_files
+    def consumer_activity(self) -> dict[str, float]:
+        seen: dict[str, float] = {}
+        try:
+            entries = list(os.scandir(self.path / CONSUMERS_DIR))
+        except FileNotFoundError:  # no consumer was ever named
+            return seen
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                seen[entry.name] = entry.stat().st_mtime
+        return seen
 
     @_touches_files
     def stats(self) -> QueueStats:

@@ -17,6 +17,12 @@ A server that is away for now (a lost connection, a timeout, a server still load
 after a restart, a replica) raises `QueueUnavailableError` from every method that calls it (the
 methods marked `_calls_server`), which the worker rides out; redis-py's own retries stay short.
 
+Consumers are named connections: a worker's `set_consumer(machine)` makes each connection of its
+queue announce itself (`CLIENT SETNAME taskfleet:<queue>:<machine>`), and `consumer_activity`
+reads one `CLIENT LIST`: a named connection's last command was `idle` seconds ago, and one
+blocked in BLMOVE waiting for work is active now. A worker that dies closes its connections,
+so it drops out of the list; one that hangs keeps them, idle.
+
 Needs Redis 6.2 or newer (LPOP with a count, BLMOVE) and redis-py 5 or newer.
 """
 
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -50,6 +57,7 @@ from taskfleet.queues.base import (
     Received,
     SendInterrupted,
     SendResult,
+    UnsupportedOperationError,
     attempts_for_new_queue,
     queue_not_found,
     tasks_of,
@@ -65,6 +73,8 @@ if TYPE_CHECKING:
     from taskfleet.tasks.batches import TaskBatch
 
 KEY_PREFIX = "taskfleet"
+#: Characters a Redis client name may not hold (spaces, newlines) become '_'.
+_NOT_IN_CLIENT_NAMES = re.compile(r"[^!-~]")
 _KEY_NAMES = (
     "meta",
     "known",
@@ -165,6 +175,7 @@ class RedisQueue(Queue):
     reports_expired_dead_letters: ClassVar[bool] = True
     tracks_dependencies: ClassVar[bool] = True
     updates_data: ClassVar[bool] = True
+    reports_consumer_activity: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -712,6 +723,41 @@ class RedisQueue(Queue):
         pipe.hdel(self._keys[0], "flows")
         pipe.execute()
         self._flows = False
+
+    def set_consumer(self, name: str) -> None:
+        """Every connection of this queue is named after the consumer from now on: the pool's
+        connections are dropped, and each is opened again with `CLIENT SETNAME` when next
+        used (no call here: a server away for now is met, and ridden out, by the next one)."""
+        label = f"{KEY_PREFIX}:{self.name}:{_NOT_IN_CLIENT_NAMES.sub('_', name)}"
+        pool = self._redis.connection_pool
+        pool.connection_kwargs["client_name"] = label
+        pool.disconnect()
+        pool.reset()
+
+    @_calls_server
+    def consumer_activity(self) -> dict[str, float]:
+        prefix = f"{KEY_PREFIX}:{self.name}:"
+        now = time.time()
+        seen: dict[str, float] = {}
+        import redis
+
+        try:
+            clients = self._redis.client_list()
+        except redis.ResponseError as exc:
+            if is_unavailable(exc):
+                raise
+            raise UnsupportedOperationError(  # an ACL that forbids CLIENT LIST, say
+                f"the Redis server of {redact(self.url)} refuses CLIENT LIST: {exc}"
+            ) from None
+        for client in clients:
+            label = str(client.get("name", ""))
+            if not label.startswith(prefix):
+                continue
+            blocked = "b" in str(client.get("flags", ""))  # waiting for work in BLMOVE
+            at = now if blocked else now - float(client.get("idle", 0))
+            consumer = label[len(prefix) :]
+            seen[consumer] = max(at, seen.get(consumer, at))
+        return seen
 
     def close(self) -> None:
         self._redis.close()

@@ -98,6 +98,7 @@ class SQLiteQueue(Queue):
     dead_letter_store: ClassVar[bool] = True
     reports_expired_dead_letters: ClassVar[bool] = True
     tracks_dependencies: ClassVar[bool] = True
+    reports_consumer_activity: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -120,6 +121,8 @@ class SQLiteQueue(Queue):
         self._results = f'"q_{name}_results"'  # results of done tasks that others wait for
         self._deps_ready = False  # the three tables exist (made on the first flow loaded)
         self._lock = threading.RLock()
+        self._consumer: str | None = None  # named by `set_consumer`
+        self._consumer_touched = 0.0
         if not create and not self.path.exists():
             raise queue_not_found(
                 f"no queue file {self.path}", self.path.name, _queue_files(self.path)
@@ -662,6 +665,7 @@ class SQLiteQueue(Queue):
         deadline = time.monotonic() + wait_seconds
         pause = 0.01
         while True:
+            self._touch_consumer()
             received = self._receive_now(max_messages, lease_seconds)
             if received or received.dead_lettered or time.monotonic() >= deadline:
                 return received
@@ -757,6 +761,7 @@ class SQLiteQueue(Queue):
         another consumer: the work is done, and that consumer's own ack becomes a no-op."""
         if not messages:
             return
+        self._touch_consumer()
         seqs = _json_text([self._receipt(m)[0] for m in messages])
         with self._write() as c:
             counts = {LEASED: 0, WAITING: 0}
@@ -870,6 +875,7 @@ class SQLiteQueue(Queue):
     def extend(self, messages: Sequence[Message], lease_seconds: float) -> None:
         if not messages:
             return
+        self._touch_consumer()
         until = time.time() + lease_seconds
         rows = [(until, seq, lease) for seq, lease in map(self._receipt, messages)]
         with self._write() as c:
@@ -979,9 +985,56 @@ class SQLiteQueue(Queue):
                 (self.name,),
             )
 
+    def set_consumer(self, name: str) -> None:
+        """A row of `taskfleet_consumers` is this consumer's sign of life."""
+        with self._write() as c:
+            c.execute(_CONSUMERS_TABLE)
+        self._consumer = name
+        self._consumer_touched = 0.0
+        self._touch_consumer()
+
+    def _touch_consumer(self) -> None:
+        """The consumer's row says now, at most once a second (one small write transaction;
+        a receive, renewal or ack touches it)."""
+        if self._consumer is None:
+            return
+        now = time.monotonic()
+        if now - self._consumer_touched < CONSUMER_TOUCH_SECONDS:
+            return
+        self._consumer_touched = now
+        with self._write() as c:
+            c.execute(
+                "INSERT INTO taskfleet_consumers(queue, name, seen) VALUES (?, ?, ?) "
+                "ON CONFLICT(queue, name) DO UPDATE SET seen = excluded.seen",
+                (self.name, self._consumer, time.time()),
+            )
+
+    def consumer_activity(self) -> dict[str, float]:
+        with self._lock:
+            try:
+                rows = self._conn.execute(
+                    "SELECT name, seen FROM taskfleet_consumers WHERE queue = ?", (self.name,)
+                ).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):  # no consumer was ever named
+                    return {}
+                away = _unavailable(self, exc)
+                if away is None:
+                    raise
+                raise away from None
+        return {str(name): float(seen) for name, seen in rows}
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+#: Named consumers (pool machines) and when each last received, renewed or acknowledged.
+_CONSUMERS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS taskfleet_consumers (queue TEXT NOT NULL, name TEXT NOT NULL, "
+    "seen REAL NOT NULL, PRIMARY KEY (queue, name))"
+)
+CONSUMER_TOUCH_SECONDS = 1.0
 
 
 # What SQLite says when the file is busy or the disk fails for now (a full disk, an I/O error).

@@ -354,6 +354,12 @@ class Worker:
                     ),
                     settings.outage_seconds,
                 )
+                # the machine's name, as its events carry it: the pool's manager then sees
+                # this worker's queue traffic (on a queue that reports it) as a sign of life
+                try:
+                    queue.set_consumer(events_hostname())
+                except QueueUnavailableError as exc:  # away again: the run rides it out
+                    log.warning("the queue's activity of this machine is not recorded: %s", exc)
         try:
             if local:
                 assert source is not None

@@ -8,7 +8,8 @@
   choosing a type costs no API call.
 - A machine is `run_instances` with the script as user data, `InstanceInitiatedShutdownBehavior`
   `terminate` (the script's power-off ends the instance, and its bill), spot market options
-  when asked, and tags: `Name`, `taskfleet-job`, `taskfleet-price`, `taskfleet-tasks` and the
+  when asked, the root volume's size, type, IOPS and throughput (`BlockDeviceMappings`), and
+  tags: `Name`, `taskfleet-job`, `taskfleet-price`, `taskfleet-tasks` and the
   job's own. State is those tags: `list` is one `describe_instances` filtered by the job's tag.
 - EC2's refusals become the pool's: `InsufficientInstanceCapacity` and unfulfilled spot
   requests are `CapacityError`, instance and vCPU limits `QuotaError`, `RequestLimitExceeded`
@@ -293,16 +294,9 @@ class AwsProvider(Provider):
             request["IamInstanceProfile"] = {key: self.instance_profile}
         if self.key_name:
             request["KeyName"] = self.key_name
-        if spec.boot_disk_gb:
-            request["BlockDeviceMappings"] = [
-                {
-                    "DeviceName": self._root_device(),
-                    "Ebs": {
-                        "VolumeSize": int(-(-spec.boot_disk_gb // 1)),
-                        "DeleteOnTermination": True,
-                    },
-                }
-            ]
+        ebs = _root_volume(spec)
+        if ebs:
+            request["BlockDeviceMappings"] = [{"DeviceName": self._root_device(), "Ebs": ebs}]
         self.calls += 1
         try:
             reply = self.ec2.run_instances(**request)
@@ -353,6 +347,23 @@ class AwsProvider(Provider):
     def close(self) -> None:
         self.ec2.close()
         self.pricing.close()
+
+
+def _root_volume(spec: LaunchSpec) -> dict[str, Any]:
+    """The root EBS volume's settings (empty: the image's own): its size, and with a boot
+    disk type, `VolumeType` and the IOPS and throughput provisioned for it."""
+    ebs: dict[str, Any] = {}
+    if spec.boot_disk_gb:
+        ebs["VolumeSize"] = int(-(-spec.boot_disk_gb // 1))
+    if spec.boot_disk_type:
+        ebs["VolumeType"] = spec.boot_disk_type
+    if spec.boot_disk_iops is not None:
+        ebs["Iops"] = spec.boot_disk_iops
+    if spec.boot_disk_throughput is not None:
+        ebs["Throughput"] = spec.boot_disk_throughput
+    if ebs:
+        ebs["DeleteOnTermination"] = True
+    return ebs
 
 
 def _on_demand_price(product: dict[str, Any]) -> float | None:

@@ -71,6 +71,11 @@ class LaunchSpec:
     tasks_per_instance: int
     boot_disk_gb: float | None = None
     zone: str | None = None  # where to start it (None: where the provider chooses)
+    #: The boot disk's type (`pool/boot_disks.py`; None: the image's default) and what is
+    #: provisioned of it (None: the type's default; given only to types that take them).
+    boot_disk_type: str | None = None
+    boot_disk_iops: int | None = None
+    boot_disk_throughput: int | None = None
 
 
 @dataclass(frozen=True)

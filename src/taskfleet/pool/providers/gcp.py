@@ -10,7 +10,8 @@ startup script.
   out. Both are cached on disk for a day.
 - A machine is `instances.insert` with the script as `startup-script` metadata, the labels
   `taskfleet-job` and the job's, the name and price as labels too, the SPOT provisioning model
-  when asked (terminated on preemption), the service account, network and subnetwork; the
+  when asked (terminated on preemption), the boot disk's size, type, provisioned IOPS and
+  throughput, the service account, network and subnetwork; the
   operation is waited for, and its errors become the pool's (`ZONE_RESOURCE_POOL_EXHAUSTED` is
   `CapacityError`, `QUOTA_EXCEEDED` `QuotaError`, HTTP 429 `RateLimitError`).
 - `list` is one `aggregatedList` filtered by the job's label (every zone of the project);
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from taskfleet.errors import MissingExtraError
+from taskfleet.pool.boot_disks import GCP_API_NAMES
 from taskfleet.pool.providers.base import (
     CapacityError,
     Instance,
@@ -248,8 +250,7 @@ class GcpProvider(Provider):
             boot=True,
             auto_delete=True,
             initialize_params=compute.AttachedDiskInitializeParams(
-                source_image=self.image,
-                **({"disk_size_gb": int(-(-spec.boot_disk_gb // 1))} if spec.boot_disk_gb else {}),
+                source_image=self.image, **_boot_disk_params(spec, zone)
             ),
         )
         network = compute.NetworkInterface(
@@ -350,6 +351,22 @@ class GcpProvider(Provider):
                 if getattr(exc, "code", None) == 404:
                     continue  # already gone
                 raise classify(exc) from None
+
+
+def _boot_disk_params(spec: LaunchSpec, zone: str) -> dict[str, Any]:
+    """The boot disk's size, type (the Compute API's name, in the machine's zone) and the
+    IOPS and throughput provisioned for it; empty: the image's defaults."""
+    params: dict[str, Any] = {}
+    if spec.boot_disk_gb:
+        params["disk_size_gb"] = int(-(-spec.boot_disk_gb // 1))
+    if spec.boot_disk_type:
+        api_name = GCP_API_NAMES.get(spec.boot_disk_type, spec.boot_disk_type)
+        params["disk_type"] = f"zones/{zone}/diskTypes/{api_name}"
+    if spec.boot_disk_iops is not None:
+        params["provisioned_iops"] = spec.boot_disk_iops
+    if spec.boot_disk_throughput is not None:
+        params["provisioned_throughput"] = spec.boot_disk_throughput
+    return params
 
 
 def _credentials(credentials_file: str | None) -> Any:

@@ -252,6 +252,12 @@ class SimulatedQueue:
     def counts_tasks(self) -> bool:
         return self.world.settings.counts_tasks
 
+    #: The world's machines show their life through the simulated events only.
+    reports_consumer_activity = False
+
+    def consumer_activity(self) -> dict[str, float]:
+        return {}
+
     def stats(self) -> QueueStats:
         self.stats_calls += 1
         if not self.counts_tasks:
