@@ -233,9 +233,19 @@ def _short(item: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+#: Calls already resolved in this process: a child runs thousands of tasks naming the same
+#: few callables, and importing, walking and checking one again for each task cost a no-op
+#: task more than the rest of its run. Only callables that passed the check are kept.
+_RESOLVED: dict[str, Callable[..., Any]] = {}
+
+
 def resolve(call: object) -> Callable[..., Any]:
     """The marked function or `RegisteredTask` subclass a message names, imported; anything
     else is refused with `NotATaskError`."""
+    if type(call) is str:
+        known = _RESOLVED.get(call)
+        if known is not None:
+            return known
     if not isinstance(call, str) or call.count(":") != 1:
         raise NotATaskError(f"the task names no callable as 'module:qualname' (got {call!r})")
     module_name, qualname = call.split(":")
@@ -255,6 +265,7 @@ def resolve(call: object) -> Callable[..., Any]:
             f"refused to run {call}: it is not marked as a task (only functions decorated with "
             "@taskfleet.task and RegisteredTask subclasses can be run from a queue message)"
         )
+    _RESOLVED[call] = target
     return cast(Callable[..., Any], target)
 
 

@@ -188,6 +188,8 @@ class Worker:
         self.settings: WorkerSettings | None = None
         self.user_args: argparse.Namespace | None = None
         self._supervisor: Supervisor | None = None
+        #: Handed every batch of events once written (for `LocalTaskQueue`'s results).
+        self.event_observer: Callable[[list[dict[str, Any]]], None] | None = None
 
     # -- configuration --------------------------------------------------------------------
 
@@ -421,7 +423,8 @@ class Worker:
         )
         watcher.start()
         sink = StatsSink(
-            open_event_sink(settings.event_log_file or None, self._event_queue(settings, local))
+            open_event_sink(settings.event_log_file or None, self._event_queue(settings, local)),
+            observer=self.event_observer,
         )
         # A local run's SQLite queue counts its tasks; a shared queue's counts are not needed
         # here (and Pub/Sub's would be a read of its whole dead-letter subscription).
