@@ -179,6 +179,7 @@ class LocalTaskQueue:
             **options,
         )
         worker.event_observer = observer
+        worker.scratch_state = self.state is None  # deleted with its temporary directory
         return worker.run(exit=False)
 
 

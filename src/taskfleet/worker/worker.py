@@ -190,6 +190,9 @@ class Worker:
         self._supervisor: Supervisor | None = None
         #: Handed every batch of events once written (for `LocalTaskQueue`'s results).
         self.event_observer: Callable[[list[dict[str, Any]]], None] | None = None
+        #: The state is deleted when the run ends (`LocalTaskQueue`'s temporary one): its
+        #: queue need not wait for the disk.
+        self.scratch_state = False
 
     # -- configuration --------------------------------------------------------------------
 
@@ -324,7 +327,10 @@ class Worker:
                 lock = StateLock(Path(state_path))
                 lock.acquire()
                 try:
-                    embedded = open_queue(state_url(state_path), max_attempts=settings.max_attempts)
+                    embedded = open_queue(
+                        state_url(state_path, scratch=self.scratch_state),
+                        max_attempts=settings.max_attempts,
+                    )
                     assert source is not None
                     claim_state(Path(state_path), source_key(source, Path(state_path)))
                     recovery = recover(embedded, settings.event_log_file)
