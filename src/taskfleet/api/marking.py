@@ -85,7 +85,7 @@ def _content_id(call: str, data: dict[str, Any]) -> str:
 _CHECKED_SHAPES: dict[tuple[Any, int, tuple[str, ...]], list[str]] = {}
 
 
-def _positional_names(target: Callable[..., Any], where: str, args: tuple[Any, ...],
+def _positional_names(target: Callable[..., Any], call: str, args: tuple[Any, ...],
                       kwargs: dict[str, Any]) -> list[str]:  # fmt: skip
     """The names of the positional arguments of a call, the call's shape checked once."""
     shape = (target, len(args), tuple(kwargs))
@@ -94,7 +94,7 @@ def _positional_names(target: Callable[..., Any], where: str, args: tuple[Any, .
         try:
             bound = inspect.signature(target).bind(*args, **kwargs)
         except TypeError as exc:
-            raise PayloadError(f"{where}: {exc}") from None
+            raise PayloadError(f"task {call}: {exc}") from None
         except ValueError:  # no signature to check (a builtin): the names are positions
             names = []
         else:
@@ -108,13 +108,13 @@ def make_task(
 ) -> Task:
     """The task that calls marked `target(*args, **kwargs)`, its arguments checked now: they
     must fit the signature and be JSON (or a tagged type), else an error names the argument."""
-    call = _import_path(target)
-    where = f"task {call}"
-    names = _positional_names(target, where, args, kwargs)
+    call = _IMPORT_PATHS.get(target) or _import_path(target)
+    names = _positional_names(target, call, args, kwargs)
     try:
         encoded_args = [encode(value, None) for value in args]
         encoded_kwargs = {key: encode(value, None) for key, value in kwargs.items()}
     except PayloadError:  # again, to name the argument and the path inside it
+        where = f"task {call}"
         for i, value in enumerate(args):
             encode(value, f"{where}: argument {_arg_name(names, i)}")
         for key, value in kwargs.items():
@@ -126,7 +126,7 @@ def make_task(
     else:
         problem = task_id_problem(task_id)
         if problem is not None:
-            raise TaskfleetError(f"{where}: {problem}")
+            raise TaskfleetError(f"task {call}: {problem}")
     return Task(task_id, data)
 
 
