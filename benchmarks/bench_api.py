@@ -9,6 +9,8 @@ measured in the same run.
    work at all, so the ratio is the runtime's cost per task against a bare pipe's), and the
    addition of benchmarks/bench_worker.py (add two numbers, write the result file, to
    /dev/shm); and python-task-queue's `LocalTaskQueue(parallel=2)` on the tiny ones, if given.
+   With `--repeat N` the two run alternately N times (medians), and the CPU time each spent
+   (process and children) is compared too; `--local-only` runs only this part.
 3. fq drain: two processes polling one fq:// queue of 20,000 tiny tasks, in tasks/s; and
    python-task-queue's FileQueue drained by two polling processes, if given.
 
@@ -26,7 +28,9 @@ import argparse
 import functools
 import multiprocessing
 import os
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -82,25 +86,60 @@ def bench_insert(url: str) -> float:
 # -- 2. LocalTaskQueue against multiprocessing.Pool ------------------------------------------
 
 
-def bench_pool(work: str, out_dir: str) -> float:
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended (user and system)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def bench_pool(work: str, out_dir: str) -> tuple[float, float]:
+    """(tasks/s, CPU seconds of the parent and its children)."""
     function = tiny if work == "tiny" else functools.partial(addition, out_dir=out_dir)
+    cpu = _cpu_seconds()
     start = time.perf_counter()
     with multiprocessing.get_context("fork").Pool(2) as pool:
         for _ in pool.imap_unordered(function, range(LOCAL_N), chunksize=64):
             pass
-    return _rate(LOCAL_N, time.perf_counter() - start)
+    return _rate(LOCAL_N, time.perf_counter() - start), _cpu_seconds() - cpu
 
 
-def bench_local(work: str, out_dir: str) -> float:
+def bench_local(work: str, out_dir: str) -> tuple[float, float]:
+    """(tasks/s, CPU seconds of the supervisor and its children)."""
     if work == "tiny":
         tasks = (tiny.task(i) for i in range(LOCAL_N))
     else:
         tasks = (addition.task(i, out_dir) for i in range(LOCAL_N))
+    cpu = _cpu_seconds()
     start = time.perf_counter()
     run = taskfleet.LocalTaskQueue(parallel=2).insert_all(tasks)
     elapsed = time.perf_counter() - start
     assert run.completed == LOCAL_N, run.summary
-    return _rate(LOCAL_N, elapsed)
+    return _rate(LOCAL_N, elapsed), _cpu_seconds() - cpu
+
+
+def compare_local(kind: str, shm: Path, repeat: int) -> float:
+    """Pool and LocalTaskQueue run alternately `repeat` times; prints the medians of the
+    throughputs, their ratio, and the ratio of CPU time spent (which a machine busy with other
+    work disturbs far less than wall time). Returns the median LocalTaskQueue rate."""
+    pool_rates, local_rates, pool_cpu, local_cpu = [], [], [], []
+    for _ in range(repeat):
+        for bench, rates, cpus in ((bench_pool, pool_rates, pool_cpu),
+                                   (bench_local, local_rates, local_cpu)):  # fmt: skip
+            out_dir = tempfile.mkdtemp(prefix="taskfleet-bench-api-", dir=shm)
+            rate, cpu = bench(kind, out_dir)
+            shutil.rmtree(out_dir)
+            rates.append(rate)
+            cpus.append(cpu)
+    rate, pool_rate = statistics.median(local_rates), statistics.median(pool_rates)
+    cpu, cpu_pool = statistics.median(local_cpu), statistics.median(pool_cpu)
+    print(
+        f"LocalTaskQueue(parallel=2), 10,000 {kind} tasks: {rate:,.0f}/s; "
+        f"multiprocessing.Pool(2) {pool_rate:,.0f}/s; ratio {rate / pool_rate:.2f} "
+        f"(median of {repeat}); CPU {cpu * 1000:,.0f} ms against {cpu_pool * 1000:,.0f} ms: "
+        f"ratio {cpu_pool / cpu:.2f}"
+    )
+    return rate
 
 
 # -- 3. fq drain with two pollers -----------------------------------------------------------
@@ -205,6 +244,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task-queue-python", help="a Python with `task-queue` installed")
     parser.add_argument("--poll", help=argparse.SUPPRESS)  # a drain benchmark's child
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="LocalTaskQueue and Pool runs, alternately"
+    )
+    parser.add_argument(
+        "--local-only", action="store_true", help="only LocalTaskQueue against the Pool"
+    )
     args = parser.parse_args()
     if args.poll:
         poll_until_idle(args.poll)
@@ -212,22 +257,14 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="taskfleet-bench-api-"))
     try:
         os.chdir(work)
-        sqlite_rate = bench_insert(f"sqlite:///{work}/insert.db")
-        fq_rate = bench_insert(f"fq://{work}/insert-fq")
-        print(f"insert 100,000 code-tasks: sqlite {sqlite_rate:,.0f}/s, fq {fq_rate:,.0f}/s")
+        if not args.local_only:
+            sqlite_rate = bench_insert(f"sqlite:///{work}/insert.db")
+            fq_rate = bench_insert(f"fq://{work}/insert-fq")
+            print(f"insert 100,000 code-tasks: sqlite {sqlite_rate:,.0f}/s, fq {fq_rate:,.0f}/s")
         shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else work
-        local_rates = {}
-        for kind in ("tiny", "addition"):
-            out_dir = tempfile.mkdtemp(prefix="taskfleet-bench-api-", dir=shm)
-            pool_rate = bench_pool(kind, out_dir)
-            shutil.rmtree(out_dir)
-            out_dir = tempfile.mkdtemp(prefix="taskfleet-bench-api-", dir=shm)
-            rate = local_rates[kind] = bench_local(kind, out_dir)
-            shutil.rmtree(out_dir)
-            print(
-                f"LocalTaskQueue(parallel=2), 10,000 {kind} tasks: {rate:,.0f}/s; "
-                f"multiprocessing.Pool(2) {pool_rate:,.0f}/s; ratio {rate / pool_rate:.2f}"
-            )
+        local_rates = {kind: compare_local(kind, shm, args.repeat) for kind in ("tiny", "addition")}
+        if args.local_only:
+            return
         drain_rate = bench_drain(f"fq://{work}/drain-fq")
         print(f"fq drain, 2 polling processes, 20,000 tiny tasks: {drain_rate:,.0f}/s")
         if args.task_queue_python:

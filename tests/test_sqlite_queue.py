@@ -60,6 +60,25 @@ def test_file_is_in_wal_mode(queue: SQLiteQueue, db: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_sync_option_sets_how_the_file_waits_for_the_disk(db: Path) -> None:
+    """`sync=off` (a scratch queue) never waits for the disk; the default waits as WAL's
+    NORMAL does; any other value is refused with one line naming both."""
+
+    def synchronous(url: str) -> int:
+        with open_queue(url) as queue:
+            assert isinstance(queue, SQLiteQueue)
+            return int(queue._conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    assert synchronous(f"sqlite:///{db}") == 1  # NORMAL
+    assert synchronous(f"sqlite:///{db}?sync=off") == 0  # OFF
+    with open_queue(f"sqlite:///{db}?sync=off") as queue:
+        queue.send([Task("a", {"x": 1})])
+    with open_queue(f"sqlite:///{db}") as queue:
+        assert [m.task.id for m in queue.receive(5, 30)] == ["a"]
+    with pytest.raises(QueueURLError, match=r"sync=normal .* or sync=off"):
+        open_queue(f"sqlite:///{db}?sync=full")
+
+
 def test_state_survives_reopening(db: Path) -> None:
     with make_queue(db) as q:
         q.send(tasks(3))

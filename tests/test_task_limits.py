@@ -364,3 +364,54 @@ def test_nesting_is_measured_outside_strings_whatever_their_escapes(
         assert all(guard.feed(text[i : i + size]) is None for i in range(0, len(text), size))
         guard = NestingGuard(limit=depth - 1)
         assert any(guard.feed(text[i : i + size]) is not None for i in range(0, len(text), size))
+
+
+# -- tasks built in Python: their JSON text first, the walk where it cannot clear them --------
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"a": 1, "b": [1.5, "x", True, None]},
+        {"nan": float("nan")},
+        {"inf": [float("-inf")]},
+        {"big": 2**63},
+        {"big": INT_MAX + 1},
+        {"small": -(2**63)},
+        {"ok": INT_MAX, "also": INT_MIN},
+        {"digits in a string": "1" * 40},
+        {"deep": _nested(DEFAULT_MAX_TASK_DEPTH)},
+        {"deep": _nested(DEFAULT_MAX_TASK_DEPTH + 1)},
+        {"wide": [[1]] * 200},
+        {"brackets in a string": "[" * 300},
+        {1: "key not a string"},
+        {"surrogate": "\ud800"},
+        {"large": "x" * (2 << 20)},
+        {"null text": "null"},
+    ],
+)
+def test_python_data_check_answers_as_the_walk(data: Any) -> None:
+    """The text-first check of tasks built in Python gives the walk's answer, word for word,
+    on what passes and on each kind of problem."""
+    from taskfleet.tasks.model import Task
+    from taskfleet.tasks.readers import _data_problem, _python_data_problem
+
+    limits = TaskLimits()
+    task = Task("t", data)
+    assert _python_data_problem(task, limits) == _data_problem(task, limits)
+
+
+def test_a_task_source_is_refused_as_before() -> None:
+    """A task source's bad data is refused with the task and the problem named."""
+    from taskfleet.tasks.model import Task
+
+    tasks = [Task("fine", {"x": 1}), Task("bad", {"x": float("nan")})]
+    with pytest.raises(TaskFileError, match=r"item 1: task 'bad'.*nan"):
+        load_tasks(tasks)

@@ -132,7 +132,7 @@ def test_a_missing_library_names_the_extra_for_every_scheme() -> None:
 @pytest.mark.parametrize(
     ("url", "words"),
     [
-        ("sqlite:///q.db?colour=red", "a sqlite:// queue URL takes name= and max_attempts="),
+        ("sqlite:///q.db?colour=red", "a sqlite:// queue URL takes name=, sync= and max_attempts="),
         ("sqs://job?regoin=x", "a sqs:// queue URL takes region=, endpoint_url= and max_attempts="),
         ("memory://job?name=x", "a memory:// queue URL takes max_attempts="),
     ],

@@ -19,7 +19,7 @@ import itertools
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,26 +60,38 @@ class LocalRun:
         return self.summary.exit_code
 
 
-def _outcomes(events_path: Path) -> tuple[dict[str, Any], dict[str, str]]:
-    results: dict[str, Any] = {}
-    errors: dict[str, str] = {}
-    if not events_path.exists():
-        return results, errors
-    with open(events_path, "rb") as file:
-        for line in file:
-            try:
-                event = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            kind, task_id = event.get("event_type"), event.get("task_id")
+class _Outcomes:
+    """Each task's outcome from a run's events: what a completed task returned, and the last
+    error of a task that failed an attempt and did not complete."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, Any] = {}
+        self.errors: dict[str, str] = {}
+
+    def add(self, events: Iterable[dict[str, Any]]) -> None:
+        results, errors = self.results, self.errors
+        for event in events:
+            task_id = event.get("task_id")
             if task_id is None:
                 continue
-            if kind == "task_completed":
+            if event.get("event_type") == "task_completed":
                 results[task_id] = event.get("result")
                 errors.pop(task_id, None)
             elif event.get("exception") and task_id not in results:
                 errors[task_id] = event["exception"]
-    return results, errors
+
+    def read(self, events_path: Path) -> None:
+        """Add the events of a log (a resumable run's holds its earlier runs' too)."""
+        if not events_path.exists():
+            return
+        with open(events_path, "rb") as file:
+            for line in file:
+                try:
+                    event = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(event, dict):
+                    self.add((event,))
 
 
 class LocalTaskQueue:
@@ -128,9 +140,15 @@ class LocalTaskQueue:
                 if self.state is not None
                 else Path(scratch) / "events.jsonl"
             )
-            summary = self._run(pending, state, events)
-            results, errors = _outcomes(events)
-        run = LocalRun(summary, results, errors)
+            # A run of its own temporary log takes the outcomes as the events are written; a
+            # log the user named (or one beside a resumable state) may hold earlier runs' too,
+            # and is read whole at the end, as the results of every run it records.
+            outcomes = _Outcomes()
+            temporary = self.event_log_file is None and self.state is None
+            summary = self._run(pending, state, events, outcomes.add if temporary else None)
+            if not temporary:
+                outcomes.read(events)
+        run = LocalRun(summary, outcomes.results, outcomes.errors)
         if self.state is not None and not summary.counts.received and summary.completed_before:
             warnings.warn(
                 f"0 tasks ran: all {summary.completed_before:,} were done by an earlier run "
@@ -141,7 +159,13 @@ class LocalTaskQueue:
             )
         return run
 
-    def _run(self, pending: list[Iterable[Any]], state: Path, events: Path) -> RunSummary:
+    def _run(
+        self,
+        pending: list[Iterable[Any]],
+        state: Path,
+        events: Path,
+        observer: Callable[[list[dict[str, Any]]], None] | None,
+    ) -> RunSummary:
         from taskfleet.worker.worker import Worker
 
         options: dict[str, Any] = {"state": str(state), "event_log_file": str(events)}
@@ -154,6 +178,8 @@ class LocalTaskQueue:
             task_source=lambda: _unique_tasks(itertools.chain.from_iterable(pending)),
             **options,
         )
+        worker.event_observer = observer
+        worker.scratch_state = self.state is None  # deleted with its temporary directory
         return worker.run(exit=False)
 
 

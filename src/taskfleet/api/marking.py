@@ -86,7 +86,7 @@ def _content_id(call: str, data: dict[str, Any]) -> str:
 _CHECKED_SHAPES: dict[tuple[Any, int, tuple[str, ...]], list[str]] = {}
 
 
-def _positional_names(target: Callable[..., Any], where: str, args: tuple[Any, ...],
+def _positional_names(target: Callable[..., Any], call: str, args: tuple[Any, ...],
                       kwargs: dict[str, Any]) -> list[str]:  # fmt: skip
     """The names of the positional arguments of a call, the call's shape checked once."""
     shape = (target, len(args), tuple(kwargs))
@@ -95,7 +95,7 @@ def _positional_names(target: Callable[..., Any], where: str, args: tuple[Any, .
         try:
             bound = inspect.signature(target).bind(*args, **kwargs)
         except TypeError as exc:
-            raise PayloadError(f"{where}: {exc}") from None
+            raise PayloadError(f"task {call}: {exc}") from None
         except ValueError:  # no signature to check (a builtin): the names are positions
             names = []
         else:
@@ -109,13 +109,13 @@ def make_task(
 ) -> Task:
     """The task that calls marked `target(*args, **kwargs)`, its arguments checked now: they
     must fit the signature and be JSON (or a tagged type), else an error names the argument."""
-    call = _import_path(target)
-    where = f"task {call}"
-    names = _positional_names(target, where, args, kwargs)
+    call = _IMPORT_PATHS.get(target) or _import_path(target)
+    names = _positional_names(target, call, args, kwargs)
     try:
         encoded_args = [encode(value, None) for value in args]
         encoded_kwargs = {key: encode(value, None) for key, value in kwargs.items()}
     except PayloadError:  # again, to name the argument and the path inside it
+        where = f"task {call}"
         for i, value in enumerate(args):
             encode(value, f"{where}: argument {_arg_name(names, i)}")
         for key, value in kwargs.items():
@@ -127,7 +127,7 @@ def make_task(
     else:
         problem = task_id_problem(task_id)
         if problem is not None:
-            raise TaskfleetError(f"{where}: {problem}")
+            raise TaskfleetError(f"task {call}: {problem}")
     return Task(task_id, data)
 
 
@@ -234,9 +234,19 @@ def _short(item: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+#: Calls already resolved in this process: a child runs thousands of tasks naming the same
+#: few callables, and importing, walking and checking one again for each task cost a no-op
+#: task more than the rest of its run. Only callables that passed the check are kept.
+_RESOLVED: dict[str, Callable[..., Any]] = {}
+
+
 def resolve(call: object) -> Callable[..., Any]:
     """The marked function or `RegisteredTask` subclass a message names, imported; anything
     else is refused with `NotATaskError`."""
+    if type(call) is str:
+        known = _RESOLVED.get(call)
+        if known is not None:
+            return known
     if not isinstance(call, str) or call.count(":") != 1:
         raise NotATaskError(f"the task names no callable as 'module:qualname' (got {call!r})")
     module_name, qualname = call.split(":")
@@ -256,6 +266,7 @@ def resolve(call: object) -> Callable[..., Any]:
             f"refused to run {call}: it is not marked as a task (only functions decorated with "
             "@taskfleet.task and RegisteredTask subclasses can be run from a queue message)"
         )
+    _RESOLVED[call] = target
     return cast(Callable[..., Any], target)
 
 

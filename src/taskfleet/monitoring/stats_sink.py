@@ -4,6 +4,7 @@ end-of-run summary (the same figures as `taskfleet monitor`)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from taskfleet.events.sinks import EventSink
@@ -18,12 +19,20 @@ class StatsSink:
     end-of-run summary (the same figures as `taskfleet monitor`).
 
     Events are folded when flushed, so the summary counts what was durably written, and the
-    fold runs once per batch instead of once per event.
+    fold runs once per batch instead of once per event. `observer`, if given, is handed each
+    flushed batch too (`LocalTaskQueue` takes its results from it rather than parsing the event
+    log it has just written).
     """
 
-    def __init__(self, inner: EventSink, stats: EventStats | None = None) -> None:
+    def __init__(
+        self,
+        inner: EventSink,
+        stats: EventStats | None = None,
+        observer: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> None:
         self.inner = inner
         self._stats = stats
+        self.observer = observer
         self._pending: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
@@ -53,6 +62,8 @@ class StatsSink:
             raise
         if pending:
             self.stats.add_all(pending)
+            if self.observer is not None:
+                self.observer(pending)
 
     def close(self) -> None:
         try:

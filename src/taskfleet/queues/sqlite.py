@@ -81,6 +81,13 @@ def parse_sqlite_url(url: str) -> tuple[Path, str, int | None]:
     return SQLiteQueue.path_of(address), address.name, address.max_attempts
 
 
+#: `sync=` of a SQLite queue URL -> SQLite's `synchronous` setting. In WAL mode, NORMAL loses
+#: nothing committed to a crash of the process, and at most the last transactions (never the
+#: file) to a crash of the machine; OFF never waits for the disk, and a crash of the machine
+#: may corrupt the file.
+_SYNC_MODES = {"normal": "NORMAL", "off": "OFF"}
+
+
 class SQLiteQueue(Queue):
     """A queue stored in a SQLite file; see the module docstring for the design."""
 
@@ -100,6 +107,10 @@ class SQLiteQueue(Queue):
     tracks_dependencies: ClassVar[bool] = True
     reports_consumer_activity: ClassVar[bool] = True
 
+    #: `sync=off`: never wait for the disk (SQLite's `synchronous=OFF`), for a scratch queue
+    #: that is deleted when its run ends (`LocalTaskQueue`'s temporary state).
+    url_options: ClassVar[tuple[str, ...]] = ("sync",)
+
     def __init__(
         self,
         path: str | os.PathLike,
@@ -108,8 +119,17 @@ class SQLiteQueue(Queue):
         max_attempts: int | None = None,
         url: str | None = None,
         create: bool = True,
+        sync: str = "normal",
     ) -> None:
         attempts = attempts_for_new_queue(max_attempts)
+        if sync not in _SYNC_MODES:
+            raise QueueURLError(
+                f"sync={sync!r} for the SQLite queue {path}: say sync=normal (the default: a "
+                "crash of the process or the machine loses nothing acknowledged) or sync=off "
+                "(never wait for the disk: only for a queue thrown away after its run, since "
+                "a crash of the machine can corrupt it)"
+            )
+        self._synchronous = _SYNC_MODES[sync]
         self.path = Path(path)
         self.name = name
         self.url = url or f"sqlite:///{self.path}" + (
@@ -181,6 +201,7 @@ class SQLiteQueue(Queue):
             max_attempts=max_attempts,
             url=address.url,
             create=create,
+            sync=address.options.get("sync", "normal"),
         )
 
     @classmethod
@@ -198,7 +219,7 @@ class SQLiteQueue(Queue):
         # ack, which touch a few pages a batch, do not suffer from them.
         conn.execute("PRAGMA page_size=16384")
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA cache_size=-65536")
         return conn
 

@@ -212,7 +212,7 @@ def iter_task_batches(
     if not isinstance(source, (str, os.PathLike)):
         entries = enumerate(task_iterable(source))
         positioned = validated(
-            "task source", "item", entries, DataCheck.FULL, limits, skip, limit, check_duplicates
+            "task source", "item", entries, DataCheck.PYTHON, limits, skip, limit, check_duplicates
         )
         yield from _batches_of(positioned, "task source", "item", GENERIC_BATCH)
         return

@@ -29,7 +29,13 @@ import orjson
 
 from taskfleet._compat import StrEnum
 from taskfleet.errors import MissingExtraError, TaskFileError
-from taskfleet.tasks.limits import NestingGuard, SurrogateGuard, TaskLimits
+from taskfleet.tasks.limits import (
+    NestingGuard,
+    SurrogateGuard,
+    TaskLimits,
+    has_long_digit_run,
+    max_nesting,
+)
 from taskfleet.tasks.model import (
     BAD_ID_CHARACTER,
     MAX_TASK_ID_BYTES,
@@ -479,8 +485,12 @@ class DataCheck(StrEnum):
 
     #: Checked by its reader, on its text (JSON Lines, JSON lists).
     NONE = "none"
-    #: Parsed by a library that admits more than JSON (YAML), or built in Python: everything.
+    #: Parsed by a library that admits more than JSON (YAML): everything, walking the data.
     FULL = "full"
+    #: Built in Python (a task source): the data's JSON text first, cleared at C speed, and
+    #: walked as FULL only where the text cannot clear it. Not for YAML, whose aliases can
+    #: make a small file into more text than memory holds (the walk stops on a budget).
+    PYTHON = "python"
 
 
 def read_entries(
@@ -570,7 +580,7 @@ def iter_tasks(
         return
     entries = enumerate(task_iterable(source))
     positioned = validated(
-        "task source", "item", entries, DataCheck.FULL, limits, skip, limit, check_duplicates
+        "task source", "item", entries, DataCheck.PYTHON, limits, skip, limit, check_duplicates
     )
     for _, task in positioned:
         yield task
@@ -621,7 +631,11 @@ def validated(
             if problem is not None:
                 raise TaskFileError(f"{name}: {unit} {position}: {problem}.")
             assert task is not None
-        if check is not DataCheck.NONE:
+        if check is DataCheck.PYTHON:
+            problem = _python_data_problem(task, limits)
+            if problem is not None:
+                raise TaskFileError(f"{name}: {unit} {position}: task {task.id!r}: {problem}.")
+        elif check is not DataCheck.NONE:
             problem = _data_problem(task, limits)
             if problem is not None:
                 raise TaskFileError(f"{name}: {unit} {position}: task {task.id!r}: {problem}.")
@@ -637,6 +651,34 @@ def validated(
         produced += 1
         if produced == limit:
             return
+
+
+def _python_data_problem(task: Task, limits: TaskLimits) -> str | None:
+    """`_data_problem` for data built in Python, most of it cleared on its JSON text.
+
+    What orjson encodes has string keys, valid Unicode, integers within 64 bits (unsigned:
+    19 digits or more are checked exactly) and is no deeper than its brackets; a float that is
+    not finite becomes `null`, so text holding `null` is checked exactly too. Whatever the text
+    cannot clear, or orjson refuses, goes through `_data_problem`, which words every problem
+    as before.
+    """
+    try:
+        encoded = orjson.dumps(task.data)
+    except orjson.JSONEncodeError:
+        return _data_problem(task, limits)
+    if (
+        b"null" in encoded
+        or has_long_digit_run(encoded)
+        or (
+            encoded.count(b"[") + encoded.count(b"{") > limits.max_depth
+            and max_nesting(encoded) > limits.max_depth
+        )
+    ):
+        return _data_problem(task, limits)
+    size = len(encoded) + len(orjson.dumps(task.id)) + 15
+    if size > limits.max_bytes:
+        return limits.data_problem(None, size)
+    return None
 
 
 def _data_problem(task: Task, limits: TaskLimits) -> str | None:

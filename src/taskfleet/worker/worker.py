@@ -201,6 +201,11 @@ class Worker:
         self.settings: WorkerSettings | None = None
         self.user_args: argparse.Namespace | None = None
         self._supervisor: Supervisor | None = None
+        #: Handed every batch of events once written (for `LocalTaskQueue`'s results).
+        self.event_observer: Callable[[list[dict[str, Any]]], None] | None = None
+        #: The state is deleted when the run ends (`LocalTaskQueue`'s temporary one): its
+        #: queue need not wait for the disk.
+        self.scratch_state = False
 
     # -- configuration --------------------------------------------------------------------
 
@@ -335,7 +340,10 @@ class Worker:
                 lock = StateLock(Path(state_path))
                 lock.acquire()
                 try:
-                    embedded = open_queue(state_url(state_path), max_attempts=settings.max_attempts)
+                    embedded = open_queue(
+                        state_url(state_path, scratch=self.scratch_state),
+                        max_attempts=settings.max_attempts,
+                    )
                     assert source is not None
                     claim_state(Path(state_path), source_key(source, Path(state_path)))
                     recovery = recover(embedded, settings.event_log_file)
@@ -440,7 +448,8 @@ class Worker:
         )
         watcher.start()
         sink = StatsSink(
-            open_event_sink(settings.event_log_file or None, self._event_queue(settings, local))
+            open_event_sink(settings.event_log_file or None, self._event_queue(settings, local)),
+            observer=self.event_observer,
         )
         # A local run's SQLite queue counts its tasks; a shared queue's counts are not needed
         # here (and Pub/Sub's would be a read of its whole dead-letter subscription).
