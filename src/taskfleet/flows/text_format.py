@@ -83,6 +83,10 @@ class _Places(dict[str, str]):
     def __contains__(self, task_id: object) -> bool:
         return task_id in self.raw
 
+    def get(self, task_id: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        """`dict.get` does not call `__missing__`: the graph check asks with `get`."""
+        return self[task_id] if task_id in self.raw else default
+
 
 def _column(text: str, start: int, name: str) -> int:
     """Where `name` stands as a whole name in `text`, from `start` on (0-based)."""
