@@ -104,6 +104,19 @@ def test_status_and_monitor_count_waiting_and_blocked_of_a_coordinated_flow(
     assert "waiting and blocked: from the flow's state file" in text.stdout
     summary = monitored(tmp_path, "--flow-state", str(tmp_path / STATE))
     assert (summary["waiting"], summary["blocked"]) == (2, 2)
+    live = run_taskfleet(
+        "monitor",
+        str(tmp_path / "flow-events.jsonl"),
+        "--follow",
+        "--idle-timeout",
+        "1",
+        "--refresh",
+        "0.2",
+        "--task-file",
+        str(tmp_path / "tasks.json"),
+    )
+    assert live.returncode == 0, live.stderr
+    assert "waiting 2, blocked 2" in live.stderr  # the status line while following
     lines = run_taskfleet("flow", "status", "--state", str(tmp_path / STATE))
     assert lines.returncode == 0, lines.stderr
     assert "3/6 completed" in lines.stdout and "2 blocked" in lines.stdout
