@@ -70,9 +70,10 @@ def test_status_and_monitor_count_waiting_and_blocked_of_a_coordinated_flow(
     assert (counts["waiting"], counts["blocked"]) == (5, 0)
     flow = run_taskfleet("flow", "status", "--task-file", str(tmp_path / "tasks.json"), "--json")
     assert flow.returncode == 0, flow.stderr
-    assert json.loads(flow.stdout) | {"state": None} == {
-        "state": None,
-        "queue": json.loads(flow.stdout)["queue"],
+    described = json.loads(flow.stdout)
+    assert described.pop("state") == str(tmp_path / STATE)
+    assert described.pop("queue").startswith(f"{kind}://")
+    assert described == {
         "total": 6,
         "completed": 0,
         "sent": 1,
@@ -121,6 +122,10 @@ def test_status_and_monitor_count_waiting_and_blocked_of_a_coordinated_flow(
     assert lines.returncode == 0, lines.stderr
     assert "3/6 completed" in lines.stdout and "2 blocked" in lines.stdout
     assert "dead-lettered: b;" in lines.stdout
+    described = json.loads(
+        run_taskfleet("flow", "status", "--state", str(tmp_path / STATE), "--json").stdout
+    )
+    assert described["blocked_by"] == {"d": "b", "e": "b"} and described["dead_ids"] == ["b"]
 
     # Without the state, the queue alone cannot tell.
     alone = run_taskfleet("status", "--queue", url, "--json")

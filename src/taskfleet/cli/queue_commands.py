@@ -219,7 +219,8 @@ def _interrupted_load_message(queue: Queue, exc: TaskfleetError) -> str:
     type=click.Path(dir_okay=False),
     metavar="PATH",
     help="On SQS and Pub/Sub: the state file of the `taskfleet flow run` of this queue "
-    "(default TASK_FILE.flow-state.db), read-only, for its waiting and blocked tasks.",
+    "(its --state, TASK_FILE.flow-state.db unless given), read-only, for the flow's waiting "
+    "and blocked tasks.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 def status(queue_url: str, flow_state: str | None, as_json: bool) -> None:
