@@ -20,4 +20,4 @@ def flow() -> None:
 
 
 # Each command of the group registers itself on `flow` when imported.
-from taskfleet.cli import flow_check, flow_convert, flow_run, flow_show  # noqa: E402, F401
+from taskfleet.cli import flow_check, flow_convert, flow_run, flow_show, flow_status  # noqa: E402, F401

@@ -15,16 +15,11 @@ import click
 from taskfleet.cli.flow_commands import flow
 from taskfleet.cli.queue_commands import queue_option
 from taskfleet.flows.coordinator import FlowOptions, refuse_stateful, run_flow
+from taskfleet.flows.flow_state import default_flow_state_path
 from taskfleet.queues import event_queue_url
 from taskfleet.redact import redact
 from taskfleet.tasks.load_retry import outage_seconds_from_env
 from taskfleet.tasks.loading import stop_on_first_interrupt
-
-
-def default_state_path(task_file: str) -> Path:
-    """Next to the task file: `tasks.json` -> `tasks.json.flow-state.db`."""
-    path = Path(task_file)
-    return path.with_name(path.name + ".flow-state.db")
 
 
 @flow.command("run")
@@ -76,7 +71,7 @@ def flow_run(
         queue_url=queue_url,
         task_file=task_file,
         event_queue_url=event_queue or event_queue_url(queue_url),
-        state_path=state_path or default_state_path(task_file),
+        state_path=state_path or default_flow_state_path(task_file),
         events_file=events_file,
         outage_seconds=outage_seconds_from_env(),
     )

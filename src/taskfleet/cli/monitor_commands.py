@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from taskfleet.cli import cli
 from taskfleet.errors import TaskfleetError
 from taskfleet.flows.layout import DEFAULT_GROUP_ABOVE
 from taskfleet.queues import example_event_queues
+from taskfleet.redact import redact
 
 
 @cli.command("monitor")
@@ -38,6 +40,14 @@ from taskfleet.queues import example_event_queues
     "--task-file",
     metavar="PATH|URL",
     help="Compare against this task list: progress, tasks not completed, tasks not listed.",
+)
+@click.option(
+    "--flow-state",
+    default=None,
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="The state file of a `taskfleet flow run` (SQS, Pub/Sub), read-only, for the flow's "
+    "waiting and blocked tasks (default: TASK_FILE.flow-state.db when it exists).",
 )
 @click.option("--follow", "-f", is_flag=True, help="Keep reading the files as they grow.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
@@ -79,6 +89,7 @@ def monitor(
     event_queue: str | None,
     output_file: str | None,
     task_file: str | None,
+    flow_state: str | None,
     follow: bool,
     as_json: bool,
     remaining_out: str | None,
@@ -98,6 +109,7 @@ def monitor(
       taskfleet monitor events.jsonl --follow --task-file tasks.jsonl
       taskfleet monitor --queue sqlite:///job.db -o events.jsonl --task-file tasks.jsonl
       taskfleet monitor events.jsonl --json --task-file tasks.jsonl --remaining-out rerun.jsonl
+      taskfleet monitor flow-events.jsonl -f --flow-state flow.json.flow-state.db   (SQS flow)
     """
     import orjson
 
@@ -142,6 +154,16 @@ def monitor(
             _check_exists(queue_url or "", event_queue)
         if queue_url:
             stats.flow_counts = _flow_counts(queue_url)
+            if stats.flow_counts is None:
+                _refuse_draining_a_coordinated_flow(queue_url, flow_state, task_file)
+            elif flow_state is not None:
+                raise TaskfleetError(
+                    f"{redact(queue_url)} counts its waiting and blocked tasks itself (without "
+                    "--flow-state); --flow-state is for the flows `taskfleet flow run` "
+                    "coordinates on sqs://, pubsub:// and fq://"
+                )
+        if stats.flow_counts is None and flow_state is not None:
+            stats.flow_counts = _coordinated_counts(Path(flow_state))
         source = QueueSource(event_queue, output_file, lease_seconds=lease_seconds)
         previous = source.read_previous(stats)
         if previous:
@@ -154,6 +176,11 @@ def monitor(
             for path in events:
                 if not Path(path).exists():
                     raise TaskfleetError(f"{path}: the events file does not exist. Check the path.")
+        from taskfleet.flows.flow_status import find_flow_state
+
+        state_path = find_flow_state(flow_state, task_file)
+        if state_path is not None:
+            stats.flow_counts = _coordinated_counts(state_path)
         source = FileSource(events, stats)
         missing = source.missing()
         if missing:
@@ -277,6 +304,47 @@ def _flow_counts(queue_url: str) -> Callable[[], tuple[int | None, int | None]] 
         return stats.waiting, stats.blocked
 
     return counts
+
+
+def _coordinated_counts(state_path: Path) -> Callable[[], tuple[int | None, int | None]]:
+    """What the monitor asks a coordinated flow's state file at each refresh (read-only;
+    checked once here, so a wrong file is one line before anything is shown)."""
+    from taskfleet.flows.flow_status import held_tasks, open_flow_state
+
+    state = open_flow_state(state_path)
+
+    def counts() -> tuple[int | None, int | None]:
+        held = held_tasks(state)
+        return held.waiting, held.blocked
+
+    return counts
+
+
+def _refuse_draining_a_coordinated_flow(
+    queue_url: str, flow_state: str | None, task_file: str | None
+) -> None:
+    """`taskfleet flow run` consumes the event queue of the queue it coordinates: a monitor
+    draining it too would take completions the coordinator waits for, and the flow would
+    stall. So where this queue's flow state is known, say what to follow instead."""
+    from taskfleet.flows.flow_status import find_flow_state, open_flow_state, same_queue
+
+    state_path = find_flow_state(flow_state, task_file)
+    if state_path is None:
+        return
+    # A wrong file, or a given one of another queue: its own line.
+    state = open_flow_state(state_path, queue_url if flow_state is not None else None)
+    try:
+        recorded = state.meta("queue") or ""
+    finally:
+        state.close()
+    if not same_queue(recorded, queue_url):
+        return  # the task file's flow runs on another queue: this one is free to drain
+    raise TaskfleetError(
+        f"{redact(queue_url)}: `taskfleet flow run` coordinates this flow ({state_path}) and "
+        "consumes the queue's event queue; draining it here would take the completions it "
+        "waits for. Follow the events file it writes (its --events-file) instead: taskfleet "
+        f"monitor EVENTS_FILE --follow --flow-state {shlex.quote(str(state_path))}"
+    )
 
 
 def _check_exists(queue_url: str, event_queue: str) -> None:

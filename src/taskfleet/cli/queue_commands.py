@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import click
@@ -13,7 +14,7 @@ from taskfleet.cli import cli
 from taskfleet.errors import TaskfleetError
 from taskfleet.monitoring.summary_text import counted
 from taskfleet.queues import Queue, SendInterrupted, example_urls, open_queue
-from taskfleet.queues.base import DataChanges
+from taskfleet.queues.base import DataChanges, QueueStats
 from taskfleet.redact import redact
 from taskfleet.tasks.load_retry import load_riding_out, outage_seconds_from_env
 from taskfleet.tasks.loading import stop_on_first_interrupt
@@ -212,20 +213,39 @@ def _interrupted_load_message(queue: Queue, exc: TaskfleetError) -> str:
 
 @cli.command("status")
 @queue_option
+@click.option(
+    "--flow-state",
+    default=None,
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="On SQS and Pub/Sub: the state file of the `taskfleet flow run` of this queue "
+    "(its --state, TASK_FILE.flow-state.db unless given), read-only, for the flow's waiting "
+    "and blocked tasks.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
-def status(queue_url: str, as_json: bool) -> None:
+def status(queue_url: str, flow_state: str | None, as_json: bool) -> None:
     """Show how many tasks are visible, leased, delayed, done and dead ("unknown", null in
     --json, for what the queue cannot count: Pub/Sub counts only its dead letters).
 
     \b
-    Example:
+    Tasks waiting for their dependencies, and those blocked behind a dead letter, are
+    counted by SQLite, Redis and memory queues; on SQS and Pub/Sub the flow coordinator
+    holds them: give its state file with --flow-state.
+
+    \b
+    Examples:
       taskfleet status --queue sqlite:///job.db --json
+      taskfleet status --queue sqs://job?region=us-west-2 --flow-state flow.json.flow-state.db
     """
     queue = open_existing_queue(queue_url)
     try:
+        if flow_state is not None:
+            _refuse_flow_state_of(queue, queue_url)
         stats = queue.stats()
     finally:
         queue.close()
+    if flow_state is not None:
+        stats = _with_flow_counts(stats, flow_state, queue_url)
     counts = {"queue": redact(queue_url), **stats.as_dict(), "counts_tasks": queue.counts_tasks}
     if as_json:
         click.echo(json.dumps(counts))
@@ -240,6 +260,30 @@ def status(queue_url: str, as_json: bool) -> None:
     out.print(table)
     if not queue.counts_tasks:
         out.print("this queue cannot count its tasks: it counts only its dead letters")
+    if flow_state is not None:
+        out.print(f"waiting and blocked: from the flow's state file {flow_state}")
+
+
+def _refuse_flow_state_of(queue: Queue, queue_url: str) -> None:
+    """A queue that keeps its flow itself has no coordinator, so no state file to read."""
+    if queue.tracks_dependencies:
+        raise TaskfleetError(
+            f"{redact(queue_url)} counts its waiting and blocked tasks itself (without "
+            "--flow-state); --flow-state is for the queues `taskfleet flow run` coordinates: "
+            "sqs://, pubsub://, fq://"
+        )
+
+
+def _with_flow_counts(stats: QueueStats, flow_state: str, queue_url: str) -> QueueStats:
+    """The queue's counts with the coordinator's waiting and blocked tasks in them."""
+    from taskfleet.flows.flow_status import held_tasks, open_flow_state
+
+    state = open_flow_state(flow_state, queue_url)
+    try:
+        held = held_tasks(state)
+    finally:
+        state.close()
+    return dataclasses.replace(stats, waiting=held.waiting, blocked=held.blocked)
 
 
 @cli.command("purge")

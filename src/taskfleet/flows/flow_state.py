@@ -110,9 +110,16 @@ class Applied:
 class FlowState:
     """One flow's state file (see the module docstring)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        """Open (creating) the state file; with `read_only`, open an existing one for reading
+        only (`status`, `monitor` and `flow status` beside a running coordinator: a WAL reader
+        never blocks its writer, and a file that is not a flow state is left untouched)."""
         self.path = Path(path)
         try:
+            if read_only:
+                uri = f"{self.path.resolve().as_uri()}?mode=ro"
+                self.db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10)
+                return
             self.db = sqlite3.connect(self.path, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
@@ -336,6 +343,12 @@ class _Transaction:
             self.db.execute("COMMIT")
         else:
             self.db.execute("ROLLBACK")
+
+
+def default_flow_state_path(task_file: str | Path) -> Path:
+    """Next to the task file: `tasks.json` -> `tasks.json.flow-state.db`."""
+    path = Path(task_file)
+    return path.with_name(path.name + ".flow-state.db")
 
 
 def file_digest(path: str | Path) -> str:
