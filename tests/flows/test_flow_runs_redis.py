@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,24 +31,11 @@ from tests.worker.helpers import read_events
 
 from helpers_taskfiles import run_taskfleet
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "queues"))
-from queue_servers import ServerUnavailable, redis_server
-
-
-@pytest.fixture(scope="module")
-def redis_base() -> Iterator[str]:
-    try:
-        with redis_server() as url:
-            yield url
-    except ServerUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"{exc}; CI must test every backend", pytrace=False)
-        pytest.skip(str(exc))
-
 
 @pytest.fixture
-def url(redis_base: str) -> str:
-    return f"{redis_base}/0?name=flow{uuid.uuid4().hex[:8]}"
+def url(redis_url: str) -> str:
+    """A queue of its own on the session's redis-server (tests/conftest.py)."""
+    return f"{redis_url}/0?name=flow{uuid.uuid4().hex[:8]}"
 
 
 def load(url: str, path: Path) -> None:

@@ -11,14 +11,12 @@ green CI always means every backend was tested.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from queue_servers import ServerUnavailable, moto_server, pubsub_emulator, redis_server
 
 from taskfleet.queues import Queue, open_queue
 from taskfleet.queues.memory import drop_all_stores
@@ -33,42 +31,6 @@ BACKENDS = [
     "pubsub",
     "pubsub-exactly-once",
 ]
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI must test every backend", pytrace=False)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """`redis://127.0.0.1:PORT` of a redis-server started for this test session."""
-    try:
-        with redis_server() as url:
-            yield url
-    except ServerUnavailable as exc:
-        _unavailable(str(exc))
-
-
-@pytest.fixture(scope="session")
-def sqs_endpoint() -> Iterator[str]:
-    """`http://127.0.0.1:PORT` of a moto SQS server started for this test session."""
-    try:
-        with moto_server() as endpoint:
-            yield endpoint
-    except ServerUnavailable as exc:
-        _unavailable(str(exc))
-
-
-@pytest.fixture(scope="session")
-def pubsub_endpoint() -> Iterator[str]:
-    """`127.0.0.1:PORT` of Google's Pub/Sub emulator started for this test session."""
-    try:
-        with pubsub_emulator() as endpoint:
-            yield endpoint
-    except ServerUnavailable as exc:
-        _unavailable(str(exc))
 
 
 @dataclass

@@ -7,46 +7,11 @@ fails the run.
 
 from __future__ import annotations
 
-import os
-import sys
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "queues"))
-from queue_servers import (
-    MOTO_ENV,
-    ServerUnavailable,
-    gcs_emulator,
-    moto_server,
-)
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI must test cloud storage", pytrace=False)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def gcs_endpoint() -> Iterator[str]:
-    try:
-        with gcs_emulator() as endpoint:
-            yield endpoint
-    except ServerUnavailable as exc:
-        _unavailable(str(exc))
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    try:
-        with moto_server() as endpoint:
-            yield endpoint
-    except ServerUnavailable as exc:
-        _unavailable(str(exc))
+from queue_servers import MOTO_ENV  # on the path through tests/conftest.py
 
 
 @dataclass
