@@ -30,6 +30,7 @@ NOT_AT_START = {
     "multiprocessing",  # children are plain forks (worker/child_process.py)
     "tempfile",  # only a load that checks a source before sending it (SQS)
     "difflib",  # only the error for a queue that does not exist
+    "shutil",  # the help's width is read through os (worker/settings.py)
 } | CLOUD_SDKS
 
 

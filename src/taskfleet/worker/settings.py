@@ -23,6 +23,7 @@ import argparse
 import functools
 import os
 import re
+import sys
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
@@ -280,10 +281,20 @@ def options() -> dict[str, _Option]:
 def _help_formatter() -> Callable[[str], argparse.HelpFormatter]:
     """argparse's formatter with the terminal width looked up once: argparse makes a formatter
     for every option it adds, and each looked the terminal up again, which added up to a
-    noticeable part of a worker's start."""
-    import shutil
-
-    width = shutil.get_terminal_size().columns - 2
+    noticeable part of a worker's start. The width is read as `shutil.get_terminal_size`
+    reads it (`COLUMNS`, else the terminal of stdout, else 80), without importing `shutil`,
+    which brings `bz2`, `lzma` and `zlib` to a start that uses none of them."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            stdout = sys.__stdout__
+            columns = os.get_terminal_size(stdout.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    width = (columns or 80) - 2
     return functools.partial(argparse.HelpFormatter, width=width)
 
 
