@@ -396,18 +396,20 @@ class SQLiteQueue(Queue):
             f"FROM ({new}) AS n, json_each(n.after) AS a",
             (payload,),
         )
-        insert_waits = (
-            f"INSERT OR REPLACE INTO {self._waits}(task_id, pending) "
-            f"SELECT n.task_id, json_array_length(n.after) FROM ({new}) AS n WHERE true"
-        )
+        # Only a task that waits for two or more gets a count: one that waits for a single task
+        # is released when that task completes (most tasks of a fan-out; no row to write at
+        # load, none to count down on ack).
+        multi = {task_id: after for task_id, after in waits.items() if len(after) > 1}
+        if multi:
+            c.execute(
+                f"INSERT OR REPLACE INTO {self._waits}(task_id, pending) "
+                f"SELECT n.task_id, json_array_length(n.after) FROM ({new}) AS n WHERE true",
+                (orjson.dumps(multi).decode(),),
+            )
         if all_new:
-            c.execute(insert_waits, (payload,))
             held = list(waits)
-        elif MODERN_SQL:
-            held = [row[0] for row in c.execute(insert_waits + " RETURNING task_id", (payload,))]
         else:
             held = [row[0] for row in c.execute(f"SELECT n.task_id FROM ({new}) AS n", (payload,))]
-            c.execute(insert_waits, (payload,))
         if not inserted_held:
             c.execute(
                 f"UPDATE {self._table} SET state = 4 WHERE seq > {int(start)} AND state = 0 "
@@ -441,18 +443,24 @@ class SQLiteQueue(Queue):
             )
         }
         if done:
+            ready, counts = [], []
+            for task_id, after in graph.after.items():
+                if task_id not in held:
+                    continue
+                n = sum(other in done for other in after)
+                if not n:
+                    continue
+                if n == len(after):
+                    ready.append(task_id)
+                if len(after) > 1:  # only these have a count (see `_hold`)
+                    counts.append((n, task_id))
             c.executemany(
-                f"UPDATE {self._waits} SET pending = pending - ? WHERE task_id = ?",
-                [
-                    (sum(other in done for other in after), task_id)
-                    for task_id, after in graph.after.items()
-                    if task_id in held and any(other in done for other in after)
-                ],
+                f"UPDATE {self._waits} SET pending = pending - ? WHERE task_id = ?", counts
             )
             c.execute(
                 f"UPDATE {t} SET state = 0, visible_at = 0 WHERE state = 4 AND seq > ? AND "
-                f"task_id IN (SELECT task_id FROM {self._waits} WHERE pending <= 0)",
-                (start,),
+                "task_id IN (SELECT value FROM json_each(?))",
+                (start, _json_text(ready)),
             )
         (held,) = c.execute(
             f"SELECT count(*) FROM {t} WHERE state = 4 AND seq > ?", (start,)
@@ -507,32 +515,21 @@ class SQLiteQueue(Queue):
             f"INSERT OR REPLACE INTO {self._results}(task_id, result) VALUES (?, ?)",
             [(task_id, _result_json((results or {}).get(task_id))) for task_id in waited],
         )
-        ids = "(SELECT value FROM json_each(?1))"
-        d, w = self._deps, self._waits
         # One pass over the edges of what was completed, counted per dependent (a correlated
-        # count per dependent would probe every completed id for each of them).
-        if MODERN_SQL:
-            counted = c.execute(
-                f"UPDATE {w} SET pending = pending - done.n FROM (SELECT task, count(*) AS n "
-                f"FROM {d} WHERE dep IN {ids} GROUP BY task) AS done "
-                f"WHERE {w}.task_id = done.task RETURNING task_id, pending",
-                (_json_text(waited),),
-            ).fetchall()
-        else:
-            per_task = c.execute(
-                f"SELECT task, count(*) FROM {d} WHERE dep IN {ids} GROUP BY task",
-                (_json_text(waited),),
-            ).fetchall()
+        # count per dependent would probe every completed id for each of them). A dependent
+        # with no count waits for one task only (see `_hold`): this completed it.
+        per_task = c.execute(
+            f"SELECT d.task, count(*), w.pending FROM {self._deps} AS d "
+            f"LEFT JOIN {self._waits} AS w ON w.task_id = d.task "
+            "WHERE d.dep IN (SELECT value FROM json_each(?)) GROUP BY d.task",
+            (_json_text(waited),),
+        ).fetchall()
+        ready = [task_id for task_id, n, pending in per_task if pending is None or pending <= n]
+        counted = [(n, task_id) for task_id, n, pending in per_task if pending is not None]
+        if counted:
             c.executemany(
-                f"UPDATE {w} SET pending = pending - ? WHERE task_id = ?",
-                [(n, task_id) for task_id, n in per_task],
+                f"UPDATE {self._waits} SET pending = pending - ? WHERE task_id = ?", counted
             )
-            counted = c.execute(
-                f"SELECT task_id, pending FROM {w} WHERE task_id IN "
-                "(SELECT value FROM json_each(?))",
-                (_json_text([task_id for task_id, _ in per_task]),),
-            ).fetchall()
-        ready = [task_id for task_id, pending in counted if pending <= 0]
         if not ready:
             return
         released = c.execute(
