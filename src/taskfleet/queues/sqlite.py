@@ -15,11 +15,14 @@ are few).
 Tasks that wait for others (`Task.after`) are held in a state of their own (HELD, outside the
 index `receive` reads). Three small tables beside the queue's keep what a flow needs: the edges
 (`dependency id, task id`, keyed by the dependency, so an ack finds the tasks that wait for what
-it completed), the count of dependencies each held task still waits for, and the results of
-the completed tasks that others wait for. An ack batch is a handful of set-based statements in
-its one transaction: the rows it completes (`RETURNING`, so a task completed twice counts
-down once), one UPDATE of the counts of their dependents, one UPDATE that makes visible the
-held tasks whose count reached zero. A flat queue pays one indexed lookup an ack for this.
+it completed), the count of dependencies each held task still waits for (only for a task that
+waits for two or more: one that waits for a single task, most of a fan-out, is released when
+that task completes, so it costs no row), and the results of the completed tasks that others
+wait for. An ack batch is a handful of set-based statements in its one transaction: the rows
+it completes (`RETURNING`, so a task completed twice counts down once), one pass over their
+edges that counts per dependent, an UPDATE of the counts that exist, one UPDATE that makes
+visible the held tasks whose last dependency this was. A flat queue pays one indexed lookup an
+ack for this.
 """
 
 from __future__ import annotations
@@ -700,8 +703,11 @@ class SQLiteQueue(Queue):
             # Rows leased by this call; with a lease of 0 s they are still "visible at now",
             # and a second round (after dead-lettering) must not hand them out twice.
             taken: set[int] = set()
-            while len(messages) < max_messages:
-                wanted = max_messages - len(messages)
+            # (task, receipt, attempt): made into messages once their dependencies' results
+            # are known (a Message is frozen: making it twice cost a second construction).
+            leased: list[tuple[Task, str, int]] = []
+            while len(leased) < max_messages:
+                wanted = max_messages - len(leased)
                 rows = c.execute(
                     f"SELECT seq, body, state, attempts, lease FROM {t} "
                     "WHERE state < 2 AND visible_at <= ? ORDER BY visible_at LIMIT ?",
@@ -728,9 +734,7 @@ class SQLiteQueue(Queue):
                         from_leased += 1
                     lease_rows.append(seq)
                     taken.add(seq)
-                    messages.append(
-                        Message(Task.from_json(body), f"{seq}:{lease + 1}", attempts + 1)
-                    )
+                    leased.append((Task.from_json(body), f"{seq}:{lease + 1}", attempts + 1))
                 if lease_rows:  # one statement for the batch, not one per row
                     c.execute(
                         f"UPDATE {t} SET state = 1, visible_at = ?, attempts = attempts + 1, "
@@ -747,29 +751,35 @@ class SQLiteQueue(Queue):
                 )
                 if not dead_rows:
                     break  # this round found all it wanted, or all there was
-            self._add_dependency_results(c, messages)
+            found = self._dependency_results(c, [task for task, _, _ in leased])
+        messages.extend(
+            Message(task, receipt, attempt, results)
+            for (task, receipt, attempt), results in zip(leased, found, strict=True)
+        )
         return messages
 
-    def _add_dependency_results(self, c: sqlite3.Connection, messages: Received) -> None:
-        """Give each leased task that waited for others the results of its dependencies.
+    def _dependency_results(
+        self, c: sqlite3.Connection, tasks: list[Task]
+    ) -> list[dict[str, Any] | None]:
+        """For each task, what its dependencies returned (id -> result), or None for a task
+        that waited for nothing.
 
         The results come back as one JSON object built by SQLite (one parse for the batch,
         not one a row: an aggregate of a fan-in reads hundreds)."""
-        waiting = [(index, m) for index, m in enumerate(messages) if m.task.after]
+        found: list[dict[str, Any] | None] = [None] * len(tasks)
+        waiting = [(index, task.after) for index, task in enumerate(tasks) if task.after]
         if not waiting or not self._has_dependency_tables(c):
-            return
-        named: set[str] = set().union(*(m.task.after for _, m in waiting))
-        (found,) = c.execute(
+            return found
+        named: set[str] = set().union(*(after for _, after in waiting))
+        (text,) = c.execute(
             f"SELECT json_group_object(task_id, json(result)) FROM {self._results} "
             "WHERE task_id IN (SELECT value FROM json_each(?))",
             (_json_text(list(named)),),
         ).fetchone()
-        known = orjson.loads(found) if found else {}
-        get = known.get
-        for index, message in waiting:
-            after = message.task.after
-            results = dict(zip(after, map(get, after), strict=True))
-            messages[index] = Message(message.task, message.receipt, message.attempt, results)
+        get = (orjson.loads(text) if text else {}).get
+        for index, after in waiting:
+            found[index] = dict(zip(after, map(get, after), strict=True))
+        return found
 
     @staticmethod
     def _receipt(message: Message) -> tuple[int, int]:
