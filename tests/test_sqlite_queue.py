@@ -491,3 +491,45 @@ def test_missing_backend_library_names_the_pip_extra() -> None:
     assert result.stdout.startswith("redis |")
     assert "pip install 'taskfleet[redis]'" in result.stdout
     assert issubclass(MissingExtraError, TaskfleetError)
+
+
+def test_only_tasks_that_wait_for_two_or_more_get_a_count_and_old_counts_still_work(
+    db: Path,
+) -> None:
+    """A task that waits for one task has no row in the counts table (it is released when
+    that task completes); a file written before that, where such a task has a count of 1,
+    releases it once too."""
+    q = SQLiteQueue(db)
+    q.send(
+        [
+            Task("prep", {}),
+            Task("part-1", {}, after=("prep",)),
+            Task("part-2", {}, after=("prep",)),
+            Task("old", {}, after=("prep",)),
+            Task("agg", {}, after=("part-1", "part-2")),
+        ]
+    )
+    with sqlite3.connect(db) as conn:
+        counted = dict(conn.execute('SELECT task_id, pending FROM "q_tasks_waits"').fetchall())
+        assert counted == {"agg": 2}
+        # what an earlier version wrote for a task that waits for one
+        conn.execute("INSERT INTO \"q_tasks_waits\"(task_id, pending) VALUES ('old', 1)")
+    assert q.stats().waiting == 4
+
+    first = q.receive(10, LONG)
+    assert [m.task.id for m in first] == ["prep"]
+    q.ack(first, {"prep": {"rows": 3}})
+    second = q.receive(10, LONG)
+    assert sorted(m.task.id for m in second) == ["old", "part-1", "part-2"]
+    assert all(m.dependency_results == {"prep": {"rows": 3}} for m in second)
+    q.ack([m for m in second if m.task.id == "part-1"], {"part-1": 1})
+    assert not q.receive(10, LONG)  # agg still waits for part-2
+    q.ack([m for m in second if m.task.id != "part-1"], {"part-2": 2.5, "old": None})
+    last = q.receive(10, LONG)
+    assert [(m.task.id, m.dependency_results) for m in last] == [
+        ("agg", {"part-1": 1, "part-2": 2.5})
+    ]
+    q.ack(last)
+    stats = q.stats()
+    assert (stats.completed, stats.waiting, stats.visible) == (5, 0, 0)
+    q.close()

@@ -15,11 +15,14 @@ are few).
 Tasks that wait for others (`Task.after`) are held in a state of their own (HELD, outside the
 index `receive` reads). Three small tables beside the queue's keep what a flow needs: the edges
 (`dependency id, task id`, keyed by the dependency, so an ack finds the tasks that wait for what
-it completed), the count of dependencies each held task still waits for, and the results of
-the completed tasks that others wait for. An ack batch is a handful of set-based statements in
-its one transaction: the rows it completes (`RETURNING`, so a task completed twice counts
-down once), one UPDATE of the counts of their dependents, one UPDATE that makes visible the
-held tasks whose count reached zero. A flat queue pays one indexed lookup an ack for this.
+it completed), the count of dependencies each held task still waits for (only for a task that
+waits for two or more: one that waits for a single task, most of a fan-out, is released when
+that task completes, so it costs no row), and the results of the completed tasks that others
+wait for. An ack batch is a handful of set-based statements in its one transaction: the rows
+it completes (`RETURNING`, so a task completed twice counts down once), one pass over their
+edges that counts per dependent, an UPDATE of the counts that exist, one UPDATE that makes
+visible the held tasks whose last dependency this was. A flat queue pays one indexed lookup an
+ack for this.
 """
 
 from __future__ import annotations
@@ -396,18 +399,20 @@ class SQLiteQueue(Queue):
             f"FROM ({new}) AS n, json_each(n.after) AS a",
             (payload,),
         )
-        insert_waits = (
-            f"INSERT OR REPLACE INTO {self._waits}(task_id, pending) "
-            f"SELECT n.task_id, json_array_length(n.after) FROM ({new}) AS n WHERE true"
-        )
+        # Only a task that waits for two or more gets a count: one that waits for a single task
+        # is released when that task completes (most tasks of a fan-out; no row to write at
+        # load, none to count down on ack).
+        multi = {task_id: after for task_id, after in waits.items() if len(after) > 1}
+        if multi:
+            c.execute(
+                f"INSERT OR REPLACE INTO {self._waits}(task_id, pending) "
+                f"SELECT n.task_id, json_array_length(n.after) FROM ({new}) AS n WHERE true",
+                (orjson.dumps(multi).decode(),),
+            )
         if all_new:
-            c.execute(insert_waits, (payload,))
             held = list(waits)
-        elif MODERN_SQL:
-            held = [row[0] for row in c.execute(insert_waits + " RETURNING task_id", (payload,))]
         else:
             held = [row[0] for row in c.execute(f"SELECT n.task_id FROM ({new}) AS n", (payload,))]
-            c.execute(insert_waits, (payload,))
         if not inserted_held:
             c.execute(
                 f"UPDATE {self._table} SET state = 4 WHERE seq > {int(start)} AND state = 0 "
@@ -441,18 +446,24 @@ class SQLiteQueue(Queue):
             )
         }
         if done:
+            ready, counts = [], []
+            for task_id, after in graph.after.items():
+                if task_id not in held:
+                    continue
+                n = sum(other in done for other in after)
+                if not n:
+                    continue
+                if n == len(after):
+                    ready.append(task_id)
+                if len(after) > 1:  # only these have a count (see `_hold`)
+                    counts.append((n, task_id))
             c.executemany(
-                f"UPDATE {self._waits} SET pending = pending - ? WHERE task_id = ?",
-                [
-                    (sum(other in done for other in after), task_id)
-                    for task_id, after in graph.after.items()
-                    if task_id in held and any(other in done for other in after)
-                ],
+                f"UPDATE {self._waits} SET pending = pending - ? WHERE task_id = ?", counts
             )
             c.execute(
                 f"UPDATE {t} SET state = 0, visible_at = 0 WHERE state = 4 AND seq > ? AND "
-                f"task_id IN (SELECT task_id FROM {self._waits} WHERE pending <= 0)",
-                (start,),
+                "task_id IN (SELECT value FROM json_each(?))",
+                (start, _json_text(ready)),
             )
         (held,) = c.execute(
             f"SELECT count(*) FROM {t} WHERE state = 4 AND seq > ?", (start,)
@@ -505,34 +516,23 @@ class SQLiteQueue(Queue):
             return
         c.executemany(
             f"INSERT OR REPLACE INTO {self._results}(task_id, result) VALUES (?, ?)",
-            [(task_id, _result_json((results or {}).get(task_id))) for task_id in waited],
+            _result_rows(waited, results or {}),
         )
-        ids = "(SELECT value FROM json_each(?1))"
-        d, w = self._deps, self._waits
         # One pass over the edges of what was completed, counted per dependent (a correlated
-        # count per dependent would probe every completed id for each of them).
-        if MODERN_SQL:
-            counted = c.execute(
-                f"UPDATE {w} SET pending = pending - done.n FROM (SELECT task, count(*) AS n "
-                f"FROM {d} WHERE dep IN {ids} GROUP BY task) AS done "
-                f"WHERE {w}.task_id = done.task RETURNING task_id, pending",
-                (_json_text(waited),),
-            ).fetchall()
-        else:
-            per_task = c.execute(
-                f"SELECT task, count(*) FROM {d} WHERE dep IN {ids} GROUP BY task",
-                (_json_text(waited),),
-            ).fetchall()
+        # count per dependent would probe every completed id for each of them). A dependent
+        # with no count waits for one task only (see `_hold`): this completed it.
+        per_task = c.execute(
+            f"SELECT d.task, count(*), w.pending FROM {self._deps} AS d "
+            f"LEFT JOIN {self._waits} AS w ON w.task_id = d.task "
+            "WHERE d.dep IN (SELECT value FROM json_each(?)) GROUP BY d.task",
+            (_json_text(waited),),
+        ).fetchall()
+        ready = [task_id for task_id, n, pending in per_task if pending is None or pending <= n]
+        counted = [(n, task_id) for task_id, n, pending in per_task if pending is not None]
+        if counted:
             c.executemany(
-                f"UPDATE {w} SET pending = pending - ? WHERE task_id = ?",
-                [(n, task_id) for task_id, n in per_task],
+                f"UPDATE {self._waits} SET pending = pending - ? WHERE task_id = ?", counted
             )
-            counted = c.execute(
-                f"SELECT task_id, pending FROM {w} WHERE task_id IN "
-                "(SELECT value FROM json_each(?))",
-                (_json_text([task_id for task_id, _ in per_task]),),
-            ).fetchall()
-        ready = [task_id for task_id, pending in counted if pending <= 0]
         if not ready:
             return
         released = c.execute(
@@ -703,8 +703,11 @@ class SQLiteQueue(Queue):
             # Rows leased by this call; with a lease of 0 s they are still "visible at now",
             # and a second round (after dead-lettering) must not hand them out twice.
             taken: set[int] = set()
-            while len(messages) < max_messages:
-                wanted = max_messages - len(messages)
+            # (task, receipt, attempt): made into messages once their dependencies' results
+            # are known (a Message is frozen: making it twice cost a second construction).
+            leased: list[tuple[Task, str, int]] = []
+            while len(leased) < max_messages:
+                wanted = max_messages - len(leased)
                 rows = c.execute(
                     f"SELECT seq, body, state, attempts, lease FROM {t} "
                     "WHERE state < 2 AND visible_at <= ? ORDER BY visible_at LIMIT ?",
@@ -731,9 +734,7 @@ class SQLiteQueue(Queue):
                         from_leased += 1
                     lease_rows.append(seq)
                     taken.add(seq)
-                    messages.append(
-                        Message(Task.from_json(body), f"{seq}:{lease + 1}", attempts + 1)
-                    )
+                    leased.append((Task.from_json(body), f"{seq}:{lease + 1}", attempts + 1))
                 if lease_rows:  # one statement for the batch, not one per row
                     c.execute(
                         f"UPDATE {t} SET state = 1, visible_at = ?, attempts = attempts + 1, "
@@ -750,27 +751,35 @@ class SQLiteQueue(Queue):
                 )
                 if not dead_rows:
                     break  # this round found all it wanted, or all there was
-            self._add_dependency_results(c, messages)
+            found = self._dependency_results(c, [task for task, _, _ in leased])
+        messages.extend(
+            Message(task, receipt, attempt, results)
+            for (task, receipt, attempt), results in zip(leased, found, strict=True)
+        )
         return messages
 
-    def _add_dependency_results(self, c: sqlite3.Connection, messages: Received) -> None:
-        """Give each leased task that waited for others the results of its dependencies."""
-        named = {other for m in messages for other in m.task.after}
-        if not named or not self._has_dependency_tables(c):
-            return
-        known = {
-            task_id: orjson.loads(result) if result is not None else None
-            for task_id, result in c.execute(
-                f"SELECT task_id, result FROM {self._results} WHERE task_id IN "
-                "(SELECT value FROM json_each(?))",
-                (_json_text(sorted(named)),),
-            )
-        }
-        for index, message in enumerate(messages):
-            after = message.task.after
-            if after:
-                results = {other: known.get(other) for other in after}
-                messages[index] = Message(message.task, message.receipt, message.attempt, results)
+    def _dependency_results(
+        self, c: sqlite3.Connection, tasks: list[Task]
+    ) -> list[dict[str, Any] | None]:
+        """For each task, what its dependencies returned (id -> result), or None for a task
+        that waited for nothing.
+
+        The results come back as one JSON object built by SQLite (one parse for the batch,
+        not one a row: an aggregate of a fan-in reads hundreds)."""
+        found: list[dict[str, Any] | None] = [None] * len(tasks)
+        waiting = [(index, task.after) for index, task in enumerate(tasks) if task.after]
+        if not waiting or not self._has_dependency_tables(c):
+            return found
+        named: set[str] = set().union(*(after for _, after in waiting))
+        (text,) = c.execute(
+            f"SELECT json_group_object(task_id, json(result)) FROM {self._results} "
+            "WHERE task_id IN (SELECT value FROM json_each(?))",
+            (_json_text(list(named)),),
+        ).fetchone()
+        get = (orjson.loads(text) if text else {}).get
+        for index, after in waiting:
+            found[index] = dict(zip(after, map(get, after), strict=True))
+        return found
 
     @staticmethod
     def _receipt(message: Message) -> tuple[int, int]:
@@ -1189,7 +1198,17 @@ def _waiting_tasks(batch: TaskBatch, graph: DependencyGraph) -> Mapping[str, Seq
     return waits
 
 
-def _result_json(result: Any) -> str | None:
+def _result_rows(task_ids: list[str], results: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(id, result as JSON text) of each task of `task_ids`: one comprehension for the usual
+    case, where every result is JSON, and `_result_json` task by task only when one is not."""
+    get, dumps = results.get, orjson.dumps
+    try:
+        return [(task_id, dumps(get(task_id)).decode()) for task_id in task_ids]
+    except TypeError:  # orjson.JSONEncodeError is one
+        return [(task_id, _result_json(get(task_id))) for task_id in task_ids]
+
+
+def _result_json(result: Any) -> str:
     """A task's result as JSON text for the results table; one that JSON cannot hold is
     kept as its text, so a dependent still sees something of it."""
     try:
