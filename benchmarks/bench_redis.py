@@ -30,7 +30,8 @@ drain, 2 processes, no-op work (tasks/s, from start signal to last task done)
 
 Ratios are against the bare baselines of the same run; the flow rows also print their ratio
 to the flat taskfleet row of the same run. The taskfleet loads (flat and flow) take turns
-`--rounds` times and print their medians. The numbers depend on the machine;
+`--rounds` times and print their medians, each after the server has freed what the purge
+before it unlinked. The numbers depend on the machine;
 only the ratios mean much.
 """
 
@@ -149,6 +150,15 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 # -- load ---------------------------------------------------------------------------------
+
+
+def settle(client: redis.Redis) -> None:
+    """Wait until the server has freed what a purge unlinked: UNLINK frees big keys in a
+    background thread, which would otherwise compete with the next timed load for the two
+    cores (and more so before a flow's load, whose purge frees twice the hashes)."""
+    deadline = time.monotonic() + 30
+    while client.info("memory").get("lazyfree_pending_objects", 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def load_rpush(client: redis.Redis, bodies: list[bytes]) -> None:
@@ -336,9 +346,11 @@ def main() -> None:
         flat_times, flow_times = [], []
         for _ in range(args.rounds):
             queue.purge()
+            settle(client)
             flat_times.append(timed(lambda: queue.send(tasks)))
             if not args.skip_flow:
                 flow_queue.purge()
+                settle(client)
                 flow_times.append(timed(lambda: flow_queue.send(flow)))
         rows.append(("load", "taskfleet", n / statistics.median(flat_times), ""))
         if not args.skip_flow:

@@ -106,6 +106,51 @@ def test_a_task_loaded_after_its_dependency_completed_runs_at_once(queue: RedisQ
     assert _ids(_drain(queue)) == [["b"]]
 
 
+def _waiters(queue: RedisQueue, task_id: str) -> list[str]:
+    """The waiter list the queue keeps for `task_id` (its `next` field), in order."""
+    value = queue._redis.hget(queue._keys[11], task_id)
+    return value.decode().split("\n") if value else []
+
+
+def test_a_load_mixing_present_and_new_waiters_adds_edges_for_the_new_ones_only(
+    queue: RedisQueue,
+) -> None:
+    # SEND_FLOW takes a call's edges grouped by the client: the waiters of "a" come as one
+    # list, of which "b" is already in the queue (its edge was written by the first load).
+    queue.send([Task("a", {}), Task("b", {}, ("a",))])
+    result = queue.send([Task("b", {}, ("a",)), Task("c", {}, ("a",)), Task("d", {}, ("c",))])
+    assert (result.inserted, result.already_present) == (2, 1)
+    assert _waiters(queue, "a") == ["b", "c"]
+    assert _waiters(queue, "c") == ["d"]
+    assert _ids(_drain(queue)) == [["a"], ["b", "c"], ["d"]]
+    assert _queue_keys(queue) == {"meta", "known"}
+
+
+def test_an_id_repeated_in_one_load_waits_once(queue: RedisQueue) -> None:
+    result = queue.send([Task("a", {}), Task("b", {}, ("a",)), Task("b", {"again": 1}, ("a",))])
+    assert (result.inserted, result.already_present) == (2, 1)
+    assert _waiters(queue, "a") == ["b"]
+    batches = _drain(queue)
+    assert _ids(batches) == [["a"], ["b"]]
+    assert batches[1][0].task.data == {}  # the first entry is the one inserted
+    assert _queue_keys(queue) == {"meta", "known"}
+
+
+def test_dependencies_done_before_the_load_count_for_every_waiter(queue: RedisQueue) -> None:
+    # "a" is done, "x" is not: the waiters of both (one group for the script) wait for "x"
+    # only, those of "a" alone run at once, and "a" gets no waiter list.
+    queue.send([Task("a", {}), Task("x", {})])
+    first = queue.receive(1, LEASE)
+    assert [m.task_id for m in first] == ["a"]
+    queue.ack(first, {"a": "A"})
+    queue.send([Task(f"w{i}", {}, ("a", "x")) for i in range(3)] + [Task("v", {}, ("a",))])
+    stats = queue.stats()
+    assert (stats.visible, stats.waiting) == (2, 3)  # x and v
+    assert _waiters(queue, "a") == []
+    assert _waiters(queue, "x") == ["w0", "w1", "w2"]
+    assert _ids(_drain(queue)) == [["v", "x"], ["w0", "w1", "w2"]]
+
+
 def _race(url: str, start: mp.Event, out: mp.Queue) -> None:
     """A consumer: lease one task at a time and ack it with its id as result, until the
     queue has nothing left; report every id it ran."""

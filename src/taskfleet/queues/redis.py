@@ -786,11 +786,50 @@ def _full(url: str) -> QueueFullError:
 
 def _send_args(script: str, chunk: list[Task]) -> list[Any]:
     """The arguments of one SEND or SEND_UPDATE call (id, body pairs; SEND_UPDATE's own come
-    before them) or SEND_FLOW call (id, body, and the ids it waits for joined by newlines,
-    which no id holds)."""
+    before them) or SEND_FLOW call (see `_flow_args`)."""
     if script != "SEND_FLOW":
         return [x for task in chunk for x in (task.id, task.to_json())]
-    return [x for task in chunk for x in (task.id, task.to_json(), "\n".join(task.after))]
+    return _flow_args(chunk)
+
+
+def _flow_args(chunk: list[Task]) -> list[Any]:
+    """The arguments of one SEND_FLOW call: the count, id and body pairs, how many ids each
+    task waits for, then the call's edges grouped as (waiters, dependencies) pairs, each
+    joined by newlines (which no id holds).
+
+    Grouped here because the client holds the load: a dependency's waiters come already
+    joined, and the dependencies that share their waiters (the parts of a fan-in) share one
+    pair, so the script neither walks every `after` nor builds a list per dependency, and
+    a task costs two arguments instead of three. Only the first entry of an id repeated in
+    the chunk has edges (the script inserts only that one)."""
+    args: list[Any] = [len(chunk)]
+    waiters_of: dict[str, list[str]] = {}
+    first: set[str] = set()
+    for task in chunk:
+        args.append(task.id)
+        args.append(task.to_json())
+        if task.id in first:
+            continue
+        first.add(task.id)
+        for dep in task.after:
+            waiters = waiters_of.get(dep)
+            if waiters is None:
+                waiters_of[dep] = [task.id]
+            else:
+                waiters.append(task.id)
+    args.append(" ".join([str(len(task.after)) for task in chunk]))
+    deps_of: dict[str, list[str]] = {}
+    for dep, waiters in waiters_of.items():
+        joined = "\n".join(waiters)
+        deps = deps_of.get(joined)
+        if deps is None:
+            deps_of[joined] = [dep]
+        else:
+            deps.append(dep)
+    for joined, deps in deps_of.items():
+        args.append(joined)
+        args.append("\n".join(deps))
+    return args
 
 
 def _place(places: Mapping[str, object], task_id: str) -> str | None:

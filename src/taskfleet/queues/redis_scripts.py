@@ -62,19 +62,18 @@ local function chunked(command, key, args)
 end
 """
 
-# Appends `id` to a newline-joined list per key field, gathered first so that a fan-out of N
-# waiters costs one rewrite of the list per SEND_FLOW call instead of N, and all the lists of
-# a call are read in one HMGET and written in one HSET (per 500).
+# Appends an already newline-joined list of waiters to a dependency's list, gathered first so
+# that all the lists of a call are read in one HMGET and written in one HSET (per 500).
 _APPEND_LATER = """
 local appends, append_order = {}, {}
-local function append_later(field, id)
+local function append_later(field, joined)
   local list = appends[field]
-  if not list then
-    list = {}
-    appends[field] = list
+  if list then
+    appends[field] = list .. '\\n' .. joined
+  else
+    appends[field] = joined
     append_order[#append_order + 1] = field
   end
-  list[#list + 1] = id
 end
 local function flush_appends(key)
   local olds = {}
@@ -84,9 +83,8 @@ local function flush_appends(key)
   end
   local out = {}
   for i, field in ipairs(append_order) do
-    local joined = table.concat(appends[field], '\\n')
     out[#out + 1] = field
-    out[#out + 1] = olds[i] and (olds[i] .. '\\n' .. joined) or joined
+    out[#out + 1] = olds[i] and (olds[i] .. '\\n' .. appends[field]) or appends[field]
   end
   chunked('HSET', key, out)
 end
@@ -116,58 +114,80 @@ end
 return {inserted, present}
 """
 
-# SEND for a chunk that holds tasks that wait. ARGV: id1, body1, after1, ... where afterN is ''
-# (waits for nothing) or the ids it waits for joined by newlines  ->  {inserted, already_present}.
+# SEND for a chunk that holds tasks that wait, with the chunk's edges grouped by the client
+# (which holds the whole load) so that the script does not walk every task's `after`.
+# ARGV: n, id1, body1, ..., idn, bodyn, counts, then pairs (waiters, deps): `counts` is how
+# many ids each task waits for, space-separated in task order (0: it waits for nothing); each
+# pair says that every id of `deps` is waited for by the ids of `waiters` (both joined by
+# newlines, which no id holds; a dependency's waiters in task order, and each dependency in
+# one pair per call). Only the first entry of an id repeated in the call has edges.
+#   ->  {inserted, already_present}
 # A dependency counts as done when it was inserted and its body is gone (acked); one not
 # inserted yet (later in the load) or not done (queued, leased, dead-lettered) is pending.
+# The common case (no dependency done yet, no id already present) costs no work per edge:
+# each waiter list is appended to its dependencies' lists as it came.
 SEND_FLOW = (
     _CHUNKED
     + _APPEND_LATER
     + """
+local n = tonumber(ARGV[1])
 local ids = {}
-for i = 1, #ARGV, 3 do ids[#ids + 1] = ARGV[i] end
+for k = 1, n do ids[k] = ARGV[2 * k] end
 local seen = redis.call('SMISMEMBER', KEYS[2], unpack(ids))
--- Done: inserted, and its body gone. Asked once per dependency per call (the parts of a
--- fan-out share theirs); the tasks of this call are written at its end, so one of them
--- named here is not done, as it should be.
-local fresh, is_done = {}, {}
-local function done(dep)
-  if fresh[dep] then return false end
-  local answer = is_done[dep]
-  if answer == nil then
-    answer = redis.call('HEXISTS', KEYS[3], dep) == 0
-      and redis.call('SISMEMBER', KEYS[2], dep) == 1
-    is_done[dep] = answer
-  end
-  return answer
-end
-local new, bodies, waits, visible = {}, {}, {}, {}
+local counts = {}
+for count in string.gmatch(ARGV[2 * n + 2], '%d+') do counts[#counts + 1] = tonumber(count) end
+-- fresh: id -> its place in the call, for the ids this call inserts
+local fresh, new, bodies, pending = {}, {}, {}, {}
 local present, flows = 0, 0
 for k, id in ipairs(ids) do
-  local i = 3 * k - 2
   if seen[k] == 1 or fresh[id] then
     present = present + 1
   else
-    fresh[id] = true
+    fresh[id] = k
     new[#new + 1] = id
     bodies[#bodies + 1] = id
-    bodies[#bodies + 1] = ARGV[i + 1]
-    local pending = 0
-    if ARGV[i + 2] ~= '' then
-      flows = flows + 1
-      for dep in string.gmatch(ARGV[i + 2], '[^\\n]+') do
-        if not done(dep) then
-          pending = pending + 1
-          append_later(dep, id)
+    bodies[#bodies + 1] = ARGV[2 * k + 1]
+    pending[k] = counts[k]
+    if counts[k] > 0 then flows = flows + 1 end
+  end
+end
+-- Done: inserted, and its body gone. Asked once per dependency (each comes once a call); the
+-- tasks of this call are written at its end, so one of them named here is not done, as it
+-- should be.
+local function done(dep)
+  if fresh[dep] then return false end
+  return redis.call('HEXISTS', KEYS[3], dep) == 0 and redis.call('SISMEMBER', KEYS[2], dep) == 1
+end
+for g = 2 * n + 3, #ARGV, 2 do
+  local waiters = ARGV[g]
+  if present > 0 then  -- only the tasks this call inserts wait: the others were counted before
+    local kept = {}
+    for waiter in string.gmatch(waiters, '[^\\n]+') do
+      if fresh[waiter] then kept[#kept + 1] = waiter end
+    end
+    waiters = table.concat(kept, '\\n')
+  end
+  if waiters ~= '' then
+    for dep in string.gmatch(ARGV[g + 1], '[^\\n]+') do
+      if done(dep) then
+        for waiter in string.gmatch(waiters, '[^\\n]+') do
+          local k = fresh[waiter]
+          pending[k] = pending[k] - 1
         end
+      else
+        append_later(dep, waiters)
       end
     end
-    if pending > 0 then
-      waits[#waits + 1] = id
-      waits[#waits + 1] = pending
-    else
-      visible[#visible + 1] = id
-    end
+  end
+end
+local waits, visible = {}, {}
+for _, id in ipairs(new) do
+  local left = pending[fresh[id]]
+  if left > 0 then
+    waits[#waits + 1] = id
+    waits[#waits + 1] = left
+  else
+    visible[#visible + 1] = id
   end
 end
 if #new > 0 then
