@@ -161,25 +161,31 @@ def test_ctrl_c_during_an_sqs_load_says_how_many_were_sent(
     assert "a second time" in err, err
 
 
-def _feed(fifo: Path, data: bytes, release: threading.Event) -> None:
-    """Write `data` to the FIFO, then hold it open (the load waits for more) until `release`."""
+def _feed(fifo: Path, data: bytes, release: threading.Event, written: threading.Event) -> None:
+    """Write `data` to the FIFO, set `written` once the load has read all but a pipe's buffer
+    of it, then hold the FIFO open (the load waits for more) until `release`."""
     with open(fifo, "wb") as f:
         try:
             f.write(data)
             f.flush()
+            written.set()
             release.wait(60)
         except BrokenPipeError:
             pass
 
 
-def _stalled_load(url: str, tmp_path: Path, lines: int, ready: Callable[[], bool]) -> str:
+def _stalled_load(
+    url: str, tmp_path: Path, lines: int, ready: Callable[[threading.Event], bool]
+) -> str:
+    """Ctrl-C to a load of a FIFO that gave `lines` tasks and then waits, once `ready` (given
+    the event set when the load has read the lines)."""
     fifo = tmp_path / "tasks.jsonl"
     os.mkfifo(fifo)
-    release = threading.Event()
-    feeder = threading.Thread(target=_feed, args=(fifo, _lines(lines), release))
+    release, written = threading.Event(), threading.Event()
+    feeder = threading.Thread(target=_feed, args=(fifo, _lines(lines), release, written))
     feeder.start()
     try:
-        return _interrupt_when(_start_load(url, fifo), ready)
+        return _interrupt_when(_start_load(url, fifo), lambda: ready(written))
     finally:
         release.set()
         feeder.join(10)
@@ -195,7 +201,7 @@ def test_ctrl_c_while_a_redis_load_waits_for_its_file(redis_url: str, tmp_path: 
         except Exception:  # not created yet
             return 0
 
-    err = _stalled_load(url, tmp_path, 20_000, lambda: inserted() >= 5_000)
+    err = _stalled_load(url, tmp_path, 20_000, lambda _written: inserted() >= 5_000)
     assert _sent(err) == inserted() >= 5_000, err
     assert "loading again skips them" in err, err
 
@@ -204,9 +210,10 @@ def test_ctrl_c_while_an_sqs_load_checks_its_file_sends_nothing(
     sqs_endpoint: str, tmp_path: Path
 ) -> None:
     name = f"chk{uuid.uuid4().hex[:8]}"
-    started = time.monotonic()
+    # An SQS load checks the whole file before it sends: once it has read the 5,000 lines it
+    # waits in that check for the rest of the FIFO, and the Ctrl-C lands there.
     err = _stalled_load(
-        _sqs_url(sqs_endpoint, name), tmp_path, 5_000, lambda: time.monotonic() > started + 2
+        _sqs_url(sqs_endpoint, name), tmp_path, 5_000, lambda written: written.is_set()
     )
     assert _sent(err) == 0, err
     assert _sqs_visible(sqs_endpoint, name) == 0
