@@ -14,7 +14,8 @@ are few).
 
 Tasks that wait for others (`Task.after`) are held in a state of their own (HELD, outside the
 index `receive` reads); `taskfleet.queues.sqlite_dependencies` keeps what they wait for and
-releases them. A flat queue pays one indexed lookup an ack for this.
+releases them. A flat queue pays for this one read of the held count an ack (nothing held:
+nothing to look up).
 """
 
 from __future__ import annotations
@@ -149,6 +150,11 @@ class SQLiteQueue(Queue):
                 self.max_attempts = self._ensure_schema(attempts)
             else:
                 self.max_attempts = self._existing_max_attempts()
+                with self._lock:
+                    stale = self._flows.needs_upgrade(self._conn)
+                if stale:  # a file of an earlier version: upgraded once, by its first opener
+                    with self._write() as c:
+                        self._flows.upgrade(c)
         except OSError as exc:
             raise path_error(
                 self.path, exc, "queue", "the file and its folder must be writable"
@@ -240,7 +246,8 @@ class SQLiteQueue(Queue):
                 "max_attempts INTEGER NOT NULL, created REAL NOT NULL, "
                 "inserted INTEGER NOT NULL DEFAULT 0, duplicates INTEGER NOT NULL DEFAULT 0, "
                 "waiting INTEGER NOT NULL DEFAULT 0, leased INTEGER NOT NULL DEFAULT 0, "
-                "done INTEGER NOT NULL DEFAULT 0, dead INTEGER NOT NULL DEFAULT 0)"
+                "done INTEGER NOT NULL DEFAULT 0, dead INTEGER NOT NULL DEFAULT 0, "
+                "held INTEGER NOT NULL DEFAULT 0)"
             )
             c.execute(
                 f"CREATE TABLE IF NOT EXISTS {t} (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
@@ -257,6 +264,8 @@ class SQLiteQueue(Queue):
                 f'CREATE INDEX IF NOT EXISTS "q_{self.name}_dead" ON {t}(seq) WHERE state = 3'
             )
             self._flows.ensure_tables(c)
+            if self._flows.needs_upgrade(c):
+                self._flows.upgrade(c)
             c.execute(
                 "INSERT OR IGNORE INTO taskfleet_queues(name, max_attempts, created) "
                 "VALUES (?, ?, ?)",
@@ -319,7 +328,11 @@ class SQLiteQueue(Queue):
                     held.update(self._flows.hold(c, waits, start))
             still_held = self._flows.check_and_settle(c, graph, start, held)
             self._counters(
-                c, inserted=inserted, waiting=inserted - still_held, duplicates=seen - inserted
+                c,
+                inserted=inserted,
+                waiting=inserted - still_held,
+                held=still_held,
+                duplicates=seen - inserted,
             )
         return SendResult(inserted=inserted, already_present=seen - inserted, ids_seen=seen)
 
@@ -414,6 +427,7 @@ class SQLiteQueue(Queue):
                 c,
                 inserted=inserted,
                 waiting=inserted + changes.rerun - still_held,
+                held=still_held,
                 duplicates=seen - inserted,
                 done=-requeued[DONE],
                 dead=-requeued[DEAD],
@@ -697,11 +711,11 @@ class SQLiteQueue(Queue):
         with self._lock:
             c = self._conn
             row = c.execute(
-                "SELECT inserted, duplicates, waiting, leased, done, dead FROM taskfleet_queues "
-                "WHERE name = ?",
+                "SELECT inserted, duplicates, waiting, leased, done, dead, held "
+                "FROM taskfleet_queues WHERE name = ?",
                 (self.name,),
             ).fetchone()
-            inserted, duplicates, waiting, leased, done, dead = row
+            inserted, duplicates, waiting, leased, done, dead, held = row
             future = dict(
                 c.execute(
                     f"SELECT state, count(*) FROM {self._table} WHERE state < 2 AND "
@@ -709,7 +723,6 @@ class SQLiteQueue(Queue):
                     (time.time(),),
                 ).fetchall()
             )
-            held = self._flows.held_count(c)
             blocked = len(self._flows.dependents_of(c, None)) if held and dead else 0
         delayed = future.get(WAITING, 0)
         live_leases = future.get(LEASED, 0)
@@ -765,7 +778,7 @@ class SQLiteQueue(Queue):
             self._flows.purge(c)
             c.execute(
                 "UPDATE taskfleet_queues SET inserted = 0, duplicates = 0, waiting = 0, "
-                "leased = 0, done = 0, dead = 0 WHERE name = ?",
+                "leased = 0, done = 0, dead = 0, held = 0 WHERE name = ?",
                 (self.name,),
             )
 

@@ -1,14 +1,29 @@
 """The dependency state of a SQLite queue: what its held tasks wait for, and their release.
 
 Tasks that wait for others (`Task.after`) are held in a state of their own (HELD, outside the
-index `receive` reads). Three small tables beside the queue's keep what a flow needs: the edges
-(`dependency id, task id`, keyed by the dependency, so an ack finds the tasks that wait for what
-it completed), the count of dependencies each held task still waits for (only for a task that
-waits for two or more: one that waits for a single task, most of a fan-out, is released when
-that task completes, so it costs no row), and the results of the completed tasks that others
-wait for. An ack batch is a handful of set-based statements in its one transaction: one pass
-over the edges of the rows it completed that counts per dependent, an UPDATE of the counts that
-exist, one UPDATE that makes visible the held tasks whose last dependency this was.
+index `receive` reads), and counted (`taskfleet_queues.held`), not indexed: nothing reads the
+held tasks as a set but `stats`, and a count tells an ack of a flat queue that nothing can wait
+for what it completed. Three small tables beside the queue's keep what a flow needs:
+
+- `q_NAME_dependents` (dependency id -> the ids of the tasks that wait for it, as JSON arrays):
+  one row per task that others wait for, not one per edge. A fan-out of 98 parts is one row of
+  98 ids; a part that an aggregate waits for is one row of one id. The row keeps apart the
+  tasks that wait for this one `alone` (released when it completes, with nothing to count or
+  look up: the list goes as it is into the UPDATE that releases them) and those that wait for
+  others too (`shared`, counted down in `q_NAME_waits`). Built at load by one
+  `INSERT ... SELECT ... GROUP BY` a batch, in SQLite: no Python runs per edge.
+- `q_NAME_waits`: the count of dependencies a held task still waits for, only for a task that
+  waits for two or more (one that waits for a single task, most of a fan-out, is released when
+  that task completes, so it costs no row).
+- `q_NAME_results`: the results of the completed tasks that others wait for.
+
+An ack batch is a handful of set-based statements in its one transaction: one lookup of the
+completed ids' rows of dependents (their primary key), one pass over the ids those rows list
+that counts per dependent, an UPDATE of the counts that exist, one UPDATE that makes visible the
+held tasks whose last dependency this was.
+
+A queue file written before (an edge table `q_NAME_deps` of one `(dependency, task)` row an
+edge and a partial index `q_NAME_held`) is upgraded when it is opened: see `upgrade`.
 
 Kept apart from `taskfleet.queues.sqlite` so that the flat queue's module says only what every
 queue pays for; every method here runs inside a transaction the queue opened.
@@ -38,7 +53,7 @@ class SQLiteDependencies:
     def __init__(self, name: str, table: str) -> None:
         self.name = name
         self.table = table
-        self.deps = f'"q_{name}_deps"'  # (dep, task): task waits for dep
+        self.dependents = f'"q_{name}_dependents"'  # dep -> JSON arrays of the tasks waiting
         self.waits = f'"q_{name}_waits"'  # held task -> dependencies not done yet
         self.results = f'"q_{name}_results"'  # results of done tasks that others wait for
         self._ready = False  # the three tables exist (made on the first flow loaded)
@@ -51,8 +66,8 @@ class SQLiteDependencies:
         if self._ready:
             return
         c.execute(
-            f"CREATE TABLE IF NOT EXISTS {self.deps} (dep TEXT NOT NULL, task TEXT NOT NULL, "
-            "PRIMARY KEY (dep, task)) WITHOUT ROWID"
+            f"CREATE TABLE IF NOT EXISTS {self.dependents} (dep TEXT PRIMARY KEY, "
+            "alone TEXT NOT NULL, shared TEXT NOT NULL) WITHOUT ROWID"
         )
         c.execute(
             f"CREATE TABLE IF NOT EXISTS {self.waits} (task_id TEXT PRIMARY KEY, "
@@ -62,9 +77,6 @@ class SQLiteDependencies:
             f"CREATE TABLE IF NOT EXISTS {self.results} (task_id TEXT PRIMARY KEY, "
             "result TEXT) WITHOUT ROWID"
         )
-        c.execute(
-            f'CREATE INDEX IF NOT EXISTS "q_{self.name}_held" ON {self.table}(seq) WHERE state = 4'
-        )
         self._ready = True
 
     def has_tables(self, c: sqlite3.Connection) -> bool:
@@ -73,15 +85,63 @@ class SQLiteDependencies:
         if not self._ready:
             found = c.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                (f"q_{self.name}_deps",),
+                (f"q_{self.name}_dependents",),
             ).fetchone()
             self._ready = found is not None
         return self._ready
 
+    def needs_upgrade(self, c: sqlite3.Connection) -> bool:
+        """Whether the file is of the shape before this one (see `upgrade`): two reads."""
+        columns = {row[1] for row in c.execute("PRAGMA table_info(taskfleet_queues)")}
+        if "held" not in columns:
+            return True
+        found = c.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+            (f"q_{self.name}_deps",),
+        ).fetchone()
+        return found is not None
+
+    def upgrade(self, c: sqlite3.Connection) -> None:
+        """Bring a queue file of an earlier shape to this one (inside a write transaction,
+        so a flow half done goes on where it was):
+
+        - `taskfleet_queues` gets its `held` column (0 for every queue: a queue that held
+          tasks had an edge table, and is counted when it is itself upgraded);
+        - the edge table `q_NAME_deps` becomes rows of `q_NAME_dependents`, one a dependency,
+          and is dropped with the partial index `q_NAME_held`; the held tasks are counted.
+
+        The counts and results tables keep their shape. Idempotent: another process may have
+        upgraded the file between the check and the write lock."""
+        columns = {row[1] for row in c.execute("PRAGMA table_info(taskfleet_queues)")}
+        if "held" not in columns:
+            c.execute("ALTER TABLE taskfleet_queues ADD COLUMN held INTEGER NOT NULL DEFAULT 0")
+        old = f'"q_{self.name}_deps"'
+        found = c.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+            (f"q_{self.name}_deps",),
+        ).fetchone()
+        if found is None:
+            return
+        self._ready = False
+        self.ensure_tables(c)
+        # A task with a count waited for two or more (or, written by a version before that,
+        # for one with a count of 1, which counts down to release it all the same).
+        counted = f"(SELECT task_id FROM {self.waits})"
+        for column, where in (("alone", "NOT IN"), ("shared", "IN")):
+            edges = f"SELECT dep, task FROM {old} WHERE task {where} {counted}"
+            self._add_dependents(c, column, edges, ())
+        c.execute(f"DROP TABLE {old}")
+        c.execute(f'DROP INDEX IF EXISTS "q_{self.name}_held"')
+        c.execute(
+            f"UPDATE taskfleet_queues SET held = (SELECT count(*) FROM {self.table} "
+            "WHERE state = 4) WHERE name = ?",
+            (self.name,),
+        )
+
     def purge(self, c: sqlite3.Connection) -> None:
         """Forget every dependency (the queue's tasks are being deleted)."""
         if self.has_tables(c):
-            for table in (self.deps, self.waits, self.results):
+            for table in (self.dependents, self.waits, self.results):
                 c.execute(f"DELETE FROM {table}")
 
     # -- load -----------------------------------------------------------------------------
@@ -103,7 +163,6 @@ class SQLiteDependencies:
         which spares the lookup of each in the queue's table; `inserted_held` that the insert
         gave them the held state already."""
         self.ensure_tables(c)
-        payload = orjson.dumps(waits).decode()
         if all_new:
             new = "SELECT key AS task_id, value AS after FROM json_each(?)"
         else:
@@ -111,21 +170,29 @@ class SQLiteDependencies:
                 f"SELECT j.key AS task_id, j.value AS after FROM json_each(?) AS j "
                 f"JOIN {self.table} AS q ON q.task_id = j.key AND q.seq > {int(start)}"
             )
-        c.execute(
-            f"INSERT OR IGNORE INTO {self.deps}(dep, task) SELECT a.value, n.task_id "
-            f"FROM ({new}) AS n, json_each(n.after) AS a",
-            (payload,),
+        edges = (
+            f"SELECT a.value AS dep, n.task_id AS task FROM ({new}) AS n, json_each(n.after) AS a"
         )
         # Only a task that waits for two or more gets a count: one that waits for a single task
         # is released when that task completes (most tasks of a fan-out; no row to write at
         # load, none to count down on ack).
-        multi = {task_id: after for task_id, after in waits.items() if len(after) > 1}
+        alone: dict[str, Sequence[str]] = {}
+        multi: dict[str, Sequence[str]] = {}
+        for task_id, after in waits.items():
+            (alone if len(after) == 1 else multi)[task_id] = after
+        if alone:
+            self._add_dependents(c, "alone", edges, (orjson.dumps(alone).decode(),))
         if multi:
+            shared = orjson.dumps(multi).decode()
+            self._add_dependents(c, "shared", edges, (shared,))
             c.execute(
                 f"INSERT OR REPLACE INTO {self.waits}(task_id, pending) "
                 f"SELECT n.task_id, json_array_length(n.after) FROM ({new}) AS n WHERE true",
-                (orjson.dumps(multi).decode(),),
+                (shared,),
             )
+        if all_new and inserted_held:
+            return list(waits)
+        payload = orjson.dumps(waits).decode()
         if all_new:
             held = list(waits)
         else:
@@ -137,6 +204,21 @@ class SQLiteDependencies:
                 (payload,),
             )
         return held
+
+    def _add_dependents(
+        self, c: sqlite3.Connection, column: str, edges: str, params: tuple[Any, ...]
+    ) -> None:
+        """Add the `edges` (a SELECT of `dep, task`) to the `column` list (alone or shared) of
+        the dependencies' rows: one row a dependency, grouped by SQLite; a dependency whose
+        dependents came in an earlier batch (or load) gets these appended to its list."""
+        grouped = "json_group_array(e.task)"
+        lists = f"{grouped}, '[]'" if column == "alone" else f"'[]', {grouped}"
+        c.execute(
+            f"INSERT INTO {self.dependents}(dep, alone, shared) SELECT e.dep, {lists} "
+            f"FROM ({edges}) AS e WHERE true GROUP BY e.dep ON CONFLICT(dep) DO UPDATE SET "
+            f"{_APPENDED}",
+            params,
+        )
 
     def check_and_settle(
         self, c: sqlite3.Connection, graph: DependencyGraph, start: int, held: set[str]
@@ -205,45 +287,54 @@ class SQLiteDependencies:
         """`done` were just completed (inside the transaction that completed them): keep the
         results of those others wait for, count down their dependents, and make visible the
         held tasks whose last dependency this was. Returns how many were made visible."""
-        if not done or not self.has_tables(c):
+        if not done:
             return 0
-        done_json = json_text(done)
-        waited = [
-            row[0]
-            for row in c.execute(
-                f"SELECT DISTINCT dep FROM {self.deps} WHERE dep IN "
-                "(SELECT value FROM json_each(?))",
-                (done_json,),
-            )
-        ]
-        if not waited:
+        # Nothing held, nothing can wait for these: a flat queue stops here.
+        (held,) = c.execute(
+            "SELECT held FROM taskfleet_queues WHERE name = ?", (self.name,)
+        ).fetchone()
+        if not held or not self.has_tables(c):
+            return 0
+        rows = c.execute(
+            f"SELECT dep, alone, shared FROM {self.dependents} WHERE dep IN "
+            "(SELECT value FROM json_each(?))",
+            (json_text(done),),
+        ).fetchall()
+        if not rows:
             return 0
         c.executemany(
             f"INSERT OR REPLACE INTO {self.results}(task_id, result) VALUES (?, ?)",
-            _result_rows(waited, results or {}),
+            _result_rows([dep for dep, _, _ in rows], results or {}),
         )
-        # One pass over the edges of what was completed, counted per dependent (a correlated
-        # count per dependent would probe every completed id for each of them). A dependent
-        # with no count waits for one task only (see `hold`): this completed it.
-        per_task = c.execute(
-            f"SELECT d.task, count(*), w.pending FROM {self.deps} AS d "
-            f"LEFT JOIN {self.waits} AS w ON w.task_id = d.task "
-            "WHERE d.dep IN (SELECT value FROM json_each(?)) GROUP BY d.task",
-            (json_text(waited),),
-        ).fetchall()
-        ready = [task_id for task_id, n, pending in per_task if pending is None or pending <= n]
-        counted = [(n, task_id) for task_id, n, pending in per_task if pending is not None]
-        if counted:
+        # The lists' texts joined into one JSON array each, no id parsed in Python. A task
+        # that waits for these alone is ready; one that waits for others too is counted down
+        # by one pass over its ids (it appears once for each of these it waits for).
+        ready = _joined([alone for _, alone, _ in rows])
+        shared = _joined([shared for _, _, shared in rows])
+        if shared != "[]":
+            per_task = c.execute(
+                f"SELECT j.value, count(*), w.pending FROM json_each(?) AS j "
+                f"JOIN {self.waits} AS w ON w.task_id = j.value GROUP BY j.value",
+                (shared,),
+            ).fetchall()
+            last = [task_id for task_id, n, pending in per_task if pending <= n]
+            if last:  # these were waiting for these completions last
+                ready = _joined([ready, json_text(last)])
             c.executemany(
-                f"UPDATE {self.waits} SET pending = pending - ? WHERE task_id = ?", counted
+                f"UPDATE {self.waits} SET pending = pending - ? WHERE task_id = ?",
+                [(n, task_id) for task_id, n, _ in per_task],
             )
-        if not ready:
+        if ready == "[]":
             return 0
-        return c.execute(
+        released = c.execute(
             f"UPDATE {self.table} SET state = 0, visible_at = 0 WHERE state = 4 AND task_id IN "
             "(SELECT value FROM json_each(?))",
-            (json_text(ready),),
+            (ready,),
         ).rowcount
+        c.execute(
+            "UPDATE taskfleet_queues SET held = held - ? WHERE name = ?", (released, self.name)
+        )
+        return released
 
     # -- receive and reports --------------------------------------------------------------
 
@@ -268,13 +359,6 @@ class SQLiteDependencies:
             found[index] = dict(zip(after, map(get, after), strict=True))
         return found
 
-    def held_count(self, c: sqlite3.Connection) -> int:
-        """How many tasks wait for others."""
-        if not self.has_tables(c):
-            return 0
-        (held,) = c.execute(f"SELECT count(*) FROM {self.table} WHERE state = 4").fetchone()
-        return int(held)
-
     def dependents_of(self, c: sqlite3.Connection, task_ids: list[str] | None) -> list[str]:
         """The tasks not done that wait, directly or through others, for `task_ids` (None:
         for every dead letter), by one recursive query over the dependency edges."""
@@ -287,12 +371,37 @@ class SQLiteDependencies:
             roots = "SELECT value FROM json_each(?)"
             params = (json_text(task_ids),)
         rows = c.execute(
-            f"WITH RECURSIVE below(id) AS ({roots} UNION SELECT d.task FROM {self.deps} AS d "
-            f"JOIN below ON d.dep = below.id) SELECT q.task_id FROM below JOIN {self.table} AS q "
-            "ON q.task_id = below.id WHERE q.state != 2 AND q.state != 3 ORDER BY q.seq",
+            f"WITH RECURSIVE below(id) AS ({roots} UNION SELECT j.value FROM below "
+            f"JOIN {self.dependents} AS d ON d.dep = below.id, json_each({_BOTH}) AS j) "
+            f"SELECT q.task_id FROM below JOIN {self.table} AS q ON q.task_id = below.id "
+            "WHERE q.state != 2 AND q.state != 3 ORDER BY q.seq",
             params,
         ).fetchall()
         return [row[0] for row in rows]
+
+
+def _concatenated(first: str, second: str) -> str:
+    """SQL for the JSON array of the ids of two arrays of JSON strings (`first`, `second`:
+    SQL expressions), by their text: no id is parsed."""
+    return (
+        f"CASE WHEN {second} = '[]' THEN {first} WHEN {first} = '[]' THEN {second} "
+        f"ELSE substr({first}, 1, length({first}) - 1) || ',' || substr({second}, 2) END"
+    )
+
+
+#: The upsert of a dependency's row: the tasks of this load appended to those of the row.
+_APPENDED = (
+    f"alone = {_concatenated('alone', 'excluded.alone')}, "
+    f"shared = {_concatenated('shared', 'excluded.shared')}"
+)
+#: Every task a dependency's row lists.
+_BOTH = _concatenated("d.alone", "d.shared")
+
+
+def _joined(lists: list[str]) -> str:
+    """One JSON array of the ids of `lists` (arrays of JSON strings, as text), by their
+    text: what SQLite grouped is handed back to it without parsing an id in Python."""
+    return "[" + ",".join(text[1:-1] for text in lists if text != "[]") + "]"
 
 
 def json_text(values: list[Any]) -> str:
