@@ -602,7 +602,7 @@ class SQLiteQueue(Queue):
             self._counters(
                 c, leased=-counts[LEASED], waiting=-counts[WAITING], done=sum(counts.values())
             )
-            self._counters(c, waiting=self._flows.complete(c, done, results))
+            self._counters(c, waiting=self._flows.complete(c, done, results, modern=MODERN_SQL))
 
     def retry(self, message: Message, delay_seconds: float = 0, error: str | None = None) -> bool:
         seq, lease = self._receipt(message)
@@ -691,7 +691,7 @@ class SQLiteQueue(Queue):
             self._counters(
                 c, leased=-counts[LEASED], waiting=-counts[WAITING], done=sum(counts.values())
             )
-            self._counters(c, waiting=self._flows.complete(c, done, results))
+            self._counters(c, waiting=self._flows.complete(c, done, results, modern=MODERN_SQL))
         return sum(counts.values())
 
     def extend(self, messages: Sequence[Message], lease_seconds: float) -> None:

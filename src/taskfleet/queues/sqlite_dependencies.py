@@ -3,27 +3,30 @@
 Tasks that wait for others (`Task.after`) are held in a state of their own (HELD, outside the
 index `receive` reads), and counted (`taskfleet_queues.held`), not indexed: nothing reads the
 held tasks as a set but `stats`, and a count tells an ack of a flat queue that nothing can wait
-for what it completed. Three small tables beside the queue's keep what a flow needs:
+for what it completed. Two small tables beside the queue's keep what a flow needs:
 
 - `q_NAME_dependents` (dependency id -> the ids of the tasks that wait for it, as JSON arrays):
   one row per task that others wait for, not one per edge. A fan-out of 98 parts is one row of
   98 ids; a part that an aggregate waits for is one row of one id. The row keeps apart the
   tasks that wait for this one `alone` (released when it completes, with nothing to count or
   look up: the list goes as it is into the UPDATE that releases them) and those that wait for
-  others too (`shared`, counted down in `q_NAME_waits`). Built at load by one
-  `INSERT ... SELECT ... GROUP BY` a batch, in SQLite: no Python runs per edge.
+  others too (`shared`, counted down in `q_NAME_waits`), and, once it completed, its result
+  (the row exists exactly for the tasks whose results must be kept, so the ack's one UPDATE
+  of these rows both stores the results and finds the dependents). Built at load by an
+  `INSERT ... SELECT` a batch, in SQLite: no Python runs per edge.
 - `q_NAME_waits`: the count of dependencies a held task still waits for, only for a task that
   waits for two or more (one that waits for a single task, most of a fan-out, is released when
   that task completes, so it costs no row).
-- `q_NAME_results`: the results of the completed tasks that others wait for.
 
-An ack batch is a handful of set-based statements in its one transaction: one lookup of the
-completed ids' rows of dependents (their primary key), one pass over the ids those rows list
+An ack batch is a handful of set-based statements in its one transaction: one UPDATE of the
+completed ids' rows of dependents (their primary key) that stores the results and returns the
+lists, one pass over the ids those rows list
 that counts per dependent, an UPDATE of the counts that exist, one UPDATE that makes visible the
 held tasks whose last dependency this was.
 
 A queue file written before (an edge table `q_NAME_deps` of one `(dependency, task)` row an
-edge and a partial index `q_NAME_held`) is upgraded when it is opened: see `upgrade`.
+edge, a table of results `q_NAME_results` and a partial index `q_NAME_held`) is upgraded when
+it is opened: see `upgrade`.
 
 Kept apart from `taskfleet.queues.sqlite` so that the flat queue's module says only what every
 queue pays for; every method here runs inside a transaction the queue opened.
@@ -55,7 +58,6 @@ class SQLiteDependencies:
         self.table = table
         self.dependents = f'"q_{name}_dependents"'  # dep -> JSON arrays of the tasks waiting
         self.waits = f'"q_{name}_waits"'  # held task -> dependencies not done yet
-        self.results = f'"q_{name}_results"'  # results of done tasks that others wait for
         self._ready = False  # the three tables exist (made on the first flow loaded)
 
     # -- schema ---------------------------------------------------------------------------
@@ -67,15 +69,11 @@ class SQLiteDependencies:
             return
         c.execute(
             f"CREATE TABLE IF NOT EXISTS {self.dependents} (dep TEXT PRIMARY KEY, "
-            "alone TEXT NOT NULL, shared TEXT NOT NULL) WITHOUT ROWID"
+            "alone TEXT NOT NULL, shared TEXT NOT NULL, result TEXT) WITHOUT ROWID"
         )
         c.execute(
             f"CREATE TABLE IF NOT EXISTS {self.waits} (task_id TEXT PRIMARY KEY, "
             "pending INTEGER NOT NULL) WITHOUT ROWID"
-        )
-        c.execute(
-            f"CREATE TABLE IF NOT EXISTS {self.results} (task_id TEXT PRIMARY KEY, "
-            "result TEXT) WITHOUT ROWID"
         )
         self._ready = True
 
@@ -108,9 +106,10 @@ class SQLiteDependencies:
         - `taskfleet_queues` gets its `held` column (0 for every queue: a queue that held
           tasks had an edge table, and is counted when it is itself upgraded);
         - the edge table `q_NAME_deps` becomes rows of `q_NAME_dependents`, one a dependency,
-          and is dropped with the partial index `q_NAME_held`; the held tasks are counted.
+          which take the results kept in `q_NAME_results`; both are dropped with the partial
+          index `q_NAME_held`; the held tasks are counted.
 
-        The counts and results tables keep their shape. Idempotent: another process may have
+        The counts table keeps its shape. Idempotent: another process may have
         upgraded the file between the check and the write lock."""
         columns = {row[1] for row in c.execute("PRAGMA table_info(taskfleet_queues)")}
         if "held" not in columns:
@@ -130,7 +129,13 @@ class SQLiteDependencies:
         for column, where in (("alone", "NOT IN"), ("shared", "IN")):
             edges = f"SELECT dep, task FROM {old} WHERE task {where} {counted}"
             self._add_dependents(c, column, edges, ())
+        results = f'"q_{self.name}_results"'
+        c.execute(
+            f"UPDATE {self.dependents} SET result = (SELECT r.result FROM {results} AS r "
+            f"WHERE r.task_id = {self.dependents}.dep)"
+        )
         c.execute(f"DROP TABLE {old}")
+        c.execute(f"DROP TABLE IF EXISTS {results}")
         c.execute(f'DROP INDEX IF EXISTS "q_{self.name}_held"')
         c.execute(
             f"UPDATE taskfleet_queues SET held = (SELECT count(*) FROM {self.table} "
@@ -141,7 +146,7 @@ class SQLiteDependencies:
     def purge(self, c: sqlite3.Connection) -> None:
         """Forget every dependency (the queue's tasks are being deleted)."""
         if self.has_tables(c):
-            for table in (self.dependents, self.waits, self.results):
+            for table in (self.dependents, self.waits):
                 c.execute(f"DELETE FROM {table}")
 
     # -- load -----------------------------------------------------------------------------
@@ -209,14 +214,22 @@ class SQLiteDependencies:
         self, c: sqlite3.Connection, column: str, edges: str, params: tuple[Any, ...]
     ) -> None:
         """Add the `edges` (a SELECT of `dep, task`) to the `column` list (alone or shared) of
-        the dependencies' rows: one row a dependency, grouped by SQLite; a dependency whose
-        dependents came in an earlier batch (or load) gets these appended to its list."""
-        grouped = "json_group_array(e.task)"
-        lists = f"{grouped}, '[]'" if column == "alone" else f"'[]', {grouped}"
+        the dependencies' rows: one row a dependency; a dependency whose dependents came in an
+        earlier batch (or load), or earlier in this one, gets these appended to its list.
+
+        The tasks that wait for one task alone are grouped by SQLite first (a fan-out lists
+        many for one dependency, and appending them one by one would write its row again for
+        each). Those that wait for several are not: most dependencies have one such dependent
+        (each part of a fan-in has its aggregate), and the sort of GROUP BY cost more than the
+        rare append."""
+        if column == "alone":
+            select = f"e.dep, json_group_array(e.task), '[]' FROM ({edges}) AS e WHERE true "
+            select += "GROUP BY e.dep"
+        else:
+            select = f"e.dep, '[]', json_array(e.task) FROM ({edges}) AS e WHERE true"
         c.execute(
-            f"INSERT INTO {self.dependents}(dep, alone, shared) SELECT e.dep, {lists} "
-            f"FROM ({edges}) AS e WHERE true GROUP BY e.dep ON CONFLICT(dep) DO UPDATE SET "
-            f"{_APPENDED}",
+            f"INSERT INTO {self.dependents}(dep, alone, shared) SELECT {select} "
+            f"ON CONFLICT(dep) DO UPDATE SET {_APPENDED}",
             params,
         )
 
@@ -282,11 +295,19 @@ class SQLiteDependencies:
     # -- ack ------------------------------------------------------------------------------
 
     def complete(
-        self, c: sqlite3.Connection, done: list[str], results: Mapping[str, Any] | None
+        self,
+        c: sqlite3.Connection,
+        done: list[str],
+        results: Mapping[str, Any] | None,
+        *,
+        modern: bool = True,
     ) -> int:
         """`done` were just completed (inside the transaction that completed them): keep the
         results of those others wait for, count down their dependents, and make visible the
-        held tasks whose last dependency this was. Returns how many were made visible."""
+        held tasks whose last dependency this was. Returns how many were made visible.
+
+        `modern`: the library has `UPDATE ... FROM` and `RETURNING` (SQLite 3.35); without
+        them a SELECT of the rows comes before their UPDATE."""
         if not done:
             return 0
         # Nothing held, nothing can wait for these: a flat queue stops here.
@@ -295,17 +316,26 @@ class SQLiteDependencies:
         ).fetchone()
         if not held or not self.has_tables(c):
             return 0
-        rows = c.execute(
-            f"SELECT dep, alone, shared FROM {self.dependents} WHERE dep IN "
-            "(SELECT value FROM json_each(?))",
-            (json_text(done),),
-        ).fetchall()
+        texts = _result_texts(done, results or {})
+        if modern:
+            # {id: the result's JSON text}: json_each hands out each text as it is.
+            rows = c.execute(
+                f"UPDATE {self.dependents} SET result = r.value FROM json_each(?) AS r "
+                f"WHERE {self.dependents}.dep = r.key RETURNING dep, alone, shared",
+                (orjson.dumps(texts).decode(),),
+            ).fetchall()
+        else:
+            rows = c.execute(
+                f"SELECT dep, alone, shared FROM {self.dependents} WHERE dep IN "
+                "(SELECT value FROM json_each(?))",
+                (json_text(done),),
+            ).fetchall()
+            c.executemany(
+                f"UPDATE {self.dependents} SET result = ? WHERE dep = ?",
+                [(texts[dep], dep) for dep, _, _ in rows],
+            )
         if not rows:
             return 0
-        c.executemany(
-            f"INSERT OR REPLACE INTO {self.results}(task_id, result) VALUES (?, ?)",
-            _result_rows([dep for dep, _, _ in rows], results or {}),
-        )
         # The lists' texts joined into one JSON array each, no id parsed in Python. A task
         # that waits for these alone is ready; one that waits for others too is counted down
         # by one pass over its ids (it appears once for each of these it waits for).
@@ -350,8 +380,8 @@ class SQLiteDependencies:
             return found
         named: set[str] = set().union(*(after for _, after in waiting))
         (text,) = c.execute(
-            f"SELECT json_group_object(task_id, json(result)) FROM {self.results} "
-            "WHERE task_id IN (SELECT value FROM json_each(?))",
+            f"SELECT json_group_object(dep, json(result)) FROM {self.dependents} "
+            "WHERE dep IN (SELECT value FROM json_each(?)) AND result IS NOT NULL",
             (json_text(list(named)),),
         ).fetchone()
         get = (orjson.loads(text) if text else {}).get
@@ -443,14 +473,14 @@ def waiting_tasks(batch: TaskBatch, graph: DependencyGraph) -> Mapping[str, Sequ
     return waits
 
 
-def _result_rows(task_ids: list[str], results: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(id, result as JSON text) of each task of `task_ids`: one comprehension for the usual
+def _result_texts(task_ids: list[str], results: Mapping[str, Any]) -> dict[str, str]:
+    """id -> result as JSON text, for each task of `task_ids`: one comprehension for the usual
     case, where every result is JSON, and `_result_json` task by task only when one is not."""
     get, dumps = results.get, orjson.dumps
     try:
-        return [(task_id, dumps(get(task_id)).decode()) for task_id in task_ids]
+        return {task_id: dumps(get(task_id)).decode() for task_id in task_ids}
     except TypeError:  # orjson.JSONEncodeError is one
-        return [(task_id, _result_json(get(task_id))) for task_id in task_ids]
+        return {task_id: _result_json(get(task_id)) for task_id in task_ids}
 
 
 def _result_json(result: Any) -> str:
