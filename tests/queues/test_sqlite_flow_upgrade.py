@@ -1,7 +1,10 @@
-"""A queue file written by the version before `q_NAME_dependents` (one edge table row an edge,
-`q_NAME_deps`, a partial index `q_NAME_held`, no `held` count) with a flow half done: the
+"""The SQLite queue's rows of dependents (`queues/sqlite_dependencies.py`).
+
+A queue file written by the version before them (one edge table row an edge, `q_NAME_deps`,
+a results table, a partial index `q_NAME_held`, no `held` count) with a flow half done: the
 current code upgrades it on open and drains it, each task once, with its dependencies'
-results. The old tables are written here by SQL, as that version wrote them."""
+results. The old tables are written here by SQL, as that version wrote them. And a
+dependency's lists, appended to across statements and loads."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import orjson
 import pytest
 
 from taskfleet.queues.sqlite import SQLiteQueue
+from taskfleet.tasks import Task
 
 LONG = 3600.0
 
@@ -115,3 +119,37 @@ def test_a_flow_half_done_in_an_old_file_goes_on_after_the_upgrade(
     again = SQLiteQueue(path)
     assert (again.stats().completed, again.stats().waiting) == (8, 0)
     again.close()
+
+
+def test_the_lists_of_a_dependency_grow_across_batches_and_loads(tmp_path: Path) -> None:
+    """A dependency's row is appended to when its dependents come in several statements: two
+    tasks that wait for it and another (`shared`) in one batch, one that waits for it alone in
+    the next batch, one more of each in a second load. Each is released once, when its last
+    dependency completes."""
+    queue = SQLiteQueue(tmp_path / "q.db")
+    queue.send(
+        [
+            Task("a", {}),
+            Task("x", {}),
+            Task("both-1", {}, after=("a", "x")),
+            Task("both-2", {}, after=("x", "a")),
+            Task("alone-1", {}, after=("a",)),
+        ],
+        batch_size=4,
+    )
+    queue.send([Task("both-3", {}, after=("a", "x")), Task("alone-2", {}, after=("a",))])
+    assert queue.stats().waiting == 5
+    first = queue.receive(10, LONG)
+    assert sorted(m.task.id for m in first) == ["a", "x"]
+    queue.ack([m for m in first if m.task.id == "a"], {"a": "A"})
+    alone = queue.receive(10, LONG)
+    assert sorted(m.task.id for m in alone) == ["alone-1", "alone-2"]
+    assert all(m.dependency_results == {"a": "A"} for m in alone)
+    queue.ack([m for m in first if m.task.id == "x"], {"x": [1]})
+    both = queue.receive(10, LONG)
+    assert sorted(m.task.id for m in both) == ["both-1", "both-2", "both-3"]
+    assert all(m.dependency_results == {"a": "A", "x": [1]} for m in both)
+    queue.ack([*alone, *both])
+    stats = queue.stats()
+    assert (stats.completed, stats.waiting, stats.remaining) == (7, 0, 0)
+    queue.close()

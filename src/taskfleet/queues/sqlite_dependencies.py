@@ -20,9 +20,8 @@ for what it completed. Two small tables beside the queue's keep what a flow need
 
 An ack batch is a handful of set-based statements in its one transaction: one UPDATE of the
 completed ids' rows of dependents (their primary key) that stores the results and returns the
-lists, one pass over the ids those rows list
-that counts per dependent, an UPDATE of the counts that exist, one UPDATE that makes visible the
-held tasks whose last dependency this was.
+lists, one pass over the `shared` ids that counts per dependent, an UPDATE of those counts, one
+UPDATE that makes visible the held tasks whose last dependency this was.
 
 A queue file written before (an edge table `q_NAME_deps` of one `(dependency, task)` row an
 edge, a table of results `q_NAME_results` and a partial index `q_NAME_held`) is upgraded when
@@ -58,7 +57,7 @@ class SQLiteDependencies:
         self.table = table
         self.dependents = f'"q_{name}_dependents"'  # dep -> JSON arrays of the tasks waiting
         self.waits = f'"q_{name}_waits"'  # held task -> dependencies not done yet
-        self._ready = False  # the three tables exist (made on the first flow loaded)
+        self._ready = False  # the two tables exist
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -109,8 +108,8 @@ class SQLiteDependencies:
           which take the results kept in `q_NAME_results`; both are dropped with the partial
           index `q_NAME_held`; the held tasks are counted.
 
-        The counts table keeps its shape. Idempotent: another process may have
-        upgraded the file between the check and the write lock."""
+        The counts table keeps its shape. Idempotent: another process may have upgraded the
+        file between the check and the write lock."""
         columns = {row[1] for row in c.execute("PRAGMA table_info(taskfleet_queues)")}
         if "held" not in columns:
             c.execute("ALTER TABLE taskfleet_queues ADD COLUMN held INTEGER NOT NULL DEFAULT 0")
