@@ -133,14 +133,15 @@ class SQLiteDependencies:
             f"UPDATE {self.dependents} SET result = (SELECT r.result FROM {results} AS r "
             f"WHERE r.task_id = {self.dependents}.dep)"
         )
-        c.execute(f"DROP TABLE {old}")
-        c.execute(f"DROP TABLE IF EXISTS {results}")
-        c.execute(f'DROP INDEX IF EXISTS "q_{self.name}_held"')
+        # Counted while the old index of the held tasks still serves the count.
         c.execute(
             f"UPDATE taskfleet_queues SET held = (SELECT count(*) FROM {self.table} "
             "WHERE state = 4) WHERE name = ?",
             (self.name,),
         )
+        c.execute(f"DROP TABLE {old}")
+        c.execute(f"DROP TABLE IF EXISTS {results}")
+        c.execute(f'DROP INDEX IF EXISTS "q_{self.name}_held"')
 
     def purge(self, c: sqlite3.Connection) -> None:
         """Forget every dependency (the queue's tasks are being deleted)."""
