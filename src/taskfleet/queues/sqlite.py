@@ -13,16 +13,9 @@ apart from a range scan over rows visible in the future (delayed retries and liv
 are few).
 
 Tasks that wait for others (`Task.after`) are held in a state of their own (HELD, outside the
-index `receive` reads). Three small tables beside the queue's keep what a flow needs: the edges
-(`dependency id, task id`, keyed by the dependency, so an ack finds the tasks that wait for what
-it completed), the count of dependencies each held task still waits for (only for a task that
-waits for two or more: one that waits for a single task, most of a fan-out, is released when
-that task completes, so it costs no row), and the results of the completed tasks that others
-wait for. An ack batch is a handful of set-based statements in its one transaction: the rows
-it completes (`RETURNING`, so a task completed twice counts down once), one pass over their
-edges that counts per dependent, an UPDATE of the counts that exist, one UPDATE that makes
-visible the held tasks whose last dependency this was. A flat queue pays one indexed lookup an
-ack for this.
+index `receive` reads); `taskfleet.queues.sqlite_dependencies` keeps what they wait for and
+releases them. A flat queue pays for this one read of the held count an ack (nothing held:
+nothing to look up).
 """
 
 from __future__ import annotations
@@ -31,7 +24,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -62,13 +55,15 @@ from taskfleet.queues.base import (
     expired_lease_error,
     queue_not_found,
 )
+from taskfleet.queues.sqlite_dependencies import HELD, SQLiteDependencies, waiting_tasks
+from taskfleet.queues.sqlite_dependencies import json_text as _json_text
 from taskfleet.tasks import Task
 from taskfleet.tasks.model import as_tasks
 
 if TYPE_CHECKING:
     from taskfleet.tasks.batches import TaskBatch
 
-WAITING, LEASED, DONE, DEAD, HELD = 0, 1, 2, 3, 4
+WAITING, LEASED, DONE, DEAD = 0, 1, 2, 3
 #: `RETURNING` and `UPDATE ... FROM` (SQLite 3.35, 2021): with an older library (the system
 #: SQLite of some Linux releases) the same steps take a SELECT before each UPDATE instead, in
 #: the same transaction.
@@ -139,10 +134,7 @@ class SQLiteQueue(Queue):
             f"?name={name}" if name != DEFAULT_QUEUE_NAME else ""
         )
         self._table = f'"q_{name}"'
-        self._deps = f'"q_{name}_deps"'  # (dep, task): task waits for dep
-        self._waits = f'"q_{name}_waits"'  # held task -> dependencies not done yet
-        self._results = f'"q_{name}_results"'  # results of done tasks that others wait for
-        self._deps_ready = False  # the three tables exist (made on the first flow loaded)
+        self._flows = SQLiteDependencies(name, self._table)
         self._lock = threading.RLock()
         self._consumer: str | None = None  # named by `set_consumer`
         self._consumer_touched = 0.0
@@ -158,6 +150,11 @@ class SQLiteQueue(Queue):
                 self.max_attempts = self._ensure_schema(attempts)
             else:
                 self.max_attempts = self._existing_max_attempts()
+                with self._lock:
+                    stale = self._flows.needs_upgrade(self._conn)
+                if stale:  # a file of an earlier version: upgraded once, by its first opener
+                    with self._write() as c:
+                        self._flows.upgrade(c)
         except OSError as exc:
             raise path_error(
                 self.path, exc, "queue", "the file and its folder must be writable"
@@ -249,7 +246,8 @@ class SQLiteQueue(Queue):
                 "max_attempts INTEGER NOT NULL, created REAL NOT NULL, "
                 "inserted INTEGER NOT NULL DEFAULT 0, duplicates INTEGER NOT NULL DEFAULT 0, "
                 "waiting INTEGER NOT NULL DEFAULT 0, leased INTEGER NOT NULL DEFAULT 0, "
-                "done INTEGER NOT NULL DEFAULT 0, dead INTEGER NOT NULL DEFAULT 0)"
+                "done INTEGER NOT NULL DEFAULT 0, dead INTEGER NOT NULL DEFAULT 0, "
+                "held INTEGER NOT NULL DEFAULT 0)"
             )
             c.execute(
                 f"CREATE TABLE IF NOT EXISTS {t} (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
@@ -265,7 +263,9 @@ class SQLiteQueue(Queue):
             c.execute(
                 f'CREATE INDEX IF NOT EXISTS "q_{self.name}_dead" ON {t}(seq) WHERE state = 3'
             )
-            self._ensure_dependency_tables(c)
+            self._flows.ensure_tables(c)
+            if self._flows.needs_upgrade(c):
+                self._flows.upgrade(c)
             c.execute(
                 "INSERT OR IGNORE INTO taskfleet_queues(name, max_attempts, created) "
                 "VALUES (?, ?, ?)",
@@ -275,39 +275,6 @@ class SQLiteQueue(Queue):
                 "SELECT max_attempts FROM taskfleet_queues WHERE name = ?", (self.name,)
             ).fetchone()
         return int(stored)
-
-    def _ensure_dependency_tables(self, c: sqlite3.Connection) -> None:
-        """The tables of the dependency state (inside a write transaction); a queue file made
-        before flows existed gets them on its first change."""
-        if self._deps_ready:
-            return
-        c.execute(
-            f"CREATE TABLE IF NOT EXISTS {self._deps} (dep TEXT NOT NULL, task TEXT NOT NULL, "
-            "PRIMARY KEY (dep, task)) WITHOUT ROWID"
-        )
-        c.execute(
-            f"CREATE TABLE IF NOT EXISTS {self._waits} (task_id TEXT PRIMARY KEY, "
-            "pending INTEGER NOT NULL) WITHOUT ROWID"
-        )
-        c.execute(
-            f"CREATE TABLE IF NOT EXISTS {self._results} (task_id TEXT PRIMARY KEY, "
-            "result TEXT) WITHOUT ROWID"
-        )
-        c.execute(
-            f'CREATE INDEX IF NOT EXISTS "q_{self.name}_held" ON {self._table}(seq) WHERE state = 4'
-        )
-        self._deps_ready = True
-
-    def _has_dependency_tables(self, c: sqlite3.Connection) -> bool:
-        """Whether the dependency tables exist (another process may have made them since this
-        queue was opened without `create`)."""
-        if not self._deps_ready:
-            found = c.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                (f"q_{self.name}_deps",),
-            ).fetchone()
-            self._deps_ready = found is not None
-        return self._deps_ready
 
     # -- transactions ---------------------------------------------------------------------
 
@@ -358,128 +325,20 @@ class SQLiteQueue(Queue):
                 if waits:
                     for task_id, after in waits.items():
                         graph.add(task_id, after)
-                    held.update(self._hold(c, waits, start))
-            still_held = self._check_and_settle(c, graph, start, held)
+                    held.update(self._flows.hold(c, waits, start))
+            still_held = self._flows.check_and_settle(c, graph, start, held)
             self._counters(
-                c, inserted=inserted, waiting=inserted - still_held, duplicates=seen - inserted
+                c,
+                inserted=inserted,
+                waiting=inserted - still_held,
+                held=still_held,
+                duplicates=seen - inserted,
             )
         return SendResult(inserted=inserted, already_present=seen - inserted, ids_seen=seen)
 
     def _last_seq(self, c: sqlite3.Connection) -> int:
         (start,) = c.execute(f"SELECT coalesce(max(seq), 0) FROM {self._table}").fetchone()
         return int(start)
-
-    def _hold(
-        self,
-        c: sqlite3.Connection,
-        waits: Mapping[str, Sequence[str]],
-        start: int,
-        *,
-        all_new: bool = False,
-        inserted_held: bool = False,
-    ) -> list[str]:
-        """Record the dependencies of the tasks of `waits` (id -> the ids it waits for) that
-        this load inserted (`seq > start`), and hold them: set-based, one statement each.
-        Returns the ids held (a task the queue held before the load is left as it is).
-
-        `all_new` says the load inserted every task of `waits` (no id was present before),
-        which spares the lookup of each in the queue's table; `inserted_held` that the insert
-        gave them the held state already."""
-        self._ensure_dependency_tables(c)
-        payload = orjson.dumps(waits).decode()
-        if all_new:
-            new = "SELECT key AS task_id, value AS after FROM json_each(?)"
-        else:
-            new = (
-                f"SELECT j.key AS task_id, j.value AS after FROM json_each(?) AS j "
-                f"JOIN {self._table} AS q ON q.task_id = j.key AND q.seq > {int(start)}"
-            )
-        c.execute(
-            f"INSERT OR IGNORE INTO {self._deps}(dep, task) SELECT a.value, n.task_id "
-            f"FROM ({new}) AS n, json_each(n.after) AS a",
-            (payload,),
-        )
-        # Only a task that waits for two or more gets a count: one that waits for a single task
-        # is released when that task completes (most tasks of a fan-out; no row to write at
-        # load, none to count down on ack).
-        multi = {task_id: after for task_id, after in waits.items() if len(after) > 1}
-        if multi:
-            c.execute(
-                f"INSERT OR REPLACE INTO {self._waits}(task_id, pending) "
-                f"SELECT n.task_id, json_array_length(n.after) FROM ({new}) AS n WHERE true",
-                (orjson.dumps(multi).decode(),),
-            )
-        if all_new:
-            held = list(waits)
-        else:
-            held = [row[0] for row in c.execute(f"SELECT n.task_id FROM ({new}) AS n", (payload,))]
-        if not inserted_held:
-            c.execute(
-                f"UPDATE {self._table} SET state = 4 WHERE seq > {int(start)} AND state = 0 "
-                "AND task_id IN (SELECT key FROM json_each(?))",
-                (payload,),
-            )
-        return held
-
-    def _check_and_settle(
-        self, c: sqlite3.Connection, graph: DependencyGraph, start: int, held: set[str]
-    ) -> int:
-        """Check the load's dependencies (`taskfleet.flows.graph`: a bad graph raises, and the
-        transaction inserts nothing), then release the tasks this load `held` whose
-        dependencies were all done before it. Returns how many of them stay held."""
-        if not graph.has_dependencies:
-            return 0
-        if not held:
-            graph.check(exists=lambda ids: self._present(c, ids))
-            return 0
-        graph.check(exists=lambda ids: self._present(c, ids))
-        t = self._table
-        if not start:  # the queue was empty: nothing was done before this load
-            return len(held)
-        named = sorted({other for after in graph.after.values() for other in after})
-        done = {
-            row[0]
-            for row in c.execute(
-                f"SELECT task_id FROM {t} WHERE state = 2 AND seq <= ? AND "
-                "task_id IN (SELECT value FROM json_each(?))",
-                (start, _json_text(named)),
-            )
-        }
-        if done:
-            ready, counts = [], []
-            for task_id, after in graph.after.items():
-                if task_id not in held:
-                    continue
-                n = sum(other in done for other in after)
-                if not n:
-                    continue
-                if n == len(after):
-                    ready.append(task_id)
-                if len(after) > 1:  # only these have a count (see `_hold`)
-                    counts.append((n, task_id))
-            c.executemany(
-                f"UPDATE {self._waits} SET pending = pending - ? WHERE task_id = ?", counts
-            )
-            c.execute(
-                f"UPDATE {t} SET state = 0, visible_at = 0 WHERE state = 4 AND seq > ? AND "
-                "task_id IN (SELECT value FROM json_each(?))",
-                (start, _json_text(ready)),
-            )
-        (held,) = c.execute(
-            f"SELECT count(*) FROM {t} WHERE state = 4 AND seq > ?", (start,)
-        ).fetchone()
-        return int(held)
-
-    def _present(self, c: sqlite3.Connection, ids: Iterable[str]) -> list[str]:
-        """Which of `ids` the queue holds, in any state."""
-        return [
-            row[0]
-            for row in c.execute(
-                f"SELECT task_id FROM {self._table} WHERE task_id IN "
-                "(SELECT value FROM json_each(?))",
-                (_json_text(list(ids)),),
-            )
-        ]
 
     def _changed_ids(
         self, c: sqlite3.Connection, assignments: str, where: str, params: tuple[Any, ...]
@@ -494,53 +353,6 @@ class SQLiteQueue(Queue):
         if ids:
             c.execute(f"UPDATE {t} SET {assignments} WHERE {where}", params)
         return ids
-
-    def _complete_dependencies(
-        self, c: sqlite3.Connection, done: list[str], results: Mapping[str, Any] | None
-    ) -> None:
-        """`done` were just completed (inside the transaction that completed them): keep the
-        results of those others wait for, count down their dependents, and make visible the
-        held tasks whose last dependency this was."""
-        if not done or not self._has_dependency_tables(c):
-            return
-        done_json = _json_text(done)
-        waited = [
-            row[0]
-            for row in c.execute(
-                f"SELECT DISTINCT dep FROM {self._deps} WHERE dep IN "
-                "(SELECT value FROM json_each(?))",
-                (done_json,),
-            )
-        ]
-        if not waited:
-            return
-        c.executemany(
-            f"INSERT OR REPLACE INTO {self._results}(task_id, result) VALUES (?, ?)",
-            _result_rows(waited, results or {}),
-        )
-        # One pass over the edges of what was completed, counted per dependent (a correlated
-        # count per dependent would probe every completed id for each of them). A dependent
-        # with no count waits for one task only (see `_hold`): this completed it.
-        per_task = c.execute(
-            f"SELECT d.task, count(*), w.pending FROM {self._deps} AS d "
-            f"LEFT JOIN {self._waits} AS w ON w.task_id = d.task "
-            "WHERE d.dep IN (SELECT value FROM json_each(?)) GROUP BY d.task",
-            (_json_text(waited),),
-        ).fetchall()
-        ready = [task_id for task_id, n, pending in per_task if pending is None or pending <= n]
-        counted = [(n, task_id) for task_id, n, pending in per_task if pending is not None]
-        if counted:
-            c.executemany(
-                f"UPDATE {self._waits} SET pending = pending - ? WHERE task_id = ?", counted
-            )
-        if not ready:
-            return
-        released = c.execute(
-            f"UPDATE {self._table} SET state = 0, visible_at = 0 WHERE state = 4 AND task_id IN "
-            "(SELECT value FROM json_each(?))",
-            (_json_text(ready),),
-        ).rowcount
-        self._counters(c, waiting=released)
 
     def send_batches(self, batches: Iterable[TaskBatch]) -> SendResult:
         """Load validated batches (see `taskfleet.tasks.batches`) in one transaction.
@@ -589,7 +401,7 @@ class SQLiteQueue(Queue):
             for batch in batches:
                 if updating and start:
                     self._update_changed(c, batch, int(start), rerun_completed, changes, requeued)
-                waits = _waiting_tasks(batch, graph)
+                waits = waiting_tasks(batch, graph)
                 before = self._conn.total_changes
                 try:
                     if waits:
@@ -607,12 +419,15 @@ class SQLiteQueue(Queue):
                 seen += len(batch)
                 if waits:
                     every = added == len(batch)
-                    held.update(self._hold(c, waits, int(start), all_new=every, inserted_held=True))
-            still_held = self._check_and_settle(c, graph, int(start), held)
+                    held.update(
+                        self._flows.hold(c, waits, int(start), all_new=every, inserted_held=True)
+                    )
+            still_held = self._flows.check_and_settle(c, graph, int(start), held)
             self._counters(
                 c,
                 inserted=inserted,
                 waiting=inserted + changes.rerun - still_held,
+                held=still_held,
                 duplicates=seen - inserted,
                 done=-requeued[DONE],
                 dead=-requeued[DEAD],
@@ -751,35 +566,12 @@ class SQLiteQueue(Queue):
                 )
                 if not dead_rows:
                     break  # this round found all it wanted, or all there was
-            found = self._dependency_results(c, [task for task, _, _ in leased])
+            found = self._flows.results_for(c, [task for task, _, _ in leased])
         messages.extend(
             Message(task, receipt, attempt, results)
             for (task, receipt, attempt), results in zip(leased, found, strict=True)
         )
         return messages
-
-    def _dependency_results(
-        self, c: sqlite3.Connection, tasks: list[Task]
-    ) -> list[dict[str, Any] | None]:
-        """For each task, what its dependencies returned (id -> result), or None for a task
-        that waited for nothing.
-
-        The results come back as one JSON object built by SQLite (one parse for the batch,
-        not one a row: an aggregate of a fan-in reads hundreds)."""
-        found: list[dict[str, Any] | None] = [None] * len(tasks)
-        waiting = [(index, task.after) for index, task in enumerate(tasks) if task.after]
-        if not waiting or not self._has_dependency_tables(c):
-            return found
-        named: set[str] = set().union(*(after for _, after in waiting))
-        (text,) = c.execute(
-            f"SELECT json_group_object(task_id, json(result)) FROM {self._results} "
-            "WHERE task_id IN (SELECT value FROM json_each(?))",
-            (_json_text(list(named)),),
-        ).fetchone()
-        get = (orjson.loads(text) if text else {}).get
-        for index, after in waiting:
-            found[index] = dict(zip(after, map(get, after), strict=True))
-        return found
 
     @staticmethod
     def _receipt(message: Message) -> tuple[int, int]:
@@ -810,7 +602,7 @@ class SQLiteQueue(Queue):
             self._counters(
                 c, leased=-counts[LEASED], waiting=-counts[WAITING], done=sum(counts.values())
             )
-            self._complete_dependencies(c, done, results)
+            self._counters(c, waiting=self._flows.complete(c, done, results, modern=MODERN_SQL))
 
     def retry(self, message: Message, delay_seconds: float = 0, error: str | None = None) -> bool:
         seq, lease = self._receipt(message)
@@ -899,7 +691,7 @@ class SQLiteQueue(Queue):
             self._counters(
                 c, leased=-counts[LEASED], waiting=-counts[WAITING], done=sum(counts.values())
             )
-            self._complete_dependencies(c, done, results)
+            self._counters(c, waiting=self._flows.complete(c, done, results, modern=MODERN_SQL))
         return sum(counts.values())
 
     def extend(self, messages: Sequence[Message], lease_seconds: float) -> None:
@@ -919,11 +711,11 @@ class SQLiteQueue(Queue):
         with self._lock:
             c = self._conn
             row = c.execute(
-                "SELECT inserted, duplicates, waiting, leased, done, dead FROM taskfleet_queues "
-                "WHERE name = ?",
+                "SELECT inserted, duplicates, waiting, leased, done, dead, held "
+                "FROM taskfleet_queues WHERE name = ?",
                 (self.name,),
             ).fetchone()
-            inserted, duplicates, waiting, leased, done, dead = row
+            inserted, duplicates, waiting, leased, done, dead, held = row
             future = dict(
                 c.execute(
                     f"SELECT state, count(*) FROM {self._table} WHERE state < 2 AND "
@@ -931,13 +723,7 @@ class SQLiteQueue(Queue):
                     (time.time(),),
                 ).fetchall()
             )
-            held = blocked = 0
-            if self._has_dependency_tables(c):
-                (held,) = c.execute(
-                    f"SELECT count(*) FROM {self._table} WHERE state = 4"
-                ).fetchone()
-                if held and dead:
-                    blocked = len(self._dependents_of(c, None))
+            blocked = len(self._flows.dependents_of(c, None)) if held and dead else 0
         delayed = future.get(WAITING, 0)
         live_leases = future.get(LEASED, 0)
         return QueueStats(
@@ -952,29 +738,12 @@ class SQLiteQueue(Queue):
             blocked=blocked,
         )
 
-    def _dependents_of(self, c: sqlite3.Connection, task_ids: list[str] | None) -> list[str]:
-        """The tasks not done that wait, directly or through others, for `task_ids` (None:
-        for every dead letter), by one recursive query over the dependency edges."""
-        if task_ids is None:
-            roots = f"SELECT task_id FROM {self._table} WHERE state = 3"
-            params: tuple[Any, ...] = ()
-        else:
-            roots = "SELECT value FROM json_each(?)"
-            params = (_json_text(task_ids),)
-        rows = c.execute(
-            f"WITH RECURSIVE below(id) AS ({roots} UNION SELECT d.task FROM {self._deps} AS d "
-            f"JOIN below ON d.dep = below.id) SELECT q.task_id FROM below JOIN {self._table} AS q "
-            "ON q.task_id = below.id WHERE q.state != 2 AND q.state != 3 ORDER BY q.seq",
-            params,
-        ).fetchall()
-        return [row[0] for row in rows]
-
     def dependents(self, task_ids: Iterable[str]) -> list[str]:
         ids = list(task_ids)
         with self._lock:
-            if not ids or not self._has_dependency_tables(self._conn):
+            if not ids:
                 return []
-            found = self._dependents_of(self._conn, ids)
+            found = self._flows.dependents_of(self._conn, ids)
         roots = set(ids)
         return [task_id for task_id in found if task_id not in roots]
 
@@ -1006,12 +775,10 @@ class SQLiteQueue(Queue):
     def purge(self) -> None:
         with self._write() as c:
             c.execute(f"DELETE FROM {self._table}")
-            if self._has_dependency_tables(c):
-                for table in (self._deps, self._waits, self._results):
-                    c.execute(f"DELETE FROM {table}")
+            self._flows.purge(c)
             c.execute(
                 "UPDATE taskfleet_queues SET inserted = 0, duplicates = 0, waiting = 0, "
-                "leased = 0, done = 0, dead = 0 WHERE name = ?",
+                "leased = 0, done = 0, dead = 0, held = 0 WHERE name = ?",
                 (self.name,),
             )
 
@@ -1131,12 +898,6 @@ class _WriteTransaction:
             self._queue._lock.release()
 
 
-def _json_text(values: list[Any]) -> str:
-    """A JSON array for json_each, as text: SQLite 3.45 and later read a BLOB as binary JSONB,
-    so bytes from orjson must not be bound directly."""
-    return orjson.dumps(values).decode()
-
-
 def _batch_json(chunk: list[Task]) -> str:
     """The tasks as one JSON array of {"id", "data"} objects ("after" too, for a task that
     waits for others).
@@ -1163,58 +924,6 @@ def _batch_json(chunk: list[Task]) -> str:
                     f"task {task.id!r}: its data cannot be stored as JSON ({exc})"
                 ) from None
         raise
-
-
-def _locator(batch: TaskBatch) -> Callable[[str], str | None]:
-    """Names the line of a task of `batch` (for an error only), keeping its ids and positions
-    but not its bodies."""
-    source, unit, positions, ids = batch.source, batch.unit, batch.positions, batch.ids
-
-    def locate(task_id: str) -> str | None:
-        try:
-            return f"{source}: {unit} {positions[ids.index(task_id)]}"
-        except ValueError:
-            return None
-
-    return locate
-
-
-def _waiting_tasks(batch: TaskBatch, graph: DependencyGraph) -> Mapping[str, Sequence[str]]:
-    """The tasks of a validated batch that wait for others (id -> the ids), added to `graph`.
-    Only bodies that mention "after" are parsed again: a flat batch costs a substring search."""
-    if batch.afters is not None:  # decoded by the fast path of the reader already
-        if batch.afters:
-            graph.add_batch(batch.afters, _locator(batch))
-        return batch.afters
-    waits: dict[str, Sequence[str]] = {}
-    for index, body in enumerate(batch.bodies):
-        if '"after"' not in body:
-            continue
-        after = orjson.loads(body).get("after")
-        if after:
-            task_id = batch.ids[index]
-            waits[task_id] = tuple(after)
-            graph.add(task_id, after, batch.place(index))
-    return waits
-
-
-def _result_rows(task_ids: list[str], results: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(id, result as JSON text) of each task of `task_ids`: one comprehension for the usual
-    case, where every result is JSON, and `_result_json` task by task only when one is not."""
-    get, dumps = results.get, orjson.dumps
-    try:
-        return [(task_id, dumps(get(task_id)).decode()) for task_id in task_ids]
-    except TypeError:  # orjson.JSONEncodeError is one
-        return [(task_id, _result_json(get(task_id))) for task_id in task_ids]
-
-
-def _result_json(result: Any) -> str:
-    """A task's result as JSON text for the results table; one that JSON cannot hold is
-    kept as its text, so a dependent still sees something of it."""
-    try:
-        return orjson.dumps(result).decode()
-    except TypeError:
-        return orjson.dumps(str(result)).decode()
 
 
 def _queue_files(path: Path) -> list[str]:
