@@ -720,7 +720,7 @@ class RedisQueue(Queue):
             self._keys[0],
             mapping={"inserted": 0, "duplicates": 0, "completed": 0, "stale": 0},
         )
-        pipe.hdel(self._keys[0], "flows")
+        pipe.hdel(self._keys[0], "flows", "held")
         pipe.execute()
         self._flows = False
 

@@ -62,6 +62,18 @@ local function chunked(command, key, args)
 end
 """
 
+# HMGET of any number of fields, in slices (see _CHUNKED); a missing field is false.
+_HMGET = """
+local function hmget(key, fields)
+  local out = {}
+  for i = 1, #fields, 1000 do
+    local part = redis.call('HMGET', key, unpack(fields, i, math.min(i + 999, #fields)))
+    for j = 1, #part do out[#out + 1] = part[j] end
+  end
+  return out
+end
+"""
+
 # Appends an already newline-joined list of waiters to a dependency's list, gathered first so
 # that all the lists of a call are read in one HMGET and written in one HSET (per 500).
 _APPEND_LATER = """
@@ -180,14 +192,18 @@ for g = 2 * n + 3, #ARGV, 2 do
     end
   end
 end
-local waits, visible = {}, {}
+-- A task that waits for one id has no count (see ACK): it is counted in meta.held instead.
+local waits, visible, held = {}, {}, 0
 for _, id in ipairs(new) do
-  local left = pending[fresh[id]]
-  if left > 0 then
+  local k = fresh[id]
+  local left = pending[k]
+  if left <= 0 then
+    visible[#visible + 1] = id
+  elseif counts[k] == 1 then
+    held = held + 1
+  else
     waits[#waits + 1] = id
     waits[#waits + 1] = left
-  else
-    visible[#visible + 1] = id
   end
 end
 if #new > 0 then
@@ -200,6 +216,7 @@ flush_appends(KEYS[12])
 if #visible > 0 then chunked('RPUSH', KEYS[6], visible) end
 if present > 0 then redis.call('HINCRBY', KEYS[1], 'duplicates', present) end
 if flows > 0 then redis.call('HINCRBY', KEYS[1], 'flows', flows) end
+if held > 0 then redis.call('HINCRBY', KEYS[1], 'held', held) end
 return {#new, present}
 """
 )
@@ -378,11 +395,12 @@ return out
 # this was joins the ready list: here, once, as the counter falls to zero inside this script.
 ACK = (
     _CHUNKED
+    + _HMGET
     + """
 local n = tonumber(ARGV[1])
 local flows = redis.call('HGET', KEYS[1], 'flows')
 local done = {}
-local stale = 0
+local stale, held = 0, 0  -- held: waiting tasks without a count, completed or released here
 local scores = redis.call('ZMSCORE', KEYS[7], unpack(ARGV, 2, n + 1))
 local leased = {}
 for i = 1, n do
@@ -395,8 +413,15 @@ for i = 1, n do
   elseif flows and redis.call('HDEL', KEYS[11], id) == 1 then
     done[#done + 1] = id   -- waiting for its dependencies: in no list
   elseif redis.call('HEXISTS', KEYS[3], id) == 1 and not redis.call('ZSCORE', KEYS[9], id) then
-    done[#done + 1] = id   -- waiting in the ready list: left there, dropped when popped
-    stale = stale + 1
+    done[#done + 1] = id
+    -- Waiting in the ready list (left there, dropped when popped), or, where tasks wait for
+    -- one id without a count, held: then it is in no list. Only this rare ack looks.
+    if flows and tonumber(redis.call('HGET', KEYS[1], 'held') or '0') > 0
+        and not redis.call('LPOS', KEYS[6], id) then
+      held = held + 1
+    else
+      stale = stale + 1
+    end
   end
 end
 if #leased > 0 then redis.call('ZREM', KEYS[7], unpack(leased)) end
@@ -407,7 +432,10 @@ if #done > 0 then
   redis.call('HINCRBY', KEYS[1], 'completed', #done)
 end
 if stale > 0 then redis.call('HINCRBY', KEYS[1], 'stale', stale) end
-if not flows or #done == 0 then return #done end
+if not flows or #done == 0 then
+  if held > 0 then redis.call('HINCRBY', KEYS[1], 'held', -held) end
+  return #done
+end
 
 local results, waited = {}, {}
 for i = n + 2, #ARGV, 3 do
@@ -419,13 +447,32 @@ local visible, unread, kept, counts, gone, stray = {}, {}, {}, {}, {}, {}
 for i, id in ipairs(done) do
   if nexts[i] then
     local readers = 0
-    for waiter in string.gmatch(nexts[i], '[^\\n]+') do
-      -- One call in the common case; a waiter no longer waiting (acked itself) had no field,
-      -- which the decrement created at -1 and is removed again.
-      local left = redis.call('HINCRBY', KEYS[11], waiter, -1)
-      if left <= 0 then redis.call('HDEL', KEYS[11], waiter) end
-      if left == 0 then visible[#visible + 1] = waiter end
-      if left >= 0 then readers = readers + 1 end
+    local waiters = {}
+    for waiter in string.gmatch(nexts[i], '[^\\n]+') do waiters[#waiters + 1] = waiter end
+    -- A waiter with a count counts down; one without waits for this id alone (or, loaded
+    -- before counts were left out for those, acked itself while waiting): its body says
+    -- which. A waiter is in the list of a task not done yet, so it cannot have run.
+    local lefts = hmget(KEYS[11], waiters)
+    local alone = {}
+    for j, waiter in ipairs(waiters) do
+      if lefts[j] then
+        local left = redis.call('HINCRBY', KEYS[11], waiter, -1)
+        if left <= 0 then redis.call('HDEL', KEYS[11], waiter) end
+        if left == 0 then visible[#visible + 1] = waiter end
+        if left >= 0 then readers = readers + 1 end
+      else
+        alone[#alone + 1] = waiter
+      end
+    end
+    if #alone > 0 then
+      local bodies = hmget(KEYS[3], alone)
+      for j, waiter in ipairs(alone) do
+        if bodies[j] then
+          visible[#visible + 1] = waiter
+          readers = readers + 1
+          held = held + 1
+        end
+      end
     end
     if readers > 0 then
       kept[#kept + 1] = id
@@ -462,6 +509,7 @@ if #kept > 0 then
 end
 if #unread > 0 then redis.call('HDEL', KEYS[12], unpack(unread)) end
 if #visible > 0 then chunked('RPUSH', KEYS[6], visible) end
+if held > 0 then redis.call('HINCRBY', KEYS[1], 'held', -held) end
 return #done
 """
 )
@@ -549,7 +597,8 @@ return extended
 )
 
 # Visits, breadth first, the tasks that wait (directly or through others) for the ids of
-# `frontier`, calling visit(id) once for each.
+# `frontier`, calling visit(id, dependency) once for each, with the id in whose list it was
+# found first.
 _WAITERS = """
 local function each_waiter(frontier, visit)
   local seen = {}
@@ -557,13 +606,13 @@ local function each_waiter(frontier, visit)
     local found = {}
     for i = 1, #frontier, 1000 do
       local lists = redis.call('HMGET', KEYS[12], unpack(frontier, i, math.min(i + 999, #frontier)))
-      for _, list in ipairs(lists) do
+      for j, list in ipairs(lists) do
         if list then
           for waiter in string.gmatch(list, '[^\\n]+') do
             if not seen[waiter] then
               seen[waiter] = true
               found[#found + 1] = waiter
-              visit(waiter)
+              visit(waiter, frontier[i + j - 1])
             end
           end
         end
@@ -576,18 +625,26 @@ end
 
 # -> {ready_len, stale, leased, leases_expired, delayed, delayed_due, dead,
 #     inserted, duplicates, completed, waiting, blocked}; blocked (the waiting tasks behind a
-#     dead letter) is found by walking from the dead letters, only when both exist.
+#     dead letter) is found by walking from the dead letters, only when both exist. Waiting
+#     are the tasks with a count and those without (meta.held: they wait for one id).
 STATS = (
     _PROLOGUE
     + _WAITERS
     + """
-local m = redis.call('HMGET', KEYS[1], 'stale', 'inserted', 'duplicates', 'completed')
+local m = redis.call('HMGET', KEYS[1], 'stale', 'inserted', 'duplicates', 'completed', 'held')
 local dead = redis.call('ZCARD', KEYS[9])
-local waiting = redis.call('HLEN', KEYS[11])
+local waiting = redis.call('HLEN', KEYS[11]) + tonumber(m[5] or '0')
 local blocked = 0
 if dead > 0 and waiting > 0 then
-  each_waiter(redis.call('ZRANGE', KEYS[9], 0, -1), function(id)
-    if redis.call('HEXISTS', KEYS[11], id) == 1 then blocked = blocked + 1 end
+  -- Every task of the walk waits, through others, for a dead letter, so it cannot have run:
+  -- one with a count waits; one without waits for its one dependency alone, so it waits if
+  -- it and that dependency are not done (a task acked while it waited is done).
+  each_waiter(redis.call('ZRANGE', KEYS[9], 0, -1), function(id, dep)
+    if redis.call('HEXISTS', KEYS[11], id) == 1
+        or (redis.call('HEXISTS', KEYS[3], id) == 1 and redis.call('HEXISTS', KEYS[3], dep) == 1)
+    then
+      blocked = blocked + 1
+    end
   end)
 end
 return {
