@@ -148,21 +148,26 @@ for k = 1, n do ids[k] = ARGV[2 * k] end
 local seen = redis.call('SMISMEMBER', KEYS[2], unpack(ids))
 local counts = {}
 for count in string.gmatch(ARGV[2 * n + 2], '%d+') do counts[#counts + 1] = tonumber(count) end
--- fresh: id -> its place in the call, for the ids this call inserts
-local fresh, new, bodies, pending = {}, {}, {}, {}
+-- fresh: id -> its place in the call, for the ids this call inserts; when that is all of
+-- them (a first load), `new` is `ids` and the bodies go from ARGV as they came.
+local fresh, new = {}, {}
 local present, flows = 0, 0
 for k, id in ipairs(ids) do
   if seen[k] == 1 or fresh[id] then
     present = present + 1
   else
     fresh[id] = k
-    new[#new + 1] = id
-    bodies[#bodies + 1] = id
-    bodies[#bodies + 1] = ARGV[2 * k + 1]
-    pending[k] = counts[k]
     if counts[k] > 0 then flows = flows + 1 end
   end
 end
+if present == 0 then
+  new = ids
+else
+  for k, id in ipairs(ids) do
+    if fresh[id] == k then new[#new + 1] = id end
+  end
+end
+local met = {}  -- place in the call -> how many of its dependencies are done already
 -- Done: inserted, and its body gone. Asked once per dependency (each comes once a call); the
 -- tasks of this call are written at its end, so one of them named here is not done, as it
 -- should be.
@@ -184,7 +189,7 @@ for g = 2 * n + 3, #ARGV, 2 do
       if done(dep) then
         for waiter in string.gmatch(waiters, '[^\\n]+') do
           local k = fresh[waiter]
-          pending[k] = pending[k] - 1
+          met[k] = (met[k] or 0) + 1
         end
       else
         append_later(dep, waiters)
@@ -196,7 +201,7 @@ end
 local waits, visible, held = {}, {}, 0
 for _, id in ipairs(new) do
   local k = fresh[id]
-  local left = pending[k]
+  local left = counts[k] - (met[k] or 0)
   if left <= 0 then
     visible[#visible + 1] = id
   elseif counts[k] == 1 then
@@ -208,7 +213,18 @@ for _, id in ipairs(new) do
 end
 if #new > 0 then
   chunked('SADD', KEYS[2], new)
-  chunked('HSET', KEYS[3], bodies)
+  if present == 0 then
+    for i = 2, 2 * n + 1, 1000 do
+      redis.call('HSET', KEYS[3], unpack(ARGV, i, math.min(i + 999, 2 * n + 1)))
+    end
+  else
+    local bodies = {}
+    for _, id in ipairs(new) do
+      bodies[#bodies + 1] = id
+      bodies[#bodies + 1] = ARGV[2 * fresh[id] + 1]
+    end
+    chunked('HSET', KEYS[3], bodies)
+  end
   redis.call('HINCRBY', KEYS[1], 'inserted', #new)
 end
 if #waits > 0 then chunked('HSET', KEYS[11], waits) end
