@@ -468,17 +468,15 @@ for i, id in ipairs(done) do
     -- A waiter with a count counts down; one without waits for this id alone (or, loaded
     -- before counts were left out for those, acked itself while waiting): its body says
     -- which. A waiter is in the list of a task not done yet, so it cannot have run.
-    local lefts = hmget(KEYS[11], waiters)
+    -- A list of one (a part of a fan-in) counts down at once: one call when it has a count,
+    -- and a count made at -1 is taken back when it has none.
+    local lefts = #waiters > 1 and hmget(KEYS[11], waiters) or {true}
     local alone = {}
     for j, waiter in ipairs(waiters) do
-      if lefts[j] then
-        local left = redis.call('HINCRBY', KEYS[11], waiter, -1)
-        if left <= 0 then redis.call('HDEL', KEYS[11], waiter) end
-        if left == 0 then visible[#visible + 1] = waiter end
-        if left >= 0 then readers = readers + 1 end
-      else
-        alone[#alone + 1] = waiter
-      end
+      local left = lefts[j] and redis.call('HINCRBY', KEYS[11], waiter, -1) or -1
+      if left <= 0 and lefts[j] then redis.call('HDEL', KEYS[11], waiter) end
+      if left == 0 then visible[#visible + 1] = waiter end
+      if left >= 0 then readers = readers + 1 else alone[#alone + 1] = waiter end
     end
     if #alone > 0 then
       local bodies = hmget(KEYS[3], alone)
