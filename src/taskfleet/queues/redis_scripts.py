@@ -8,7 +8,8 @@ the same on every host whatever their clocks say. All keys of one queue share th
 
 Keys (KEYS[i] in every script, in this order; see `RedisQueue._keys`):
 
- 1 meta     hash    max_attempts, created, inserted, duplicates, completed, stale, seq
+ 1 meta     hash    max_attempts, created, inserted, duplicates, completed, stale, seq,
+                    flows (waiting tasks ever loaded), held (tasks waiting without a count)
  2 known    set     every id ever inserted (idempotent send; cleared only by purge)
  3 body     hash    id -> task JSON, while the task is not done
  4 att      hash    id -> deliveries so far (the attempt of the current or last lease)
@@ -18,7 +19,9 @@ Keys (KEYS[i] in every script, in this order; see `RedisQueue._keys`):
  8 delayed  zset    id -> time it becomes visible (ms)
  9 dead     zset    id -> time it was dead-lettered (ms)
 10 err      hash    id -> last error
-11 wait     hash    id -> how many of its dependencies are not done yet (waiting tasks only)
+11 wait     hash    id -> how many of its dependencies are not done yet, for a waiting task
+                    that waits for two or more; one that waits for one id has no count (it
+                    is held by its place in that id's `next` list, and counted in meta.held)
 12 next     hash    id -> the ids that wait for it, joined by newlines (ids hold no control
                     characters), until it and all of them are done (`dependents` lists them)
 13 res      hash    id -> its result (JSON), from its ack until every task waiting for it is done
