@@ -794,7 +794,7 @@ def _send_args(script: str, chunk: list[Task]) -> list[Any]:
 
 def _flow_args(chunk: list[Task]) -> list[Any]:
     """The arguments of one SEND_FLOW call: the count, id and body pairs, how many ids each
-    task waits for, then the call's edges grouped as (waiters, dependencies) pairs, each
+    task waits for where that is not one (place in the call and count), then the call's edges grouped as (waiters, dependencies) pairs, each
     joined by newlines (which no id holds).
 
     Grouped here because the client holds the load: a dependency's waiters come already
@@ -808,7 +808,7 @@ def _flow_args(chunk: list[Task]) -> list[Any]:
     args[0::2] = ids
     args[1::2] = [task.to_json() for task in chunk]
     args.insert(0, len(chunk))
-    args.append(" ".join(map(str, map(len, afters))))
+    args.append(" ".join([f"{k} {len(a)}" for k, a in enumerate(afters, 1) if len(a) != 1]))
     args += _grouped_edges(ids, afters)
     return args
 

@@ -131,8 +131,10 @@ return {inserted, present}
 
 # SEND for a chunk that holds tasks that wait, with the chunk's edges grouped by the client
 # (which holds the whole load) so that the script does not walk every task's `after`.
-# ARGV: n, id1, body1, ..., idn, bodyn, counts, then pairs (waiters, deps): `counts` is how
-# many ids each task waits for, space-separated in task order (0: it waits for nothing); each
+# ARGV: n, id1, body1, ..., idn, bodyn, counts, then pairs (waiters, deps): `counts` says how
+# many ids each task waits for where that is not one, as space-separated pairs of its place
+# in the call (from 1) and its count (0: it waits for nothing), so that a fan-out's parts
+# cost nothing there; each
 # pair says that every id of `deps` is waited for by the ids of `waiters` (both joined by
 # newlines, which no id holds; a dependency's waiters in task order, and each dependency in
 # one pair per call). Only the first entry of an id repeated in the call has edges.
@@ -150,7 +152,9 @@ local ids = {}
 for k = 1, n do ids[k] = ARGV[2 * k] end
 local seen = redis.call('SMISMEMBER', KEYS[2], unpack(ids))
 local counts = {}
-for count in string.gmatch(ARGV[2 * n + 2], '%d+') do counts[#counts + 1] = tonumber(count) end
+for k, count in string.gmatch(ARGV[2 * n + 2], '(%d+) (%d+)') do
+  counts[tonumber(k)] = tonumber(count)
+end
 -- fresh: id -> its place in the call, for the ids this call inserts; when that is all of
 -- them (a first load), `new` is `ids` and the bodies go from ARGV as they came.
 local fresh, new = {}, {}
@@ -160,7 +164,7 @@ for k, id in ipairs(ids) do
     present = present + 1
   else
     fresh[id] = k
-    if counts[k] > 0 then flows = flows + 1 end
+    if (counts[k] or 1) > 0 then flows = flows + 1 end
   end
 end
 if present == 0 then
@@ -204,10 +208,11 @@ end
 local waits, visible, held = {}, {}, 0
 for _, id in ipairs(new) do
   local k = fresh[id]
-  local left = counts[k] - (met[k] or 0)
+  local count = counts[k] or 1
+  local left = count - (met[k] or 0)
   if left <= 0 then
     visible[#visible + 1] = id
-  elseif counts[k] == 1 then
+  elseif count == 1 then
     held = held + 1
   else
     waits[#waits + 1] = id
