@@ -794,8 +794,9 @@ def _send_args(script: str, chunk: list[Task]) -> list[Any]:
 
 def _flow_args(chunk: list[Task]) -> list[Any]:
     """The arguments of one SEND_FLOW call: the count, id and body pairs, how many ids each
-    task waits for where that is not one (place in the call and count), then the call's edges grouped as (waiters, dependencies) pairs, each
-    joined by newlines (which no id holds).
+    task waits for where that is not one (place in the call and count), then the call's
+    edges grouped as (waiters, dependencies) pairs, each joined by newlines (which no id
+    holds).
 
     Grouped here because the client holds the load: a dependency's waiters come already
     joined, and the dependencies that share their waiters (the parts of a fan-in) share one

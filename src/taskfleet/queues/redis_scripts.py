@@ -77,31 +77,27 @@ local function hmget(key, fields)
 end
 """
 
-# Appends an already newline-joined list of waiters to a dependency's list, gathered first so
-# that all the lists of a call are read in one HMGET and written in one HSET (per 500).
+# Appends already newline-joined lists of waiters to dependencies' lists: each dependency
+# comes once a call (the client groups the edges so), so they are kept in two arrays, and
+# read (HMGET) and written (HSET) 500 at a time.
 _APPEND_LATER = """
-local appends, append_order = {}, {}
+local fields, adds = {}, {}
 local function append_later(field, joined)
-  local list = appends[field]
-  if list then
-    appends[field] = list .. '\\n' .. joined
-  else
-    appends[field] = joined
-    append_order[#append_order + 1] = field
-  end
+  fields[#fields + 1] = field
+  adds[#adds + 1] = joined
 end
 local function flush_appends(key)
-  local olds = {}
-  for i = 1, #append_order, 1000 do
-    local part = redis.call('HMGET', key, unpack(append_order, i, math.min(i + 999, #append_order)))
-    for _, old in ipairs(part) do olds[#olds + 1] = old end
+  for i = 1, #fields, 500 do
+    local last = math.min(i + 499, #fields)
+    local olds = redis.call('HMGET', key, unpack(fields, i, last))
+    local out = {}
+    for j = i, last do
+      local old = olds[j - i + 1]
+      out[#out + 1] = fields[j]
+      out[#out + 1] = old and (old .. '\\n' .. adds[j]) or adds[j]
+    end
+    redis.call('HSET', key, unpack(out))
   end
-  local out = {}
-  for i, field in ipairs(append_order) do
-    out[#out + 1] = field
-    out[#out + 1] = olds[i] and (olds[i] .. '\\n' .. appends[field]) or appends[field]
-  end
-  chunked('HSET', key, out)
 end
 """
 
@@ -152,8 +148,10 @@ local ids = {}
 for k = 1, n do ids[k] = ARGV[2 * k] end
 local seen = redis.call('SMISMEMBER', KEYS[2], unpack(ids))
 local counts = {}
+local zero = false  -- a task that waits for nothing (our client sends none here)
 for k, count in string.gmatch(ARGV[2 * n + 2], '(%d+) (%d+)') do
   counts[tonumber(k)] = tonumber(count)
+  if count == '0' then zero = true end
 end
 -- fresh: id -> its place in the call, for the ids this call inserts; when that is all of
 -- them (a first load), `new` is `ids` and the bodies go from ARGV as they came.
@@ -206,17 +204,27 @@ for g = 2 * n + 3, #ARGV, 2 do
 end
 -- A task that waits for one id has no count (see ACK): it is counted in meta.held instead.
 local waits, visible, held = {}, {}, 0
-for _, id in ipairs(new) do
-  local k = fresh[id]
-  local count = counts[k] or 1
-  local left = count - (met[k] or 0)
-  if left <= 0 then
-    visible[#visible + 1] = id
-  elseif count == 1 then
-    held = held + 1
-  else
-    waits[#waits + 1] = id
-    waits[#waits + 1] = left
+if present == 0 and next(met) == nil and not zero then
+  -- A first load, no dependency done: every task waits, and only those in `counts` count.
+  held = n
+  for k, count in pairs(counts) do
+    held = held - 1
+    waits[#waits + 1] = ids[k]
+    waits[#waits + 1] = count
+  end
+else
+  for _, id in ipairs(new) do
+    local k = fresh[id]
+    local count = counts[k] or 1
+    local left = count - (met[k] or 0)
+    if left <= 0 then
+      visible[#visible + 1] = id
+    elseif count == 1 then
+      held = held + 1
+    else
+      waits[#waits + 1] = id
+      waits[#waits + 1] = left
+    end
   end
 end
 if #new > 0 then
