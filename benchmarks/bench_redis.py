@@ -29,7 +29,9 @@ drain, 2 processes, no-op work (tasks/s, from start signal to last task done)
   runtime-flow     the same on the flow (its "vs flat" is against `runtime`)
 
 Ratios are against the bare baselines of the same run; the flow rows also print their ratio
-to the flat taskfleet row of the same run. The taskfleet loads (flat and flow) take turns
+to the flat taskfleet row of the same run. The loads also print their CPU seconds (the client
+process and the server's time in scripts), which other jobs on a shared machine move much less
+than the wall time. The taskfleet loads (flat and flow) take turns
 `--rounds` times and print their medians, each after the server has freed what the purge
 before it unlinked. The numbers depend on the machine;
 only the ratios mean much.
@@ -147,6 +149,26 @@ def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def script_seconds(client: redis.Redis) -> float:
+    """The server's time in scripts so far (`INFO commandstats`, EVALSHA and EVAL)."""
+    stats = client.info("commandstats")
+    return (
+        sum(stats.get(f"cmdstat_{name}", {}).get("usec", 0) for name in ("evalsha", "eval")) / 1e6
+    )
+
+
+def timed_load(
+    client: redis.Redis, fn: Callable[[], object], cpu: list[tuple[float, float]]
+) -> float:
+    """Wall time of a load; its client CPU and server script seconds are appended to `cpu`,
+    which a busy machine changes much less than the wall time (other jobs take turns on the
+    cores, but not on this process's instructions)."""
+    server, process = script_seconds(client), time.process_time()
+    wall = timed(fn)
+    cpu.append((time.process_time() - process, script_seconds(client) - server))
+    return wall
 
 
 # -- load ---------------------------------------------------------------------------------
@@ -344,14 +366,16 @@ def main() -> None:
         # The flat and the flow load take turns, `--rounds` times each (the machine is
         # shared): the median of each is the row, and what stays loaded is drained below.
         flat_times, flow_times = [], []
+        flat_cpu: list[tuple[float, float]] = []
+        flow_cpu: list[tuple[float, float]] = []
         for _ in range(args.rounds):
             queue.purge()
             settle(client)
-            flat_times.append(timed(lambda: queue.send(tasks)))
+            flat_times.append(timed_load(client, lambda: queue.send(tasks), flat_cpu))
             if not args.skip_flow:
                 flow_queue.purge()
                 settle(client)
-                flow_times.append(timed(lambda: flow_queue.send(flow)))
+                flow_times.append(timed_load(client, lambda: flow_queue.send(flow), flow_cpu))
         rows.append(("load", "taskfleet", n / statistics.median(flat_times), ""))
         if not args.skip_flow:
             rows.append(("load", "taskfleet-flow", n / statistics.median(flow_times), ""))
@@ -403,6 +427,17 @@ def main() -> None:
             flat = flat_rate["runtime" if name == "runtime-flow" else kind]
             vs_flat = f"{rate / flat:>7.2f}x" if name.endswith("-flow") and flat else ""
             print(f"{kind:6} {name:16} {rate:>10,.0f} {rate / base_rate[kind]:>11.2f}x {vs_flat}")
+        print("\nload CPU seconds, medians (client process + server scripts):")
+        cpu_sums = {}
+        for name, cpu in (("taskfleet", flat_cpu), ("taskfleet-flow", flow_cpu)):
+            if cpu:
+                client_s = statistics.median(c for c, _ in cpu)
+                server_s = statistics.median(s for _, s in cpu)
+                cpu_sums[name] = client_s + server_s
+                print(f"  {name:16} {client_s:.3f} + {server_s:.3f} = {cpu_sums[name]:.3f} s")
+        if len(cpu_sums) == 2:
+            ratio = cpu_sums["taskfleet"] / cpu_sums["taskfleet-flow"]
+            print(f"  flow / flat, as tasks per CPU second: {ratio:.2f}x")
         print("\ntargets: load >= 50,000 tasks/s; drain with 2 worker processes >= 5,000 tasks/s;")
         print("the flow's load at least half the flat load (issue 13)")
         queue.purge()

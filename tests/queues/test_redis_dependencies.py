@@ -324,3 +324,94 @@ def test_a_bad_graph_after_a_streamed_flat_part_says_what_went_in(queue: RedisQu
     assert "'nope'" in str(caught.value) and "None of the tasks that wait" in str(caught.value)
     assert isinstance(caught.value.cause, TaskFileError)
     assert (queue.stats().inserted, queue.stats().waiting) == (5_000, 0)
+
+
+def _counts(queue: RedisQueue) -> dict[str, int]:
+    """The `wait` hash: the tasks that keep a count of the dependencies not done yet."""
+    raw = queue._redis.hgetall(queue._keys[10])
+    return {k.decode(): int(v) for k, v in raw.items()}
+
+
+def test_a_task_that_waits_for_one_id_keeps_no_count(queue: RedisQueue) -> None:
+    # The parts of a fan-out wait for one id each: they are held by their place in its
+    # waiter list alone (and counted in meta.held), only the fan-in keeps a count.
+    parts = [Task(f"p{i}", {}, ("a",)) for i in range(3)]
+    queue.send([Task("a", {}), *parts, Task("g", {}, tuple(t.id for t in parts))])
+    assert _counts(queue) == {"g": 3}
+    assert queue._redis.hget(queue._keys[0], "held") == b"3"
+    stats = queue.stats()
+    assert (stats.visible, stats.waiting, stats.remaining) == (1, 4, 5)
+    batches = _drain(queue)
+    assert _ids(batches) == [["a"], ["p0", "p1", "p2"], ["g"]]
+    assert batches[2][0].dependency_results == {"p0": "P0", "p1": "P1", "p2": "P2"}
+    assert queue._redis.hget(queue._keys[0], "held") == b"0"
+    assert (queue.stats().waiting, queue.stats().completed) == (0, 5)
+    assert _queue_keys(queue) == {"meta", "known"}
+
+
+def test_a_task_without_a_count_released_by_hand_is_not_blocked(queue: RedisQueue) -> None:
+    # d is dead; x and z wait for d alone, y for x alone. x acked by hand is done, which
+    # releases y: the walk from the dead letter passes x and y, and neither waits any more.
+    queue.send([Task("d", {}), Task("x", {}, ("d",)), Task("y", {}, ("x",)), Task("z", {}, ("d",))])
+    queue.dead_letter(queue.receive(1, LEASE)[0], "boom")
+    stats = queue.stats()
+    assert (stats.dead, stats.waiting, stats.blocked) == (1, 3, 3)
+    queue.ack([Message(Task("x", {}, ("d",)), "0:x", 1)], {"x": "X"})
+    stats = queue.stats()
+    assert (stats.visible, stats.waiting, stats.blocked, stats.completed) == (1, 1, 1, 1)
+    released = queue.receive(10, LEASE)
+    assert [(m.task_id, m.dependency_results) for m in released] == [("y", {"x": "X"})]
+
+
+def test_an_ack_of_a_task_given_back_to_the_ready_list_is_counted_stale(
+    queue: RedisQueue,
+) -> None:
+    # With tasks held without a count in the queue, an ack of a task that is neither leased
+    # nor counted must tell one waiting in the ready list (stale there) from one held.
+    queue.send([Task("a", {}), Task("b", {}), Task("w", {}, ("a",))])
+    messages = queue.receive(2, LEASE)
+    queue.release(messages)  # both back at the head of the ready list
+    queue.ack([m for m in messages if m.task_id == "b"], {"b": None})
+    stats = queue.stats()
+    assert (stats.visible, stats.waiting, stats.completed) == (1, 1, 1)
+    assert _ids(_drain(queue)) == [["a"], ["w"]]
+    assert (queue.stats().waiting, queue.stats().remaining) == (0, 0)
+
+
+def test_a_flow_half_done_in_the_shape_of_before_runs_to_its_end(queue: RedisQueue) -> None:
+    # Before, every waiting task kept a count in `wait`, those waiting for one id too, and
+    # meta.held did not exist. A queue loaded that way with a flow half done (here written
+    # in that shape: the new load's state plus the counts of 1, without meta.held) must run
+    # to its end with the new scripts, and a hand ack of such a task must still work.
+    parts = [Task(f"p{i}", {}, ("a",)) for i in range(3)]
+    others = [Task(f"q{i}", {}, ("b",)) for i in range(3)]
+    queue.send(
+        [
+            Task("a", {}),
+            Task("b", {}),
+            *parts,
+            Task("g", {}, tuple(t.id for t in parts)),
+            *others,
+            Task("h", {}, (*(t.id for t in others), "g")),
+        ]
+    )
+    first = {m.task_id: m for m in queue.receive(1, LEASE)}
+    queue.ack(list(first.values()), {"a": "A"})  # the parts of a are released
+    assert sorted(_counts(queue)) == ["g", "h"]
+    queue._redis.hset(queue._keys[10], mapping={t.id: 1 for t in others})
+    queue._redis.hdel(queue._keys[0], "held")
+    stats = queue.stats()
+    assert (stats.visible, stats.waiting, stats.remaining) == (4, 5, 9)
+    queue.ack([Message(others[0], "0:q0", 1)], {"q0": "Q0"})  # by hand, while it waits
+    stats = queue.stats()
+    assert (stats.visible, stats.waiting, stats.completed) == (4, 4, 2)
+    batches = _drain(queue)
+    assert _ids(batches) == [["b", "p0", "p1", "p2"], ["g", "q1", "q2"], ["h"]]
+    given = {m.task_id: m.dependency_results for batch in batches for m in batch}
+    assert given["g"] == {"p0": "P0", "p1": "P1", "p2": "P2"}
+    assert given["q1"] == given["q2"] == {"b": "B"}
+    assert given["h"] == {"q0": "Q0", "q1": "Q1", "q2": "Q2", "g": "G"}
+    stats = queue.stats()
+    assert (stats.completed, stats.waiting, stats.remaining) == (10, 0, 0)
+    assert queue._redis.hget(queue._keys[0], "held") in (None, b"0")
+    assert _queue_keys(queue) == {"meta", "known"}

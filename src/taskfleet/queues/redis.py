@@ -720,7 +720,7 @@ class RedisQueue(Queue):
             self._keys[0],
             mapping={"inserted": 0, "duplicates": 0, "completed": 0, "stale": 0},
         )
-        pipe.hdel(self._keys[0], "flows")
+        pipe.hdel(self._keys[0], "flows", "held")
         pipe.execute()
         self._flows = False
 
@@ -794,42 +794,61 @@ def _send_args(script: str, chunk: list[Task]) -> list[Any]:
 
 def _flow_args(chunk: list[Task]) -> list[Any]:
     """The arguments of one SEND_FLOW call: the count, id and body pairs, how many ids each
-    task waits for, then the call's edges grouped as (waiters, dependencies) pairs, each
-    joined by newlines (which no id holds).
+    task waits for where that is not one (place in the call and count), then the call's
+    edges grouped as (waiters, dependencies) pairs, each joined by newlines (which no id
+    holds).
 
     Grouped here because the client holds the load: a dependency's waiters come already
     joined, and the dependencies that share their waiters (the parts of a fan-in) share one
     pair, so the script neither walks every `after` nor builds a list per dependency, and
     a task costs two arguments instead of three. Only the first entry of an id repeated in
     the chunk has edges (the script inserts only that one)."""
-    args: list[Any] = [len(chunk)]
+    ids = [task.id for task in chunk]
+    afters = [task.after for task in chunk]
+    args: list[Any] = [None] * (2 * len(chunk))
+    args[0::2] = ids
+    args[1::2] = [task.to_json() for task in chunk]
+    args.insert(0, len(chunk))
+    args.append(" ".join([f"{k} {len(a)}" for k, a in enumerate(afters, 1) if len(a) != 1]))
+    args += _grouped_edges(ids, afters)
+    return args
+
+
+def _grouped_edges(ids: list[str], afters: list[tuple[str, ...]]) -> list[str]:
+    """The (waiters, dependencies) pairs of a SEND_FLOW call (see `_flow_args`), each
+    dependency in one pair, its waiters in task order.
+
+    Tasks are grouped by what they wait for first, one dict lookup a task (the 98 parts of
+    a fan-out share one `after`; a fan-in's is one key): when no dependency is in two
+    groups and no id is repeated, which is how flows are built, the groups are the pairs.
+    Otherwise the edges are grouped a dependency at a time."""
+    by_after: dict[tuple[str, ...], list[str]] = {}
+    for task_id, after in zip(ids, afters, strict=True):
+        if after:
+            waiters = by_after.get(after)
+            if waiters is None:
+                by_after[after] = [task_id]
+            else:
+                waiters.append(task_id)
+    deps = set().union(*by_after) if by_after else set()
+    if len(deps) == sum(map(len, by_after)) and len(set(ids)) == len(ids):
+        pairs: list[str] = []
+        for after, waiters in by_after.items():
+            pairs.append("\n".join(waiters))
+            pairs.append("\n".join(after))
+        return pairs
     waiters_of: dict[str, list[str]] = {}
     first: set[str] = set()
-    for task in chunk:
-        args.append(task.id)
-        args.append(task.to_json())
-        if task.id in first:
+    for task_id, after in zip(ids, afters, strict=True):
+        if task_id in first:
             continue
-        first.add(task.id)
-        for dep in task.after:
-            waiters = waiters_of.get(dep)
-            if waiters is None:
-                waiters_of[dep] = [task.id]
-            else:
-                waiters.append(task.id)
-    args.append(" ".join([str(len(task.after)) for task in chunk]))
+        first.add(task_id)
+        for dep in after:
+            waiters_of.setdefault(dep, []).append(task_id)
     deps_of: dict[str, list[str]] = {}
     for dep, waiters in waiters_of.items():
-        joined = "\n".join(waiters)
-        deps = deps_of.get(joined)
-        if deps is None:
-            deps_of[joined] = [dep]
-        else:
-            deps.append(dep)
-    for joined, deps in deps_of.items():
-        args.append(joined)
-        args.append("\n".join(deps))
-    return args
+        deps_of.setdefault("\n".join(waiters), []).append(dep)
+    return [x for joined, deps in deps_of.items() for x in (joined, "\n".join(deps))]
 
 
 def _place(places: Mapping[str, object], task_id: str) -> str | None:

@@ -8,7 +8,8 @@ the same on every host whatever their clocks say. All keys of one queue share th
 
 Keys (KEYS[i] in every script, in this order; see `RedisQueue._keys`):
 
- 1 meta     hash    max_attempts, created, inserted, duplicates, completed, stale, seq
+ 1 meta     hash    max_attempts, created, inserted, duplicates, completed, stale, seq,
+                    flows (waiting tasks ever loaded), held (tasks waiting without a count)
  2 known    set     every id ever inserted (idempotent send; cleared only by purge)
  3 body     hash    id -> task JSON, while the task is not done
  4 att      hash    id -> deliveries so far (the attempt of the current or last lease)
@@ -18,7 +19,9 @@ Keys (KEYS[i] in every script, in this order; see `RedisQueue._keys`):
  8 delayed  zset    id -> time it becomes visible (ms)
  9 dead     zset    id -> time it was dead-lettered (ms)
 10 err      hash    id -> last error
-11 wait     hash    id -> how many of its dependencies are not done yet (waiting tasks only)
+11 wait     hash    id -> how many of its dependencies are not done yet, for a waiting task
+                    that waits for two or more; one that waits for one id has no count (it
+                    is held by its place in that id's `next` list, and counted in meta.held)
 12 next     hash    id -> the ids that wait for it, joined by newlines (ids hold no control
                     characters), until it and all of them are done (`dependents` lists them)
 13 res      hash    id -> its result (JSON), from its ack until every task waiting for it is done
@@ -62,31 +65,39 @@ local function chunked(command, key, args)
 end
 """
 
-# Appends an already newline-joined list of waiters to a dependency's list, gathered first so
-# that all the lists of a call are read in one HMGET and written in one HSET (per 500).
-_APPEND_LATER = """
-local appends, append_order = {}, {}
-local function append_later(field, joined)
-  local list = appends[field]
-  if list then
-    appends[field] = list .. '\\n' .. joined
-  else
-    appends[field] = joined
-    append_order[#append_order + 1] = field
+# HMGET of any number of fields, in slices (see _CHUNKED); a missing field is false.
+_HMGET = """
+local function hmget(key, fields)
+  local out = {}
+  for i = 1, #fields, 1000 do
+    local part = redis.call('HMGET', key, unpack(fields, i, math.min(i + 999, #fields)))
+    for j = 1, #part do out[#out + 1] = part[j] end
   end
+  return out
+end
+"""
+
+# Appends already newline-joined lists of waiters to dependencies' lists: each dependency
+# comes once a call (the client groups the edges so), so they are kept in two arrays, and
+# read (HMGET) and written (HSET) 500 at a time.
+_APPEND_LATER = """
+local fields, adds = {}, {}
+local function append_later(field, joined)
+  fields[#fields + 1] = field
+  adds[#adds + 1] = joined
 end
 local function flush_appends(key)
-  local olds = {}
-  for i = 1, #append_order, 1000 do
-    local part = redis.call('HMGET', key, unpack(append_order, i, math.min(i + 999, #append_order)))
-    for _, old in ipairs(part) do olds[#olds + 1] = old end
+  for i = 1, #fields, 500 do
+    local last = math.min(i + 499, #fields)
+    local olds = redis.call('HMGET', key, unpack(fields, i, last))
+    local out = {}
+    for j = i, last do
+      local old = olds[j - i + 1]
+      out[#out + 1] = fields[j]
+      out[#out + 1] = old and (old .. '\\n' .. adds[j]) or adds[j]
+    end
+    redis.call('HSET', key, unpack(out))
   end
-  local out = {}
-  for i, field in ipairs(append_order) do
-    out[#out + 1] = field
-    out[#out + 1] = olds[i] and (olds[i] .. '\\n' .. appends[field]) or appends[field]
-  end
-  chunked('HSET', key, out)
 end
 """
 
@@ -116,8 +127,10 @@ return {inserted, present}
 
 # SEND for a chunk that holds tasks that wait, with the chunk's edges grouped by the client
 # (which holds the whole load) so that the script does not walk every task's `after`.
-# ARGV: n, id1, body1, ..., idn, bodyn, counts, then pairs (waiters, deps): `counts` is how
-# many ids each task waits for, space-separated in task order (0: it waits for nothing); each
+# ARGV: n, id1, body1, ..., idn, bodyn, counts, then pairs (waiters, deps): `counts` says how
+# many ids each task waits for where that is not one, as space-separated pairs of its place
+# in the call (from 1) and its count (0: it waits for nothing), so that a fan-out's parts
+# cost nothing there; each
 # pair says that every id of `deps` is waited for by the ids of `waiters` (both joined by
 # newlines, which no id holds; a dependency's waiters in task order, and each dependency in
 # one pair per call). Only the first entry of an id repeated in the call has edges.
@@ -135,22 +148,31 @@ local ids = {}
 for k = 1, n do ids[k] = ARGV[2 * k] end
 local seen = redis.call('SMISMEMBER', KEYS[2], unpack(ids))
 local counts = {}
-for count in string.gmatch(ARGV[2 * n + 2], '%d+') do counts[#counts + 1] = tonumber(count) end
--- fresh: id -> its place in the call, for the ids this call inserts
-local fresh, new, bodies, pending = {}, {}, {}, {}
+local zero = false  -- a task that waits for nothing (our client sends none here)
+for k, count in string.gmatch(ARGV[2 * n + 2], '(%d+) (%d+)') do
+  counts[tonumber(k)] = tonumber(count)
+  if count == '0' then zero = true end
+end
+-- fresh: id -> its place in the call, for the ids this call inserts; when that is all of
+-- them (a first load), `new` is `ids` and the bodies go from ARGV as they came.
+local fresh, new = {}, {}
 local present, flows = 0, 0
 for k, id in ipairs(ids) do
   if seen[k] == 1 or fresh[id] then
     present = present + 1
   else
     fresh[id] = k
-    new[#new + 1] = id
-    bodies[#bodies + 1] = id
-    bodies[#bodies + 1] = ARGV[2 * k + 1]
-    pending[k] = counts[k]
-    if counts[k] > 0 then flows = flows + 1 end
+    if (counts[k] or 1) > 0 then flows = flows + 1 end
   end
 end
+if present == 0 then
+  new = ids
+else
+  for k, id in ipairs(ids) do
+    if fresh[id] == k then new[#new + 1] = id end
+  end
+end
+local met = {}  -- place in the call -> how many of its dependencies are done already
 -- Done: inserted, and its body gone. Asked once per dependency (each comes once a call); the
 -- tasks of this call are written at its end, so one of them named here is not done, as it
 -- should be.
@@ -172,7 +194,7 @@ for g = 2 * n + 3, #ARGV, 2 do
       if done(dep) then
         for waiter in string.gmatch(waiters, '[^\\n]+') do
           local k = fresh[waiter]
-          pending[k] = pending[k] - 1
+          met[k] = (met[k] or 0) + 1
         end
       else
         append_later(dep, waiters)
@@ -180,19 +202,45 @@ for g = 2 * n + 3, #ARGV, 2 do
     end
   end
 end
-local waits, visible = {}, {}
-for _, id in ipairs(new) do
-  local left = pending[fresh[id]]
-  if left > 0 then
-    waits[#waits + 1] = id
-    waits[#waits + 1] = left
-  else
-    visible[#visible + 1] = id
+-- A task that waits for one id has no count (see ACK): it is counted in meta.held instead.
+local waits, visible, held = {}, {}, 0
+if present == 0 and next(met) == nil and not zero then
+  -- A first load, no dependency done: every task waits, and only those in `counts` count.
+  held = n
+  for k, count in pairs(counts) do
+    held = held - 1
+    waits[#waits + 1] = ids[k]
+    waits[#waits + 1] = count
+  end
+else
+  for _, id in ipairs(new) do
+    local k = fresh[id]
+    local count = counts[k] or 1
+    local left = count - (met[k] or 0)
+    if left <= 0 then
+      visible[#visible + 1] = id
+    elseif count == 1 then
+      held = held + 1
+    else
+      waits[#waits + 1] = id
+      waits[#waits + 1] = left
+    end
   end
 end
 if #new > 0 then
   chunked('SADD', KEYS[2], new)
-  chunked('HSET', KEYS[3], bodies)
+  if present == 0 then
+    for i = 2, 2 * n + 1, 1000 do
+      redis.call('HSET', KEYS[3], unpack(ARGV, i, math.min(i + 999, 2 * n + 1)))
+    end
+  else
+    local bodies = {}
+    for _, id in ipairs(new) do
+      bodies[#bodies + 1] = id
+      bodies[#bodies + 1] = ARGV[2 * fresh[id] + 1]
+    end
+    chunked('HSET', KEYS[3], bodies)
+  end
   redis.call('HINCRBY', KEYS[1], 'inserted', #new)
 end
 if #waits > 0 then chunked('HSET', KEYS[11], waits) end
@@ -200,6 +248,7 @@ flush_appends(KEYS[12])
 if #visible > 0 then chunked('RPUSH', KEYS[6], visible) end
 if present > 0 then redis.call('HINCRBY', KEYS[1], 'duplicates', present) end
 if flows > 0 then redis.call('HINCRBY', KEYS[1], 'flows', flows) end
+if held > 0 then redis.call('HINCRBY', KEYS[1], 'held', held) end
 return {#new, present}
 """
 )
@@ -378,11 +427,12 @@ return out
 # this was joins the ready list: here, once, as the counter falls to zero inside this script.
 ACK = (
     _CHUNKED
+    + _HMGET
     + """
 local n = tonumber(ARGV[1])
 local flows = redis.call('HGET', KEYS[1], 'flows')
 local done = {}
-local stale = 0
+local stale, held = 0, 0  -- held: waiting tasks without a count, completed or released here
 local scores = redis.call('ZMSCORE', KEYS[7], unpack(ARGV, 2, n + 1))
 local leased = {}
 for i = 1, n do
@@ -395,8 +445,15 @@ for i = 1, n do
   elseif flows and redis.call('HDEL', KEYS[11], id) == 1 then
     done[#done + 1] = id   -- waiting for its dependencies: in no list
   elseif redis.call('HEXISTS', KEYS[3], id) == 1 and not redis.call('ZSCORE', KEYS[9], id) then
-    done[#done + 1] = id   -- waiting in the ready list: left there, dropped when popped
-    stale = stale + 1
+    done[#done + 1] = id
+    -- Waiting in the ready list (left there, dropped when popped), or, where tasks wait for
+    -- one id without a count, held: then it is in no list. Only this rare ack looks.
+    if flows and tonumber(redis.call('HGET', KEYS[1], 'held') or '0') > 0
+        and not redis.call('LPOS', KEYS[6], id) then
+      held = held + 1
+    else
+      stale = stale + 1
+    end
   end
 end
 if #leased > 0 then redis.call('ZREM', KEYS[7], unpack(leased)) end
@@ -407,7 +464,10 @@ if #done > 0 then
   redis.call('HINCRBY', KEYS[1], 'completed', #done)
 end
 if stale > 0 then redis.call('HINCRBY', KEYS[1], 'stale', stale) end
-if not flows or #done == 0 then return #done end
+if not flows or #done == 0 then
+  if held > 0 then redis.call('HINCRBY', KEYS[1], 'held', -held) end
+  return #done
+end
 
 local results, waited = {}, {}
 for i = n + 2, #ARGV, 3 do
@@ -419,13 +479,30 @@ local visible, unread, kept, counts, gone, stray = {}, {}, {}, {}, {}, {}
 for i, id in ipairs(done) do
   if nexts[i] then
     local readers = 0
-    for waiter in string.gmatch(nexts[i], '[^\\n]+') do
-      -- One call in the common case; a waiter no longer waiting (acked itself) had no field,
-      -- which the decrement created at -1 and is removed again.
-      local left = redis.call('HINCRBY', KEYS[11], waiter, -1)
-      if left <= 0 then redis.call('HDEL', KEYS[11], waiter) end
+    local waiters = {}
+    for waiter in string.gmatch(nexts[i], '[^\\n]+') do waiters[#waiters + 1] = waiter end
+    -- A waiter with a count counts down; one without waits for this id alone (or, loaded
+    -- before counts were left out for those, acked itself while waiting): its body says
+    -- which. A waiter is in the list of a task not done yet, so it cannot have run.
+    -- A list of one (a part of a fan-in) counts down at once: one call when it has a count,
+    -- and a count made at -1 is taken back when it has none.
+    local lefts = #waiters > 1 and hmget(KEYS[11], waiters) or {true}
+    local alone = {}
+    for j, waiter in ipairs(waiters) do
+      local left = lefts[j] and redis.call('HINCRBY', KEYS[11], waiter, -1) or -1
+      if left <= 0 and lefts[j] then redis.call('HDEL', KEYS[11], waiter) end
       if left == 0 then visible[#visible + 1] = waiter end
-      if left >= 0 then readers = readers + 1 end
+      if left >= 0 then readers = readers + 1 else alone[#alone + 1] = waiter end
+    end
+    if #alone > 0 then
+      local bodies = hmget(KEYS[3], alone)
+      for j, waiter in ipairs(alone) do
+        if bodies[j] then
+          visible[#visible + 1] = waiter
+          readers = readers + 1
+          held = held + 1
+        end
+      end
     end
     if readers > 0 then
       kept[#kept + 1] = id
@@ -462,6 +539,7 @@ if #kept > 0 then
 end
 if #unread > 0 then redis.call('HDEL', KEYS[12], unpack(unread)) end
 if #visible > 0 then chunked('RPUSH', KEYS[6], visible) end
+if held > 0 then redis.call('HINCRBY', KEYS[1], 'held', -held) end
 return #done
 """
 )
@@ -549,7 +627,8 @@ return extended
 )
 
 # Visits, breadth first, the tasks that wait (directly or through others) for the ids of
-# `frontier`, calling visit(id) once for each.
+# `frontier`, calling visit(id, dependency) once for each, with the id in whose list it was
+# found first.
 _WAITERS = """
 local function each_waiter(frontier, visit)
   local seen = {}
@@ -557,13 +636,13 @@ local function each_waiter(frontier, visit)
     local found = {}
     for i = 1, #frontier, 1000 do
       local lists = redis.call('HMGET', KEYS[12], unpack(frontier, i, math.min(i + 999, #frontier)))
-      for _, list in ipairs(lists) do
+      for j, list in ipairs(lists) do
         if list then
           for waiter in string.gmatch(list, '[^\\n]+') do
             if not seen[waiter] then
               seen[waiter] = true
               found[#found + 1] = waiter
-              visit(waiter)
+              visit(waiter, frontier[i + j - 1])
             end
           end
         end
@@ -576,18 +655,26 @@ end
 
 # -> {ready_len, stale, leased, leases_expired, delayed, delayed_due, dead,
 #     inserted, duplicates, completed, waiting, blocked}; blocked (the waiting tasks behind a
-#     dead letter) is found by walking from the dead letters, only when both exist.
+#     dead letter) is found by walking from the dead letters, only when both exist. Waiting
+#     are the tasks with a count and those without (meta.held: they wait for one id).
 STATS = (
     _PROLOGUE
     + _WAITERS
     + """
-local m = redis.call('HMGET', KEYS[1], 'stale', 'inserted', 'duplicates', 'completed')
+local m = redis.call('HMGET', KEYS[1], 'stale', 'inserted', 'duplicates', 'completed', 'held')
 local dead = redis.call('ZCARD', KEYS[9])
-local waiting = redis.call('HLEN', KEYS[11])
+local waiting = redis.call('HLEN', KEYS[11]) + tonumber(m[5] or '0')
 local blocked = 0
 if dead > 0 and waiting > 0 then
-  each_waiter(redis.call('ZRANGE', KEYS[9], 0, -1), function(id)
-    if redis.call('HEXISTS', KEYS[11], id) == 1 then blocked = blocked + 1 end
+  -- Every task of the walk waits, through others, for a dead letter, so it cannot have run:
+  -- one with a count waits; one without waits for its one dependency alone, so it waits if
+  -- it and that dependency are not done (a task acked while it waited is done).
+  each_waiter(redis.call('ZRANGE', KEYS[9], 0, -1), function(id, dep)
+    if redis.call('HEXISTS', KEYS[11], id) == 1
+        or (redis.call('HEXISTS', KEYS[3], id) == 1 and redis.call('HEXISTS', KEYS[3], dep) == 1)
+    then
+      blocked = blocked + 1
+    end
   end)
 end
 return {
