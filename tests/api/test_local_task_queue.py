@@ -3,16 +3,18 @@ results back in Python, a fresh run by default and a resumable one when asked fo
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from tests.api.sample_tasks import Multiply, add, fail
+from tests.api.sample_tasks import Multiply, add, fail, fail_first, sleep_then
 from tests.worker.helpers import REPO, worker_env
 
 from taskfleet.api.local import LocalTaskQueue, NothingRanWarning
+from taskfleet.queues import memory
 
 
 def test_insert_then_execute_runs_every_task_and_returns_the_results() -> None:
@@ -68,3 +70,50 @@ def test_a_new_process_runs_the_same_tasks_again(tmp_path: Path) -> None:
         )
         assert done.returncode == 0, done.stderr[-2000:]
         assert "RAN 7" in done.stdout
+
+
+def _events(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_throwaway_run_writes_every_task_s_events_and_keeps_no_queue(tmp_path: Path) -> None:
+    """The throwaway run's queue lives in memory: its events are still all written, and the
+    queue is gone once the run is over."""
+    events = tmp_path / "events.jsonl"
+    tasks = [add.task_with_id(f"t{i}", i, 1) for i in range(300)]
+    run = LocalTaskQueue(parallel=2, event_log_file=events).insert_all(tasks)
+    assert run.completed == 300 and run.results["t299"] == 300
+    completed = [e["task_id"] for e in _events(events) if e["event_type"] == "task_completed"]
+    assert sorted(completed) == sorted(f"t{i}" for i in range(300))
+    assert not [name for name in memory._STORES if name.startswith("taskfleet-local-")]
+
+
+def test_a_throwaway_run_kills_a_task_past_max_runtime_and_retries_as_told(
+    tmp_path: Path,
+) -> None:
+    """Per-task hard timeout and retries hold in a throwaway run: the task that overran is
+    killed (twice: its retry overruns too) and dead-lettered; the tasks queued behind it on
+    its child run; a task that failed once completes on its retry."""
+    events = tmp_path / "events.jsonl"
+    tasks = [
+        sleep_then.task_with_id("slow", 30, "never"),
+        fail_first.task_with_id("flaky", str(tmp_path / "marker")),
+        *(add.task_with_id(f"t{i}", i, 1) for i in range(20)),
+    ]
+    run = LocalTaskQueue(
+        parallel=2,
+        event_log_file=events,
+        max_runtime=0.5,
+        retry_on_timeout=True,
+        retry_on_exception=True,
+        max_attempts=2,
+        backoff_base=0.01,
+        backoff_cap=0.01,
+    ).insert_all(tasks)
+    assert (run.completed, run.dead_lettered) == (21, 1)
+    assert run.results["flaky"] == "second attempt" and run.results["t19"] == 20
+    assert "flaky" not in run.errors and "slow" not in run.results
+    kinds = [(e["event_type"], e.get("task_id")) for e in _events(events)]
+    assert kinds.count(("task_timed_out", "slow")) == 2
+    assert ("task_dead_lettered", "slow") in kinds
+    assert kinds.count(("task_exception", "flaky")) == 1

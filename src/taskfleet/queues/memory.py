@@ -117,6 +117,13 @@ def drop_all_stores() -> None:
         _STORES.clear()
 
 
+def drop_store(name: str) -> None:
+    """Forget the memory queue `name` (a run that owned it is over: its tasks, results and
+    dead letters would otherwise stay in the process for its life)."""
+    with _STORES_LOCK:
+        _STORES.pop(name, None)
+
+
 class MemoryQueue(Queue):
     """A queue in this process's memory; see the module docstring."""
 

@@ -203,9 +203,6 @@ class Worker:
         self._supervisor: Supervisor | None = None
         #: Handed every batch of events once written (for `LocalTaskQueue`'s results).
         self.event_observer: Callable[[list[dict[str, Any]]], None] | None = None
-        #: The state is deleted when the run ends (`LocalTaskQueue`'s temporary one): its
-        #: queue need not wait for the disk.
-        self.scratch_state = False
 
     # -- configuration --------------------------------------------------------------------
 
@@ -341,7 +338,7 @@ class Worker:
                 lock.acquire()
                 try:
                     embedded = open_queue(
-                        state_url(state_path, scratch=self.scratch_state),
+                        state_url(state_path),
                         max_attempts=settings.max_attempts,
                     )
                     assert source is not None
