@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,10 @@ from tests.api.sample_tasks import Multiply, add, fail, fail_first, sleep_then
 from tests.worker.helpers import REPO, worker_env
 
 from taskfleet.api.local import LocalTaskQueue, NothingRanWarning
+from taskfleet.errors import TaskFileError
 from taskfleet.queues import memory
+from taskfleet.tasks import Task
+from taskfleet.worker.feed import FEED_BATCH
 
 
 def test_insert_then_execute_runs_every_task_and_returns_the_results() -> None:
@@ -117,3 +121,26 @@ def test_a_throwaway_run_kills_a_task_past_max_runtime_and_retries_as_told(
     assert kinds.count(("task_timed_out", "slow")) == 2
     assert ("task_dead_lettered", "slow") in kinds
     assert kinds.count(("task_exception", "flaky")) == 1
+
+
+def test_tasks_that_wait_for_others_run_after_them_across_the_batches_of_the_feed() -> None:
+    """A throwaway run loads its tasks as it runs, a batch at a time: a task that waits for
+    one far later in the source (several batches on) still runs after it, with its result."""
+    n = 3 * FEED_BATCH
+    tasks: list[object] = [add.task_with_id(f"t{i}", i, 0) for i in range(n)]
+    waiting = replace(add.task_with_id("sum", 1, 1), after=(f"t{n + 5}", "t0"))
+    tasks.insert(FEED_BATCH + 3, waiting)  # in the second batch, naming a task of the fourth
+    tasks += [add.task_with_id(f"t{i}", i, 0) for i in range(n, n + 10)]
+    run = LocalTaskQueue(parallel=2).insert_all(tasks)
+    assert (run.completed, run.dead_lettered) == (n + 11, 0)
+    assert run.results["sum"] == 2 and run.results[f"t{n + 5}"] == n + 5
+
+
+def test_a_bad_task_late_in_the_source_is_refused_naming_it() -> None:
+    """The feed reads the source as the run goes: what it refuses is still raised, by
+    `execute`, naming the task (the tasks before it may have run)."""
+    tasks = [add.task_with_id(f"t{i}", i, 0) for i in range(2 * FEED_BATCH)]
+    tasks.append(Task("bad", {"value": {1, 2}}))  # a set is not JSON
+    with pytest.raises(TaskFileError, match="task 'bad'"):
+        LocalTaskQueue(parallel=2).insert_all(tasks)
+    assert not [name for name in memory._STORES if name.startswith("taskfleet-local-")]

@@ -189,6 +189,7 @@ class LocalTaskQueue:
             **options,
         )
         worker.event_observer = observer
+        worker.load_as_it_runs = scratch_queue is not None
         try:
             return worker.run(exit=False)
         finally:

@@ -196,8 +196,10 @@ def iter_task_batches(
     check_duplicates: bool = True,
     block_bytes: int = BLOCK_BYTES,
     limits: TaskLimits | None = None,
+    batch_size: int = GENERIC_BATCH,
 ) -> Iterator[TaskBatch]:
-    """Yield the tasks of `source` in validated batches, in order.
+    """Yield the tasks of `source` in validated batches, in order (`batch_size` tasks each
+    where the source is not a JSON Lines file, which comes in blocks of `block_bytes`).
 
     Accepts what `iter_tasks` accepts and refuses what it refuses, with the same messages.
     `check_duplicates=False` leaves ids repeated within the load to the consumer (which must
@@ -214,7 +216,7 @@ def iter_task_batches(
         positioned = validated(
             "task source", "item", entries, DataCheck.PYTHON, limits, skip, limit, check_duplicates
         )
-        yield from _batches_of(positioned, "task source", "item", GENERIC_BATCH)
+        yield from _batches_of(positioned, "task source", "item", batch_size)
         return
     with open_task_file(source) as (f, name, fmt):
         if fmt == "jsonl":
@@ -236,7 +238,7 @@ def iter_task_batches(
         positioned = validated(
             name, unit, entries, check, limits, skip, limit, check_duplicates, file_progress(f)
         )
-        yield from _batches_of(positioned, name, unit, GENERIC_BATCH)
+        yield from _batches_of(positioned, name, unit, batch_size)
 
 
 def _whole_file_bytes(f: IO[bytes]) -> float:

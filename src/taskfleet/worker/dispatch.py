@@ -5,7 +5,8 @@ average of task times), and is topped up only when it falls to half of that, so 
 taken in batches. A local run owns its queue, so it buffers deeply (the children never wait for
 the supervisor); a worker sharing a queue with other machines takes little, so it never hoards
 tasks that others could start, nor holds leases it cannot renew in time. The dispatch also
-decides that the work is over: the queue is drained (a local run), it stayed empty for
+decides that the work is over: the queue is drained (a local run, whose feed, if it loads its
+tasks as it runs, has loaded them all: see `feed.py`), it stayed empty for
 `--exit-when-idle`, or `--max-num-tasks` were received. While a service is away
 (`outage.py`) the supervisor does not call `fill`: nothing new is leased.
 """
@@ -21,6 +22,7 @@ from taskfleet.queues.base import Message, Queue
 from taskfleet.worker.attempts import Attempts
 from taskfleet.worker.child_process import ChildProcess
 from taskfleet.worker.children import Children
+from taskfleet.worker.feed import TaskFeed
 from taskfleet.worker.leases import Leases
 from taskfleet.worker.outage import Outage
 from taskfleet.worker.run_events import RunEvents
@@ -55,6 +57,7 @@ class Dispatch:
         outage: Outage,
         *,
         local_mode: bool,
+        feed: TaskFeed | None = None,
     ) -> None:
         self.queue = queue
         self.outage = outage
@@ -67,6 +70,7 @@ class Dispatch:
         self.max_num_tasks = settings.max_num_tasks
         self.exit_when_idle = settings.exit_when_idle
         self.local_mode = local_mode
+        self.feed = feed  # a local run's tasks, loaded as it runs (feed.py)
         if local_mode:
             self.buffered_work, self.max_prefetch = LOCAL_BUFFERED_WORK_SECONDS, LOCAL_MAX_PREFETCH
         else:
@@ -100,6 +104,9 @@ class Dispatch:
                 return
         if wanted <= 0:
             return
+        feed = self.feed
+        if feed is not None and not feed.exhausted:
+            feed.top_up(feed.loaded.inserted - self.counts.received)
         idle = self._idle()
         wait = 0.0 if self.local_mode or not idle else 1.0
         try:
@@ -180,6 +187,10 @@ class Dispatch:
         """Nothing to lease: a local run may be done; a shared worker may have been idle long
         enough to exit; otherwise look again shortly."""
         if self.local_mode:
+            if self.feed is not None and not self.feed.exhausted:
+                self.feed.top_up(0, force=True)  # more than was waiting was taken
+                self.next_receive_at = 0.0
+                return
             if idle and not self.queue.counts_tasks:
                 # No count to read (Pub/Sub): nothing left to lease and nothing running, the
                 # run is over once the tasks it retried with a delay are visible again.

@@ -31,8 +31,10 @@ from taskfleet.queues import Queue, QueueStats, event_queue_url, open_queue
 from taskfleet.queues.base import DataChanges
 from taskfleet.redact import redact
 from taskfleet.tasks import TaskSource
+from taskfleet.tasks.batches import iter_task_batches
 from taskfleet.tasks.loading import load_tasks_into
 from taskfleet.worker.attempts import RunCounts
+from taskfleet.worker.feed import FEED_BATCH, TaskFeed
 from taskfleet.worker.logs import configure_logging
 from taskfleet.worker.outage import open_riding_out
 from taskfleet.worker.progress import ProgressView
@@ -203,6 +205,9 @@ class Worker:
         self._supervisor: Supervisor | None = None
         #: Handed every batch of events once written (for `LocalTaskQueue`'s results).
         self.event_observer: Callable[[list[dict[str, Any]]], None] | None = None
+        #: A local run without a state loads its tasks as it runs (`feed.py`): for
+        #: `LocalTaskQueue`'s throwaway runs, whose queue is `memory://`.
+        self.load_as_it_runs = False
 
     # -- configuration --------------------------------------------------------------------
 
@@ -365,8 +370,23 @@ class Worker:
                     queue.set_consumer(events_hostname())
                 except QueueUnavailableError as exc:  # away again: the run rides it out
                     log.warning("the queue's activity of this machine is not recorded: %s", exc)
+        feed: TaskFeed | None = None
         try:
-            if local:
+            if local and self.load_as_it_runs and lock is None:
+                assert source is not None
+                batches = iter_task_batches(
+                    source,
+                    skip=settings.tasks_to_skip,
+                    limit=settings.max_num_tasks,
+                    batch_size=FEED_BATCH,
+                )
+                feed = TaskFeed(queue, batches)
+                with interrupt_on_stop_signals():
+                    feed.start()
+                log.info("tasks: loaded as the run goes (%s so far)", f"{feed.loaded.inserted:,}")
+                completed_before = 0
+                changes = DataChanges()
+            elif local:
                 assert source is not None
                 with interrupt_on_stop_signals():  # the load is one transaction: rolled back
                     loaded = load_tasks_into(
@@ -392,9 +412,11 @@ class Worker:
                 completed_before = 0
                 changes = DataChanges()
             return self._supervise(
-                queue, settings, local, completed_before, recovery, started, changes
+                queue, settings, local, completed_before, recovery, started, changes, feed
             )
         finally:
+            if feed is not None:
+                feed.close()
             queue.close()
             if lock is not None:
                 lock.release()
@@ -422,6 +444,7 @@ class Worker:
         recovery: Recovery,
         started: float,
         changes: DataChanges,
+        feed: TaskFeed | None = None,
     ) -> RunSummary:
         flags = SharedFlags()
         worker_data = WorkerData(
@@ -453,7 +476,7 @@ class Worker:
         stats = queue.stats() if local else None
         left = None if stats is None else stats.remaining
         dead = 0 if stats is None else stats.dead
-        total = None if left is None else completed_before + left + dead
+        total = None if left is None or feed is not None else completed_before + left + dead
         view = ProgressView(total, completed_before + dead)
         supervisor = Supervisor(
             queue,
@@ -465,6 +488,7 @@ class Worker:
             local_mode=local,
             on_progress=view.update,
             termination_check=watcher.notice_received if watcher.active else None,
+            feed=feed,
         )
         self._supervisor = supervisor
         restore = install_signal_handlers(supervisor.stopping)
