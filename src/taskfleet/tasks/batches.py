@@ -99,6 +99,9 @@ class TaskBatch:
     #: the tasks that wait for others (id -> the ids), where the fast path decoded them
     #: already; None: not known, read the bodies
     afters: dict[str, list[str]] | None = field(default=None, repr=False, compare=False)
+    #: the tasks themselves, where the batch was made of `Task`s (a Python source): a queue
+    #: of this process takes them as they are instead of decoding `bodies` again
+    tasks: list[Task] | None = field(default=None, repr=False, compare=False)
     _json: str | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -138,6 +141,7 @@ class TaskBatch:
             self.ids[start:stop],
             self.bodies[start:stop],
             self.plain_ids,
+            tasks=None if self.tasks is None else self.tasks[start:stop],
         )
 
 
@@ -418,7 +422,8 @@ def _batches_of(
 
 
 def _batch_of(chunk: list[tuple[int, Task]], name: str, unit: str) -> TaskBatch:
-    ids = [task.id for _, task in chunk]
-    bodies = [task.to_json().decode() for _, task in chunk]
+    tasks = [task for _, task in chunk]
+    ids = [task.id for task in tasks]
+    bodies = [task.to_json().decode() for task in tasks]
     positions = [position for position, _ in chunk]
-    return TaskBatch(name, unit, positions, ids, bodies, ids_are_plain(ids))
+    return TaskBatch(name, unit, positions, ids, bodies, ids_are_plain(ids), tasks=tasks)
