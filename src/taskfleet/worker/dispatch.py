@@ -34,6 +34,10 @@ log = logging.getLogger("taskfleet.worker")
 LOCAL_BUFFERED_WORK_SECONDS, LOCAL_MAX_PREFETCH = 0.1, 2048
 SHARED_BUFFERED_WORK_SECONDS, SHARED_MAX_PREFETCH = 0.02, 64
 RECEIVE_BATCH = 500
+#: A local run on a queue of this process (memory://) takes what the children have room for in
+#: one receive (no round trip to save, and no other consumer): a turn that settles a large
+#: batch must not find the children's buffers, topped up 500 tasks a turn, run dry.
+LOCAL_RECEIVE_BATCH = 4096
 #: How long after its delay a task retried on a queue that cannot count may take to show again
 #: (Pub/Sub rounds a delay up to whole seconds, and redelivers on its own schedule).
 REDELIVERY_GRACE = 3.0
@@ -71,6 +75,8 @@ class Dispatch:
         self.exit_when_idle = settings.exit_when_idle
         self.local_mode = local_mode
         self.feed = feed  # a local run's tasks, loaded as it runs (feed.py)
+        in_process = local_mode and not queue.shared_between_processes
+        self.receive_batch = LOCAL_RECEIVE_BATCH if in_process else RECEIVE_BATCH
         if local_mode:
             self.buffered_work, self.max_prefetch = LOCAL_BUFFERED_WORK_SECONDS, LOCAL_MAX_PREFETCH
         else:
@@ -81,9 +87,21 @@ class Dispatch:
         self.last_activity = time.monotonic()
 
     def fill(self, now: float) -> None:
-        """Lease what the children can start soon, and hand it to them."""
+        """Lease what the children can start soon, and hand it to them; then let a local run's
+        feed load its next tasks, while the children work."""
         if now < self.next_receive_at:
             return
+        self._lease_and_deal(now)
+        feed = self.feed
+        if feed is not None and not feed.exhausted and self.stopping.reason is None:
+            waiting = feed.loaded.inserted - self.counts.received
+            # while the children have tasks queued, or once the queue ran dry; not while they
+            # wait for tasks that are loaded already (after their first ones, say, dealt before
+            # any task time is known), which the next turn hands them
+            if waiting <= 0 or self.children.all_have_work_queued():
+                feed.top_up(waiting)
+
+    def _lease_and_deal(self, now: float) -> None:
         wanted = 0
         open_children = []
         for child in self.children:
@@ -104,13 +122,12 @@ class Dispatch:
                 return
         if wanted <= 0:
             return
-        feed = self.feed
-        if feed is not None and not feed.exhausted:
-            feed.top_up(feed.loaded.inserted - self.counts.received)
         idle = self._idle()
         wait = 0.0 if self.local_mode or not idle else 1.0
         try:
-            received = self.queue.receive(min(wanted, RECEIVE_BATCH), self.leases.seconds, wait)
+            received = self.queue.receive(
+                min(wanted, self.receive_batch), self.leases.seconds, wait
+            )
         except Exception as exc:
             if not self.outage.absorb(exc, "receiving tasks"):
                 self.events.non_fatal(exc, "receiving tasks")
@@ -188,7 +205,7 @@ class Dispatch:
         enough to exit; otherwise look again shortly."""
         if self.local_mode:
             if self.feed is not None and not self.feed.exhausted:
-                self.feed.top_up(0, force=True)  # more than was waiting was taken
+                self.feed.load_next()  # the children took all that was loaded
                 self.next_receive_at = 0.0
                 return
             if idle and not self.queue.counts_tasks:

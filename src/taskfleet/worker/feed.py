@@ -2,10 +2,10 @@
 
 A throwaway `LocalTaskQueue` run (its queue is `memory://`, nothing to resume) need not load
 every task before the first one starts: the children would wait for the whole load. The
-supervisor instead keeps a few batches waiting in the queue, loading the next batch from the
-source each time the tasks waiting fall below `LOW_WATER`, so the children run the first tasks
-while the supervisor reads and checks the next ones (python-task-queue's `insert_all` runs as
-it inserts, too).
+supervisor instead loads one batch before the children start, then, in each turn after it has
+handed the children their tasks, a batch or two more while fewer than `LOW_WATER` tasks wait in
+the queue: the children run the first tasks while the supervisor reads and checks the next ones
+(python-task-queue's `insert_all` runs as it inserts, too).
 
 The rule that keeps dependencies right: a batch in which a task waits for others (`after`) is
 loaded together with every task left in the source, in one send. A task that waits for nothing
@@ -26,8 +26,10 @@ from taskfleet.tasks.batches import TaskBatch
 
 #: Tasks per batch read from the source: small enough that the first tasks start soon.
 FEED_BATCH = 512
-#: Load another batch once fewer tasks than this wait in the queue (more than one receive).
-LOW_WATER = 2048
+#: Load another batch once fewer tasks than this wait in the queue (a local run's receive).
+LOW_WATER = 4096
+#: Batches loaded in one turn at most (the children are fed first, then the feed tops up).
+TOP_UP_BATCHES = 2
 
 
 class TaskFeed:
@@ -39,29 +41,30 @@ class TaskFeed:
         self.exhausted = False
         self.loaded = SendResult()
 
-    def start(self) -> None:
-        """Load the first batch, before the children start."""
-        self.top_up(0, force=True, one=True)
+    def top_up(self, waiting: int, most: int = TOP_UP_BATCHES) -> None:
+        """Load up to `most` batches while fewer than `LOW_WATER` tasks wait (`waiting` do
+        now): a few at a time, so that a turn of the supervisor stays short."""
+        for _ in range(most):
+            if self.exhausted or waiting >= LOW_WATER:
+                return
+            waiting += self.load_next()
 
-    def top_up(self, waiting: int, *, force: bool = False, one: bool = False) -> None:
-        """Load batches until at least `LOW_WATER` tasks wait (`waiting` are waiting now), or
-        at least one batch if `force` (the queue was found empty), or the source ends; `one`:
-        one batch at most."""
-        while not self.exhausted and (force or waiting < LOW_WATER):
-            batch = next(self._batches, None)
-            if batch is None:
-                self.exhausted = True
-                return
-            if _waits(batch):
-                result = self.queue.send_batches(self._with_the_rest(batch))
-                self.exhausted = True
-            else:
-                result = self.queue.send_batches([batch])
-            self.loaded += result
-            waiting += result.inserted
-            force = False
-            if one:
-                return
+    def load_next(self) -> int:
+        """Load the next batch (the first one, or one more because the queue ran empty);
+        returns how many tasks it inserted (0 once the source is over)."""
+        if self.exhausted:
+            return 0
+        batch = next(self._batches, None)
+        if batch is None:
+            self.exhausted = True
+            return 0
+        if _waits(batch):
+            result = self.queue.send_batches(self._with_the_rest(batch))
+            self.exhausted = True
+        else:
+            result = self.queue.send_batches([batch])
+        self.loaded += result
+        return result.inserted
 
     def _with_the_rest(self, batch: TaskBatch) -> Iterator[TaskBatch]:
         yield batch

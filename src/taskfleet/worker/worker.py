@@ -382,7 +382,7 @@ class Worker:
                 )
                 feed = TaskFeed(queue, batches)
                 with interrupt_on_stop_signals():
-                    feed.start()
+                    feed.load_next()
                 log.info("tasks: loaded as the run goes (%s so far)", f"{feed.loaded.inserted:,}")
                 completed_before = 0
                 changes = DataChanges()
