@@ -57,3 +57,9 @@ def fail_first(marker: str) -> str:
         open(marker, "w").close()
         raise RuntimeError("first attempt")
     return "second attempt"
+
+
+@taskfleet.task
+def sum_of_dependencies() -> int:
+    """The sum of what the tasks this one waits for returned (a missing result fails it)."""
+    return sum(taskfleet.dependency_results().values())

@@ -11,7 +11,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from tests.api.sample_tasks import Multiply, add, fail, fail_first, sleep_then
+from tests.api.sample_tasks import (
+    Multiply,
+    add,
+    fail,
+    fail_first,
+    sleep_then,
+    sum_of_dependencies,
+)
 from tests.worker.helpers import REPO, worker_env
 
 from taskfleet.api.local import LocalTaskQueue, NothingRanWarning
@@ -134,6 +141,20 @@ def test_tasks_that_wait_for_others_run_after_them_across_the_batches_of_the_fee
     run = LocalTaskQueue(parallel=2).insert_all(tasks)
     assert (run.completed, run.dead_lettered) == (n + 11, 0)
     assert run.results["sum"] == 2 and run.results[f"t{n + 5}"] == n + 5
+
+
+def test_a_task_loaded_after_its_dependencies_completed_still_gets_their_results() -> None:
+    """The feed loads a task that waits for the first ten only after thousands of others:
+    by then those ten completed, with nothing waiting for them yet; the run's queue kept
+    their results, and the task gets them."""
+    n = 10 * FEED_BATCH
+    tasks: list[object] = [add.task_with_id(f"t{i}", i, 0) for i in range(n)]
+    tasks.append(
+        replace(sum_of_dependencies.task_with_id("sum"), after=tuple(f"t{i}" for i in range(10)))
+    )
+    run = LocalTaskQueue(parallel=2).insert_all(tasks)
+    assert (run.completed, run.dead_lettered) == (n + 1, 0), run.errors
+    assert run.results["sum"] == sum(range(10))
 
 
 def test_a_bad_task_late_in_the_source_is_refused_naming_it() -> None:

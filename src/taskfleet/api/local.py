@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from taskfleet.api.marking import as_task, is_one_task, process_code_task
-from taskfleet.queues.memory import drop_store
+from taskfleet.queues.memory import drop_store, keep_every_result
 from taskfleet.tasks import Task
 
 if TYPE_CHECKING:
@@ -177,6 +177,8 @@ class LocalTaskQueue:
         if self.state is None:
             scratch_queue = f"taskfleet-local-{uuid.uuid4().hex}"
             options["queue"] = f"memory://{scratch_queue}"
+            # Loaded as it runs, a task may come after the one it waits for completed.
+            keep_every_result(scratch_queue)
         else:
             options["state"] = str(state)
         if self.parallel is not None:
