@@ -39,12 +39,18 @@ def test_insert_then_execute_runs_every_task_and_returns_the_results() -> None:
     assert tq.execute().completed == 0  # inserted tasks are run once
 
 
-def test_a_failing_task_is_dead_lettered_with_its_error() -> None:
+def test_a_failing_task_is_dead_lettered_with_its_error(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     run = LocalTaskQueue(parallel=1).insert_all(
         [fail.task_with_id("bad", "broken"), add.task(1, 1)]
     )
     assert (run.completed, run.dead_lettered, run.exit_code) == (1, 1, 2)
     assert run.errors == {"bad": "ValueError: broken"}
+    # the run's queue is gone with the run: the hint names no command that would read it
+    err = capfd.readouterr().err
+    assert "some tasks were dead-lettered: their errors are in the run's events" in err, err
+    assert "taskfleet dead-letters" not in err and "memory://" not in err, err
 
 
 def test_the_same_call_runs_again_unless_a_state_is_given(tmp_path: Path) -> None:

@@ -558,11 +558,19 @@ class Worker:
                 else f" (a fix in the task data: `taskfleet load-queue {where} --task-file "
                 "FILE --update` first)"
             )
-            print(
-                f"some tasks were dead-lettered{held}: see `taskfleet dead-letters {where}`; "
-                f"after a fix{data_fix}, `taskfleet redrive {where}` and run again",
-                file=sys.stderr,
-            )
+            if not queue.shared_between_processes:
+                # A queue of this process (a throwaway `LocalTaskQueue` run's): no command
+                # can read it after the run, so the hint points where the errors are kept.
+                hint = (
+                    "their errors are in the run's events (and in a `LocalTaskQueue` run's "
+                    "`errors`); run them again after a fix"
+                )
+            else:
+                hint = (
+                    f"see `taskfleet dead-letters {where}`; after a fix{data_fix}, "
+                    f"`taskfleet redrive {where}` and run again"
+                )
+            print(f"some tasks were dead-lettered{held}: {hint}", file=sys.stderr)
         return summary
 
 
