@@ -37,3 +37,29 @@ class Multiply(taskfleet.RegisteredTask):
 
 def unmarked(value: Any) -> Any:
     return value
+
+
+@taskfleet.task
+def sleep_then(seconds: float, value: Any) -> Any:
+    """Sleeps, then returns `value`: a task that overruns a short `max_runtime`."""
+    import time
+
+    time.sleep(seconds)
+    return value
+
+
+@taskfleet.task
+def fail_first(marker: str) -> str:
+    """Raises on its first attempt (it leaves `marker` behind), returns on the next."""
+    import os
+
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError("first attempt")
+    return "second attempt"
+
+
+@taskfleet.task
+def sum_of_dependencies() -> int:
+    """The sum of what the tasks this one waits for returned (a missing result fails it)."""
+    return sum(taskfleet.dependency_results().values())

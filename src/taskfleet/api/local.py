@@ -2,13 +2,15 @@
 
 `insert(tasks)` then `execute()`, or `insert_all(tasks)`, runs the tasks in N long-lived child
 processes with everything a worker has: `--max-runtime` kills, the retry policy, dead letters,
-events. The tasks go through the run's embedded SQLite queue (the same path as a worker's
-`--task-file` run), streamed from the iterables into it and then run; the results come back
-as a `LocalRun`.
+events. The tasks are streamed from the iterables into the run's queue and then run; the
+results come back as a `LocalRun`.
 
-By default that queue lives in a temporary directory, so calling the same thing again, in this
-process or a new one, runs the tasks again, as python-task-queue users expect. Give `state=PATH`
-for a resumable run: a run that stopped (Ctrl-C, a crash) picks up where it stopped, and a
+By default (a throwaway run) that queue is a `memory://` queue of this process, made for the
+run and dropped after it: nothing of it needs to outlive the process, so it pays for no file
+and no transaction, and calling the same thing again, in this process or a new one, runs the
+tasks again, as python-task-queue users expect. Give `state=PATH` for a resumable run: its
+queue is the embedded SQLite queue kept in that file (the same path as a worker's
+`--task-file` run), so a run that stopped (Ctrl-C, a crash) picks up where it stopped, and a
 repeat runs only what is not done. A repeat that finds everything done warns that nothing ran
 and why, rather than answering silently with "0 tasks".
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import itertools
 import os
 import tempfile
+import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from taskfleet.api.marking import as_task, is_one_task, process_code_task
+from taskfleet.queues.memory import drop_store, keep_every_result
 from taskfleet.tasks import Task
 
 if TYPE_CHECKING:
@@ -168,7 +172,15 @@ class LocalTaskQueue:
     ) -> RunSummary:
         from taskfleet.worker.worker import Worker
 
-        options: dict[str, Any] = {"state": str(state), "event_log_file": str(events)}
+        options: dict[str, Any] = {"event_log_file": str(events)}
+        scratch_queue = None
+        if self.state is None:
+            scratch_queue = f"taskfleet-local-{uuid.uuid4().hex}"
+            options["queue"] = f"memory://{scratch_queue}"
+            # Loaded as it runs, a task may come after the one it waits for completed.
+            keep_every_result(scratch_queue)
+        else:
+            options["state"] = str(state)
         if self.parallel is not None:
             options["num_simultaneous_tasks"] = self.parallel
         options.update(self.worker_options)
@@ -179,8 +191,12 @@ class LocalTaskQueue:
             **options,
         )
         worker.event_observer = observer
-        worker.scratch_state = self.state is None  # deleted with its temporary directory
-        return worker.run(exit=False)
+        worker.load_as_it_runs = scratch_queue is not None
+        try:
+            return worker.run(exit=False)
+        finally:
+            if scratch_queue is not None:
+                drop_store(scratch_queue)
 
 
 def _unique_tasks(items: Iterable[Any]) -> Iterator[Task]:

@@ -693,10 +693,12 @@ def tasks_of(batches: Iterable[TaskBatch]) -> Iterator[Task]:
     """The tasks of validated batches, refusing an id repeated within them."""
     seen = DuplicateTracker()
     for batch in batches:
-        for index, (task_id, body) in enumerate(zip(batch.ids, batch.bodies, strict=True)):
+        # a batch made of Tasks carries them: not decoded from their JSON again
+        tasks = batch.tasks or map(Task.from_json, batch.bodies)
+        for index, (task_id, task) in enumerate(zip(batch.ids, tasks, strict=True)):
             if seen.is_duplicate(task_id):
                 raise TaskFileError(
                     f"{batch.where(index)}: duplicate id {task_id!r}; each task id must be "
                     "unique within a task file."
                 )
-            yield Task.from_json(body)
+            yield task

@@ -105,16 +105,41 @@ class _Store:
     #: results of completed tasks that others wait for
     results: dict[str, Any] = field(default_factory=dict)
     held: int = 0  # entries in the HELD state
+    #: keep the result of every completed task, not only of those others wait for now
+    keep_every_result: bool = False
 
 
 _STORES: dict[str, _Store] = {}
 _STORES_LOCK = threading.Lock()
+#: names of stores, made or not yet, that keep every result (see `keep_every_result`)
+_KEEPING_EVERY_RESULT: set[str] = set()
 
 
 def drop_all_stores() -> None:
     """Forget every memory queue of this process (for tests: a fresh start each time)."""
     with _STORES_LOCK:
         _STORES.clear()
+
+
+def drop_store(name: str) -> None:
+    """Forget the memory queue `name` (a run that owned it is over: its tasks, results and
+    dead letters would otherwise stay in the process for its life)."""
+    with _STORES_LOCK:
+        _STORES.pop(name, None)
+        _KEEPING_EVERY_RESULT.discard(name)
+
+
+def keep_every_result(name: str) -> None:
+    """Let the memory queue `name` (made now or later) keep the result of every task it
+    completes. A queue keeps only the results of tasks that others wait for when they
+    complete; a run that loads its tasks as it goes (`worker.feed`) may load a task after the
+    one it waits for completed, and must still hand it that result. Such a run owns its queue
+    and drops it at its end, so the results live no longer than the run's own `results`."""
+    with _STORES_LOCK:
+        _KEEPING_EVERY_RESULT.add(name)
+        store = _STORES.get(name)
+        if store is not None:
+            store.keep_every_result = True
 
 
 class MemoryQueue(Queue):
@@ -157,6 +182,7 @@ class MemoryQueue(Queue):
                         creates=None,
                     )
                 store = _STORES[name] = _Store(attempts)
+                store.keep_every_result = name in _KEEPING_EVERY_RESULT
         self._store = store
         self.max_attempts = store.max_attempts
 
@@ -325,6 +351,8 @@ class MemoryQueue(Queue):
         store.counts.completed += 1
         dependents = store.waiting_for.get(task_id)
         if not dependents:
+            if store.keep_every_result:
+                store.results[task_id] = results.get(task_id) if results else None
             return
         store.results[task_id] = results.get(task_id) if results else None
         for other in dependents:

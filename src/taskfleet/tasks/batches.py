@@ -99,6 +99,9 @@ class TaskBatch:
     #: the tasks that wait for others (id -> the ids), where the fast path decoded them
     #: already; None: not known, read the bodies
     afters: dict[str, list[str]] | None = field(default=None, repr=False, compare=False)
+    #: the tasks themselves, where the batch was made of `Task`s (a Python source): a queue
+    #: of this process takes them as they are instead of decoding `bodies` again
+    tasks: list[Task] | None = field(default=None, repr=False, compare=False)
     _json: str | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -138,6 +141,7 @@ class TaskBatch:
             self.ids[start:stop],
             self.bodies[start:stop],
             self.plain_ids,
+            tasks=None if self.tasks is None else self.tasks[start:stop],
         )
 
 
@@ -196,8 +200,10 @@ def iter_task_batches(
     check_duplicates: bool = True,
     block_bytes: int = BLOCK_BYTES,
     limits: TaskLimits | None = None,
+    batch_size: int = GENERIC_BATCH,
 ) -> Iterator[TaskBatch]:
-    """Yield the tasks of `source` in validated batches, in order.
+    """Yield the tasks of `source` in validated batches, in order (`batch_size` tasks each
+    where the source is not a JSON Lines file, which comes in blocks of `block_bytes`).
 
     Accepts what `iter_tasks` accepts and refuses what it refuses, with the same messages.
     `check_duplicates=False` leaves ids repeated within the load to the consumer (which must
@@ -214,7 +220,7 @@ def iter_task_batches(
         positioned = validated(
             "task source", "item", entries, DataCheck.PYTHON, limits, skip, limit, check_duplicates
         )
-        yield from _batches_of(positioned, "task source", "item", GENERIC_BATCH)
+        yield from _batches_of(positioned, "task source", "item", batch_size)
         return
     with open_task_file(source) as (f, name, fmt):
         if fmt == "jsonl":
@@ -236,7 +242,7 @@ def iter_task_batches(
         positioned = validated(
             name, unit, entries, check, limits, skip, limit, check_duplicates, file_progress(f)
         )
-        yield from _batches_of(positioned, name, unit, GENERIC_BATCH)
+        yield from _batches_of(positioned, name, unit, batch_size)
 
 
 def _whole_file_bytes(f: IO[bytes]) -> float:
@@ -416,7 +422,8 @@ def _batches_of(
 
 
 def _batch_of(chunk: list[tuple[int, Task]], name: str, unit: str) -> TaskBatch:
-    ids = [task.id for _, task in chunk]
-    bodies = [task.to_json().decode() for _, task in chunk]
+    tasks = [task for _, task in chunk]
+    ids = [task.id for task in tasks]
+    bodies = [task.to_json().decode() for task in tasks]
     positions = [position for position, _ in chunk]
-    return TaskBatch(name, unit, positions, ids, bodies, ids_are_plain(ids))
+    return TaskBatch(name, unit, positions, ids, bodies, ids_are_plain(ids), tasks=tasks)

@@ -83,15 +83,32 @@ def _load(
     rerun_completed: bool = False,
 ) -> SendResult:
     batches = iter_task_batches(source, skip=skip, limit=limit, check_duplicates=False)
+    if not queue.shared_between_processes:
+        # A queue of this process (memory://) inserts in Python, holding the GIL: a reader
+        # thread would only take turns with it, and costs its handoffs.
+        with contextlib.closing(batches):
+            counted = _counted_batches(batches, on_progress)
+            return _send(queue, counted, stop, update, rerun_completed)
     # Closed here, not when the garbage collector gets to it: an error's traceback keeps the
     # generator alive, and with it a reader thread waiting to hand over a batch.
-    with contextlib.closing(_read_ahead(batches, stop)) as read_ahead:
+    with contextlib.closing(_read_ahead(batches, stop, queue.bulk_load)) as read_ahead:
         counted = _counted_batches(read_ahead, on_progress)
-        if stop is not None:
-            counted = _until_stopped(counted, stop, 0 if queue.bulk_load else STOP_SLICE)
-        if update:
-            return queue.send_updates(counted, rerun_completed=rerun_completed)
-        return queue.send_batches(counted)
+        return _send(queue, counted, stop, update, rerun_completed)
+
+
+def _send(
+    queue: Queue,
+    counted: Iterator[TaskBatch],
+    stop: threading.Event | None,
+    update: bool,
+    rerun_completed: bool,
+) -> SendResult:
+    """Hand the batches to the queue (a load, or an update of the tasks it holds)."""
+    if stop is not None:
+        counted = _until_stopped(counted, stop, 0 if queue.bulk_load else STOP_SLICE)
+    if update:
+        return queue.send_updates(counted, rerun_completed=rerun_completed)
+    return queue.send_batches(counted)
 
 
 def _validate_into(
@@ -101,7 +118,7 @@ def _validate_into(
     JSON Lines file `path`; the first bad entry raises before anything was sent."""
     batches = iter_task_batches(source, skip=skip, limit=limit, check_duplicates=True)
     with (
-        contextlib.closing(_read_ahead(batches, stop)) as read_ahead,
+        contextlib.closing(_read_ahead(batches, stop, bulk=False)) as read_ahead,
         open(path, "w", encoding="utf-8") as out,
     ):
         for batch in read_ahead:
@@ -160,7 +177,10 @@ def _counted_batches(
 
 
 def _read_ahead(
-    batches: Generator[TaskBatch, None, None], stop_load: threading.Event | None, depth: int = 2
+    batches: Generator[TaskBatch, None, None],
+    stop_load: threading.Event | None,
+    bulk: bool,
+    depth: int = 2,
 ) -> Iterator[TaskBatch]:
     """Read and build batches in a thread while the caller inserts the previous ones.
 
@@ -186,7 +206,8 @@ def _read_ahead(
     def read() -> None:
         try:
             for batch in batches:
-                batch.json_object()
+                if bulk:  # only a native bulk path (SQLite's) reads the batch as one object
+                    batch.json_object()
                 if not offer((batch, None)):
                     return
             offer((None, None))

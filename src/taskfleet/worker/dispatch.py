@@ -5,7 +5,8 @@ average of task times), and is topped up only when it falls to half of that, so 
 taken in batches. A local run owns its queue, so it buffers deeply (the children never wait for
 the supervisor); a worker sharing a queue with other machines takes little, so it never hoards
 tasks that others could start, nor holds leases it cannot renew in time. The dispatch also
-decides that the work is over: the queue is drained (a local run), it stayed empty for
+decides that the work is over: the queue is drained (a local run, whose feed, if it loads its
+tasks as it runs, has loaded them all: see `feed.py`), it stayed empty for
 `--exit-when-idle`, or `--max-num-tasks` were received. While a service is away
 (`outage.py`) the supervisor does not call `fill`: nothing new is leased.
 """
@@ -21,6 +22,7 @@ from taskfleet.queues.base import Message, Queue
 from taskfleet.worker.attempts import Attempts
 from taskfleet.worker.child_process import ChildProcess
 from taskfleet.worker.children import Children
+from taskfleet.worker.feed import TaskFeed
 from taskfleet.worker.leases import Leases
 from taskfleet.worker.outage import Outage
 from taskfleet.worker.run_events import RunEvents
@@ -32,6 +34,10 @@ log = logging.getLogger("taskfleet.worker")
 LOCAL_BUFFERED_WORK_SECONDS, LOCAL_MAX_PREFETCH = 0.1, 2048
 SHARED_BUFFERED_WORK_SECONDS, SHARED_MAX_PREFETCH = 0.02, 64
 RECEIVE_BATCH = 500
+#: A local run on a queue of this process (memory://) takes what the children have room for in
+#: one receive (no round trip to save, and no other consumer): a turn that settles a large
+#: batch must not find the children's buffers, topped up 500 tasks a turn, run dry.
+LOCAL_RECEIVE_BATCH = 4096
 #: How long after its delay a task retried on a queue that cannot count may take to show again
 #: (Pub/Sub rounds a delay up to whole seconds, and redelivers on its own schedule).
 REDELIVERY_GRACE = 3.0
@@ -55,6 +61,7 @@ class Dispatch:
         outage: Outage,
         *,
         local_mode: bool,
+        feed: TaskFeed | None = None,
     ) -> None:
         self.queue = queue
         self.outage = outage
@@ -67,6 +74,9 @@ class Dispatch:
         self.max_num_tasks = settings.max_num_tasks
         self.exit_when_idle = settings.exit_when_idle
         self.local_mode = local_mode
+        self.feed = feed  # a local run's tasks, loaded as it runs (feed.py)
+        in_process = local_mode and not queue.shared_between_processes
+        self.receive_batch = LOCAL_RECEIVE_BATCH if in_process else RECEIVE_BATCH
         if local_mode:
             self.buffered_work, self.max_prefetch = LOCAL_BUFFERED_WORK_SECONDS, LOCAL_MAX_PREFETCH
         else:
@@ -77,9 +87,21 @@ class Dispatch:
         self.last_activity = time.monotonic()
 
     def fill(self, now: float) -> None:
-        """Lease what the children can start soon, and hand it to them."""
+        """Lease what the children can start soon, and hand it to them; then let a local run's
+        feed load its next tasks, while the children work."""
         if now < self.next_receive_at:
             return
+        self._lease_and_deal(now)
+        feed = self.feed
+        if feed is not None and not feed.exhausted and self.stopping.reason is None:
+            waiting = feed.loaded.inserted - self.counts.received
+            # while the children have tasks queued, or once the queue ran dry; not while they
+            # wait for tasks that are loaded already (after their first ones, say, dealt before
+            # any task time is known), which the next turn hands them
+            if waiting <= 0 or self.children.all_have_work_queued():
+                feed.top_up(waiting)
+
+    def _lease_and_deal(self, now: float) -> None:
         wanted = 0
         open_children = []
         for child in self.children:
@@ -103,7 +125,9 @@ class Dispatch:
         idle = self._idle()
         wait = 0.0 if self.local_mode or not idle else 1.0
         try:
-            received = self.queue.receive(min(wanted, RECEIVE_BATCH), self.leases.seconds, wait)
+            received = self.queue.receive(
+                min(wanted, self.receive_batch), self.leases.seconds, wait
+            )
         except Exception as exc:
             if not self.outage.absorb(exc, "receiving tasks"):
                 self.events.non_fatal(exc, "receiving tasks")
@@ -180,6 +204,10 @@ class Dispatch:
         """Nothing to lease: a local run may be done; a shared worker may have been idle long
         enough to exit; otherwise look again shortly."""
         if self.local_mode:
+            if self.feed is not None and not self.feed.exhausted:
+                self.feed.load_next()  # the children took all that was loaded
+                self.next_receive_at = 0.0
+                return
             if idle and not self.queue.counts_tasks:
                 # No count to read (Pub/Sub): nothing left to lease and nothing running, the
                 # run is over once the tasks it retried with a delay are visible again.

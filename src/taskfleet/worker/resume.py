@@ -46,10 +46,9 @@ def default_state_path(event_log_file: str | None) -> Path:
     return Path("taskfleet.state.db")
 
 
-def state_url(state_path: str | os.PathLike[str], *, scratch: bool = False) -> str:
-    """The URL of the embedded queue kept in the state file (a SQLite queue). A `scratch`
-    state, deleted when its run ends, never waits for the disk (`sync=off`)."""
-    return "sqlite:///" + quote(os.fspath(state_path)) + ("?sync=off" if scratch else "")
+def state_url(state_path: str | os.PathLike[str]) -> str:
+    """The URL of the embedded queue kept in the state file (a SQLite queue)."""
+    return "sqlite:///" + quote(os.fspath(state_path))
 
 
 class StateLock:

@@ -50,6 +50,7 @@ from taskfleet.queues.base import Queue
 from taskfleet.worker.attempts import Attempts, RetryPolicy, RunCounts
 from taskfleet.worker.children import DEADLINE_CHECK_INTERVAL, Children
 from taskfleet.worker.dispatch import Dispatch
+from taskfleet.worker.feed import TaskFeed
 from taskfleet.worker.keep_alive import KeepAlive, keep_alive_interval
 from taskfleet.worker.leases import Leases
 from taskfleet.worker.outage import Outage
@@ -78,6 +79,7 @@ class Supervisor:
         local_mode: bool,
         on_progress: Callable[[RunCounts, int], None] | None = None,
         termination_check: Callable[[], bool] | None = None,
+        feed: TaskFeed | None = None,
     ) -> None:
         self.settings = settings
         self.queue = queue
@@ -116,6 +118,7 @@ class Supervisor:
             settings,
             self.outage,
             local_mode=local_mode,
+            feed=feed,
         )
 
     # -- public -----------------------------------------------------------------------------

@@ -31,8 +31,10 @@ from taskfleet.queues import Queue, QueueStats, event_queue_url, open_queue
 from taskfleet.queues.base import DataChanges
 from taskfleet.redact import redact
 from taskfleet.tasks import TaskSource
+from taskfleet.tasks.batches import iter_task_batches
 from taskfleet.tasks.loading import load_tasks_into
 from taskfleet.worker.attempts import RunCounts
+from taskfleet.worker.feed import FEED_BATCH, TaskFeed
 from taskfleet.worker.logs import configure_logging
 from taskfleet.worker.outage import open_riding_out
 from taskfleet.worker.progress import ProgressView
@@ -203,9 +205,9 @@ class Worker:
         self._supervisor: Supervisor | None = None
         #: Handed every batch of events once written (for `LocalTaskQueue`'s results).
         self.event_observer: Callable[[list[dict[str, Any]]], None] | None = None
-        #: The state is deleted when the run ends (`LocalTaskQueue`'s temporary one): its
-        #: queue need not wait for the disk.
-        self.scratch_state = False
+        #: A local run without a state loads its tasks as it runs (`feed.py`): for
+        #: `LocalTaskQueue`'s throwaway runs, whose queue is `memory://`.
+        self.load_as_it_runs = False
 
     # -- configuration --------------------------------------------------------------------
 
@@ -341,7 +343,7 @@ class Worker:
                 lock.acquire()
                 try:
                     embedded = open_queue(
-                        state_url(state_path, scratch=self.scratch_state),
+                        state_url(state_path),
                         max_attempts=settings.max_attempts,
                     )
                     assert source is not None
@@ -368,8 +370,23 @@ class Worker:
                     queue.set_consumer(events_hostname())
                 except QueueUnavailableError as exc:  # away again: the run rides it out
                     log.warning("the queue's activity of this machine is not recorded: %s", exc)
+        feed: TaskFeed | None = None
         try:
-            if local:
+            if local and self.load_as_it_runs and lock is None:
+                assert source is not None
+                batches = iter_task_batches(
+                    source,
+                    skip=settings.tasks_to_skip,
+                    limit=settings.max_num_tasks,
+                    batch_size=FEED_BATCH,
+                )
+                feed = TaskFeed(queue, batches)
+                with interrupt_on_stop_signals():
+                    feed.load_next()
+                log.info("tasks: loaded as the run goes (%s so far)", f"{feed.loaded.inserted:,}")
+                completed_before = 0
+                changes = DataChanges()
+            elif local:
                 assert source is not None
                 with interrupt_on_stop_signals():  # the load is one transaction: rolled back
                     loaded = load_tasks_into(
@@ -395,9 +412,11 @@ class Worker:
                 completed_before = 0
                 changes = DataChanges()
             return self._supervise(
-                queue, settings, local, completed_before, recovery, started, changes
+                queue, settings, local, completed_before, recovery, started, changes, feed
             )
         finally:
+            if feed is not None:
+                feed.close()
             queue.close()
             if lock is not None:
                 lock.release()
@@ -425,6 +444,7 @@ class Worker:
         recovery: Recovery,
         started: float,
         changes: DataChanges,
+        feed: TaskFeed | None = None,
     ) -> RunSummary:
         flags = SharedFlags()
         worker_data = WorkerData(
@@ -456,7 +476,7 @@ class Worker:
         stats = queue.stats() if local else None
         left = None if stats is None else stats.remaining
         dead = 0 if stats is None else stats.dead
-        total = None if left is None else completed_before + left + dead
+        total = None if left is None or feed is not None else completed_before + left + dead
         view = ProgressView(total, completed_before + dead)
         supervisor = Supervisor(
             queue,
@@ -468,6 +488,7 @@ class Worker:
             local_mode=local,
             on_progress=view.update,
             termination_check=watcher.notice_received if watcher.active else None,
+            feed=feed,
         )
         self._supervisor = supervisor
         restore = install_signal_handlers(supervisor.stopping)
@@ -537,11 +558,19 @@ class Worker:
                 else f" (a fix in the task data: `taskfleet load-queue {where} --task-file "
                 "FILE --update` first)"
             )
-            print(
-                f"some tasks were dead-lettered{held}: see `taskfleet dead-letters {where}`; "
-                f"after a fix{data_fix}, `taskfleet redrive {where}` and run again",
-                file=sys.stderr,
-            )
+            if not queue.shared_between_processes:
+                # A queue of this process (a throwaway `LocalTaskQueue` run's): no command
+                # can read it after the run, so the hint points where the errors are kept.
+                hint = (
+                    "their errors are in the run's events (and in a `LocalTaskQueue` run's "
+                    "`errors`); run them again after a fix"
+                )
+            else:
+                hint = (
+                    f"see `taskfleet dead-letters {where}`; after a fix{data_fix}, "
+                    f"`taskfleet redrive {where}` and run again"
+                )
+            print(f"some tasks were dead-lettered{held}: {hint}", file=sys.stderr)
         return summary
 
 
