@@ -119,6 +119,10 @@ BAD_ENTRIES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "unknown field": ({"id": "x", "data": {}, "priority": 1}, ("unknown field", "priority")),
     "duplicate id": ({"id": "task-00000", "data": {}}, ("duplicate id 'task-00000'",)),
     "duplicate via task_id": ({"task_id": "task-00001"}, ("duplicate id 'task-00001'",)),
+    "after repeats an id": (
+        {"id": "x", "data": {}, "after": ["task-00000", "task-00001", "task-00000"]},
+        ("the 'after' of task 'x' repeats 'task-00000'",),
+    ),
 }
 
 

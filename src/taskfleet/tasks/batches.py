@@ -168,7 +168,10 @@ def _plain_afters(entries: list[Any]) -> dict[str, list[str]] | None:
         return afters
     lists = afters.values()
     named = [task_id for after in lists for task_id in after]
-    if ids_are_plain(named) and all(len(set(after)) == len(after) for after in lists):
+    # No id twice in one list: only a list of two or more can repeat one, and the lengths
+    # are compared in C (most of a flow's tasks wait for a single task).
+    longer = [after for after in lists if len(after) > 1]
+    if ids_are_plain(named) and list(map(len, longer)) == list(map(len, map(set, longer))):
         return afters
     return None
 
