@@ -212,6 +212,30 @@ def test_exactly_once_skips_ack_ids_that_are_no_longer_valid(pubsub_endpoint: st
     q.close()
 
 
+def test_a_delivery_whose_worker_died_before_its_lease_was_set_comes_back_soon(
+    pubsub_endpoint: str,
+) -> None:
+    """`receive` pulls, then sets the lease; a host killed between the two leaves the
+    messages of that pull out for the subscription's own ack deadline. That deadline is
+    Pub/Sub's shortest (10 s), so they come back to another worker soon, not after the
+    runtime's default lease (the killed-host test of test_many_hosts waits 12 s idle)."""
+    name = _name()
+    dying = _open(pubsub_endpoint, name)
+    dying.send([Task("held", {})])
+    pulled = time.monotonic()
+    assert len(dying._pull(dying.subscription, 1, 5)) == 1  # then the host dies
+    dying.close()
+    survivor = _open(pubsub_endpoint, name)
+    back: list[Any] = []
+    while not back and time.monotonic() - pulled < 20:
+        back = survivor.receive(1, 3, wait_seconds=1)
+    assert [m.task_id for m in back] == ["held"], "still held after 20 s"
+    assert time.monotonic() - pulled < survivor.ack_deadline + 5
+    assert back[0].attempt == 2
+    survivor.ack(back)
+    survivor.close()
+
+
 def test_api_calls_per_task_are_batched(pubsub_endpoint: str) -> None:
     """Load and drain 500 tasks in leases of the subscription's deadline: one publish, then a
     pull and an acknowledge per 100."""

@@ -8,6 +8,16 @@ made; the dead-letter pair is then named after the subscription). Opening create
 missing. The subscription gets a dead-letter policy to `NAME-dead` and the label
 `taskfleet-max-attempts`; an existing subscription keeps its own.
 
+Leases. `receive` pulls, then sets the lease asked for (a deadline change) unless it is the
+subscription's ack deadline. Until that call the messages of a pull are out for the
+subscription's deadline, and a worker killed in between (a host that vanishes) never makes
+it: Pub/Sub delivers them again only when that deadline passes. So the subscription is
+created with Pub/Sub's shortest ack deadline, 10 s, not the runtime's default lease (60 s
+would save the deadline change of a pull at that lease, but hide such messages for a minute,
+longer than the other workers may wait before they exit idle). A subscription made before
+keeps its own deadline (`gcloud pubsub subscriptions update NAME-sub --ack-deadline=10`
+shortens it).
+
 Attempts. Pub/Sub numbers deliveries (`delivery_attempt`) only on a subscription with a
 dead-letter policy, whose `max_delivery_attempts` must be 5 to 100. So taskfleet counts
 attempts itself against its own `max_attempts`, from two numbers: the attribute
@@ -109,7 +119,11 @@ ATTRIBUTE_ROOM = 2048  # what the attributes of a message may take beside its da
 BATCH = 1000  # Pub/Sub's largest Publish, Pull, Acknowledge and ModifyAckDeadline
 MAX_ACK_DEADLINE = 600
 MIN_ACK_DEADLINE = 10  # the shortest a subscription may be created with
-DEFAULT_ACK_DEADLINE = 60  # the runtime's default lease: no deadline change after a pull
+# The subscription's own ack deadline: how long the messages of a pull stay out before the
+# lease is set on them. A worker killed between the Pull and that call (or a Pull whose
+# answer never reached its caller) leaves them out this long, so it is Pub/Sub's shortest;
+# every other lease is a deadline change after the pull.
+SUBSCRIPTION_ACK_DEADLINE = MIN_ACK_DEADLINE
 THREADS = 8  # publishes in flight
 RETENTION_SECONDS = 7 * 24 * 3600  # the longest Pub/Sub keeps unacknowledged messages
 MIN_DELIVERY_ATTEMPTS, MAX_DELIVERY_ATTEMPTS = 5, 100  # Pub/Sub's range for a policy
@@ -329,7 +343,7 @@ class PubSubQueue(Queue):
         request = {
             "name": self.subscription,
             "topic": self.topic,
-            "ack_deadline_seconds": DEFAULT_ACK_DEADLINE,
+            "ack_deadline_seconds": SUBSCRIPTION_ACK_DEADLINE,
             "labels": {MAX_ATTEMPTS_LABEL: str(max_attempts)},
             "dead_letter_policy": {
                 "dead_letter_topic": self.dead_topic,
