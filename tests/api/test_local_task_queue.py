@@ -171,3 +171,22 @@ def test_a_bad_task_late_in_the_source_is_refused_naming_it() -> None:
     with pytest.raises(TaskFileError, match="task 'bad'"):
         LocalTaskQueue(parallel=2).insert_all(tasks)
     assert not [name for name in memory._STORES if name.startswith("taskfleet-local-")]
+
+
+def test_a_task_whose_data_has_an_after_key_does_not_end_the_feed_s_streaming() -> None:
+    """Only a task that waits for others makes the feed load the rest of the source in one
+    send; an "after" inside a task's data is data."""
+    from taskfleet.queues import open_queue
+    from taskfleet.tasks.batches import iter_task_batches
+    from taskfleet.worker.feed import TaskFeed
+
+    tasks = [Task(f"t{i}", {"after": "2020-01-01", "i": i}) for i in range(3 * FEED_BATCH)]
+    with open_queue("memory://feed-after-in-data") as queue:
+        feed = TaskFeed(queue, iter_task_batches(tasks, batch_size=FEED_BATCH))
+        assert feed.load_next() == FEED_BATCH
+        assert not feed.exhausted
+        waiting = replace(add.task_with_id("w", 1, 1), after=("t0",))
+        feed = TaskFeed(queue, iter_task_batches([waiting, *tasks[:5]], batch_size=1))
+        feed.load_next()
+        assert feed.exhausted  # a real `after`: the rest came in the same send
+    memory.drop_store("feed-after-in-data")

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import orjson
+
 from taskfleet.queues.base import Queue, SendResult
 from taskfleet.tasks.batches import TaskBatch
 
@@ -79,7 +81,11 @@ class TaskFeed:
 
 
 def _waits(batch: TaskBatch) -> bool:
-    """A task of the batch waits for others."""
+    """A task of the batch waits for others. The reader's fast path gives the `after` lists,
+    the others the tasks; a body is parsed only when it names `after` somewhere, so that a task
+    whose data has an "after" key does not make the feed load the rest of the source at once."""
     if batch.afters is not None:
         return bool(batch.afters)
-    return any('"after"' in body for body in batch.bodies)
+    if batch.tasks is not None:
+        return any(task.after for task in batch.tasks)
+    return any('"after"' in body and orjson.loads(body).get("after") for body in batch.bodies)
